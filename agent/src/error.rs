@@ -1,0 +1,225 @@
+//! Errors of the agent, each named after the action that failed, mapped exhaustively to
+//! [`ErrorCode`] and turned into a `tonic::Status` at the gRPC boundary.
+
+use common::{CodedError, ErrorCode, SpaceId};
+use snafu::Snafu;
+
+/// Everything that can go wrong in the agent.
+#[derive(Debug, Snafu)]
+#[snafu(visibility(pub(crate)))]
+pub enum Error {
+    /// The configuration is unusable.
+    #[snafu(display("invalid agent configuration: {message}"))]
+    InvalidConfig { message: String },
+
+    /// A space's path cannot be used.
+    #[snafu(display("invalid path {} of space {name}: {reason}", path.display()))]
+    SpacePath {
+        name: String,
+        path: std::path::PathBuf,
+        reason: String,
+    },
+
+    /// A space's directory could not be opened as an opendal operator.
+    #[snafu(display("failed to open space {name}"))]
+    OpenSpace { name: String, source: opendal::Error },
+
+    /// The ticket's signature does not verify or its body does not decode.
+    #[snafu(display("invalid ticket: {reason}"))]
+    BadTicket { reason: String },
+
+    /// The ticket's expiry time has passed.
+    #[snafu(display("ticket expired at {expires_at_ms} ms"))]
+    TicketExpired { expires_at_ms: i64 },
+
+    /// The ticket is valid but authorises a different operation.
+    #[snafu(display("ticket of kind {actual} cannot be used for {expected}"))]
+    WrongTicketKind {
+        expected: &'static str,
+        actual: String,
+    },
+
+    /// The agent has not registered with the coordinator, so it knows no space ids yet.
+    #[snafu(display("agent not registered yet"))]
+    NotRegistered,
+
+    /// The ticket names a space this agent does not serve.
+    #[snafu(display("space {space_id} is not served by this agent"))]
+    UnknownSpace { space_id: SpaceId },
+
+    /// The request is malformed (wrong message order, bad field).
+    #[snafu(display("{message}"))]
+    BadRequest { message: String },
+
+    /// A shard hash is not 64 lower-case hex digits.
+    #[snafu(display("invalid shard hash {hash:?}: expected 64 lower-case hex digits"))]
+    InvalidShardHash { hash: String },
+
+    /// A data chunk exceeds the wire chunk limit.
+    #[snafu(display("chunk of {size} bytes exceeds the limit of {limit} bytes"))]
+    ChunkTooLarge { size: usize, limit: usize },
+
+    /// The upload exceeds the ticket's `max_size`.
+    #[snafu(display("shard exceeds the ticket's max_size of {max_size} bytes"))]
+    ShardTooLarge { max_size: u64 },
+
+    /// The put stream ended without a `finish` message; nothing was stored.
+    #[snafu(display("put stream ended without finish; nothing was stored"))]
+    StreamAborted,
+
+    /// Receiving the next message of the client stream failed.
+    #[snafu(display("failed to receive the put stream"))]
+    ReceivePut { source: tonic::Status },
+
+    /// Writing shard bytes (temp file, rename, cleanup) failed.
+    #[snafu(display("failed to write shard in space {space}"))]
+    WriteShard {
+        space: String,
+        source: opendal::Error,
+    },
+
+    /// The task writing a shard panicked or was cancelled.
+    #[snafu(display("shard writer task failed"))]
+    WriterTask { source: tokio::task::JoinError },
+
+    /// The agent is shutting down; the stream was cut short.
+    #[snafu(display("agent is shutting down"))]
+    ShuttingDown,
+
+    /// Hashing a chunk on the blocking pool failed.
+    #[snafu(display("failed to hash chunk"))]
+    HashChunk { source: tokio::task::JoinError },
+
+    /// Reading or stating a shard failed.
+    #[snafu(display("failed to read shard {hash}"))]
+    ReadShard {
+        hash: String,
+        source: opendal::Error,
+    },
+
+    /// The shard does not exist in the space.
+    #[snafu(display("shard {hash} not found"))]
+    ShardNotFound { hash: String },
+
+    /// The shard ended before the size its metadata reported.
+    #[snafu(display("shard {hash} ended at {at} bytes, expected {expected}"))]
+    ShardTruncated { hash: String, at: u64, expected: u64 },
+
+    /// The requested offset lies past the end of the shard.
+    #[snafu(display("offset {offset} is past the end of the shard ({size} bytes)"))]
+    RangeOutOfBounds { offset: u64, size: u64 },
+
+    /// Building the coordinator client failed.
+    #[snafu(display("failed to build coordinator client"))]
+    CoordinatorClient { source: client::Error },
+
+    /// A RegisterAgent call (registration or heartbeat) failed.
+    #[snafu(display("failed to register with coordinator"))]
+    Register { source: client::Error },
+
+    /// The local address of the listener is unavailable.
+    #[snafu(display("failed to read the listener address"))]
+    ListenerAddress { source: std::io::Error },
+
+    /// The gRPC server stopped with an error.
+    #[snafu(display("grpc server failed"))]
+    Serve { source: tonic::transport::Error },
+}
+
+/// Result with the agent's [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Code of a storage error: by opendal kind, temporary failures are retryable.
+fn storage_code(err: &opendal::Error) -> ErrorCode {
+    // `opendal::ErrorKind` is non-exhaustive, so this one match needs a catch-all.
+    match err.kind() {
+        opendal::ErrorKind::NotFound => ErrorCode::NotFound,
+        opendal::ErrorKind::PermissionDenied => ErrorCode::PermissionDenied,
+        opendal::ErrorKind::RateLimited => ErrorCode::Unavailable,
+        _ if err.is_temporary() => ErrorCode::Unavailable,
+        _ => ErrorCode::Internal,
+    }
+}
+
+impl CodedError for Error {
+    fn code(&self) -> ErrorCode {
+        match self {
+            Error::InvalidConfig { .. } => ErrorCode::BadArgument,
+            Error::SpacePath { .. } => ErrorCode::BadArgument,
+            Error::OpenSpace { source, .. } => storage_code(source),
+            Error::BadTicket { .. } => ErrorCode::Unauthenticated,
+            Error::TicketExpired { .. } => ErrorCode::Unauthenticated,
+            Error::WrongTicketKind { .. } => ErrorCode::PermissionDenied,
+            Error::NotRegistered => ErrorCode::Unavailable,
+            Error::UnknownSpace { .. } => ErrorCode::NotFound,
+            Error::BadRequest { .. } => ErrorCode::BadArgument,
+            Error::InvalidShardHash { .. } => ErrorCode::BadArgument,
+            Error::ChunkTooLarge { .. } => ErrorCode::BadArgument,
+            Error::ShardTooLarge { .. } => ErrorCode::BadArgument,
+            Error::StreamAborted => ErrorCode::BadArgument,
+            Error::ReceivePut { source } => common::error::code_of(source),
+            Error::WriteShard { source, .. } => storage_code(source),
+            Error::WriterTask { .. } => ErrorCode::Internal,
+            Error::ShuttingDown => ErrorCode::Unavailable,
+            Error::HashChunk { .. } => ErrorCode::Internal,
+            Error::ReadShard { source, .. } => storage_code(source),
+            Error::ShardNotFound { .. } => ErrorCode::NotFound,
+            Error::ShardTruncated { .. } => ErrorCode::Internal,
+            Error::RangeOutOfBounds { .. } => ErrorCode::BadArgument,
+            Error::CoordinatorClient { source } => source.code(),
+            Error::Register { source } => source.code(),
+            Error::ListenerAddress { .. } => ErrorCode::Internal,
+            Error::Serve { .. } => ErrorCode::Internal,
+        }
+    }
+}
+
+impl From<Error> for tonic::Status {
+    fn from(err: Error) -> Self {
+        common::error::to_status(&err)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn storage_errors_map_by_kind() {
+        let nf = opendal::Error::new(opendal::ErrorKind::NotFound, "x");
+        assert_eq!(storage_code(&nf), ErrorCode::NotFound);
+        let pd = opendal::Error::new(opendal::ErrorKind::PermissionDenied, "x");
+        assert_eq!(storage_code(&pd), ErrorCode::PermissionDenied);
+        let tmp = opendal::Error::new(opendal::ErrorKind::Unexpected, "x").set_temporary();
+        assert_eq!(storage_code(&tmp), ErrorCode::Unavailable);
+        let other = opendal::Error::new(opendal::ErrorKind::Unexpected, "x");
+        assert_eq!(storage_code(&other), ErrorCode::Internal);
+    }
+
+    #[test]
+    fn status_keeps_the_code_and_message() {
+        let s = tonic::Status::from(Error::RangeOutOfBounds {
+            offset: 10,
+            size: 5,
+        });
+        assert_eq!(common::error::code_of(&s), ErrorCode::BadArgument);
+        assert!(s.message().contains("offset 10"), "{}", s.message());
+
+        let s = tonic::Status::from(Error::TicketExpired { expires_at_ms: 1 });
+        assert_eq!(common::error::code_of(&s), ErrorCode::Unauthenticated);
+
+        let s = tonic::Status::from(Error::NotRegistered);
+        assert_eq!(s.code(), tonic::Code::Unavailable);
+    }
+
+    #[test]
+    fn internal_errors_hide_details() {
+        let s = tonic::Status::from(Error::ShardTruncated {
+            hash: "ab".into(),
+            at: 1,
+            expected: 2,
+        });
+        assert_eq!(common::error::code_of(&s), ErrorCode::Internal);
+        assert_eq!(s.message(), "internal error");
+    }
+}

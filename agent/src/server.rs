@@ -1,0 +1,182 @@
+//! Wiring: [`Agent::build`] checks the config and opens the stores; [`Agent::serve`] runs the
+//! gRPC server on a bound listener plus the registration loop until shutdown.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use client::ChannelOptions;
+use common::secret::Secret;
+use proto::agent::agent_service_server::AgentServiceServer;
+use proto::coordinator::{RegisterAgentRequest, SpaceDecl};
+use snafu::ResultExt;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Server;
+use tonic::transport::server::TcpIncoming;
+use tracing::{info, warn};
+
+use crate::config::AgentConfig;
+use crate::error::{
+    CoordinatorClientSnafu, InvalidConfigSnafu, ListenerAddressSnafu, Result, ServeSnafu,
+};
+use crate::heartbeat::{Registrar, Registration};
+use crate::service::AgentGrpc;
+use crate::store::{SpaceRegistry, SpaceStore, TMP_MAX_AGE};
+
+/// Connect timeout towards the coordinator.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// Deadline of one `RegisterAgent` call.
+const REGISTER_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A configured agent, ready to serve.
+pub struct Agent {
+    config: AgentConfig,
+    secret: Secret,
+    stores: Vec<SpaceStore>,
+    registry: SpaceRegistry,
+    registration: watch::Sender<Option<Registration>>,
+}
+
+impl Agent {
+    /// Validate `config`, load the cluster secret and open (creating when missing) the
+    /// directory of every space. Does no network IO.
+    pub fn build(config: AgentConfig) -> Result<Agent> {
+        config
+            .validate()
+            .map_err(|message| InvalidConfigSnafu { message }.build())?;
+        let secret = config
+            .secret()
+            .map_err(|message| InvalidConfigSnafu { message }.build())?;
+        let stores = config
+            .spaces
+            .iter()
+            .map(|space| SpaceStore::open_local(&space.name, &space.path))
+            .collect::<Result<Vec<_>>>()?;
+        let (registration, _) = watch::channel(None);
+        Ok(Agent {
+            config,
+            secret,
+            stores,
+            registry: SpaceRegistry::default(),
+            registration,
+        })
+    }
+
+    /// The effective configuration (its `Debug` redacts the secret).
+    pub fn config(&self) -> &AgentConfig {
+        &self.config
+    }
+
+    /// The latest successful registration (`None` until the coordinator first answers).
+    /// Tests wait on it with `wait_for(Option::is_some)`.
+    pub fn registration(&self) -> watch::Receiver<Option<Registration>> {
+        self.registration.subscribe()
+    }
+
+    /// Serve the agent's gRPC service on `listener` and keep registering with the
+    /// coordinator, until `shutdown` is cancelled. The service answers before registration
+    /// succeeds (tickets are then refused with `Unavailable`).
+    pub async fn serve(self, listener: TcpListener, shutdown: CancellationToken) -> Result<()> {
+        let local = listener.local_addr().context(ListenerAddressSnafu)?;
+        let advertise = match &self.config.advertise {
+            Some(a) => a.clone(),
+            None => {
+                if local.ip().is_unspecified() {
+                    warn!(
+                        address = %local,
+                        "listening on an unspecified address without `advertise`; \
+                         others cannot reach this agent at it"
+                    );
+                }
+                local.to_string()
+            }
+        };
+        let coordinator = client::coordinator(
+            &self.config.coordinator,
+            &ChannelOptions {
+                connect_timeout: CONNECT_TIMEOUT,
+                request_timeout: Some(REGISTER_TIMEOUT),
+            },
+        )
+        .context(CoordinatorClientSnafu)?;
+
+        let request = RegisterAgentRequest {
+            name: self.config.name.clone(),
+            address: advertise.clone(),
+            spaces: self
+                .stores
+                .iter()
+                .map(|s| SpaceDecl {
+                    name: s.name().to_owned(),
+                    storage_type: "Local".to_owned(),
+                    path: s.root().display().to_string(),
+                })
+                .collect(),
+        };
+
+        // Background work stops on this token: on shutdown, or when the server fails.
+        let tasks_token = shutdown.child_token();
+        let mut tasks = JoinSet::new();
+        for store in &self.stores {
+            let store = store.clone();
+            let token = tasks_token.clone();
+            tasks.spawn(async move {
+                tokio::select! {
+                    () = token.cancelled() => {}
+                    r = store.sweep_tmp(TMP_MAX_AGE) => if let Err(e) = r {
+                        warn!(space = %store.name(), error = %common::error::ErrorChain(&e), "temp sweep failed");
+                    }
+                }
+            });
+        }
+        let registrar = Registrar {
+            client: coordinator,
+            request,
+            stores: self
+                .stores
+                .iter()
+                .map(|s| (s.name().to_owned(), s.clone()))
+                .collect::<HashMap<_, _>>(),
+            registry: self.registry.clone(),
+            registration: self.registration.clone(),
+            default_interval: self.config.heartbeat_interval,
+        };
+        tasks.spawn(registrar.run(tasks_token.clone()));
+
+        let service = AgentServiceServer::new(AgentGrpc::new(
+            self.secret,
+            self.registry,
+            shutdown.clone(),
+        ))
+        .max_decoding_message_size(proto::MAX_MESSAGE_SIZE)
+        .max_encoding_message_size(proto::MAX_MESSAGE_SIZE);
+
+        info!(
+            agent = %self.config.name,
+            address = %local,
+            advertise = %advertise,
+            coordinator = %self.config.coordinator,
+            spaces = self.stores.len(),
+            "agent serving"
+        );
+        let served = Server::builder()
+            .http2_adaptive_window(Some(true))
+            .add_service(service)
+            .serve_with_incoming_shutdown(
+                TcpIncoming::from(listener).with_nodelay(Some(true)),
+                shutdown.cancelled_owned(),
+            )
+            .await;
+
+        tasks_token.cancel();
+        while let Some(joined) = tasks.join_next().await {
+            if let Err(e) = joined {
+                warn!(error = %e, "agent background task failed");
+            }
+        }
+        info!(agent = %self.config.name, "agent stopped");
+        served.context(ServeSnafu)
+    }
+}

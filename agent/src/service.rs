@@ -1,0 +1,211 @@
+//! The tonic `AgentService` implementation: parse and check requests, call the store, map
+//! the result. No storage logic lives here.
+
+use common::SpaceId;
+use common::secret::Secret;
+use futures::StreamExt;
+use proto::agent::agent_service_server::AgentService;
+use proto::agent::put_shard_request::Msg;
+use proto::agent::{Chunk, GetShardRequest, PutShardRequest, PutShardResponse};
+use proto::common::ticket_body::Kind;
+use snafu::{ResultExt, ensure};
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status, Streaming};
+use tracing::debug;
+
+use crate::error::{
+    BadRequestSnafu, ChunkTooLargeSnafu, Error, InvalidShardHashSnafu, ReceivePutSnafu, Result,
+    ShardTooLargeSnafu, ShuttingDownSnafu, StreamAbortedSnafu, WriterTaskSnafu,
+};
+use crate::store::{PutItem, SpaceRegistry, Stored, is_valid_hash};
+use crate::ticket;
+
+/// Chunks buffered between the gRPC request stream and the shard writer.
+const PUT_CHANNEL_CAPACITY: usize = 4;
+/// Chunks read ahead of the gRPC response stream.
+const GET_CHANNEL_CAPACITY: usize = 4;
+
+/// gRPC face of the agent.
+pub struct AgentGrpc {
+    secret: Secret,
+    spaces: SpaceRegistry,
+    shutdown: CancellationToken,
+}
+
+impl AgentGrpc {
+    /// Service verifying tickets with `secret` and serving the stores in `spaces`; streams
+    /// in flight end with `Unavailable` once `shutdown` is cancelled.
+    pub fn new(secret: Secret, spaces: SpaceRegistry, shutdown: CancellationToken) -> Self {
+        AgentGrpc {
+            secret,
+            spaces,
+            shutdown,
+        }
+    }
+
+    async fn put(&self, mut stream: Streaming<PutShardRequest>) -> Result<Stored> {
+        let first = stream.message().await.context(ReceivePutSnafu)?;
+        let Some(PutShardRequest {
+            msg: Some(Msg::Ticket(ticket)),
+        }) = first
+        else {
+            return BadRequestSnafu {
+                message: "first message must be the ticket",
+            }
+            .fail();
+        };
+        let body = ticket::verify(&self.secret, Some(&ticket), Kind::Put, common::time::now_ms())?;
+        let space_id = SpaceId(body.space_id);
+        let store = self.spaces.get(space_id)?;
+        let max_size = (body.max_size > 0).then_some(body.max_size);
+
+        // The writer runs as its own task: if this handler is dropped (client gone), the
+        // sender drops without `Finish` and the writer aborts and removes its temp file.
+        let (tx, rx) = mpsc::channel(PUT_CHANNEL_CAPACITY);
+        let writer = tokio::spawn(async move { store.put(ReceiverStream::new(rx)).await });
+        let fed = feed_put(&mut stream, &tx, max_size).await;
+        if let Ok(true) = fed {
+            // A failed send means the writer already stopped; its result says why.
+            let _ = tx.send(PutItem::Finish).await;
+        }
+        drop(tx);
+        let written = writer.await.context(WriterTaskSnafu)?;
+        fed?;
+        let stored = written?;
+        debug!(
+            space_id = %space_id,
+            upload_id = body.upload_id,
+            size = stored.size,
+            hash = %stored.sha256,
+            "shard stored"
+        );
+        Ok(stored)
+    }
+}
+
+/// Forward the data chunks of `stream` to the writer. `Ok(true)`: `finish` arrived and the
+/// stream ended; `Ok(false)`: the writer stopped early (its result has the error).
+async fn feed_put(
+    stream: &mut Streaming<PutShardRequest>,
+    tx: &mpsc::Sender<PutItem>,
+    max_size: Option<u64>,
+) -> Result<bool> {
+    let mut total = 0u64;
+    loop {
+        let Some(msg) = stream.message().await.context(ReceivePutSnafu)? else {
+            return StreamAbortedSnafu.fail();
+        };
+        match msg.msg {
+            Some(Msg::Data(data)) => {
+                ensure!(
+                    data.len() <= proto::CHUNK_SIZE,
+                    ChunkTooLargeSnafu {
+                        size: data.len(),
+                        limit: proto::CHUNK_SIZE,
+                    }
+                );
+                total += data.len() as u64;
+                if let Some(max_size) = max_size {
+                    ensure!(total <= max_size, ShardTooLargeSnafu { max_size });
+                }
+                if tx.send(PutItem::Data(data)).await.is_err() {
+                    return Ok(false);
+                }
+            }
+            Some(Msg::Finish(_)) => {
+                let next = stream.message().await.context(ReceivePutSnafu)?;
+                ensure!(
+                    next.is_none(),
+                    BadRequestSnafu {
+                        message: "no message may follow finish",
+                    }
+                );
+                return Ok(true);
+            }
+            Some(Msg::Ticket(_)) => {
+                return BadRequestSnafu {
+                    message: "the ticket must be sent once, as the first message",
+                }
+                .fail();
+            }
+            None => {
+                return BadRequestSnafu {
+                    message: "empty put message",
+                }
+                .fail();
+            }
+        }
+    }
+}
+
+#[tonic::async_trait]
+impl AgentService for AgentGrpc {
+    async fn put_shard(
+        &self,
+        request: Request<Streaming<PutShardRequest>>,
+    ) -> Result<Response<PutShardResponse>, Status> {
+        let stored = self.put(request.into_inner()).await?;
+        Ok(Response::new(PutShardResponse {
+            size: stored.size,
+            sha256: stored.sha256,
+        }))
+    }
+
+    type GetShardStream = ReceiverStream<Result<Chunk, Status>>;
+
+    async fn get_shard(
+        &self,
+        request: Request<GetShardRequest>,
+    ) -> Result<Response<Self::GetShardStream>, Status> {
+        let req = request.into_inner();
+        let body = ticket::verify(
+            &self.secret,
+            req.ticket.as_ref(),
+            Kind::Get,
+            common::time::now_ms(),
+        )?;
+        if !is_valid_hash(&body.shard_hash) {
+            return Err(InvalidShardHashSnafu {
+                hash: body.shard_hash,
+            }
+            .build()
+            .into());
+        }
+        let store = self.spaces.get(SpaceId(body.space_id))?;
+        let mut shard = store
+            .read(&body.shard_hash, req.offset, req.length)
+            .await?;
+        // Errors up to the first chunk become the status of the call.
+        let first = shard.next().await.transpose()?;
+
+        let (tx, rx) = mpsc::channel(GET_CHANNEL_CAPACITY);
+        if let Some(first) = first {
+            let shutdown = self.shutdown.clone();
+            tokio::spawn(async move {
+                if tx.send(Ok(Chunk { data: first })).await.is_err() {
+                    return;
+                }
+                loop {
+                    let next = tokio::select! {
+                        biased;
+                        () = shutdown.cancelled() => Some(Err(ShuttingDownSnafu.build())),
+                        next = shard.next() => next,
+                    };
+                    let Some(item) = next else { break };
+                    let failed = item.is_err();
+                    let item = item
+                        .map(|data| Chunk { data })
+                        .map_err(|e: Error| Status::from(e));
+                    // Never end early with OK: a truncated read must reach the client as an
+                    // error, so the last send waits for room even while shutting down.
+                    if tx.send(item).await.is_err() || failed {
+                        break;
+                    }
+                }
+            });
+        }
+        Ok(Response::new(ReceiverStream::new(rx)))
+    }
+}

@@ -1,0 +1,124 @@
+//! Verification of coordinator-signed tickets, done locally with the cluster secret (no call
+//! back to the coordinator). Pure functions of the ticket, the secret and the clock.
+
+use common::secret::Secret;
+use prost::Message;
+use proto::common::ticket_body::Kind;
+use proto::common::{Ticket, TicketBody};
+use snafu::ensure;
+
+use crate::error::{BadTicketSnafu, Result, TicketExpiredSnafu, WrongTicketKindSnafu};
+
+/// Check `ticket` is signed with `secret`, decodes, is of kind `expected` and has not
+/// expired at `now_ms`; returns its body.
+///
+/// A bad signature, an undecodable body and an expired ticket are `Unauthenticated`; a
+/// valid ticket for another operation is `PermissionDenied`.
+pub fn verify(
+    secret: &Secret,
+    ticket: Option<&Ticket>,
+    expected: Kind,
+    now_ms: i64,
+) -> Result<TicketBody> {
+    let Some(ticket) = ticket else {
+        return BadTicketSnafu {
+            reason: "ticket is missing",
+        }
+        .fail();
+    };
+    ensure!(
+        common::ticket::verify(secret, &ticket.body, &ticket.signature),
+        BadTicketSnafu {
+            reason: "signature does not verify",
+        }
+    );
+    let body = TicketBody::decode(ticket.body.as_slice()).map_err(|e| {
+        BadTicketSnafu {
+            reason: format!("body does not decode: {e}"),
+        }
+        .build()
+    })?;
+    ensure!(
+        body.kind == expected as i32,
+        WrongTicketKindSnafu {
+            expected: expected.as_str_name(),
+            actual: Kind::try_from(body.kind)
+                .map(|k| k.as_str_name().to_owned())
+                .unwrap_or_else(|_| body.kind.to_string()),
+        }
+    );
+    ensure!(
+        body.expires_at_ms > now_ms,
+        TicketExpiredSnafu {
+            expires_at_ms: body.expires_at_ms,
+        }
+    );
+    Ok(body)
+}
+
+#[cfg(test)]
+mod tests {
+    use common::{CodedError, ErrorCode};
+
+    use super::*;
+    use crate::Error;
+
+    fn sign(secret: &Secret, body: &TicketBody) -> Ticket {
+        let body = body.encode_to_vec();
+        Ticket {
+            signature: common::ticket::sign(secret, &body),
+            body,
+        }
+    }
+
+    fn body(kind: Kind, expires_at_ms: i64) -> TicketBody {
+        TicketBody {
+            kind: kind as i32,
+            space_id: 3,
+            upload_id: 9,
+            shard_hash: String::new(),
+            max_size: 100,
+            expires_at_ms,
+        }
+    }
+
+    #[test]
+    fn valid_ticket_yields_its_body() {
+        let s = Secret::new("k");
+        let t = sign(&s, &body(Kind::Put, 2000));
+        let b = verify(&s, Some(&t), Kind::Put, 1000).unwrap();
+        assert_eq!(b, body(Kind::Put, 2000));
+    }
+
+    #[test]
+    fn invalid_tickets_are_refused_with_their_code() {
+        let s = Secret::new("k");
+        let good = sign(&s, &body(Kind::Get, 2000));
+        let mut tampered = good.clone();
+        tampered.body[0] ^= 1;
+        let mut bad_sig = good.clone();
+        bad_sig.signature[0] ^= 1;
+        let garbage = Ticket {
+            signature: common::ticket::sign(&s, &[0xff, 0xff]),
+            body: vec![0xff, 0xff],
+        };
+        let other_secret = sign(&Secret::new("other"), &body(Kind::Get, 2000));
+
+        let cases: [(Option<&Ticket>, Kind, i64, ErrorCode); 8] = [
+            (None, Kind::Get, 1000, ErrorCode::Unauthenticated),
+            (Some(&tampered), Kind::Get, 1000, ErrorCode::Unauthenticated),
+            (Some(&bad_sig), Kind::Get, 1000, ErrorCode::Unauthenticated),
+            (Some(&garbage), Kind::Get, 1000, ErrorCode::Unauthenticated),
+            (Some(&other_secret), Kind::Get, 1000, ErrorCode::Unauthenticated),
+            (Some(&good), Kind::Put, 1000, ErrorCode::PermissionDenied),
+            (Some(&good), Kind::Get, 2000, ErrorCode::Unauthenticated),
+            (Some(&good), Kind::Get, 3000, ErrorCode::Unauthenticated),
+        ];
+        for (i, (ticket, kind, now, code)) in cases.into_iter().enumerate() {
+            let err = verify(&s, ticket, kind, now).unwrap_err();
+            assert_eq!(err.code(), code, "case {i}: {err}");
+        }
+        let err = verify(&s, Some(&good), Kind::Get, 2000).unwrap_err();
+        assert!(matches!(err, Error::TicketExpired { expires_at_ms: 2000 }));
+    }
+}

@@ -1,0 +1,62 @@
+//! `jcs`: JointCloud storage. `jcs standalone` runs everything in one process; the
+//! `coordinator`, `agent` and `gateway` subcommands run one cluster role each.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "jcs", version, about = "JointCloud storage")]
+struct Cli {
+    /// Log filter (RUST_LOG overrides it).
+    #[arg(long, global = true, default_value = "info")]
+    log: String,
+    /// Log as JSON lines.
+    #[arg(long, global = true)]
+    log_json: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Coordinator, agent and gateway in one process (redb metadata, one Local space).
+    Standalone {
+        /// Where metadata and the Local user space live.
+        #[arg(long, env = "JCS_DATA_DIR", default_value = "jcs-data")]
+        data_dir: PathBuf,
+        /// Address of the /v1 HTTP API.
+        #[arg(long, env = "JCS_LISTEN", default_value = "127.0.0.1:7890")]
+        listen: SocketAddr,
+    },
+    /// Run a coordinator (metadata owner).
+    Coordinator(RoleArgs),
+    /// Run an agent (serves user spaces).
+    Agent(RoleArgs),
+    /// Run a gateway (the /v1 HTTP API).
+    Gateway(RoleArgs),
+}
+
+#[derive(clap::Args)]
+struct RoleArgs {
+    /// TOML config file (see deploy/config/).
+    #[arg(long, short)]
+    config: Option<PathBuf>,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    common::telemetry::init(&cli.log, cli.log_json);
+    let shutdown = cli::shutdown_on_signals();
+    match cli.command {
+        Command::Standalone { data_dir, listen } => {
+            let opts = cli::standalone::StandaloneOptions { data_dir, listen };
+            cli::standalone::run(opts, shutdown, None).await
+        }
+        Command::Coordinator(a) => cli::roles::coordinator(a.config.as_deref(), shutdown).await,
+        Command::Agent(a) => cli::roles::agent(a.config.as_deref(), shutdown).await,
+        Command::Gateway(a) => cli::roles::gateway(a.config.as_deref(), shutdown).await,
+    }
+}

@@ -1,0 +1,162 @@
+//! gRPC clients of JCS: [`CoordinatorClient`] and [`AgentPool`] (cached channels per agent
+//! address). This crate is the only place that builds tonic channels and decides timeouts
+//! and message limits; it turns every `Status` into [`Error::Remote`] with the JCS code.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use common::ErrorCode;
+use proto::agent::agent_service_client::AgentServiceClient;
+use proto::coordinator::coordinator_service_client::CoordinatorServiceClient;
+use snafu::Snafu;
+use tonic::transport::{Channel, Endpoint};
+
+#[derive(Debug, Snafu)]
+#[snafu(visibility(pub))]
+pub enum Error {
+    #[snafu(display("invalid address {address:?}: {source}"))]
+    InvalidAddress {
+        address: String,
+        source: tonic::transport::Error,
+    },
+    #[snafu(display("{message}"))]
+    Remote {
+        code: ErrorCode,
+        message: String,
+        retryable: bool,
+    },
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl common::CodedError for Error {
+    fn code(&self) -> ErrorCode {
+        match self {
+            Error::InvalidAddress { .. } => ErrorCode::BadArgument,
+            Error::Remote { code, .. } => *code,
+        }
+    }
+}
+
+impl From<tonic::Status> for Error {
+    fn from(status: tonic::Status) -> Self {
+        let code = common::error::code_of(&status);
+        let message = match status.code() {
+            // Transport failures carry tonic's own text; say what was unreachable.
+            tonic::Code::Unavailable if status.metadata().get(common::error::CODE_HEADER).is_none() => {
+                format!("service unavailable: {}", status.message())
+            }
+            _ => status.message().to_owned(),
+        };
+        Error::Remote {
+            code,
+            message,
+            retryable: code.is_retryable(),
+        }
+    }
+}
+
+/// Options of every channel this crate builds.
+#[derive(Debug, Clone)]
+pub struct ChannelOptions {
+    pub connect_timeout: Duration,
+    /// Deadline of unary calls. Streaming calls are not bounded by it.
+    pub request_timeout: Option<Duration>,
+}
+
+impl Default for ChannelOptions {
+    fn default() -> Self {
+        ChannelOptions {
+            connect_timeout: Duration::from_secs(3),
+            request_timeout: None,
+        }
+    }
+}
+
+fn endpoint(address: &str, opts: &ChannelOptions) -> Result<Endpoint> {
+    let uri = if address.contains("://") {
+        address.to_owned()
+    } else {
+        format!("http://{address}")
+    };
+    let mut ep = Endpoint::from_shared(uri)
+        .map_err(|source| Error::InvalidAddress {
+            address: address.to_owned(),
+            source,
+        })?
+        .connect_timeout(opts.connect_timeout)
+        .tcp_nodelay(true)
+        .http2_adaptive_window(true);
+    if let Some(t) = opts.request_timeout {
+        ep = ep.timeout(t);
+    }
+    Ok(ep)
+}
+
+/// Channel to `address` (`host:port` or a URI), connected lazily on first use.
+pub fn channel(address: &str, opts: &ChannelOptions) -> Result<Channel> {
+    Ok(endpoint(address, opts)?.connect_lazy())
+}
+
+pub type CoordinatorClient = CoordinatorServiceClient<Channel>;
+pub type AgentClient = AgentServiceClient<Channel>;
+
+/// Client of the coordinator at `address`, with JCS message limits.
+pub fn coordinator(address: &str, opts: &ChannelOptions) -> Result<CoordinatorClient> {
+    Ok(CoordinatorServiceClient::new(channel(address, opts)?)
+        .max_decoding_message_size(proto::MAX_MESSAGE_SIZE)
+        .max_encoding_message_size(proto::MAX_MESSAGE_SIZE))
+}
+
+/// Client of the agent at `address`, with JCS message limits.
+pub fn agent(address: &str, opts: &ChannelOptions) -> Result<AgentClient> {
+    Ok(AgentServiceClient::new(channel(address, opts)?)
+        .max_decoding_message_size(proto::MAX_MESSAGE_SIZE)
+        .max_encoding_message_size(proto::MAX_MESSAGE_SIZE))
+}
+
+/// Agent clients cached by address; cloning a client is cheap and shares the connection.
+#[derive(Clone, Default)]
+pub struct AgentPool {
+    opts: ChannelOptions,
+    clients: Arc<Mutex<HashMap<String, AgentClient>>>,
+}
+
+impl AgentPool {
+    pub fn new(opts: ChannelOptions) -> Self {
+        AgentPool {
+            opts,
+            clients: Arc::default(),
+        }
+    }
+
+    pub fn get(&self, address: &str) -> Result<AgentClient> {
+        let mut clients = self.clients.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(c) = clients.get(address) {
+            return Ok(c.clone());
+        }
+        let c = agent(address, &self.opts)?;
+        clients.insert(address.to_owned(), c.clone());
+        Ok(c)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn remote_error_keeps_code_and_message() {
+        let s = common::error::status(ErrorCode::AlreadyExists, "bucket b exists");
+        let e = Error::from(s);
+        assert!(matches!(e, Error::Remote { code: ErrorCode::AlreadyExists, retryable: false, .. }));
+        assert_eq!(e.to_string(), "bucket b exists");
+    }
+
+    #[test]
+    fn bad_address_is_bad_argument() {
+        let e = channel("not a uri ::", &ChannelOptions::default()).unwrap_err();
+        assert_eq!(common::CodedError::code(&e), ErrorCode::BadArgument);
+    }
+}

@@ -1,0 +1,14 @@
+//! Shared vocabulary of JCS. Depends on neither `proto` nor `meta` (STYLE.md §7.2).
+
+pub mod config;
+pub mod error;
+pub mod id;
+pub mod path;
+pub mod secret;
+pub mod telemetry;
+pub mod testing;
+pub mod ticket;
+pub mod time;
+
+pub use error::{CodedError, ErrorCode};
+pub use id::{AgentId, BucketId, ObjectId, PackageId, SpaceId, UploadId, UserId};

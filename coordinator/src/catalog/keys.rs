@@ -1,0 +1,143 @@
+//! Every metadata key the coordinator writes. Keys are relative to the cluster root (the
+//! store is wrapped in `meta::Prefixed`); numeric ids are zero-padded to 20 digits so
+//! lexical order is numeric order.
+//!
+//! ```text
+//! v1/seq/{name}                          id counters (decimal text, CAS)
+//! v1/bucket/{bucket_id}                  BucketRow
+//! v1/bucket-name/{user_id}/{name}        → bucket_id        (unique index, same txn)
+//! v1/package/{package_id}                PackageRow
+//! v1/package-name/{bucket_id}/{name}     → package_id       (unique index, same txn)
+//! v1/object/{package_id}/{path}          ObjectRow          (ordered listing by path)
+//! v1/object-id/{object_id}               ObjectIdRow → (package_id, path)
+//! v1/upload/{upload_id}                  UploadRow          (pending / committed uploads)
+//! v1/agent/{agent_id}                    AgentRow
+//! v1/agent-name/{name}                   → agent_id
+//! v1/space/{space_id}                    SpaceRow           (user spaces)
+//! v1/space-name/{name}                   → space_id
+//! v1/job/delete-bucket/{bucket_id}       tombstone: packages still being deleted
+//! v1/job/delete-package/{package_id}     tombstone: objects still being deleted
+//! ```
+
+use common::{AgentId, BucketId, ObjectId, PackageId, SpaceId, UploadId, UserId};
+
+pub fn seq(name: &str) -> Vec<u8> {
+    format!("v1/seq/{name}").into_bytes()
+}
+
+pub fn bucket(id: BucketId) -> Vec<u8> {
+    format!("v1/bucket/{}", id.key()).into_bytes()
+}
+
+pub fn bucket_name_prefix(user: UserId) -> Vec<u8> {
+    format!("v1/bucket-name/{}/", user.key()).into_bytes()
+}
+
+pub fn bucket_name(user: UserId, name: &str) -> Vec<u8> {
+    let mut k = bucket_name_prefix(user);
+    k.extend_from_slice(name.as_bytes());
+    k
+}
+
+pub fn package(id: PackageId) -> Vec<u8> {
+    format!("v1/package/{}", id.key()).into_bytes()
+}
+
+pub fn package_name_prefix(bucket: BucketId) -> Vec<u8> {
+    format!("v1/package-name/{}/", bucket.key()).into_bytes()
+}
+
+pub fn package_name(bucket: BucketId, name: &str) -> Vec<u8> {
+    let mut k = package_name_prefix(bucket);
+    k.extend_from_slice(name.as_bytes());
+    k
+}
+
+pub fn object_prefix(package: PackageId) -> Vec<u8> {
+    format!("v1/object/{}/", package.key()).into_bytes()
+}
+
+pub fn object(package: PackageId, path: &str) -> Vec<u8> {
+    let mut k = object_prefix(package);
+    k.extend_from_slice(path.as_bytes());
+    k
+}
+
+pub fn object_id(id: ObjectId) -> Vec<u8> {
+    format!("v1/object-id/{}", id.key()).into_bytes()
+}
+
+pub fn upload(id: UploadId) -> Vec<u8> {
+    format!("v1/upload/{}", id.key()).into_bytes()
+}
+
+pub fn upload_prefix() -> Vec<u8> {
+    b"v1/upload/".to_vec()
+}
+
+pub fn agent(id: AgentId) -> Vec<u8> {
+    format!("v1/agent/{}", id.key()).into_bytes()
+}
+
+pub fn agent_prefix() -> Vec<u8> {
+    b"v1/agent/".to_vec()
+}
+
+pub fn agent_name(name: &str) -> Vec<u8> {
+    format!("v1/agent-name/{name}").into_bytes()
+}
+
+pub fn space(id: SpaceId) -> Vec<u8> {
+    format!("v1/space/{}", id.key()).into_bytes()
+}
+
+pub fn space_prefix() -> Vec<u8> {
+    b"v1/space/".to_vec()
+}
+
+pub fn space_name(name: &str) -> Vec<u8> {
+    format!("v1/space-name/{name}").into_bytes()
+}
+
+pub fn delete_bucket_job(id: BucketId) -> Vec<u8> {
+    format!("v1/job/delete-bucket/{}", id.key()).into_bytes()
+}
+
+pub fn delete_bucket_job_prefix() -> Vec<u8> {
+    b"v1/job/delete-bucket/".to_vec()
+}
+
+pub fn delete_package_job(id: PackageId) -> Vec<u8> {
+    format!("v1/job/delete-package/{}", id.key()).into_bytes()
+}
+
+pub fn delete_package_job_prefix() -> Vec<u8> {
+    b"v1/job/delete-package/".to_vec()
+}
+
+/// The id at the end of a key such as `v1/job/delete-package/000…42`.
+pub fn trailing_id(key: &[u8]) -> Option<u64> {
+    let text = std::str::from_utf8(key).ok()?;
+    text.rsplit('/').next()?.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn object_keys_of_one_package_share_a_prefix_and_sort_by_path() {
+        let p = PackageId(7);
+        let a = object(p, "a/b");
+        let b = object(p, "a/c");
+        assert!(a.starts_with(&object_prefix(p)));
+        assert!(a < b);
+        assert!(!object(PackageId(70), "a").starts_with(&object_prefix(p)));
+    }
+
+    #[test]
+    fn trailing_id_reads_padded_ids() {
+        assert_eq!(trailing_id(&delete_package_job(PackageId(42))), Some(42));
+        assert_eq!(trailing_id(b"v1/x/abc"), None);
+    }
+}

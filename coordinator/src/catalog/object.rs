@@ -1,0 +1,264 @@
+//! Objects and the two-phase upload that creates them.
+//!
+//! `begin_upload` records a pending upload (`v1/upload/{id}`); the bytes go to an agent;
+//! `commit_upload` publishes the object in one transaction that also marks the upload
+//! committed, so a retried commit returns the same object. Uploading to an existing path
+//! keeps its objectID and createTime.
+
+use common::{ObjectId, PackageId, SpaceId, UploadId};
+use meta::{Compare, Op, Txn};
+
+use super::rows::{ObjectIdRow, ObjectRow, PackageRow, UploadRow, UploadState, VERSION};
+use super::{Catalog, MAX_ATTEMPTS, Versioned, decode, encode, keys};
+use crate::error::{Error, Result, bad, not_found};
+
+/// Largest page `list_objects` returns.
+pub const MAX_LIST_LIMIT: usize = 1000;
+
+fn is_sha256_hex(s: &str) -> bool {
+    s.len() == 64 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+impl Catalog {
+    /// One page of the objects of `package` whose path starts with `prefix`, after
+    /// `start_after` (exclusive), in path order.
+    pub async fn list_objects(
+        &self,
+        package: PackageId,
+        prefix: &str,
+        start_after: &str,
+        limit: usize,
+    ) -> Result<(Vec<ObjectRow>, bool)> {
+        self.get_package(package).await?;
+        let limit = if limit == 0 { MAX_LIST_LIMIT } else { limit.min(MAX_LIST_LIMIT) };
+        let base = keys::object(package, prefix);
+        let end = meta::prefix_end(&base);
+        let start = if start_after.is_empty() || start_after.as_bytes() < prefix.as_bytes() {
+            base
+        } else {
+            let mut k = keys::object(package, start_after);
+            k.push(0);
+            k
+        };
+        let page = self
+            .meta
+            .range(meta::Range {
+                start,
+                end,
+                limit,
+                keys_only: false,
+            })
+            .await?;
+        let rows = page.kvs.iter().map(decode).collect::<Result<Vec<ObjectRow>>>()?;
+        Ok((rows, page.more))
+    }
+
+    /// The object with this id, if any (and if its package still exists).
+    pub async fn get_object(&self, id: ObjectId) -> Result<Option<Versioned<ObjectRow>>> {
+        let Some(idx) = self.get_row::<ObjectIdRow>(&keys::object_id(id)).await? else {
+            return Ok(None);
+        };
+        if self.get_row::<PackageRow>(&keys::package(idx.row.package_id)).await?.is_none() {
+            return Ok(None);
+        }
+        let obj = self
+            .get_row::<ObjectRow>(&keys::object(idx.row.package_id, &idx.row.path))
+            .await?;
+        Ok(obj.filter(|o| o.row.object_id == id))
+    }
+
+    /// Delete objects by id; ids that do not exist are skipped.
+    pub async fn delete_objects(&self, ids: &[ObjectId]) -> Result<()> {
+        for &id in ids {
+            for _ in 0..MAX_ATTEMPTS {
+                let Some(idx) = self.get_row::<ObjectIdRow>(&keys::object_id(id)).await? else {
+                    break;
+                };
+                let obj_key = keys::object(idx.row.package_id, &idx.row.path);
+                let obj = self.get_row::<ObjectRow>(&obj_key).await?;
+                let mut when = vec![Compare::ModRev(keys::object_id(id), idx.rev)];
+                let mut then = vec![Op::Delete(keys::object_id(id))];
+                if let Some(obj) = obj.filter(|o| o.row.object_id == id) {
+                    when.push(Compare::ModRev(obj_key.clone(), obj.rev));
+                    then.push(Op::Delete(obj_key));
+                }
+                let res = self
+                    .meta
+                    .txn(Txn {
+                        when,
+                        then,
+                        otherwise: vec![],
+                    })
+                    .await?;
+                if res.succeeded {
+                    break;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Record a pending upload of `path` into `package`, to be stored in `space`.
+    pub async fn begin_upload(
+        &self,
+        package: PackageId,
+        path: &str,
+        space: SpaceId,
+        expires_at_ms: i64,
+    ) -> Result<UploadRow> {
+        common::path::validate_object_path(path).map_err(bad)?;
+        self.get_package(package).await?;
+        let id = UploadId(self.ids.next("upload").await?);
+        let row = UploadRow {
+            v: VERSION,
+            upload_id: id,
+            package_id: package,
+            path: path.to_owned(),
+            space_id: space,
+            state: UploadState::Pending,
+            object_id: None,
+            create_time_ms: common::time::now_ms(),
+            expires_at_ms,
+        };
+        self.meta.put(keys::upload(id), encode(&row)).await?;
+        Ok(row)
+    }
+
+    /// Publish upload `id` as the object at its path. Idempotent: committing a committed
+    /// upload again returns its object.
+    pub async fn commit_upload(&self, id: UploadId, size: u64, sha256: &str) -> Result<ObjectRow> {
+        if !is_sha256_hex(sha256) {
+            return Err(bad(format!("sha256 {sha256:?} is not 64 lower-case hex digits")));
+        }
+        for _ in 0..MAX_ATTEMPTS {
+            let up = self
+                .get_row::<UploadRow>(&keys::upload(id))
+                .await?
+                .ok_or_else(|| not_found(format!("upload {id} (unknown or expired)")))?;
+            if up.row.state == UploadState::Committed {
+                let oid = up.row.object_id.ok_or_else(|| not_found(format!("object of upload {id}")))?;
+                return self
+                    .get_object(oid)
+                    .await?
+                    .map(|o| o.row)
+                    .ok_or_else(|| not_found(format!("object {oid} of upload {id} (deleted since)")));
+            }
+            if up.row.expires_at_ms < common::time::now_ms() {
+                return Err(not_found(format!("upload {id} (expired)")));
+            }
+            let pkg = self.get_package(up.row.package_id).await?;
+            let obj_key = keys::object(up.row.package_id, &up.row.path);
+            let existing = self.get_row::<ObjectRow>(&obj_key).await?;
+            let now = common::time::now_ms();
+            let mut when = vec![
+                Compare::ModRev(keys::upload(id), up.rev),
+                Compare::ModRev(keys::package(up.row.package_id), pkg.rev),
+            ];
+            let (object_id, create_time_ms) = match &existing {
+                Some(o) => {
+                    when.push(Compare::ModRev(obj_key.clone(), o.rev));
+                    (o.row.object_id, o.row.create_time_ms)
+                }
+                None => {
+                    when.push(Compare::Absent(obj_key.clone()));
+                    (ObjectId(self.ids.next("object").await?), now)
+                }
+            };
+            let row = ObjectRow {
+                v: VERSION,
+                object_id,
+                package_id: up.row.package_id,
+                path: up.row.path.clone(),
+                size,
+                sha256: sha256.to_owned(),
+                space_id: up.row.space_id,
+                redundancy: "none".to_owned(),
+                create_time_ms,
+                update_time_ms: now,
+            };
+            let committed = UploadRow {
+                state: UploadState::Committed,
+                object_id: Some(object_id),
+                ..up.row.clone()
+            };
+            let mut then = vec![
+                Op::Put(obj_key, encode(&row)),
+                Op::Put(keys::upload(id), encode(&committed)),
+            ];
+            if existing.is_none() {
+                then.push(Op::Put(
+                    keys::object_id(object_id),
+                    encode(&ObjectIdRow {
+                        package_id: row.package_id,
+                        path: row.path.clone(),
+                    }),
+                ));
+            }
+            let res = self
+                .meta
+                .txn(Txn {
+                    when,
+                    then,
+                    otherwise: vec![],
+                })
+                .await?;
+            if res.succeeded {
+                return Ok(row);
+            }
+        }
+        Err(Error::Contention {
+            what: format!("upload {id}"),
+            attempts: MAX_ATTEMPTS,
+        })
+    }
+
+    /// Forget a pending upload; committed or unknown uploads are left alone.
+    pub async fn abort_upload(&self, id: UploadId) -> Result<()> {
+        if let Some(up) = self.get_row::<UploadRow>(&keys::upload(id)).await?
+            && up.row.state == UploadState::Pending
+        {
+            self.meta
+                .txn(Txn {
+                    when: vec![Compare::ModRev(keys::upload(id), up.rev)],
+                    then: vec![Op::Delete(keys::upload(id))],
+                    otherwise: vec![],
+                })
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Delete upload records that expired (pending) or whose retry window passed
+    /// (committed). Returns how many were removed.
+    pub async fn sweep_uploads(&self, now_ms: i64) -> Result<usize> {
+        let mut n = 0;
+        for kv in self.scan(keys::upload_prefix()).await? {
+            let row: UploadRow = decode(&kv)?;
+            if row.expires_at_ms < now_ms {
+                let res = self
+                    .meta
+                    .txn(Txn {
+                        when: vec![Compare::ModRev(kv.key.clone(), kv.mod_rev)],
+                        then: vec![Op::Delete(kv.key.clone())],
+                        otherwise: vec![],
+                    })
+                    .await?;
+                n += usize::from(res.succeeded);
+            }
+        }
+        Ok(n)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sha256_must_be_lower_hex() {
+        assert!(is_sha256_hex(&"a".repeat(64)));
+        assert!(!is_sha256_hex(&"A".repeat(64)));
+        assert!(!is_sha256_hex(&"a".repeat(63)));
+        assert!(!is_sha256_hex(&"g".repeat(64)));
+    }
+}

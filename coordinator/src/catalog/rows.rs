@@ -1,0 +1,117 @@
+//! Values stored under the keys of [`super::keys`]: serde JSON with a version field `v`.
+//! Add fields with `#[serde(default)]`; never reuse a field's meaning.
+
+use common::{AgentId, BucketId, ObjectId, PackageId, SpaceId, UploadId, UserId};
+use serde::{Deserialize, Serialize};
+
+pub const VERSION: u32 = 1;
+
+fn v1() -> u32 {
+    VERSION
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BucketRow {
+    #[serde(default = "v1")]
+    pub v: u32,
+    pub bucket_id: BucketId,
+    pub user_id: UserId,
+    pub name: String,
+    pub create_time_ms: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PackageRow {
+    #[serde(default = "v1")]
+    pub v: u32,
+    pub package_id: PackageId,
+    pub bucket_id: BucketId,
+    pub name: String,
+    pub create_time_ms: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObjectRow {
+    #[serde(default = "v1")]
+    pub v: u32,
+    pub object_id: ObjectId,
+    pub package_id: PackageId,
+    pub path: String,
+    pub size: u64,
+    /// Lower-case hex SHA-256 of the content; also the shard's name.
+    pub sha256: String,
+    /// User space holding the shard.
+    pub space_id: SpaceId,
+    pub redundancy: String,
+    pub create_time_ms: i64,
+    pub update_time_ms: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ObjectIdRow {
+    pub package_id: PackageId,
+    pub path: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UploadState {
+    Pending,
+    Committed,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UploadRow {
+    #[serde(default = "v1")]
+    pub v: u32,
+    pub upload_id: UploadId,
+    pub package_id: PackageId,
+    pub path: String,
+    pub space_id: SpaceId,
+    pub state: UploadState,
+    /// The object the commit produced (state = committed), for idempotent retries.
+    #[serde(default)]
+    pub object_id: Option<ObjectId>,
+    pub create_time_ms: i64,
+    pub expires_at_ms: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentRow {
+    #[serde(default = "v1")]
+    pub v: u32,
+    pub agent_id: AgentId,
+    pub name: String,
+    pub address: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SpaceRow {
+    #[serde(default = "v1")]
+    pub v: u32,
+    pub space_id: SpaceId,
+    pub name: String,
+    pub storage_type: String,
+    pub path: String,
+    /// The agent that serves this space.
+    pub agent_id: AgentId,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Golden values: what version 1 wrote must stay readable.
+    #[test]
+    fn golden_rows_decode() {
+        let o: ObjectRow = serde_json::from_str(include_str!("../../tests/golden/object_v1.json")).unwrap();
+        assert_eq!(o.object_id, ObjectId(7));
+        assert_eq!(o.path, "a/b/test2.txt");
+        assert_eq!(o.size, 9);
+        let u: UploadRow = serde_json::from_str(include_str!("../../tests/golden/upload_v1.json")).unwrap();
+        assert_eq!(u.state, UploadState::Pending);
+        assert_eq!(u.object_id, None);
+        let b: BucketRow = serde_json::from_str(r#"{"bucket_id":1,"user_id":1,"name":"b","create_time_ms":5}"#).unwrap();
+        assert_eq!(b.v, VERSION);
+    }
+}

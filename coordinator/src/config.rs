@@ -1,0 +1,147 @@
+//! Coordinator configuration.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use common::secret::Secret;
+use serde::Deserialize;
+
+/// Where metadata lives.
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(tag = "backend", rename_all = "lowercase", deny_unknown_fields)]
+pub enum MetaConfig {
+    /// In memory; lost on exit. Tests and throw-away dev runs only.
+    Memory,
+    /// An embedded redb file (single node).
+    Redb { path: PathBuf },
+    /// An etcd cluster (production).
+    Etcd {
+        endpoints: Vec<String>,
+        #[serde(default = "default_connect_timeout", with = "humantime_serde")]
+        connect_timeout: Duration,
+        #[serde(default = "default_request_timeout", with = "humantime_serde")]
+        request_timeout: Duration,
+    },
+}
+
+fn default_connect_timeout() -> Duration {
+    Duration::from_secs(3)
+}
+
+fn default_request_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+
+impl Default for MetaConfig {
+    fn default() -> Self {
+        MetaConfig::Redb {
+            path: PathBuf::from("jcs-data/meta.redb"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct CoordinatorConfig {
+    /// gRPC listen address.
+    pub listen: SocketAddr,
+    /// Key prefix of this cluster inside the metadata store.
+    pub root: String,
+    pub meta: MetaConfig,
+    /// File holding the cluster secret shared with agents (signs tickets). Must be mode 600.
+    pub cluster_secret_file: Option<PathBuf>,
+    /// Inline cluster secret (dev and tests; prefer `cluster_secret_file`).
+    pub cluster_secret: Option<Secret>,
+    /// How often agents are asked to heartbeat.
+    #[serde(with = "humantime_serde")]
+    pub heartbeat_interval: Duration,
+    /// An agent not heard from for this long is down.
+    #[serde(with = "humantime_serde")]
+    pub agent_ttl: Duration,
+    /// Lifetime of upload and download tickets (checked when a stream starts).
+    #[serde(with = "humantime_serde")]
+    pub ticket_ttl: Duration,
+    /// A pending upload not committed within this time is forgotten.
+    #[serde(with = "humantime_serde")]
+    pub upload_expiry: Duration,
+}
+
+impl Default for CoordinatorConfig {
+    fn default() -> Self {
+        CoordinatorConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 7900)),
+            root: "jcs".to_owned(),
+            meta: MetaConfig::default(),
+            cluster_secret_file: None,
+            cluster_secret: None,
+            heartbeat_interval: Duration::from_secs(2),
+            agent_ttl: Duration::from_secs(10),
+            ticket_ttl: Duration::from_secs(3600),
+            upload_expiry: Duration::from_secs(24 * 3600),
+        }
+    }
+}
+
+impl CoordinatorConfig {
+    pub fn validate(&self) -> Result<(), String> {
+        if self.root.is_empty() || self.root.contains('\0') {
+            return Err("root must be a non-empty key prefix".into());
+        }
+        if let MetaConfig::Etcd { endpoints, .. } = &self.meta
+            && endpoints.is_empty()
+        {
+            return Err("meta.endpoints must list at least one etcd endpoint".into());
+        }
+        if self.agent_ttl <= self.heartbeat_interval {
+            return Err("agent_ttl must be longer than heartbeat_interval".into());
+        }
+        if self.ticket_ttl.is_zero() || self.upload_expiry < self.ticket_ttl {
+            return Err("ticket_ttl must be > 0 and upload_expiry at least ticket_ttl".into());
+        }
+        self.secret().map(|_| ())
+    }
+
+    /// The cluster secret: from `cluster_secret_file`, else inline.
+    pub fn secret(&self) -> Result<Secret, String> {
+        match (&self.cluster_secret_file, &self.cluster_secret) {
+            (Some(path), _) => Secret::from_file(path),
+            (None, Some(s)) if !s.is_empty() => Ok(s.clone()),
+            _ => Err("no cluster secret: set cluster_secret_file".into()),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn example_config_loads() {
+        let text = include_str!("../../deploy/config/coordinator.example.toml");
+        let cfg: CoordinatorConfig = common::config::from_toml(text).unwrap();
+        assert_eq!(cfg.listen, "0.0.0.0:7900".parse().unwrap());
+        assert_eq!(
+            cfg.meta,
+            MetaConfig::Etcd {
+                endpoints: vec!["http://127.0.0.1:2379".into()],
+                connect_timeout: Duration::from_secs(3),
+                request_timeout: Duration::from_secs(10),
+            }
+        );
+        assert_eq!(
+            cfg.cluster_secret_file.as_deref(),
+            Some(std::path::Path::new("/etc/jcs/cluster.secret"))
+        );
+        assert_eq!(cfg.agent_ttl, Duration::from_secs(10));
+    }
+
+    #[test]
+    fn etcd_without_endpoints_is_invalid() {
+        let cfg: CoordinatorConfig = common::config::from_toml(
+            "cluster_secret = 'x'\n[meta]\nbackend = 'etcd'\nendpoints = []\n",
+        )
+        .unwrap();
+        assert!(cfg.validate().unwrap_err().contains("endpoints"));
+    }
+}

@@ -1,0 +1,17 @@
+//! The JCS coordinator: the only owner of metadata (buckets, packages, objects, agents,
+//! user spaces, pending uploads), kept in a [`meta::MetaStore`]. It hands out placements
+//! with signed tickets and resolves objects for downloads; it never carries object bytes.
+
+pub mod catalog;
+pub mod config;
+pub mod error;
+pub mod ids;
+pub mod placement;
+pub mod registry;
+pub mod server;
+pub mod service;
+pub mod tickets;
+
+pub use config::{CoordinatorConfig, MetaConfig};
+pub use error::Error;
+pub use server::Coordinator;

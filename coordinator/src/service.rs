@@ -1,0 +1,291 @@
+//! The tonic `CoordinatorService`: parse and validate, call the catalog, map the result.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use common::{BucketId, ObjectId, PackageId, SpaceId, UploadId, UserId};
+use proto::coordinator as pb;
+use proto::coordinator::coordinator_service_server::CoordinatorService;
+use tonic::{Request, Response, Status};
+
+use crate::catalog::Catalog;
+use crate::catalog::rows::{BucketRow, ObjectRow, PackageRow};
+use crate::catalog::space::SpaceDecl;
+use crate::error::{Error, bad, not_found};
+use crate::placement;
+use crate::registry::{Liveness, Registry};
+use crate::tickets::TicketSigner;
+
+pub struct Service {
+    pub(crate) catalog: Catalog,
+    pub(crate) registry: Arc<Registry>,
+    pub(crate) signer: TicketSigner,
+    pub(crate) ticket_ttl: Duration,
+    pub(crate) upload_expiry: Duration,
+    pub(crate) heartbeat_interval: Duration,
+    pub(crate) turn: AtomicU64,
+}
+
+type Res<T> = Result<Response<T>, Status>;
+
+fn id_arg(value: u64, field: &str) -> Result<u64, Error> {
+    if value == 0 {
+        Err(bad(format!("{field} is missing or 0")))
+    } else {
+        Ok(value)
+    }
+}
+
+fn user(value: u64) -> UserId {
+    UserId(if value == 0 { 1 } else { value })
+}
+
+fn ms(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+pub(crate) fn bucket_pb(b: BucketRow) -> pb::Bucket {
+    pb::Bucket {
+        bucket_id: b.bucket_id.0,
+        name: b.name,
+        user_id: b.user_id.0,
+        create_time_ms: b.create_time_ms,
+    }
+}
+
+pub(crate) fn package_pb(p: PackageRow) -> pb::Package {
+    pb::Package {
+        package_id: p.package_id.0,
+        name: p.name,
+        bucket_id: p.bucket_id.0,
+        create_time_ms: p.create_time_ms,
+    }
+}
+
+pub(crate) fn object_pb(o: ObjectRow) -> pb::Object {
+    pb::Object {
+        object_id: o.object_id.0,
+        package_id: o.package_id.0,
+        path: o.path,
+        size: o.size,
+        sha256: o.sha256,
+        redundancy: o.redundancy,
+        create_time_ms: o.create_time_ms,
+        update_time_ms: o.update_time_ms,
+        space_id: o.space_id.0,
+    }
+}
+
+impl Service {
+    /// Where to read `space` from: the address of its agent, unless that agent is down.
+    async fn space_address(&self, space: SpaceId) -> Result<String, Error> {
+        let row = self
+            .catalog
+            .get_space(space)
+            .await?
+            .ok_or_else(|| not_found(format!("user space {space}")))?;
+        let agent = self
+            .catalog
+            .get_agent(row.agent_id)
+            .await?
+            .ok_or_else(|| not_found(format!("agent {} of user space {space}", row.agent_id)))?;
+        match self.registry.liveness(agent.agent_id) {
+            Liveness::Alive | Liveness::Unknown => Ok(agent.address),
+            Liveness::Down => Err(Error::AgentDown {
+                agent: agent.name,
+                space: space.0,
+            }),
+        }
+    }
+
+    async fn register(&self, req: pb::RegisterAgentRequest) -> Result<pb::RegisterAgentResponse, Error> {
+        let fingerprint = format!("{:?}", (&req.name, &req.address, &req.spaces));
+        let (agent_id, spaces) = match self.registry.refresh(&fingerprint) {
+            Some(known) => known,
+            None => {
+                let agent = self.catalog.upsert_agent(&req.name, &req.address).await?;
+                let mut spaces = Vec::with_capacity(req.spaces.len());
+                for s in &req.spaces {
+                    let decl = SpaceDecl {
+                        name: s.name.clone(),
+                        storage_type: s.storage_type.clone(),
+                        path: s.path.clone(),
+                    };
+                    let row = self.catalog.upsert_space(agent.agent_id, &decl).await?;
+                    spaces.push((row.name, row.space_id));
+                }
+                tracing::info!(agent = %req.name, agent_id = %agent.agent_id, address = %req.address, spaces = spaces.len(), "agent registered");
+                self.registry
+                    .record(fingerprint, agent.agent_id, req.address.clone(), spaces.clone());
+                (agent.agent_id, spaces)
+            }
+        };
+        Ok(pb::RegisterAgentResponse {
+            agent_id: agent_id.0,
+            spaces: spaces
+                .into_iter()
+                .map(|(name, id)| pb::SpaceAssignment { name, space_id: id.0 })
+                .collect(),
+            heartbeat_interval_ms: u64::try_from(self.heartbeat_interval.as_millis()).unwrap_or(2000),
+        })
+    }
+}
+
+#[tonic::async_trait]
+impl CoordinatorService for Service {
+    async fn create_bucket(&self, req: Request<pb::CreateBucketRequest>) -> Res<pb::BucketResponse> {
+        let r = req.into_inner();
+        let b = self.catalog.create_bucket(user(r.user_id), &r.name).await?;
+        Ok(Response::new(pb::BucketResponse { bucket: Some(bucket_pb(b)) }))
+    }
+
+    async fn get_bucket_by_name(&self, req: Request<pb::GetBucketByNameRequest>) -> Res<pb::BucketResponse> {
+        let r = req.into_inner();
+        let b = self.catalog.get_bucket_by_name(user(r.user_id), &r.name).await?;
+        Ok(Response::new(pb::BucketResponse { bucket: Some(bucket_pb(b)) }))
+    }
+
+    async fn list_buckets(&self, req: Request<pb::ListBucketsRequest>) -> Res<pb::ListBucketsResponse> {
+        let r = req.into_inner();
+        let buckets = self.catalog.list_buckets(user(r.user_id)).await?;
+        Ok(Response::new(pb::ListBucketsResponse {
+            buckets: buckets.into_iter().map(bucket_pb).collect(),
+        }))
+    }
+
+    async fn delete_bucket(&self, req: Request<pb::DeleteBucketRequest>) -> Res<pb::Empty> {
+        let id = BucketId(id_arg(req.into_inner().bucket_id, "bucketID")?);
+        self.catalog.delete_bucket(id).await?;
+        Ok(Response::new(pb::Empty {}))
+    }
+
+    async fn create_package(&self, req: Request<pb::CreatePackageRequest>) -> Res<pb::PackageResponse> {
+        let r = req.into_inner();
+        let bucket = BucketId(id_arg(r.bucket_id, "bucketID")?);
+        let p = self.catalog.create_package(bucket, &r.name).await?;
+        Ok(Response::new(pb::PackageResponse { package: Some(package_pb(p)) }))
+    }
+
+    async fn get_package(&self, req: Request<pb::GetPackageRequest>) -> Res<pb::PackageResponse> {
+        let id = PackageId(id_arg(req.into_inner().package_id, "packageID")?);
+        let p = self.catalog.get_package(id).await?;
+        Ok(Response::new(pb::PackageResponse { package: Some(package_pb(p.row)) }))
+    }
+
+    async fn get_package_by_full_name(
+        &self,
+        req: Request<pb::GetPackageByFullNameRequest>,
+    ) -> Res<pb::PackageResponse> {
+        let r = req.into_inner();
+        let p = self
+            .catalog
+            .get_package_by_full_name(user(r.user_id), &r.bucket_name, &r.package_name)
+            .await?;
+        Ok(Response::new(pb::PackageResponse { package: Some(package_pb(p)) }))
+    }
+
+    async fn list_bucket_packages(
+        &self,
+        req: Request<pb::ListBucketPackagesRequest>,
+    ) -> Res<pb::ListBucketPackagesResponse> {
+        let id = BucketId(id_arg(req.into_inner().bucket_id, "bucketID")?);
+        let packages = self.catalog.list_bucket_packages(id).await?;
+        Ok(Response::new(pb::ListBucketPackagesResponse {
+            packages: packages.into_iter().map(package_pb).collect(),
+        }))
+    }
+
+    async fn delete_package(&self, req: Request<pb::DeletePackageRequest>) -> Res<pb::Empty> {
+        let id = PackageId(id_arg(req.into_inner().package_id, "packageID")?);
+        self.catalog.delete_package(id).await?;
+        Ok(Response::new(pb::Empty {}))
+    }
+
+    async fn list_objects(&self, req: Request<pb::ListObjectsRequest>) -> Res<pb::ListObjectsResponse> {
+        let r = req.into_inner();
+        let id = PackageId(id_arg(r.package_id, "packageID")?);
+        let (objects, more) = self
+            .catalog
+            .list_objects(id, &r.prefix, &r.start_after, r.limit as usize)
+            .await?;
+        Ok(Response::new(pb::ListObjectsResponse {
+            objects: objects.into_iter().map(object_pb).collect(),
+            more,
+        }))
+    }
+
+    async fn delete_objects(&self, req: Request<pb::DeleteObjectsRequest>) -> Res<pb::Empty> {
+        let ids: Vec<ObjectId> = req.into_inner().object_ids.into_iter().map(ObjectId).collect();
+        self.catalog.delete_objects(&ids).await?;
+        Ok(Response::new(pb::Empty {}))
+    }
+
+    async fn begin_upload(&self, req: Request<pb::BeginUploadRequest>) -> Res<pb::BeginUploadResponse> {
+        let r = req.into_inner();
+        let package = PackageId(id_arg(r.package_id, "packageID")?);
+        common::path::validate_object_path(&r.path).map_err(bad)?;
+        let live = self.registry.live_spaces();
+        let ids: Vec<SpaceId> = live.iter().map(|(s, _, _)| *s).collect();
+        let affinity = (r.affinity != 0).then_some(SpaceId(r.affinity));
+        let turn = self.turn.fetch_add(1, Ordering::Relaxed);
+        let space = placement::choose(&ids, affinity, turn).ok_or_else(|| Error::NoLiveSpace {
+            reason: "no agent serving a user space is alive".into(),
+        })?;
+        let (_, agent_id, address) = live
+            .iter()
+            .find(|(s, _, _)| *s == space)
+            .cloned()
+            .ok_or_else(|| Error::NoLiveSpace { reason: format!("space {space} vanished") })?;
+        let now = common::time::now_ms();
+        let upload_expires = now + ms(self.upload_expiry);
+        let up = self.catalog.begin_upload(package, &r.path, space, upload_expires).await?;
+        let ticket_expires = now + ms(self.ticket_ttl);
+        let ticket = self.signer.put(space, up.upload_id, 0, ticket_expires);
+        Ok(Response::new(pb::BeginUploadResponse {
+            upload_id: up.upload_id.0,
+            agent_id: agent_id.0,
+            agent_address: address,
+            space_id: space.0,
+            ticket: Some(ticket),
+            expires_at_ms: ticket_expires,
+        }))
+    }
+
+    async fn commit_upload(&self, req: Request<pb::CommitUploadRequest>) -> Res<pb::ObjectResponse> {
+        let r = req.into_inner();
+        let id = UploadId(id_arg(r.upload_id, "uploadID")?);
+        let o = self.catalog.commit_upload(id, r.size, &r.sha256).await?;
+        Ok(Response::new(pb::ObjectResponse { object: Some(object_pb(o)) }))
+    }
+
+    async fn abort_upload(&self, req: Request<pb::AbortUploadRequest>) -> Res<pb::Empty> {
+        let id = UploadId(id_arg(req.into_inner().upload_id, "uploadID")?);
+        self.catalog.abort_upload(id).await?;
+        Ok(Response::new(pb::Empty {}))
+    }
+
+    async fn resolve_object(&self, req: Request<pb::ResolveObjectRequest>) -> Res<pb::ResolveObjectResponse> {
+        let id = ObjectId(id_arg(req.into_inner().object_id, "objectID")?);
+        let o = self
+            .catalog
+            .get_object(id)
+            .await?
+            .ok_or_else(|| not_found(format!("object {id}")))?
+            .row;
+        let address = self.space_address(o.space_id).await?;
+        let ticket = self
+            .signer
+            .get(o.space_id, &o.sha256, common::time::now_ms() + ms(self.ticket_ttl));
+        Ok(Response::new(pb::ResolveObjectResponse {
+            object: Some(object_pb(o)),
+            agent_address: address,
+            ticket: Some(ticket),
+        }))
+    }
+
+    async fn register_agent(&self, req: Request<pb::RegisterAgentRequest>) -> Res<pb::RegisterAgentResponse> {
+        Ok(Response::new(self.register(req.into_inner()).await?))
+    }
+}
+

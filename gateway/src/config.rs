@@ -1,0 +1,102 @@
+//! Gateway configuration (`[gateway]` settings of the `jcs` binary).
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// Configuration of one gateway process. Every field has a working single-machine default.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GatewayConfig {
+    /// Address the HTTP server listens on (used by the binary that binds the listener).
+    pub listen: SocketAddr,
+    /// Coordinator gRPC address, `host:port` or a URI.
+    pub coordinator: String,
+    /// User id used when a request does not carry `userID` (JCS has no user management yet).
+    pub default_user_id: u64,
+    /// Most `files` parts accepted in one upload request.
+    pub max_upload_files: usize,
+    /// Deadline of a metadata request (everything except upload and download), e.g. `"30s"`.
+    #[serde(with = "humantime_serde")]
+    pub request_timeout: Duration,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        GatewayConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 7890)),
+            coordinator: "127.0.0.1:7900".to_owned(),
+            default_user_id: 1,
+            max_upload_files: 1000,
+            request_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+impl GatewayConfig {
+    /// Check values serde cannot check; the error names the offending key.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.coordinator.trim().is_empty() {
+            return Err("gateway.coordinator must not be empty".to_owned());
+        }
+        if self.default_user_id == 0 {
+            return Err("gateway.default_user_id must be at least 1".to_owned());
+        }
+        if self.max_upload_files == 0 {
+            return Err("gateway.max_upload_files must be at least 1".to_owned());
+        }
+        if self.request_timeout.is_zero() {
+            return Err("gateway.request_timeout must be greater than zero".to_owned());
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_valid_and_local() {
+        let c = GatewayConfig::default();
+        assert_eq!(c.validate(), Ok(()));
+        assert_eq!(c.listen.to_string(), "127.0.0.1:7890");
+        assert_eq!(c.coordinator, "127.0.0.1:7900");
+        assert_eq!(c.default_user_id, 1);
+        assert_eq!(c.max_upload_files, 1000);
+    }
+
+    #[test]
+    fn parses_partial_toml_and_rejects_unknown_keys() {
+        let c: GatewayConfig = common::config::from_toml(
+            "listen = '0.0.0.0:80'\nmax_upload_files = 3\nrequest_timeout = '5s'\n",
+        )
+        .unwrap();
+        assert_eq!(c.listen.port(), 80);
+        assert_eq!(c.max_upload_files, 3);
+        assert_eq!(c.request_timeout, Duration::from_secs(5));
+        assert_eq!(c.coordinator, "127.0.0.1:7900");
+
+        let err = common::config::from_toml::<GatewayConfig>("coordinatr = 'x'").unwrap_err();
+        assert!(err.contains("coordinatr"), "{err}");
+    }
+
+    #[test]
+    fn validate_names_the_bad_key() {
+        for (c, key) in [
+            (
+                GatewayConfig { coordinator: " ".into(), ..Default::default() },
+                "coordinator",
+            ),
+            (GatewayConfig { default_user_id: 0, ..Default::default() }, "default_user_id"),
+            (GatewayConfig { max_upload_files: 0, ..Default::default() }, "max_upload_files"),
+            (
+                GatewayConfig { request_timeout: Duration::ZERO, ..Default::default() },
+                "request_timeout",
+            ),
+        ] {
+            assert!(c.validate().unwrap_err().contains(key), "{key}");
+        }
+    }
+}

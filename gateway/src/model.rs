@@ -1,0 +1,176 @@
+//! JSON shapes of the `/v1` API, rendered from coordinator messages.
+
+use chrono::{DateTime, SecondsFormat};
+use proto::coordinator as pb;
+use serde::Serialize;
+
+use crate::error::ApiError;
+
+/// `{bucketID, name}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BucketJson {
+    #[serde(rename = "bucketID")]
+    pub bucket_id: u64,
+    pub name: String,
+}
+
+impl From<pb::Bucket> for BucketJson {
+    fn from(b: pb::Bucket) -> Self {
+        BucketJson {
+            bucket_id: b.bucket_id,
+            name: b.name,
+        }
+    }
+}
+
+/// `{packageID, name, bucketID, createTime}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PackageJson {
+    #[serde(rename = "packageID")]
+    pub package_id: u64,
+    pub name: String,
+    #[serde(rename = "bucketID")]
+    pub bucket_id: u64,
+    #[serde(rename = "createTime")]
+    pub create_time: String,
+}
+
+impl From<pb::Package> for PackageJson {
+    fn from(p: pb::Package) -> Self {
+        PackageJson {
+            package_id: p.package_id,
+            name: p.name,
+            bucket_id: p.bucket_id,
+            create_time: rfc3339_ms(p.create_time_ms),
+        }
+    }
+}
+
+/// `{"type": "none"}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RedundancyJson {
+    #[serde(rename = "type")]
+    pub kind: String,
+}
+
+/// `{objectID, packageID, path, size, fileHash, redundancy, createTime, updateTime}`;
+/// `size` is a decimal string and `fileHash` is `Full` + upper-case hex SHA-256.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ObjectJson {
+    #[serde(rename = "objectID")]
+    pub object_id: u64,
+    #[serde(rename = "packageID")]
+    pub package_id: u64,
+    pub path: String,
+    pub size: String,
+    #[serde(rename = "fileHash")]
+    pub file_hash: String,
+    pub redundancy: RedundancyJson,
+    #[serde(rename = "createTime")]
+    pub create_time: String,
+    #[serde(rename = "updateTime")]
+    pub update_time: String,
+}
+
+impl From<pb::Object> for ObjectJson {
+    fn from(o: pb::Object) -> Self {
+        let kind = if o.redundancy.is_empty() {
+            "none".to_owned()
+        } else {
+            o.redundancy
+        };
+        ObjectJson {
+            object_id: o.object_id,
+            package_id: o.package_id,
+            path: o.path,
+            size: o.size.to_string(),
+            file_hash: file_hash(&o.sha256),
+            redundancy: RedundancyJson { kind },
+            create_time: rfc3339_ms(o.create_time_ms),
+            update_time: rfc3339_ms(o.update_time_ms),
+        }
+    }
+}
+
+/// JCS file hash: `Full` + upper-case hex of the SHA-256.
+pub fn file_hash(sha256_hex: &str) -> String {
+    format!("Full{}", sha256_hex.to_ascii_uppercase())
+}
+
+/// RFC 3339 in UTC with milliseconds, e.g. `2025-06-24T08:31:28.514Z`. Out-of-range values
+/// (which the coordinator never produces) render as the epoch.
+pub fn rfc3339_ms(ms: i64) -> String {
+    DateTime::from_timestamp_millis(ms)
+        .unwrap_or_default()
+        .to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+/// Unwrap a message the coordinator must always set.
+pub(crate) fn required<T>(value: Option<T>, what: &str) -> Result<T, ApiError> {
+    value.ok_or_else(|| ApiError::internal(format!("coordinator response has no {what}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn object_json_golden() {
+        let o = pb::Object {
+            object_id: 617,
+            package_id: 12,
+            path: "a/1.txt".into(),
+            size: 1293,
+            sha256: "4e69a8b8cd9f42ede371da94458badfb2308afca736aa393784a3d81f4746377".into(),
+            redundancy: "none".into(),
+            create_time_ms: 1_750_753_888_514,
+            update_time_ms: 1_750_753_888_000,
+            space_id: 3,
+        };
+        let json = serde_json::to_string(&ObjectJson::from(o)).unwrap();
+        assert_eq!(
+            json,
+            concat!(
+                r#"{"objectID":617,"packageID":12,"path":"a/1.txt","size":"1293","#,
+                r#""fileHash":"Full4E69A8B8CD9F42EDE371DA94458BADFB2308AFCA736AA393784A3D81F4746377","#,
+                r#""redundancy":{"type":"none"},"createTime":"2025-06-24T08:31:28.514Z","#,
+                r#""updateTime":"2025-06-24T08:31:28.000Z"}"#
+            )
+        );
+    }
+
+    #[test]
+    fn empty_redundancy_renders_as_none() {
+        let json = ObjectJson::from(pb::Object::default());
+        assert_eq!(json.redundancy.kind, "none");
+        assert_eq!(json.size, "0");
+        assert_eq!(json.create_time, "1970-01-01T00:00:00.000Z");
+    }
+
+    #[test]
+    fn bucket_and_package_golden() {
+        let b = pb::Bucket { bucket_id: 1, name: "bkt1".into(), user_id: 1, create_time_ms: 5 };
+        assert_eq!(
+            serde_json::to_string(&BucketJson::from(b)).unwrap(),
+            r#"{"bucketID":1,"name":"bkt1"}"#
+        );
+        let p = pb::Package {
+            package_id: 32,
+            name: "t1".into(),
+            bucket_id: 1,
+            create_time_ms: 1_750_753_888_514,
+        };
+        assert_eq!(
+            serde_json::to_string(&PackageJson::from(p)).unwrap(),
+            r#"{"packageID":32,"name":"t1","bucketID":1,"createTime":"2025-06-24T08:31:28.514Z"}"#
+        );
+    }
+
+    #[test]
+    fn times_are_valid_rfc3339() {
+        for ms in [0, 1, 999, 1_000, -1, 253_402_300_799_999, i64::MAX] {
+            let s = rfc3339_ms(ms);
+            assert!(DateTime::parse_from_rfc3339(&s).is_ok(), "{ms} → {s}");
+        }
+    }
+}

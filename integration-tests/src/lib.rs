@@ -1,0 +1,268 @@
+//! Test harness: [`TestCluster`] starts a coordinator (memory, redb or a real etcd), any
+//! number of agents (each with its own Local space in a temp dir) and a gateway, all
+//! in-process on pre-bound `127.0.0.1:0` listeners, and offers a small `/v1` client.
+
+#![allow(clippy::unwrap_used)]
+
+pub mod api;
+pub mod etcd;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use common::secret::Secret;
+use meta::MetaStoreRef;
+use tempfile::TempDir;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+pub use api::Api;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Meta {
+    Memory,
+    Redb,
+    Etcd,
+}
+
+pub struct TestClusterBuilder {
+    meta: Meta,
+    agents: usize,
+}
+
+impl TestClusterBuilder {
+    pub fn meta(mut self, meta: Meta) -> Self {
+        self.meta = meta;
+        self
+    }
+
+    pub fn agents(mut self, n: usize) -> Self {
+        self.agents = n;
+        self
+    }
+
+    /// Start everything and wait until every agent has registered. `None` when the
+    /// backend's fixture is unavailable outside CI (see [`etcd::endpoints`]).
+    pub async fn build(self) -> Option<TestCluster> {
+        common::testing::init_logging();
+        let dir = TempDir::new().unwrap();
+        let secret = Secret::random();
+        let meta = match self.meta {
+            Meta::Memory => coordinator::MetaConfig::Memory,
+            Meta::Redb => coordinator::MetaConfig::Redb {
+                path: dir.path().join("meta.redb"),
+            },
+            Meta::Etcd => coordinator::MetaConfig::Etcd {
+                endpoints: etcd::endpoints()?,
+                connect_timeout: Duration::from_secs(3),
+                request_timeout: Duration::from_secs(10),
+            },
+        };
+        let coord_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let coord_addr = coord_listener.local_addr().unwrap();
+        let coord_config = coordinator::CoordinatorConfig {
+            listen: coord_addr,
+            // A fresh namespace per test, so tests share one etcd safely.
+            root: format!("test-{}", uuid::Uuid::new_v4()),
+            meta,
+            cluster_secret: Some(secret.clone()),
+            heartbeat_interval: Duration::from_millis(200),
+            agent_ttl: Duration::from_secs(3),
+            ..Default::default()
+        };
+        let mut cluster = TestCluster {
+            dir,
+            secret,
+            shutdown: CancellationToken::new(),
+            coord_config,
+            coord: None,
+            meta: None,
+            agents: Vec::new(),
+            gateway: None,
+            api: None,
+        };
+        cluster.start_coordinator(coord_listener).await;
+        for i in 0..self.agents {
+            cluster.start_agent(i).await;
+        }
+        let gw_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let gw_addr = gw_listener.local_addr().unwrap();
+        let gateway = gateway::Gateway::build(gateway::GatewayConfig {
+            listen: gw_addr,
+            coordinator: coord_addr.to_string(),
+            ..Default::default()
+        })
+        .unwrap();
+        cluster.gateway = Some(tokio::spawn(gateway.serve(gw_listener, cluster.shutdown.child_token())));
+        cluster.api = Some(Api::new(gw_addr));
+        cluster.wait_for_agents(self.agents).await;
+        Some(cluster)
+    }
+}
+
+struct RunningCoordinator {
+    token: CancellationToken,
+    handle: JoinHandle<Result<(), coordinator::Error>>,
+}
+
+pub struct RunningAgent {
+    pub space_dir: PathBuf,
+    token: CancellationToken,
+    handle: JoinHandle<Result<(), agent::Error>>,
+}
+
+pub struct TestCluster {
+    dir: TempDir,
+    secret: Secret,
+    shutdown: CancellationToken,
+    coord_config: coordinator::CoordinatorConfig,
+    coord: Option<RunningCoordinator>,
+    meta: Option<MetaStoreRef>,
+    pub agents: Vec<RunningAgent>,
+    gateway: Option<JoinHandle<Result<(), gateway::Error>>>,
+    api: Option<Api>,
+}
+
+impl TestCluster {
+    pub fn builder() -> TestClusterBuilder {
+        TestClusterBuilder {
+            meta: Meta::Memory,
+            agents: 1,
+        }
+    }
+
+    pub fn api(&self) -> &Api {
+        self.api.as_ref().unwrap()
+    }
+
+    pub fn gateway_addr(&self) -> SocketAddr {
+        self.api().addr()
+    }
+
+    /// The coordinator's metadata store (inside the cluster prefix), for inspection.
+    pub fn meta(&self) -> MetaStoreRef {
+        self.meta.clone().unwrap()
+    }
+
+    async fn start_coordinator(&mut self, listener: TcpListener) {
+        let meta = coordinator::server::open_meta(&self.coord_config).await.unwrap();
+        let coord = coordinator::Coordinator::build(&self.coord_config, meta.clone()).unwrap();
+        let token = self.shutdown.child_token();
+        let handle = tokio::spawn(coord.serve(listener, token.clone()));
+        self.meta = Some(meta);
+        self.coord = Some(RunningCoordinator { token, handle });
+    }
+
+    async fn start_agent(&mut self, i: usize) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let space_dir = self.dir.path().join(format!("space-{i}"));
+        let config = agent::AgentConfig {
+            name: format!("agent-{i}"),
+            listen: listener.local_addr().unwrap(),
+            coordinator: self.coord_config.listen.to_string(),
+            cluster_secret: Some(self.secret.clone()),
+            spaces: vec![agent::SpaceConfig {
+                name: format!("space-{i}"),
+                path: space_dir.clone(),
+            }],
+            heartbeat_interval: Duration::from_millis(200),
+            ..Default::default()
+        };
+        let agent = agent::Agent::build(config).unwrap();
+        let token = self.shutdown.child_token();
+        let handle = tokio::spawn(agent.serve(listener, token.clone()));
+        self.agents.push(RunningAgent {
+            space_dir,
+            token,
+            handle,
+        });
+    }
+
+    /// Poll until `n` user spaces have been registered by live agents.
+    pub async fn wait_for_agents(&self, n: usize) {
+        let meta = self.meta();
+        let ok = common::testing::wait_until(Duration::from_secs(20), || {
+            let meta = meta.clone();
+            async move {
+                let page = meta.range(meta::Range::prefix(b"v1/space/".to_vec())).await.unwrap();
+                page.kvs.len() >= n
+            }
+        })
+        .await;
+        assert!(ok, "agents did not register within 20 s");
+    }
+
+    /// Stop the coordinator and start a new one on the same address and metadata.
+    pub async fn restart_coordinator(&mut self) {
+        let running = self.coord.take().unwrap();
+        running.token.cancel();
+        running.handle.await.unwrap().unwrap();
+        self.meta = None;
+        let listener = bind_retry(self.coord_config.listen).await;
+        self.start_coordinator(listener).await;
+    }
+
+    /// Stop agent `i` (its space stays on disk).
+    pub async fn stop_agent(&mut self, i: usize) {
+        let a = &mut self.agents[i];
+        a.token.cancel();
+        (&mut a.handle).await.unwrap().unwrap();
+    }
+
+    /// Files below agent `i`'s `tmp/` directory (should be none when idle).
+    pub fn temp_files(&self, i: usize) -> Vec<PathBuf> {
+        list_files(&self.agents[i].space_dir.join("tmp"))
+    }
+
+    /// Shard files stored by agent `i`.
+    pub fn shard_files(&self, i: usize) -> Vec<PathBuf> {
+        list_files(&self.agents[i].space_dir.join("shards"))
+    }
+
+    pub async fn shutdown(mut self) {
+        self.shutdown.cancel();
+        if let Some(c) = self.coord.take() {
+            c.handle.await.unwrap().unwrap();
+        }
+        for a in self.agents.drain(..) {
+            a.handle.await.unwrap().unwrap();
+        }
+        if let Some(g) = self.gateway.take() {
+            g.await.unwrap().unwrap();
+        }
+    }
+}
+
+async fn bind_retry(addr: SocketAddr) -> TcpListener {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match TcpListener::bind(addr).await {
+            Ok(l) => return l,
+            Err(e) if std::time::Instant::now() < deadline => {
+                let _ = e;
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            Err(e) => panic!("cannot rebind {addr}: {e}"),
+        }
+    }
+}
+
+fn list_files(dir: &std::path::Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else { continue };
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out.sort();
+    out
+}

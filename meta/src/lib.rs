@@ -1,0 +1,121 @@
+//! The metadata substrate: one async KV trait ([`MetaStore`]) with three backends
+//! (etcd, redb, memory) and helpers shared by all of them.
+//!
+//! Keys and values are bytes. Every write gets a store-wide, strictly increasing
+//! [`Revision`]; each key remembers the revision that created it and the one that last
+//! modified it, so callers can compare-and-swap on revisions (etcd semantics).
+
+use std::sync::Arc;
+
+pub mod error;
+pub mod helpers;
+pub mod store;
+#[cfg(any(test, feature = "testing"))]
+pub mod testsuite;
+
+pub use error::{Error, Result};
+pub use helpers::{cas, put_if_absent, scan_prefix, prefix_end};
+pub use store::etcd::{EtcdOptions, EtcdStore};
+pub use store::memory::MemoryStore;
+pub use store::prefixed::Prefixed;
+pub use store::redb::RedbStore;
+
+/// A store-wide revision. Starts at 1 for the first write; 0 means "never written".
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct Revision(pub i64);
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct KeyValue {
+    pub key: Vec<u8>,
+    pub value: Vec<u8>,
+    /// Revision of the write that created this key (since its last deletion).
+    pub create_rev: Revision,
+    /// Revision of the last write to this key.
+    pub mod_rev: Revision,
+}
+
+/// A condition of a transaction.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Compare {
+    /// The key does not exist.
+    Absent(Vec<u8>),
+    /// The key exists and was last modified at exactly this revision.
+    ModRev(Vec<u8>, Revision),
+    /// The key exists and holds exactly this value.
+    Value(Vec<u8>, Vec<u8>),
+}
+
+/// An operation of a transaction.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Op {
+    Get(Vec<u8>),
+    Put(Vec<u8>, Vec<u8>),
+    Delete(Vec<u8>),
+}
+
+/// If every `when` holds, run `then`, else run `otherwise`; atomically.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Txn {
+    pub when: Vec<Compare>,
+    pub then: Vec<Op>,
+    pub otherwise: Vec<Op>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TxnResult {
+    /// Whether the `when` conditions held (so `then` ran).
+    pub succeeded: bool,
+    /// The store revision after the transaction.
+    pub revision: Revision,
+    /// One entry per `Op::Get` of the branch that ran, in order.
+    pub gets: Vec<Option<KeyValue>>,
+}
+
+/// Keys in `[start, end)`, in lexical byte order. An empty `end` means "to the end of the
+/// key space". `limit` 0 means no limit.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Range {
+    pub start: Vec<u8>,
+    pub end: Vec<u8>,
+    pub limit: usize,
+    pub keys_only: bool,
+}
+
+impl Range {
+    /// Every key starting with `prefix`.
+    pub fn prefix(prefix: impl Into<Vec<u8>>) -> Range {
+        let start = prefix.into();
+        let end = prefix_end(&start);
+        Range { start, end, limit: 0, keys_only: false }
+    }
+
+    pub fn with_limit(mut self, limit: usize) -> Range {
+        self.limit = limit;
+        self
+    }
+}
+
+/// One page of a range: `more` is true when keys past the last returned one remain.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Page {
+    pub kvs: Vec<KeyValue>,
+    pub more: bool,
+}
+
+#[async_trait::async_trait]
+pub trait MetaStore: Send + Sync + 'static {
+    /// "etcd" | "redb" | "memory" (decorators report their inner backend).
+    fn backend(&self) -> &'static str;
+    async fn get(&self, key: &[u8]) -> Result<Option<KeyValue>>;
+    async fn range(&self, range: Range) -> Result<Page>;
+    async fn put(&self, key: Vec<u8>, value: Vec<u8>) -> Result<Revision>;
+    /// Whether the key existed.
+    async fn delete(&self, key: &[u8]) -> Result<bool>;
+    /// Atomic compare-then-ops. Rejects (with `TxnTooLarge`) a transaction whose larger
+    /// branch has more than [`MetaStore::max_txn_ops`] operations, or more compares than that.
+    async fn txn(&self, txn: Txn) -> Result<TxnResult>;
+    /// Largest number of operations in one transaction branch (etcd's default is 128).
+    fn max_txn_ops(&self) -> usize;
+}
+
+pub type MetaStoreRef = Arc<dyn MetaStore>;
