@@ -67,7 +67,11 @@ impl AgentConfig {
         if self.coordinator.trim().is_empty() {
             return Err("coordinator must not be empty".to_owned());
         }
-        if self.advertise.as_deref().is_some_and(|a| a.trim().is_empty()) {
+        if self
+            .advertise
+            .as_deref()
+            .is_some_and(|a| a.trim().is_empty())
+        {
             return Err("advertise must not be empty when set".to_owned());
         }
         if self.heartbeat_interval.is_zero() {

@@ -22,7 +22,10 @@ pub enum Error {
 
     /// A space's directory could not be opened as an opendal operator.
     #[snafu(display("failed to open space {name}"))]
-    OpenSpace { name: String, source: opendal::Error },
+    OpenSpace {
+        name: String,
+        source: opendal::Error,
+    },
 
     /// The ticket's signature does not verify or its body does not decode.
     #[snafu(display("invalid ticket: {reason}"))]
@@ -103,7 +106,11 @@ pub enum Error {
 
     /// The shard ended before the size its metadata reported.
     #[snafu(display("shard {hash} ended at {at} bytes, expected {expected}"))]
-    ShardTruncated { hash: String, at: u64, expected: u64 },
+    ShardTruncated {
+        hash: String,
+        at: u64,
+        expected: u64,
+    },
 
     /// The requested offset lies past the end of the shard.
     #[snafu(display("offset {offset} is past the end of the shard ({size} bytes)"))]

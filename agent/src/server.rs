@@ -41,7 +41,8 @@ pub struct Agent {
 
 impl Agent {
     /// Validate `config`, load the cluster secret and open (creating when missing) the
-    /// directory of every space. Does no network IO.
+    /// directory of every space. Does no network IO; its only filesystem work is reading
+    /// the secret file and creating the space directories, once at start-up.
     pub fn build(config: AgentConfig) -> Result<Agent> {
         config
             .validate()
@@ -145,13 +146,10 @@ impl Agent {
         };
         tasks.spawn(registrar.run(tasks_token.clone()));
 
-        let service = AgentServiceServer::new(AgentGrpc::new(
-            self.secret,
-            self.registry,
-            shutdown.clone(),
-        ))
-        .max_decoding_message_size(proto::MAX_MESSAGE_SIZE)
-        .max_encoding_message_size(proto::MAX_MESSAGE_SIZE);
+        let service =
+            AgentServiceServer::new(AgentGrpc::new(self.secret, self.registry, shutdown.clone()))
+                .max_decoding_message_size(proto::MAX_MESSAGE_SIZE)
+                .max_encoding_message_size(proto::MAX_MESSAGE_SIZE);
 
         info!(
             agent = %self.config.name,
@@ -163,6 +161,7 @@ impl Agent {
         );
         let served = Server::builder()
             .http2_adaptive_window(Some(true))
+            .trace_fn(|req| tracing::info_span!("grpc", path = %req.uri().path()))
             .add_service(service)
             .serve_with_incoming_shutdown(
                 TcpIncoming::from(listener).with_nodelay(Some(true)),

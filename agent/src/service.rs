@@ -56,7 +56,12 @@ impl AgentGrpc {
             }
             .fail();
         };
-        let body = ticket::verify(&self.secret, Some(&ticket), Kind::Put, common::time::now_ms())?;
+        let body = ticket::verify(
+            &self.secret,
+            Some(&ticket),
+            Kind::Put,
+            common::time::now_ms(),
+        )?;
         let space_id = SpaceId(body.space_id);
         let store = self.spaces.get(space_id)?;
         let max_size = (body.max_size > 0).then_some(body.max_size);
@@ -174,9 +179,7 @@ impl AgentService for AgentGrpc {
             .into());
         }
         let store = self.spaces.get(SpaceId(body.space_id))?;
-        let mut shard = store
-            .read(&body.shard_hash, req.offset, req.length)
-            .await?;
+        let mut shard = store.read(&body.shard_hash, req.offset, req.length).await?;
         // Errors up to the first chunk become the status of the call.
         let first = shard.next().await.transpose()?;
 

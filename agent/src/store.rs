@@ -19,8 +19,9 @@ use snafu::{ResultExt, ensure};
 use tracing::{debug, info, warn};
 
 use crate::error::{
-    HashChunkSnafu, InvalidShardHashSnafu, NotRegisteredSnafu, OpenSpaceSnafu, RangeOutOfBoundsSnafu, ReadShardSnafu,
-    Result, ShardNotFoundSnafu, ShardTruncatedSnafu, SpacePathSnafu, StreamAbortedSnafu, UnknownSpaceSnafu, WriteShardSnafu,
+    HashChunkSnafu, InvalidShardHashSnafu, NotRegisteredSnafu, OpenSpaceSnafu,
+    RangeOutOfBoundsSnafu, ReadShardSnafu, Result, ShardNotFoundSnafu, ShardTruncatedSnafu,
+    SpacePathSnafu, StreamAbortedSnafu, UnknownSpaceSnafu, WriteShardSnafu,
 };
 
 /// Chunks at least this large are hashed on the blocking pool; smaller ones inline
@@ -420,7 +421,10 @@ mod tests {
             .join(&stored.sha256);
         assert_eq!(std::fs::read(on_disk).unwrap(), data);
         assert!(files_under(&store.root().join("tmp")).is_empty());
-        assert_eq!(store.stat(&stored.sha256).await.unwrap(), Some(data.len() as u64));
+        assert_eq!(
+            store.stat(&stored.sha256).await.unwrap(),
+            Some(data.len() as u64)
+        );
 
         let chunks = read_chunks(&store, &stored.sha256, 0, 0).await;
         assert!(chunks.iter().all(|c| c.len() <= proto::CHUNK_SIZE));
@@ -433,12 +437,19 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = open(&dir);
         let data = pattern(2 * proto::CHUNK_SIZE + 100);
-        let hash = put_all(&store, &data, proto::CHUNK_SIZE).await.unwrap().sha256;
+        let hash = put_all(&store, &data, proto::CHUNK_SIZE)
+            .await
+            .unwrap()
+            .sha256;
         let size = data.len() as u64;
 
         let cases: [(u64, u64, std::ops::Range<usize>); 6] = [
             (10, 20, 10..30),
-            (proto::CHUNK_SIZE as u64 - 5, 10, proto::CHUNK_SIZE - 5..proto::CHUNK_SIZE + 5),
+            (
+                proto::CHUNK_SIZE as u64 - 5,
+                10,
+                proto::CHUNK_SIZE - 5..proto::CHUNK_SIZE + 5,
+            ),
             (100, 0, 100..data.len()),
             (size - 3, 1000, data.len() - 3..data.len()),
             (0, size + 10, 0..data.len()),
@@ -446,8 +457,16 @@ mod tests {
         ];
         for (offset, len, want) in cases {
             let chunks = read_chunks(&store, &hash, offset, len).await;
-            assert!(chunks.iter().all(|c| c.len() <= proto::CHUNK_SIZE && !c.is_empty()));
-            assert_eq!(chunks.concat(), &data[want.clone()], "offset {offset} len {len}");
+            assert!(
+                chunks
+                    .iter()
+                    .all(|c| c.len() <= proto::CHUNK_SIZE && !c.is_empty())
+            );
+            assert_eq!(
+                chunks.concat(),
+                &data[want.clone()],
+                "offset {offset} len {len}"
+            );
         }
     }
 
@@ -459,7 +478,13 @@ mod tests {
         let hash = put_all(&store, &data, 100).await.unwrap().sha256;
 
         let err = store.read(&hash, 1001, 0).await.err().unwrap();
-        assert!(matches!(err, Error::RangeOutOfBounds { offset: 1001, size: 1000 }));
+        assert!(matches!(
+            err,
+            Error::RangeOutOfBounds {
+                offset: 1001,
+                size: 1000
+            }
+        ));
         assert_eq!(err.code(), ErrorCode::BadArgument);
 
         let missing = sha_hex(b"never stored");
@@ -469,7 +494,10 @@ mod tests {
 
         for bad in ["", "../etc/passwd", &hash.to_uppercase(), &hash[..63]] {
             let err = store.read(bad, 0, 0).await.err().unwrap();
-            assert!(matches!(err, Error::InvalidShardHash { .. }), "{bad}: {err}");
+            assert!(
+                matches!(err, Error::InvalidShardHash { .. }),
+                "{bad}: {err}"
+            );
         }
     }
 
@@ -574,6 +602,9 @@ mod tests {
         assert!(!is_valid_hash(&"A".repeat(64)));
         assert!(!is_valid_hash(&"g".repeat(64)));
         assert!(!is_valid_hash(&"a".repeat(65)));
-        assert_eq!(shard_path(&"ab".repeat(32)), format!("shards/ab/{}", "ab".repeat(32)));
+        assert_eq!(
+            shard_path(&"ab".repeat(32)),
+            format!("shards/ab/{}", "ab".repeat(32))
+        );
     }
 }

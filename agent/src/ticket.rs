@@ -109,7 +109,12 @@ mod tests {
             (Some(&tampered), Kind::Get, 1000, ErrorCode::Unauthenticated),
             (Some(&bad_sig), Kind::Get, 1000, ErrorCode::Unauthenticated),
             (Some(&garbage), Kind::Get, 1000, ErrorCode::Unauthenticated),
-            (Some(&other_secret), Kind::Get, 1000, ErrorCode::Unauthenticated),
+            (
+                Some(&other_secret),
+                Kind::Get,
+                1000,
+                ErrorCode::Unauthenticated,
+            ),
             (Some(&good), Kind::Put, 1000, ErrorCode::PermissionDenied),
             (Some(&good), Kind::Get, 2000, ErrorCode::Unauthenticated),
             (Some(&good), Kind::Get, 3000, ErrorCode::Unauthenticated),
@@ -119,6 +124,11 @@ mod tests {
             assert_eq!(err.code(), code, "case {i}: {err}");
         }
         let err = verify(&s, Some(&good), Kind::Get, 2000).unwrap_err();
-        assert!(matches!(err, Error::TicketExpired { expires_at_ms: 2000 }));
+        assert!(matches!(
+            err,
+            Error::TicketExpired {
+                expires_at_ms: 2000
+            }
+        ));
     }
 }

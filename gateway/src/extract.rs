@@ -127,6 +127,7 @@ mod tests {
         let m = err(r#"{"name": "a", "#);
         assert!(m.starts_with("invalid request body: EOF"), "{m}");
         assert!(err("  ").contains("empty"));
-        assert!(err("{} x").contains("trailing characters"));
+        let m = err(r#"{"name": "a", "bucketID": 1} x"#);
+        assert!(m.contains("trailing characters"), "{m}");
     }
 }

@@ -1,1 +1,21 @@
-//! placeholder
+//! The JCS gateway: a stateless axum server that translates the `/v1` REST API into
+//! coordinator gRPC calls and streams object bytes straight to and from agents. It never
+//! touches metadata storage. The `jcs` binary builds it with [`Gateway::build`] and runs it
+//! with [`Gateway::serve`]; the API is described in `docs/api.md`.
+
+pub mod config;
+pub mod data_path;
+pub mod error;
+pub mod extract;
+pub mod model;
+pub mod routes;
+pub mod server;
+pub mod state;
+
+#[cfg(test)]
+mod testing;
+
+pub use config::GatewayConfig;
+pub use error::{ApiError, Error};
+pub use server::{Gateway, router};
+pub use state::AppState;

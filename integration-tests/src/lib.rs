@@ -110,7 +110,7 @@ struct RunningCoordinator {
 pub struct RunningAgent {
     pub space_dir: PathBuf,
     token: CancellationToken,
-    handle: JoinHandle<Result<(), agent::Error>>,
+    handle: Option<JoinHandle<Result<(), agent::Error>>>,
 }
 
 pub struct TestCluster {
@@ -176,7 +176,7 @@ impl TestCluster {
         self.agents.push(RunningAgent {
             space_dir,
             token,
-            handle,
+            handle: Some(handle),
         });
     }
 
@@ -208,7 +208,9 @@ impl TestCluster {
     pub async fn stop_agent(&mut self, i: usize) {
         let a = &mut self.agents[i];
         a.token.cancel();
-        (&mut a.handle).await.unwrap().unwrap();
+        if let Some(h) = a.handle.take() {
+            h.await.unwrap().unwrap();
+        }
     }
 
     /// Files below agent `i`'s `tmp/` directory (should be none when idle).
@@ -227,7 +229,9 @@ impl TestCluster {
             c.handle.await.unwrap().unwrap();
         }
         for a in self.agents.drain(..) {
-            a.handle.await.unwrap().unwrap();
+            if let Some(h) = a.handle {
+                h.await.unwrap().unwrap();
+            }
         }
         if let Some(g) = self.gateway.take() {
             g.await.unwrap().unwrap();

@@ -49,7 +49,8 @@ pub enum Error {
     #[snafu(display("failed to open redb file {}", path.display()))]
     OpenRedb {
         path: PathBuf,
-        source: redb::Error,
+        #[snafu(source(from(redb::Error, Box::new)))]
+        source: Box<redb::Error>,
         #[snafu(implicit)]
         location: snafu::Location,
     },
@@ -58,7 +59,8 @@ pub enum Error {
     #[snafu(display("redb {action} failed"))]
     RedbRequest {
         action: &'static str,
-        source: redb::Error,
+        #[snafu(source(from(redb::Error, Box::new)))]
+        source: Box<redb::Error>,
         #[snafu(implicit)]
         location: snafu::Location,
     },
@@ -129,12 +131,10 @@ fn etcd_error_code(error: &etcd_client::Error) -> ErrorCode {
         etcd_client::Error::TransportError(_) | etcd_client::Error::IoError(_) => {
             ErrorCode::Unavailable
         }
-        etcd_client::Error::GRpcStatus(status) => {
-            match ErrorCode::from_grpc_code(status.code()) {
-                code @ (ErrorCode::Unavailable | ErrorCode::Timeout) => code,
-                _ => ErrorCode::Internal,
-            }
-        }
+        etcd_client::Error::GRpcStatus(status) => match ErrorCode::from_grpc_code(status.code()) {
+            code @ (ErrorCode::Unavailable | ErrorCode::Timeout) => code,
+            _ => ErrorCode::Internal,
+        },
         _ => ErrorCode::Internal,
     }
 }
@@ -161,14 +161,24 @@ mod tests {
 
     #[test]
     fn local_failures_are_internal() {
-        let too_large = TxnTooLargeSnafu { ops: 129usize, max: 128usize }.build();
+        let too_large = TxnTooLargeSnafu {
+            ops: 129usize,
+            max: 128usize,
+        }
+        .build();
         assert_eq!(too_large.code(), ErrorCode::Internal);
         assert_eq!(
             too_large.to_string(),
             "transaction has 129 operations in one part, more than the limit of 128"
         );
-        let dup = DuplicateTxnKeySnafu { key: b"a\xff".to_vec() }.build();
+        let dup = DuplicateTxnKeySnafu {
+            key: b"a\xff".to_vec(),
+        }
+        .build();
         assert_eq!(dup.code(), ErrorCode::Internal);
-        assert_eq!(dup.to_string(), "transaction writes key a\\xff more than once in one branch");
+        assert_eq!(
+            dup.to_string(),
+            "transaction writes key a\\xff more than once in one branch"
+        );
     }
 }

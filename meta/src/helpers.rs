@@ -73,7 +73,12 @@ pub fn scan_prefix(
                 return Ok(None);
             };
             let page = store
-                .range(Range { start, end, limit: page_size, keys_only: false })
+                .range(Range {
+                    start,
+                    end,
+                    limit: page_size,
+                    keys_only: false,
+                })
                 .await?;
             let next = match page.kvs.last() {
                 Some(last) if page.more => {

@@ -14,7 +14,7 @@ pub mod store;
 pub mod testsuite;
 
 pub use error::{Error, Result};
-pub use helpers::{cas, put_if_absent, scan_prefix, prefix_end};
+pub use helpers::{cas, prefix_end, put_if_absent, scan_prefix};
 pub use store::etcd::{EtcdOptions, EtcdStore};
 pub use store::memory::MemoryStore;
 pub use store::prefixed::Prefixed;
@@ -24,9 +24,11 @@ pub use store::redb::RedbStore;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct Revision(pub i64);
 
+/// A stored key with its value and revisions.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct KeyValue {
     pub key: Vec<u8>,
+    /// Empty when read by a `keys_only` range.
     pub value: Vec<u8>,
     /// Revision of the write that created this key (since its last deletion).
     pub create_rev: Revision,
@@ -39,17 +41,24 @@ pub struct KeyValue {
 pub enum Compare {
     /// The key does not exist.
     Absent(Vec<u8>),
-    /// The key exists and was last modified at exactly this revision.
+    /// The key exists and was last modified at exactly this revision. As in etcd, an absent
+    /// key counts as modified at `Revision(0)`, so `ModRev(key, Revision(0))` means absent.
     ModRev(Vec<u8>, Revision),
-    /// The key exists and holds exactly this value.
+    /// The key exists and holds exactly this value (never true for an absent key, even
+    /// against an empty value).
     Value(Vec<u8>, Vec<u8>),
 }
 
-/// An operation of a transaction.
+/// An operation of a transaction. A branch runs its operations in order, so a `Get` sees the
+/// writes before it. As in etcd, a branch may not put one key twice nor put and delete one
+/// key (`Error::DuplicateTxnKey`).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Op {
+    /// Read a key; its result goes to [`TxnResult::gets`].
     Get(Vec<u8>),
+    /// Write a key.
     Put(Vec<u8>, Vec<u8>),
+    /// Delete a key, if present.
     Delete(Vec<u8>),
 }
 
@@ -61,6 +70,7 @@ pub struct Txn {
     pub otherwise: Vec<Op>,
 }
 
+/// The outcome of [`MetaStore::txn`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TxnResult {
     /// Whether the `when` conditions held (so `then` ran).
@@ -86,9 +96,15 @@ impl Range {
     pub fn prefix(prefix: impl Into<Vec<u8>>) -> Range {
         let start = prefix.into();
         let end = prefix_end(&start);
-        Range { start, end, limit: 0, keys_only: false }
+        Range {
+            start,
+            end,
+            limit: 0,
+            keys_only: false,
+        }
     }
 
+    /// The same range, returning at most `limit` keys per page (0: no limit).
     pub fn with_limit(mut self, limit: usize) -> Range {
         self.limit = limit;
         self
@@ -102,12 +118,17 @@ pub struct Page {
     pub more: bool,
 }
 
+/// The metadata KV store. Every backend passes the same conformance suite
+/// ([`meta_store_test_suite!`](crate::meta_store_test_suite), feature `testing`).
 #[async_trait::async_trait]
 pub trait MetaStore: Send + Sync + 'static {
     /// "etcd" | "redb" | "memory" (decorators report their inner backend).
     fn backend(&self) -> &'static str;
+    /// The key, or `None` if absent.
     async fn get(&self, key: &[u8]) -> Result<Option<KeyValue>>;
+    /// One page of keys in `range`; follow `more` to get the rest (see [`scan_prefix`]).
     async fn range(&self, range: Range) -> Result<Page>;
+    /// Write the key; returns the revision of this write (the key's new `mod_rev`).
     async fn put(&self, key: Vec<u8>, value: Vec<u8>) -> Result<Revision>;
     /// Whether the key existed.
     async fn delete(&self, key: &[u8]) -> Result<bool>;
@@ -118,4 +139,5 @@ pub trait MetaStore: Send + Sync + 'static {
     fn max_txn_ops(&self) -> usize;
 }
 
+/// A shared, type-erased [`MetaStore`].
 pub type MetaStoreRef = Arc<dyn MetaStore>;

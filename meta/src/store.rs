@@ -53,20 +53,47 @@ mod tests {
     use crate::{Compare, Error};
 
     fn puts(n: usize) -> Vec<Op> {
-        (0..n).map(|i| Op::Put(i.to_string().into_bytes(), vec![])).collect()
+        (0..n)
+            .map(|i| Op::Put(i.to_string().into_bytes(), vec![]))
+            .collect()
     }
 
     #[test]
     fn check_txn_limits_each_part() {
-        let ok = Txn { when: vec![], then: puts(3), otherwise: puts(3) };
+        let ok = Txn {
+            when: vec![],
+            then: puts(3),
+            otherwise: puts(3),
+        };
         assert!(check_txn(&ok, 3).is_ok());
-        let big_then = Txn { when: vec![], then: puts(4), otherwise: vec![] };
-        assert!(matches!(check_txn(&big_then, 3), Err(Error::TxnTooLarge { ops: 4, max: 3, .. })));
-        let big_else = Txn { when: vec![], then: vec![], otherwise: puts(4) };
-        assert!(matches!(check_txn(&big_else, 3), Err(Error::TxnTooLarge { ops: 4, .. })));
+        let big_then = Txn {
+            when: vec![],
+            then: puts(4),
+            otherwise: vec![],
+        };
+        assert!(matches!(
+            check_txn(&big_then, 3),
+            Err(Error::TxnTooLarge { ops: 4, max: 3, .. })
+        ));
+        let big_else = Txn {
+            when: vec![],
+            then: vec![],
+            otherwise: puts(4),
+        };
+        assert!(matches!(
+            check_txn(&big_else, 3),
+            Err(Error::TxnTooLarge { ops: 4, .. })
+        ));
         let when = (0..4).map(|i| Compare::Absent(vec![i])).collect();
-        let big_when = Txn { when, then: vec![], otherwise: vec![] };
-        assert!(matches!(check_txn(&big_when, 3), Err(Error::TxnTooLarge { ops: 4, .. })));
+        let big_when = Txn {
+            when,
+            then: vec![],
+            otherwise: vec![],
+        };
+        assert!(matches!(
+            check_txn(&big_when, 3),
+            Err(Error::TxnTooLarge { ops: 4, .. })
+        ));
     }
 
     #[test]
@@ -80,7 +107,11 @@ mod tests {
             (vec![Op::Put(k(), vec![]), Op::Get(k()), Op::Get(k())], true),
         ];
         for (ops, ok) in cases {
-            let txn = Txn { when: vec![], then: vec![], otherwise: ops.clone() };
+            let txn = Txn {
+                when: vec![],
+                then: vec![],
+                otherwise: ops.clone(),
+            };
             assert_eq!(check_txn(&txn, 128).is_ok(), ok, "{ops:?}");
         }
     }

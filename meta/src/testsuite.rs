@@ -100,14 +100,14 @@ fn skip(reason: &str) {
 }
 
 fn env_flag(name: &str) -> bool {
-    std::env::var(name).is_ok_and(|v| matches!(v.trim().to_ascii_lowercase().as_str(), "1" | "true"))
+    std::env::var(name)
+        .is_ok_and(|v| matches!(v.trim().to_ascii_lowercase().as_str(), "1" | "true"))
 }
 
-/// The shared test etcd from `JCS_TEST_ETCD_ENDPOINTS`. When the variable is missing this
-/// prints `skipped: JCS_TEST_ETCD_ENDPOINTS not set` and returns `None`, unless `CI=true` or
-/// `JCS_TEST_REQUIRE_ETCD=1`, where it panics: no silent skips in CI. A set but unreachable
-/// endpoint always panics.
-pub async fn etcd_from_env() -> Option<MetaStoreRef> {
+/// Options for the shared test etcd from `JCS_TEST_ETCD_ENDPOINTS`. When the variable is
+/// missing this prints `skipped: JCS_TEST_ETCD_ENDPOINTS not set` and returns `None`, unless
+/// `CI=true` or `JCS_TEST_REQUIRE_ETCD=1`, where it panics: no silent skips in CI.
+pub fn etcd_options_from_env() -> Option<EtcdOptions> {
     let endpoints: Vec<String> = std::env::var(ETCD_ENDPOINTS_ENV)
         .unwrap_or_default()
         .split(',')
@@ -125,16 +125,22 @@ pub async fn etcd_from_env() -> Option<MetaStoreRef> {
         skip(&format!("{ETCD_ENDPOINTS_ENV} not set"));
         return None;
     }
-    let opts = EtcdOptions {
-        endpoints: endpoints.clone(),
+    Some(EtcdOptions {
+        endpoints,
         connect_timeout: Duration::from_secs(2),
         request_timeout: Duration::from_secs(10),
-    };
+    })
+}
+
+/// The shared test etcd (see [`etcd_options_from_env`] for when it skips or panics). A set
+/// but unreachable endpoint always panics.
+pub async fn etcd_from_env() -> Option<MetaStoreRef> {
+    let opts = etcd_options_from_env()?;
+    let endpoints = opts.endpoints.join(",");
     match EtcdStore::connect(opts).await {
         Ok(store) => Some(std::sync::Arc::new(store)),
         Err(e) => panic!(
-            "{ETCD_ENDPOINTS_ENV}={} is set but etcd is unreachable: {}",
-            endpoints.join(","),
+            "{ETCD_ENDPOINTS_ENV}={endpoints} is set but etcd is unreachable: {}",
             common::error::ErrorChain(&e)
         ),
     }
@@ -149,7 +155,10 @@ pub struct Guarded<G> {
 impl<G> Guarded<G> {
     /// Delegate to `inner`; drop `guard` after it.
     pub fn new(inner: MetaStoreRef, guard: G) -> Guarded<G> {
-        Guarded { inner, _guard: guard }
+        Guarded {
+            inner,
+            _guard: guard,
+        }
     }
 }
 
@@ -202,7 +211,11 @@ pub mod cases {
     }
 
     async fn all(store: &MetaStoreRef) -> Vec<KeyValue> {
-        store.range(Range::default()).await.expect("range everything").kvs
+        store
+            .range(Range::default())
+            .await
+            .expect("range everything")
+            .kvs
     }
 
     fn keys(kvs: &[KeyValue]) -> Vec<Vec<u8>> {
@@ -210,11 +223,20 @@ pub mod cases {
     }
 
     fn range(start: &[u8], end: &[u8], limit: usize) -> Range {
-        Range { start: start.to_vec(), end: end.to_vec(), limit, keys_only: false }
+        Range {
+            start: start.to_vec(),
+            end: end.to_vec(),
+            limit,
+            keys_only: false,
+        }
     }
 
     fn txn(when: Vec<Compare>, then: Vec<Op>, otherwise: Vec<Op>) -> Txn {
-        Txn { when, then, otherwise }
+        Txn {
+            when,
+            then,
+            otherwise,
+        }
     }
 
     pub async fn get_missing_returns_none(store: MetaStoreRef) {
@@ -226,19 +248,43 @@ pub mod cases {
         let r1 = put(&store, b"k", b"v1").await;
         assert!(r1 > Revision(0), "{r1:?}");
         let kv = get(&store, b"k").await.expect("k exists");
-        assert_eq!(kv, KeyValue { key: b("k"), value: b("v1"), create_rev: r1, mod_rev: r1 });
+        assert_eq!(
+            kv,
+            KeyValue {
+                key: b("k"),
+                value: b("v1"),
+                create_rev: r1,
+                mod_rev: r1
+            }
+        );
 
         let r2 = put(&store, b"k", b"v2").await;
         assert!(r2 > r1);
         let kv = get(&store, b"k").await.expect("k exists");
-        assert_eq!(kv, KeyValue { key: b("k"), value: b("v2"), create_rev: r1, mod_rev: r2 });
+        assert_eq!(
+            kv,
+            KeyValue {
+                key: b("k"),
+                value: b("v2"),
+                create_rev: r1,
+                mod_rev: r2
+            }
+        );
 
         // Recreated after a delete: a new life, a new create revision.
         assert!(store.delete(b"k").await.expect("delete"));
         let r3 = put(&store, b"k", b"").await;
         assert!(r3 > r2);
         let kv = get(&store, b"k").await.expect("k exists");
-        assert_eq!(kv, KeyValue { key: b("k"), value: vec![], create_rev: r3, mod_rev: r3 });
+        assert_eq!(
+            kv,
+            KeyValue {
+                key: b("k"),
+                value: vec![],
+                create_rev: r3,
+                mod_rev: r3
+            }
+        );
     }
 
     pub async fn revisions_increase_strictly(store: MetaStoreRef) {
@@ -249,14 +295,21 @@ pub mod cases {
             last = rev;
         }
         let result = store
-            .txn(txn(vec![], vec![Op::Put(b("a"), b("1")), Op::Put(b("b"), b("2"))], vec![]))
+            .txn(txn(
+                vec![],
+                vec![Op::Put(b("a"), b("1")), Op::Put(b("b"), b("2"))],
+                vec![],
+            ))
             .await
             .expect("txn");
         assert!(result.revision > last);
         // Every write of one txn carries the txn's single revision.
         let a = get(&store, b"a").await.expect("a exists");
         let b_kv = get(&store, b"b").await.expect("b exists");
-        assert_eq!((a.mod_rev, b_kv.mod_rev), (result.revision, result.revision));
+        assert_eq!(
+            (a.mod_rev, b_kv.mod_rev),
+            (result.revision, result.revision)
+        );
     }
 
     pub async fn delete_reports_existence(store: MetaStoreRef) {
@@ -274,9 +327,9 @@ pub mod cases {
             b"\x01",
             b"a",
             b"a\x00",
+            b"ab",
             b"a\x7f",
             b"a\xff",
-            b"ab",
             b"\xfe",
             b"\xff",
             b"\xff\x00",
@@ -296,7 +349,10 @@ pub mod cases {
         let a = store.range(Range::prefix(b("a"))).await.expect("range a");
         assert_eq!(keys(&a.kvs), sorted[3..8].to_vec());
         // The prefix end of `\xff` is "to the end", which stays inside the namespace.
-        let ff = store.range(Range::prefix(b"\xff".to_vec())).await.expect("range ff");
+        let ff = store
+            .range(Range::prefix(b"\xff".to_vec()))
+            .await
+            .expect("range ff");
         assert_eq!(keys(&ff.kvs), sorted[9..].to_vec());
         assert!(!ff.more);
     }
@@ -308,10 +364,16 @@ pub mod cases {
         let page = store.range(range(b"k", b"l", 2)).await.expect("page 1");
         assert_eq!(keys(&page.kvs), vec![b("k0"), b("k1")]);
         assert!(page.more);
-        let page = store.range(range(b"k1\x00", b"l", 2)).await.expect("page 2");
+        let page = store
+            .range(range(b"k1\x00", b"l", 2))
+            .await
+            .expect("page 2");
         assert_eq!(keys(&page.kvs), vec![b("k2"), b("k3")]);
         assert!(page.more);
-        let page = store.range(range(b"k3\x00", b"l", 2)).await.expect("page 3");
+        let page = store
+            .range(range(b"k3\x00", b"l", 2))
+            .await
+            .expect("page 3");
         assert_eq!(keys(&page.kvs), vec![b("k4")]);
         assert!(!page.more);
 
@@ -327,16 +389,20 @@ pub mod cases {
         for k in ["a", "b", "c"] {
             put(&store, k.as_bytes(), b"v").await;
         }
-        let cases: [(&[u8], &[u8], Vec<Vec<u8>>); 6] = [
-            (b"a", b"c", vec![b("a"), b("b")]),
-            (b"a", b"b", vec![b("a")]),
-            (b"a", b"b\x00", vec![b("a"), b("b")]),
-            (b"b", b"", vec![b("b"), b("c")]),
-            (b"b", b"b", vec![]),
-            (b"c", b"a", vec![]),
+        let cases = [
+            ("a", "c", vec!["a", "b"]),
+            ("a", "b", vec!["a"]),
+            ("a", "b\0", vec!["a", "b"]),
+            ("b", "", vec!["b", "c"]),
+            ("b", "b", vec![]),
+            ("c", "a", vec![]),
         ];
         for (start, end, expected) in cases {
-            let page = store.range(range(start, end, 0)).await.expect("range");
+            let page = store
+                .range(range(start.as_bytes(), end.as_bytes(), 0))
+                .await
+                .expect("range");
+            let expected: Vec<Vec<u8>> = expected.into_iter().map(b).collect();
             assert_eq!(keys(&page.kvs), expected, "[{start:?}, {end:?})");
             assert!(!page.more);
         }
@@ -345,25 +411,47 @@ pub mod cases {
     pub async fn scan_prefix_walks_all_pages(store: MetaStoreRef) {
         const KEYS: usize = 2500;
         let batch = store.max_txn_ops();
-        let all_keys: Vec<Vec<u8>> = (0..KEYS).map(|i| format!("scan/{i:05}").into_bytes()).collect();
+        let all_keys: Vec<Vec<u8>> = (0..KEYS)
+            .map(|i| format!("scan/{i:05}").into_bytes())
+            .collect();
         for chunk in all_keys.chunks(batch) {
-            let ops = chunk.iter().map(|k| Op::Put(k.clone(), k.clone())).collect();
-            store.txn(txn(vec![], ops, vec![])).await.expect("load batch");
+            let ops = chunk
+                .iter()
+                .map(|k| Op::Put(k.clone(), k.clone()))
+                .collect();
+            store
+                .txn(txn(vec![], ops, vec![]))
+                .await
+                .expect("load batch");
         }
         // Neighbours just outside the prefix.
         put(&store, b"scan", b"").await;
         put(&store, b"scan0", b"").await;
 
-        let scanned: Vec<KeyValue> =
-            scan_prefix(store.clone(), b("scan/"), 1000).try_collect().await.expect("scan");
-        assert_eq!(keys(&scanned), all_keys);
+        let scanned: Vec<KeyValue> = scan_prefix(store.clone(), b("scan/"), 1000)
+            .try_collect()
+            .await
+            .expect("scan");
+        assert_eq!(scanned.len(), KEYS);
+        assert!(
+            keys(&scanned) == all_keys,
+            "scan returned the keys out of order"
+        );
         assert!(scanned.iter().all(|kv| kv.key == kv.value));
 
-        let unpaged: Vec<KeyValue> =
-            scan_prefix(store.clone(), b("scan/0001"), 0).try_collect().await.expect("scan");
-        assert_eq!(keys(&unpaged), all_keys[1000..2000].to_vec());
-        let none: Vec<KeyValue> =
-            scan_prefix(store, b("nothing/"), 10).try_collect().await.expect("scan");
+        let unpaged: Vec<KeyValue> = scan_prefix(store.clone(), b("scan/01"), 0)
+            .try_collect()
+            .await
+            .expect("scan");
+        assert_eq!(unpaged.len(), 1000);
+        assert!(
+            keys(&unpaged) == all_keys[1000..2000],
+            "unpaged scan returned other keys"
+        );
+        let none: Vec<KeyValue> = scan_prefix(store, b("nothing/"), 10)
+            .try_collect()
+            .await
+            .expect("scan");
         assert!(none.is_empty());
     }
 
@@ -371,19 +459,36 @@ pub mod cases {
         let r1 = put(&store, b"a", b"value a").await;
         let r2 = put(&store, b"b", b"value b").await;
         let page = store
-            .range(Range { keys_only: true, ..Range::default() })
+            .range(Range {
+                keys_only: true,
+                ..Range::default()
+            })
             .await
             .expect("keys only");
         let expected = vec![
-            KeyValue { key: b("a"), value: vec![], create_rev: r1, mod_rev: r1 },
-            KeyValue { key: b("b"), value: vec![], create_rev: r2, mod_rev: r2 },
+            KeyValue {
+                key: b("a"),
+                value: vec![],
+                create_rev: r1,
+                mod_rev: r1,
+            },
+            KeyValue {
+                key: b("b"),
+                value: vec![],
+                create_rev: r2,
+                mod_rev: r2,
+            },
         ];
         assert_eq!(page.kvs, expected);
     }
 
     pub async fn txn_absent_compare_creates_once(store: MetaStoreRef) {
         let create = |value: &str| {
-            txn(vec![Compare::Absent(b("k"))], vec![Op::Put(b("k"), b(value))], vec![])
+            txn(
+                vec![Compare::Absent(b("k"))],
+                vec![Op::Put(b("k"), b(value))],
+                vec![],
+            )
         };
         let first = store.txn(create("first")).await.expect("txn 1");
         assert!(first.succeeded);
@@ -397,7 +502,13 @@ pub mod cases {
     pub async fn txn_modrev_compare_detects_concurrent_write(store: MetaStoreRef) {
         let seen = put(&store, b"k", b"v1").await;
         let theirs = put(&store, b"k", b"theirs").await;
-        let mine = |rev| txn(vec![Compare::ModRev(b("k"), rev)], vec![Op::Put(b("k"), b("mine"))], vec![]);
+        let mine = |rev| {
+            txn(
+                vec![Compare::ModRev(b("k"), rev)],
+                vec![Op::Put(b("k"), b("mine"))],
+                vec![],
+            )
+        };
 
         assert!(!store.txn(mine(seen)).await.expect("stale txn").succeeded);
         assert_eq!(get(&store, b"k").await.expect("k").value, b("theirs"));
@@ -407,7 +518,11 @@ pub mod cases {
         assert_eq!(get(&store, b"k").await.expect("k").value, b("mine"));
 
         // As in etcd, an absent key compares as modified at revision 0.
-        let absent = txn(vec![Compare::ModRev(b("missing"), Revision(0))], vec![], vec![]);
+        let absent = txn(
+            vec![Compare::ModRev(b("missing"), Revision(0))],
+            vec![],
+            vec![],
+        );
         assert!(store.txn(absent).await.expect("absent txn").succeeded);
         let absent = txn(vec![Compare::ModRev(b("missing"), theirs)], vec![], vec![]);
         assert!(!store.txn(absent).await.expect("absent txn").succeeded);
@@ -416,7 +531,8 @@ pub mod cases {
     pub async fn txn_value_compare(store: MetaStoreRef) {
         put(&store, b"k", b"v").await;
         put(&store, b"empty", b"").await;
-        let check = |key: &str, value: &str| txn(vec![Compare::Value(b(key), b(value))], vec![], vec![]);
+        let check =
+            |key: &str, value: &str| txn(vec![Compare::Value(b(key), b(value))], vec![], vec![]);
         let cases = [
             (("k", "v"), true),
             (("k", "other"), false),
@@ -454,10 +570,17 @@ pub mod cases {
             .await
             .expect("txn");
         assert!(!result.succeeded);
-        let existing = KeyValue { key: b("existing"), value: b("e"), create_rev: created, mod_rev: created };
+        let existing = KeyValue {
+            key: b("existing"),
+            value: b("e"),
+            create_rev: created,
+            mod_rev: created,
+        };
         assert_eq!(result.gets, vec![Some(existing), None]);
         assert_eq!(get(&store, b"then").await, None);
-        let otherwise = get(&store, b"otherwise").await.expect("otherwise branch wrote");
+        let otherwise = get(&store, b"otherwise")
+            .await
+            .expect("otherwise branch wrote");
         assert_eq!(otherwise.mod_rev, result.revision);
     }
 
@@ -483,7 +606,12 @@ pub mod cases {
         assert!(result.succeeded);
         let rev = result.revision;
         let kv = |key: &str, value: &str, create_rev, mod_rev| {
-            Some(KeyValue { key: b(key), value: b(value), create_rev, mod_rev })
+            Some(KeyValue {
+                key: b(key),
+                value: b(value),
+                create_rev,
+                mod_rev,
+            })
         };
         assert_eq!(
             result.gets,
@@ -501,13 +629,26 @@ pub mod cases {
         let rejected = [
             vec![Op::Put(b("k"), b("1")), Op::Put(b("k"), b("2"))],
             vec![Op::Put(b("k"), b("1")), Op::Delete(b("k"))],
-            vec![Op::Delete(b("k")), Op::Put(b("other"), b("1")), Op::Put(b("k"), b("2"))],
+            vec![
+                Op::Delete(b("k")),
+                Op::Put(b("other"), b("1")),
+                Op::Put(b("k"), b("2")),
+            ],
         ];
         for ops in rejected {
-            let err = store.txn(txn(vec![], ops.clone(), vec![])).await.expect_err("duplicate");
-            assert!(matches!(err, Error::DuplicateTxnKey { .. }), "{ops:?}: {err:?}");
+            let err = store
+                .txn(txn(vec![], ops.clone(), vec![]))
+                .await
+                .expect_err("duplicate");
+            assert!(
+                matches!(err, Error::DuplicateTxnKey { .. }),
+                "{ops:?}: {err:?}"
+            );
             // The otherwise branch is checked too, even when it would not run.
-            let err = store.txn(txn(vec![], vec![], ops)).await.expect_err("duplicate");
+            let err = store
+                .txn(txn(vec![], vec![], ops))
+                .await
+                .expect_err("duplicate");
             assert!(matches!(err, Error::DuplicateTxnKey { .. }), "{err:?}");
         }
         assert_eq!(keys(&all(&store).await), vec![b("k")]);
@@ -515,7 +656,13 @@ pub mod cases {
 
         // Deleting one key twice is allowed.
         let ops = vec![Op::Delete(b("k")), Op::Delete(b("k"))];
-        assert!(store.txn(txn(vec![], ops, vec![])).await.expect("double delete").succeeded);
+        assert!(
+            store
+                .txn(txn(vec![], ops, vec![]))
+                .await
+                .expect("double delete")
+                .succeeded
+        );
         assert_eq!(get(&store, b"k").await, None);
     }
 
@@ -523,41 +670,92 @@ pub mod cases {
         let max = store.max_txn_ops();
         assert!(max >= 1);
         let puts = |n: usize| -> Vec<Op> {
-            (0..n).map(|i| Op::Put(format!("k{i:04}").into_bytes(), b("v"))).collect()
+            (0..n)
+                .map(|i| Op::Put(format!("k{i:04}").into_bytes(), b("v")))
+                .collect()
         };
         let too_many_then = txn(vec![], puts(max + 1), vec![]);
         let err = store.txn(too_many_then).await.expect_err("too large");
-        assert!(matches!(err, Error::TxnTooLarge { ops, max: m, .. } if ops == max + 1 && m == max), "{err:?}");
+        assert!(
+            matches!(err, Error::TxnTooLarge { ops, max: m, .. } if ops == max + 1 && m == max),
+            "{err:?}"
+        );
         let too_many_otherwise = txn(vec![Compare::Absent(b("x"))], vec![], puts(max + 1));
-        assert!(matches!(store.txn(too_many_otherwise).await, Err(Error::TxnTooLarge { .. })));
-        let compares = (0..=max).map(|i| Compare::Absent(format!("c{i}").into_bytes())).collect();
+        assert!(matches!(
+            store.txn(too_many_otherwise).await,
+            Err(Error::TxnTooLarge { .. })
+        ));
+        let compares = (0..=max)
+            .map(|i| Compare::Absent(format!("c{i}").into_bytes()))
+            .collect();
         let too_many_compares = txn(compares, puts(1), vec![]);
-        assert!(matches!(store.txn(too_many_compares).await, Err(Error::TxnTooLarge { .. })));
-        assert!(all(&store).await.is_empty(), "a rejected txn wrote something");
+        assert!(matches!(
+            store.txn(too_many_compares).await,
+            Err(Error::TxnTooLarge { .. })
+        ));
+        assert!(
+            all(&store).await.is_empty(),
+            "a rejected txn wrote something"
+        );
 
-        let at_limit = store.txn(txn(vec![], puts(max), vec![])).await.expect("max-sized txn");
+        let at_limit = store
+            .txn(txn(vec![], puts(max), vec![]))
+            .await
+            .expect("max-sized txn");
         assert!(at_limit.succeeded);
         assert_eq!(all(&store).await.len(), max);
     }
 
     pub async fn put_if_absent_rejects_existing_key(store: MetaStoreRef) {
-        assert!(put_if_absent(&*store, b("k"), b("first")).await.expect("first"));
-        assert!(!put_if_absent(&*store, b("k"), b("second")).await.expect("second"));
+        assert!(
+            put_if_absent(&*store, b("k"), b("first"))
+                .await
+                .expect("first")
+        );
+        assert!(
+            !put_if_absent(&*store, b("k"), b("second"))
+                .await
+                .expect("second")
+        );
         assert_eq!(get(&store, b"k").await.expect("k").value, b("first"));
         assert!(store.delete(b"k").await.expect("delete"));
-        assert!(put_if_absent(&*store, b("k"), b("third")).await.expect("after delete"));
+        assert!(
+            put_if_absent(&*store, b("k"), b("third"))
+                .await
+                .expect("after delete")
+        );
     }
 
     pub async fn cas_with_stale_revision_fails(store: MetaStoreRef) {
-        assert!(cas(&*store, b("k"), Revision(0), b("v1")).await.expect("create"));
-        assert!(!cas(&*store, b("k"), Revision(0), b("again")).await.expect("create again"));
+        assert!(
+            cas(&*store, b("k"), Revision(0), b("v1"))
+                .await
+                .expect("create")
+        );
+        assert!(
+            !cas(&*store, b("k"), Revision(0), b("again"))
+                .await
+                .expect("create again")
+        );
         let v1 = get(&store, b"k").await.expect("k");
-        assert!(cas(&*store, b("k"), v1.mod_rev, b("v2")).await.expect("swap"));
-        assert!(!cas(&*store, b("k"), v1.mod_rev, b("v3")).await.expect("stale swap"));
+        assert!(
+            cas(&*store, b("k"), v1.mod_rev, b("v2"))
+                .await
+                .expect("swap")
+        );
+        assert!(
+            !cas(&*store, b("k"), v1.mod_rev, b("v3"))
+                .await
+                .expect("stale swap")
+        );
         let v2 = get(&store, b"k").await.expect("k");
         assert_eq!(v2.value, b("v2"));
         assert_eq!(v2.create_rev, v1.create_rev);
-        assert!(!cas(&*store, b("missing"), v2.mod_rev, b("x")).await.expect("missing key"));
+        assert!(
+            !cas(&*store, b("missing"), v2.mod_rev, b("x"))
+                .await
+                .expect("missing key")
+        );
         assert_eq!(get(&store, b"missing").await, None);
     }
 
@@ -608,7 +806,10 @@ pub mod cases {
         assert_eq!(get(&ten, b"k").await.expect("k in t10/").value, b("ten"));
         assert_eq!(keys(&all(&one).await), vec![b("k")]);
         assert_eq!(keys(&all(&ten).await), vec![b("k")]);
-        let tail = one.range(range(b"a", b"", 0)).await.expect("open-ended range");
+        let tail = one
+            .range(range(b"a", b"", 0))
+            .await
+            .expect("open-ended range");
         assert_eq!(keys(&tail.kvs), vec![b("k")]);
         assert_eq!(
             keys(&all(&store).await),
@@ -619,14 +820,24 @@ pub mod cases {
         let result = one
             .txn(txn(
                 vec![Compare::Value(b("k"), b("one"))],
-                vec![Op::Put(b("n"), b("new")), Op::Get(b("n")), Op::Delete(b("k"))],
+                vec![
+                    Op::Put(b("n"), b("new")),
+                    Op::Get(b("n")),
+                    Op::Delete(b("k")),
+                ],
                 vec![],
             ))
             .await
             .expect("txn in t1/");
         assert!(result.succeeded);
-        assert_eq!(result.gets[0].as_ref().map(|kv| kv.key.clone()), Some(b("n")));
-        assert_eq!(get(&ten, b"k").await.expect("t10/k untouched").value, b("ten"));
+        assert_eq!(
+            result.gets[0].as_ref().map(|kv| kv.key.clone()),
+            Some(b("n"))
+        );
+        assert_eq!(
+            get(&ten, b"k").await.expect("t10/k untouched").value,
+            b("ten")
+        );
         assert!(!one.delete(b"k").await.expect("delete"));
         assert_eq!(get(&store, b"t1/n").await.expect("t1/n").value, b("new"));
     }

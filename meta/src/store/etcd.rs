@@ -7,8 +7,8 @@
 use std::time::Duration;
 
 use etcd_client::{
-    Client, Compare as EtcdCompare, CompareOp, ConnectOptions, GetOptions, KvClient, ResponseHeader,
-    Txn as EtcdTxn, TxnOp, TxnOpResponse,
+    Client, Compare as EtcdCompare, CompareOp, ConnectOptions, GetOptions, KvClient,
+    ResponseHeader, Txn as EtcdTxn, TxnOp, TxnOpResponse,
 };
 use snafu::{OptionExt, ResultExt};
 
@@ -65,18 +65,31 @@ impl EtcdStore {
             .with_timeout(opts.request_timeout);
         let client = Client::connect(&opts.endpoints, Some(options))
             .await
-            .context(ConnectEtcdSnafu { endpoints: endpoints.clone() })?;
-        let kv = client.kv_client().max_decoding_message_size(ETCD_MAX_DECODING_MESSAGE_SIZE);
+            .context(ConnectEtcdSnafu {
+                endpoints: endpoints.clone(),
+            })?;
+        let kv = client
+            .kv_client()
+            .max_decoding_message_size(ETCD_MAX_DECODING_MESSAGE_SIZE);
         kv.clone()
-            .get(vec![0], Some(GetOptions::new().with_keys_only().with_limit(1)))
+            .get(
+                vec![0],
+                Some(GetOptions::new().with_keys_only().with_limit(1)),
+            )
             .await
             .context(ConnectEtcdSnafu { endpoints })?;
-        Ok(EtcdStore { _client: client, kv })
+        Ok(EtcdStore {
+            _client: client,
+            kv,
+        })
     }
 }
 
 fn revision_of(action: &'static str, header: Option<&ResponseHeader>) -> Result<Revision> {
-    let header = header.context(DecodeEtcdResponseSnafu { action, reason: "missing header" })?;
+    let header = header.context(DecodeEtcdResponseSnafu {
+        action,
+        reason: "missing header",
+    })?;
     Ok(Revision(header.revision()))
 }
 
@@ -85,7 +98,12 @@ fn key_value(kv: etcd_client::KeyValue, keys_only: bool) -> KeyValue {
     let mod_rev = Revision(kv.mod_revision());
     let (key, value) = kv.into_key_value();
     let value = if keys_only { Vec::new() } else { value };
-    KeyValue { key, value, create_rev, mod_rev }
+    KeyValue {
+        key,
+        value,
+        create_rev,
+        mod_rev,
+    }
 }
 
 fn txn_op(op: Op) -> TxnOp {
@@ -111,13 +129,22 @@ impl MetaStore for EtcdStore {
     }
 
     async fn get(&self, key: &[u8]) -> Result<Option<KeyValue>> {
-        let mut resp = self.kv.clone().get(key, None).await.context(EtcdRequestSnafu { action: "get" })?;
-        Ok(resp.take_kvs().into_iter().next().map(|kv| key_value(kv, false)))
+        let mut resp = self
+            .kv
+            .clone()
+            .get(key, None)
+            .await
+            .context(EtcdRequestSnafu { action: "get" })?;
+        Ok(resp
+            .take_kvs()
+            .into_iter()
+            .next()
+            .map(|kv| key_value(kv, false)))
     }
 
     async fn range(&self, range: Range) -> Result<Page> {
-        let mut options = GetOptions::new()
-            .with_limit(i64::try_from(range.limit).unwrap_or(i64::MAX));
+        let mut options =
+            GetOptions::new().with_limit(i64::try_from(range.limit).unwrap_or(i64::MAX));
         options = if range.end.is_empty() {
             options.with_from_key()
         } else {
@@ -127,7 +154,11 @@ impl MetaStore for EtcdStore {
             options = options.with_keys_only();
         }
         // etcd has no empty key and rejects an empty range start; `[0]` selects the same keys.
-        let start = if range.start.is_empty() { vec![0] } else { range.start };
+        let start = if range.start.is_empty() {
+            vec![0]
+        } else {
+            range.start
+        };
         let mut resp = self
             .kv
             .clone()
@@ -135,7 +166,11 @@ impl MetaStore for EtcdStore {
             .await
             .context(EtcdRequestSnafu { action: "range" })?;
         let more = resp.more();
-        let kvs = resp.take_kvs().into_iter().map(|kv| key_value(kv, range.keys_only)).collect();
+        let kvs = resp
+            .take_kvs()
+            .into_iter()
+            .map(|kv| key_value(kv, range.keys_only))
+            .collect();
         Ok(Page { kvs, more })
     }
 
@@ -176,13 +211,20 @@ impl MetaStore for EtcdStore {
             .op_responses()
             .into_iter()
             .filter_map(|op| match op {
-                TxnOpResponse::Get(mut get) => {
-                    Some(get.take_kvs().into_iter().next().map(|kv| key_value(kv, false)))
-                }
+                TxnOpResponse::Get(mut get) => Some(
+                    get.take_kvs()
+                        .into_iter()
+                        .next()
+                        .map(|kv| key_value(kv, false)),
+                ),
                 TxnOpResponse::Put(_) | TxnOpResponse::Delete(_) | TxnOpResponse::Txn(_) => None,
             })
             .collect();
-        Ok(TxnResult { succeeded: resp.succeeded(), revision, gets })
+        Ok(TxnResult {
+            succeeded: resp.succeeded(),
+            revision,
+            gets,
+        })
     }
 
     fn max_txn_ops(&self) -> usize {
@@ -195,6 +237,50 @@ mod tests {
     use super::*;
 
     crate::meta_store_test_suite!(crate::testsuite::etcd_from_env());
+
+    /// `check_txn` rejects locally what etcd would reject; make sure the server agrees, so the
+    /// local check neither hides nor invents a limit.
+    #[tokio::test]
+    async fn server_rejects_what_check_txn_rejects() {
+        let Some(opts) = crate::testsuite::etcd_options_from_env() else {
+            return;
+        };
+        let store = EtcdStore::connect(opts).await.unwrap();
+        let root = format!("jcs-test/{}/", uuid::Uuid::new_v4().simple());
+        let key = |k: &str| format!("{root}{k}").into_bytes();
+        let raw = |ops: Vec<TxnOp>| {
+            let mut kv = store.kv.clone();
+            async move { kv.txn(EtcdTxn::new().and_then(ops)).await }
+        };
+        let put = |k: &str| TxnOp::put(key(k), "v", None);
+        let delete = |k: &str| TxnOp::delete(key(k), None);
+
+        assert!(raw(vec![put("a"), put("a")]).await.is_err(), "put twice");
+        assert!(
+            raw(vec![put("a"), delete("a")]).await.is_err(),
+            "put and delete"
+        );
+        assert!(
+            raw(vec![delete("a"), put("a")]).await.is_err(),
+            "delete and put"
+        );
+        assert!(
+            raw(vec![delete("a"), delete("a")]).await.is_ok(),
+            "delete twice"
+        );
+
+        let puts = |n: usize| (0..n).map(|i| put(&format!("k{i}"))).collect::<Vec<_>>();
+        let too_many = raw(puts(DEFAULT_MAX_TXN_OPS + 1)).await;
+        assert!(too_many.is_err(), "etcd accepted more than --max-txn-ops");
+        assert!(raw(puts(DEFAULT_MAX_TXN_OPS)).await.is_ok());
+        let mut kv = store.kv.clone();
+        kv.delete(
+            key(""),
+            Some(etcd_client::DeleteOptions::new().with_prefix()),
+        )
+        .await
+        .unwrap();
+    }
 
     #[tokio::test]
     async fn connect_to_nothing_fails_as_unavailable() {

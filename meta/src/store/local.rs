@@ -42,15 +42,26 @@ impl Stored {
             bytes.len() >= HEADER_LEN,
             DecodeValueSnafu {
                 key: key.to_vec(),
-                reason: format!("{} bytes, shorter than the {HEADER_LEN}-byte header", bytes.len()),
+                reason: format!(
+                    "{} bytes, shorter than the {HEADER_LEN}-byte header",
+                    bytes.len()
+                ),
             }
         );
         let (create, rest) = bytes.split_at(8);
         let (modified, value) = rest.split_at(8);
         let create_rev = i64::from_le_bytes(create.try_into().expect("split_at(8) gives 8 bytes"));
         let mod_rev = i64::from_le_bytes(modified.try_into().expect("split_at(8) gives 8 bytes"));
-        let value = if keys_only { Vec::new() } else { value.to_vec() };
-        Ok(Stored { create_rev, mod_rev, value })
+        let value = if keys_only {
+            Vec::new()
+        } else {
+            value.to_vec()
+        };
+        Ok(Stored {
+            create_rev,
+            mod_rev,
+            value,
+        })
     }
 
     pub fn into_key_value(self, key: Vec<u8>) -> KeyValue {
@@ -101,14 +112,28 @@ pub(crate) fn apply_txn(state: &mut impl KvState, revision: i64, txn: Txn) -> Re
             }
             Op::Put(key, value) => {
                 let create_rev = state.read(&key)?.map_or(next, |old| old.create_rev);
-                state.write(key, Stored { create_rev, mod_rev: next, value })?;
+                state.write(
+                    key,
+                    Stored {
+                        create_rev,
+                        mod_rev: next,
+                        value,
+                    },
+                )?;
                 wrote = true;
             }
             Op::Delete(key) => wrote |= state.remove(&key)?,
         }
     }
     let revision = Revision(if wrote { next } else { revision });
-    Ok(Applied { result: TxnResult { succeeded, revision, gets }, wrote })
+    Ok(Applied {
+        result: TxnResult {
+            succeeded,
+            revision,
+            gets,
+        },
+        wrote,
+    })
 }
 
 /// etcd compares an absent key as if all its revisions were 0, except that a value compare on
@@ -121,8 +146,11 @@ fn holds(state: &impl KvState, compare: &Compare) -> Result<bool> {
     })
 }
 
+/// Lower and upper bound of a key range.
+pub(crate) type KeyBounds<'a> = (Bound<&'a [u8]>, Bound<&'a [u8]>);
+
 /// The key bounds of `range`, or `None` when it is empty (`end` not after `start`).
-pub(crate) fn bounds(range: &Range) -> Option<(Bound<&[u8]>, Bound<&[u8]>)> {
+pub(crate) fn bounds(range: &Range) -> Option<KeyBounds<'_>> {
     let start = Bound::Included(range.start.as_slice());
     if range.end.is_empty() {
         Some((start, Bound::Unbounded))
@@ -135,7 +163,11 @@ pub(crate) fn bounds(range: &Range) -> Option<(Bound<&[u8]>, Bound<&[u8]>)> {
 
 /// How many entries to read for `range`: one past the limit, to learn whether more remain.
 pub(crate) fn read_budget(range: &Range) -> usize {
-    if range.limit == 0 { usize::MAX } else { range.limit.saturating_add(1) }
+    if range.limit == 0 {
+        usize::MAX
+    } else {
+        range.limit.saturating_add(1)
+    }
 }
 
 #[cfg(test)]
@@ -144,7 +176,11 @@ mod tests {
 
     #[test]
     fn stored_round_trips_through_its_header() {
-        let stored = Stored { create_rev: 3, mod_rev: 1 << 40, value: b"v\xff".to_vec() };
+        let stored = Stored {
+            create_rev: 3,
+            mod_rev: 1 << 40,
+            value: b"v\xff".to_vec(),
+        };
         let bytes = stored.encode();
         assert_eq!(bytes.len(), 18);
         assert_eq!(&bytes[..8], &3i64.to_le_bytes());
@@ -168,7 +204,10 @@ mod tests {
             limit: 0,
             keys_only: false,
         };
-        assert_eq!(bounds(&r(b"a", b"")), Some((Bound::Included(&b"a"[..]), Bound::Unbounded)));
+        assert_eq!(
+            bounds(&r(b"a", b"")),
+            Some((Bound::Included(&b"a"[..]), Bound::Unbounded))
+        );
         assert!(bounds(&r(b"b", b"b")).is_none());
         assert!(bounds(&r(b"c", b"b")).is_none());
     }

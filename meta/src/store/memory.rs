@@ -72,7 +72,10 @@ impl MetaStore for MemoryStore {
 
     async fn get(&self, key: &[u8]) -> Result<Option<crate::KeyValue>> {
         let inner = self.lock();
-        Ok(inner.kvs.get(key).map(|stored| stored.clone().into_key_value(key.to_vec())))
+        Ok(inner
+            .kvs
+            .get(key)
+            .map(|stored| stored.clone().into_key_value(key.to_vec())))
     }
 
     async fn range(&self, range: Range) -> Result<Page> {
@@ -85,7 +88,11 @@ impl MetaStore for MemoryStore {
             .range::<[u8], _>(bounds)
             .take(local::read_budget(&range))
             .map(|(key, stored)| {
-                let value = if range.keys_only { Vec::new() } else { stored.value.clone() };
+                let value = if range.keys_only {
+                    Vec::new()
+                } else {
+                    stored.value.clone()
+                };
                 let stored = Stored { value, ..*stored };
                 stored.into_key_value(key.clone())
             })
@@ -97,13 +104,21 @@ impl MetaStore for MemoryStore {
     }
 
     async fn put(&self, key: Vec<u8>, value: Vec<u8>) -> Result<Revision> {
-        let txn = Txn { when: vec![], then: vec![Op::Put(key, value)], otherwise: vec![] };
+        let txn = Txn {
+            when: vec![],
+            then: vec![Op::Put(key, value)],
+            otherwise: vec![],
+        };
         Ok(self.apply(txn)?.revision)
     }
 
     async fn delete(&self, key: &[u8]) -> Result<bool> {
         let ops = vec![Op::Get(key.to_vec()), Op::Delete(key.to_vec())];
-        let result = self.apply(Txn { when: vec![], then: ops, otherwise: vec![] })?;
+        let result = self.apply(Txn {
+            when: vec![],
+            then: ops,
+            otherwise: vec![],
+        })?;
         Ok(result.gets.first().is_some_and(Option::is_some))
     }
 
@@ -131,11 +146,18 @@ mod tests {
     async fn only_effective_writes_bump_the_revision() {
         let store = MemoryStore::new();
         assert_eq!(store.revision(), Revision(0));
-        assert_eq!(store.put(b"a".to_vec(), b"1".to_vec()).await.unwrap(), Revision(1));
+        assert_eq!(
+            store.put(b"a".to_vec(), b"1".to_vec()).await.unwrap(),
+            Revision(1)
+        );
         assert!(!store.delete(b"missing").await.unwrap());
         assert_eq!(store.revision(), Revision(1));
 
-        let read_only = Txn { when: vec![], then: vec![Op::Get(b"a".to_vec())], otherwise: vec![] };
+        let read_only = Txn {
+            when: vec![],
+            then: vec![Op::Get(b"a".to_vec())],
+            otherwise: vec![],
+        };
         assert_eq!(store.txn(read_only).await.unwrap().revision, Revision(1));
 
         let failed = Txn {

@@ -30,7 +30,10 @@ impl std::fmt::Debug for Prefixed {
 impl Prefixed {
     /// A view of `inner` confined to the keys starting with `root`.
     pub fn new(root: impl Into<Vec<u8>>, inner: MetaStoreRef) -> Prefixed {
-        Prefixed { root: root.into(), inner }
+        Prefixed {
+            root: root.into(),
+            inner,
+        }
     }
 
     /// The prefix every key gets in the inner store.
@@ -51,7 +54,10 @@ impl Prefixed {
     }
 
     fn strip(&self, mut kv: KeyValue) -> KeyValue {
-        debug_assert!(kv.key.starts_with(&self.root), "inner store returned a key outside the root");
+        debug_assert!(
+            kv.key.starts_with(&self.root),
+            "inner store returned a key outside the root"
+        );
         kv.key.drain(..self.root.len().min(kv.key.len()));
         kv
     }
@@ -80,15 +86,30 @@ impl MetaStore for Prefixed {
     }
 
     async fn get(&self, key: &[u8]) -> Result<Option<KeyValue>> {
-        Ok(self.inner.get(&self.key(key)).await?.map(|kv| self.strip(kv)))
+        Ok(self
+            .inner
+            .get(&self.key(key))
+            .await?
+            .map(|kv| self.strip(kv)))
     }
 
     async fn range(&self, range: Range) -> Result<Page> {
-        let end = if range.end.is_empty() { prefix_end(&self.root) } else { self.key(&range.end) };
-        let inner = Range { start: self.key(&range.start), end, ..range };
+        let end = if range.end.is_empty() {
+            prefix_end(&self.root)
+        } else {
+            self.key(&range.end)
+        };
+        let inner = Range {
+            start: self.key(&range.start),
+            end,
+            ..range
+        };
         let page = self.inner.range(inner).await?;
         let kvs = page.kvs.into_iter().map(|kv| self.strip(kv)).collect();
-        Ok(Page { kvs, more: page.more })
+        Ok(Page {
+            kvs,
+            more: page.more,
+        })
     }
 
     async fn put(&self, key: Vec<u8>, value: Vec<u8>) -> Result<Revision> {
@@ -106,7 +127,11 @@ impl MetaStore for Prefixed {
             otherwise: txn.otherwise.into_iter().map(|op| self.op(op)).collect(),
         };
         let result = self.inner.txn(txn).await?;
-        let gets = result.gets.into_iter().map(|kv| kv.map(|kv| self.strip(kv))).collect();
+        let gets = result
+            .gets
+            .into_iter()
+            .map(|kv| kv.map(|kv| self.strip(kv)))
+            .collect();
         Ok(TxnResult { gets, ..result })
     }
 

@@ -31,7 +31,9 @@ pub struct RedbStore {
 
 impl std::fmt::Debug for RedbStore {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RedbStore").field("path", &self.path).finish_non_exhaustive()
+        f.debug_struct("RedbStore")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
     }
 }
 
@@ -41,7 +43,9 @@ where
     T: Send + 'static,
     F: FnOnce() -> Result<T> + Send + 'static,
 {
-    tokio::task::spawn_blocking(f).await.context(JoinSnafu { action })?
+    tokio::task::spawn_blocking(f)
+        .await
+        .context(JoinSnafu { action })?
 }
 
 /// Attach the failed action to any redb error.
@@ -58,11 +62,14 @@ impl RedbStore {
         let open_path = path.clone();
         let db = blocking("open", move || {
             if let Some(parent) = open_path.parent().filter(|p| !p.as_os_str().is_empty()) {
-                std::fs::create_dir_all(parent)
-                    .context(CreateDataDirSnafu { path: parent.to_path_buf() })?;
+                std::fs::create_dir_all(parent).context(CreateDataDirSnafu {
+                    path: parent.to_path_buf(),
+                })?;
             }
             let opened = Database::create(&open_path).map_err(redb::Error::from);
-            let db = opened.context(OpenRedbSnafu { path: open_path.clone() })?;
+            let db = opened.context(OpenRedbSnafu {
+                path: open_path.clone(),
+            })?;
             // Create both tables up front so read transactions can always open them.
             let txn = redb_context("begin write")(db.begin_write())?;
             redb_context("open table kv")(txn.open_table(KV))?;
@@ -71,7 +78,10 @@ impl RedbStore {
             Ok(db)
         })
         .await?;
-        Ok(RedbStore { db: Arc::new(db), path })
+        Ok(RedbStore {
+            db: Arc::new(db),
+            path,
+        })
     }
 
     /// The file this store lives in.
@@ -98,8 +108,8 @@ impl RedbStore {
             let write = redb_context("begin write")(db.begin_write())?;
             let applied = {
                 let mut meta = redb_context("open table meta")(write.open_table(META))?;
-                let revision = redb_context("read revision")(meta.get(REVISION_KEY))?
-                    .map_or(0, |g| g.value());
+                let revision =
+                    redb_context("read revision")(meta.get(REVISION_KEY))?.map_or(0, |g| g.value());
                 let kv = redb_context("open table kv")(write.open_table(KV))?;
                 let applied = local::apply_txn(&mut RedbKv(kv), revision, txn)?;
                 if applied.wrote {
@@ -125,7 +135,9 @@ struct RedbKv<'txn>(Table<'txn, &'static [u8], &'static [u8]>);
 impl KvState for RedbKv<'_> {
     fn read(&self, key: &[u8]) -> Result<Option<Stored>> {
         let found = redb_context("read key")(self.0.get(key))?;
-        found.map(|g| Stored::decode(key, g.value(), false)).transpose()
+        found
+            .map(|g| Stored::decode(key, g.value(), false))
+            .transpose()
     }
 
     fn write(&mut self, key: Vec<u8>, stored: Stored) -> Result<()> {
@@ -151,7 +163,9 @@ impl MetaStore for RedbStore {
             let txn = redb_context("begin read")(db.begin_read())?;
             let kv = redb_context("open table kv")(txn.open_table(KV))?;
             let found = redb_context("read key")(kv.get(key.as_slice()))?;
-            let stored = found.map(|g| Stored::decode(&key, g.value(), false)).transpose()?;
+            let stored = found
+                .map(|g| Stored::decode(&key, g.value(), false))
+                .transpose()?;
             Ok(stored.map(|s| s.into_key_value(key)))
         })
         .await
@@ -181,13 +195,26 @@ impl MetaStore for RedbStore {
     }
 
     async fn put(&self, key: Vec<u8>, value: Vec<u8>) -> Result<Revision> {
-        let txn = Txn { when: vec![], then: vec![Op::Put(key, value)], otherwise: vec![] };
+        let txn = Txn {
+            when: vec![],
+            then: vec![Op::Put(key, value)],
+            otherwise: vec![],
+        };
         Ok(self.apply("put", txn).await?.revision)
     }
 
     async fn delete(&self, key: &[u8]) -> Result<bool> {
         let ops = vec![Op::Get(key.to_vec()), Op::Delete(key.to_vec())];
-        let result = self.apply("delete", Txn { when: vec![], then: ops, otherwise: vec![] }).await?;
+        let result = self
+            .apply(
+                "delete",
+                Txn {
+                    when: vec![],
+                    then: ops,
+                    otherwise: vec![],
+                },
+            )
+            .await?;
         Ok(result.gets.first().is_some_and(Option::is_some))
     }
 
@@ -210,7 +237,9 @@ mod tests {
     /// A store in its own temp dir; the dir lives as long as the store.
     async fn temp_store() -> Option<MetaStoreRef> {
         let dir = tempfile::tempdir().expect("create temp dir");
-        let store = RedbStore::open(dir.path().join("nested/meta.redb")).await.expect("open redb");
+        let store = RedbStore::open(dir.path().join("nested/meta.redb"))
+            .await
+            .expect("open redb");
         Some(Arc::new(Guarded::new(Arc::new(store), dir)) as MetaStoreRef)
     }
 
@@ -222,8 +251,14 @@ mod tests {
         let path = dir.path().join("meta.redb");
         let store = RedbStore::open(&path).await.unwrap();
         assert_eq!(store.revision().await.unwrap(), Revision(0));
-        assert_eq!(store.put(b"a".to_vec(), b"1".to_vec()).await.unwrap(), Revision(1));
-        assert_eq!(store.put(b"b".to_vec(), b"2".to_vec()).await.unwrap(), Revision(2));
+        assert_eq!(
+            store.put(b"a".to_vec(), b"1".to_vec()).await.unwrap(),
+            Revision(1)
+        );
+        assert_eq!(
+            store.put(b"b".to_vec(), b"2".to_vec()).await.unwrap(),
+            Revision(2)
+        );
         assert!(!store.delete(b"missing").await.unwrap());
         assert!(store.delete(b"b").await.unwrap());
         drop(store);
@@ -231,9 +266,15 @@ mod tests {
         let store = RedbStore::open(&path).await.unwrap();
         assert_eq!(store.revision().await.unwrap(), Revision(3));
         let a = store.get(b"a").await.unwrap().unwrap();
-        assert_eq!((a.value.as_slice(), a.create_rev, a.mod_rev), (&b"1"[..], Revision(1), Revision(1)));
+        assert_eq!(
+            (a.value.as_slice(), a.create_rev, a.mod_rev),
+            (&b"1"[..], Revision(1), Revision(1))
+        );
         assert!(store.get(b"b").await.unwrap().is_none());
-        assert_eq!(store.put(b"a".to_vec(), b"3".to_vec()).await.unwrap(), Revision(4));
+        assert_eq!(
+            store.put(b"a".to_vec(), b"3".to_vec()).await.unwrap(),
+            Revision(4)
+        );
     }
 
     #[tokio::test]

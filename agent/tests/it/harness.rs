@@ -1,0 +1,349 @@
+//! A running agent plus a fake coordinator that only answers `RegisterAgent`.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use agent::{Agent, AgentConfig, Registration, SpaceConfig};
+use bytes::Bytes;
+use client::{AgentClient, ChannelOptions};
+use common::secret::Secret;
+use prost::Message;
+use proto::agent::put_shard_request::Msg;
+use proto::agent::{Finish, PutShardRequest};
+use proto::common::ticket_body::Kind;
+use proto::common::{Ticket, TicketBody};
+use proto::coordinator::coordinator_service_server::{
+    CoordinatorService, CoordinatorServiceServer,
+};
+use proto::coordinator::*;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::Server;
+use tonic::transport::server::TcpIncoming;
+use tonic::{Request, Response, Status};
+
+/// Space id the fake coordinator assigns to the first declared space.
+pub const FIRST_SPACE_ID: u64 = 100;
+pub const AGENT_ID: u64 = 7;
+
+/// Fake coordinator: assigns `FIRST_SPACE_ID + i` to the i-th declared space and records
+/// the requests it got.
+#[derive(Clone, Default)]
+pub struct FakeCoordinator {
+    pub requests: Arc<Mutex<Vec<RegisterAgentRequest>>>,
+}
+
+fn unimplemented<T>() -> Result<Response<T>, Status> {
+    Err(Status::unimplemented(
+        "fake coordinator only answers RegisterAgent",
+    ))
+}
+
+#[tonic::async_trait]
+impl CoordinatorService for FakeCoordinator {
+    async fn create_bucket(
+        &self,
+        _: Request<CreateBucketRequest>,
+    ) -> Result<Response<BucketResponse>, Status> {
+        unimplemented()
+    }
+    async fn get_bucket_by_name(
+        &self,
+        _: Request<GetBucketByNameRequest>,
+    ) -> Result<Response<BucketResponse>, Status> {
+        unimplemented()
+    }
+    async fn list_buckets(
+        &self,
+        _: Request<ListBucketsRequest>,
+    ) -> Result<Response<ListBucketsResponse>, Status> {
+        unimplemented()
+    }
+    async fn delete_bucket(
+        &self,
+        _: Request<DeleteBucketRequest>,
+    ) -> Result<Response<Empty>, Status> {
+        unimplemented()
+    }
+    async fn create_package(
+        &self,
+        _: Request<CreatePackageRequest>,
+    ) -> Result<Response<PackageResponse>, Status> {
+        unimplemented()
+    }
+    async fn get_package(
+        &self,
+        _: Request<GetPackageRequest>,
+    ) -> Result<Response<PackageResponse>, Status> {
+        unimplemented()
+    }
+    async fn get_package_by_full_name(
+        &self,
+        _: Request<GetPackageByFullNameRequest>,
+    ) -> Result<Response<PackageResponse>, Status> {
+        unimplemented()
+    }
+    async fn list_bucket_packages(
+        &self,
+        _: Request<ListBucketPackagesRequest>,
+    ) -> Result<Response<ListBucketPackagesResponse>, Status> {
+        unimplemented()
+    }
+    async fn delete_package(
+        &self,
+        _: Request<DeletePackageRequest>,
+    ) -> Result<Response<Empty>, Status> {
+        unimplemented()
+    }
+    async fn list_objects(
+        &self,
+        _: Request<ListObjectsRequest>,
+    ) -> Result<Response<ListObjectsResponse>, Status> {
+        unimplemented()
+    }
+    async fn delete_objects(
+        &self,
+        _: Request<DeleteObjectsRequest>,
+    ) -> Result<Response<Empty>, Status> {
+        unimplemented()
+    }
+    async fn begin_upload(
+        &self,
+        _: Request<BeginUploadRequest>,
+    ) -> Result<Response<BeginUploadResponse>, Status> {
+        unimplemented()
+    }
+    async fn commit_upload(
+        &self,
+        _: Request<CommitUploadRequest>,
+    ) -> Result<Response<ObjectResponse>, Status> {
+        unimplemented()
+    }
+    async fn abort_upload(
+        &self,
+        _: Request<AbortUploadRequest>,
+    ) -> Result<Response<Empty>, Status> {
+        unimplemented()
+    }
+    async fn resolve_object(
+        &self,
+        _: Request<ResolveObjectRequest>,
+    ) -> Result<Response<ResolveObjectResponse>, Status> {
+        unimplemented()
+    }
+    async fn register_agent(
+        &self,
+        request: Request<RegisterAgentRequest>,
+    ) -> Result<Response<RegisterAgentResponse>, Status> {
+        let req = request.into_inner();
+        let spaces = req
+            .spaces
+            .iter()
+            .enumerate()
+            .map(|(i, s)| SpaceAssignment {
+                name: s.name.clone(),
+                space_id: FIRST_SPACE_ID + i as u64,
+            })
+            .collect();
+        self.requests.lock().unwrap().push(req);
+        Ok(Response::new(RegisterAgentResponse {
+            agent_id: AGENT_ID,
+            spaces,
+            heartbeat_interval_ms: 100,
+        }))
+    }
+}
+
+/// Serve `fake` on a fresh loopback port until `shutdown`; returns its address.
+pub async fn spawn_coordinator(fake: FakeCoordinator, shutdown: CancellationToken) -> String {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(
+        Server::builder()
+            .add_service(CoordinatorServiceServer::new(fake))
+            .serve_with_incoming_shutdown(TcpIncoming::from(listener), shutdown.cancelled_owned()),
+    );
+    addr.to_string()
+}
+
+/// An agent serving one space `local`, registered (or registering) with a coordinator.
+pub struct TestAgent {
+    pub address: String,
+    pub client: AgentClient,
+    pub secret: Secret,
+    pub space_dir: PathBuf,
+    pub registration: watch::Receiver<Option<Registration>>,
+    pub coordinator: FakeCoordinator,
+    pub shutdown: CancellationToken,
+    pub served: JoinHandle<Result<(), agent::Error>>,
+    _dir: tempfile::TempDir,
+}
+
+impl TestAgent {
+    /// Start an agent against a fake coordinator and wait until it has registered.
+    pub async fn start() -> TestAgent {
+        let shutdown = CancellationToken::new();
+        let fake = FakeCoordinator::default();
+        let coordinator = spawn_coordinator(fake.clone(), shutdown.child_token()).await;
+        let agent = TestAgent::start_with(coordinator, fake, shutdown).await;
+        let mut reg = agent.registration.clone();
+        let registered = common::testing::wait_until(Duration::from_secs(10), || {
+            let done = reg.borrow_and_update().is_some();
+            async move { done }
+        })
+        .await;
+        assert!(
+            registered,
+            "agent did not register with the fake coordinator"
+        );
+        agent
+    }
+
+    /// Start an agent pointed at `coordinator` without waiting for registration.
+    pub async fn start_with(
+        coordinator: String,
+        fake: FakeCoordinator,
+        shutdown: CancellationToken,
+    ) -> TestAgent {
+        common::testing::init_logging();
+        let dir = tempfile::tempdir().unwrap();
+        let space_dir = dir.path().join("space");
+        let secret = Secret::random();
+        let config = AgentConfig {
+            name: "agent-test".into(),
+            coordinator,
+            cluster_secret: Some(secret.clone()),
+            spaces: vec![SpaceConfig {
+                name: "local".into(),
+                path: space_dir.clone(),
+            }],
+            heartbeat_interval: Duration::from_millis(100),
+            ..AgentConfig::default()
+        };
+        let agent = Agent::build(config).unwrap();
+        let registration = agent.registration();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap().to_string();
+        let served = tokio::spawn(agent.serve(listener, shutdown.child_token()));
+        let client = client::agent(&address, &ChannelOptions::default()).unwrap();
+        TestAgent {
+            address,
+            client,
+            secret,
+            space_dir,
+            registration,
+            coordinator: fake,
+            shutdown,
+            served,
+            _dir: dir,
+        }
+    }
+
+    /// A ticket signed with the cluster secret.
+    pub fn ticket(&self, body: &TicketBody) -> Ticket {
+        sign(&self.secret, body)
+    }
+
+    /// A put ticket for the agent's space, valid for a minute.
+    pub fn put_ticket(&self, max_size: u64) -> Ticket {
+        self.ticket(&put_body(FIRST_SPACE_ID, max_size))
+    }
+
+    /// A get ticket for shard `hash` of the agent's space, valid for a minute.
+    pub fn get_ticket(&self, hash: &str) -> Ticket {
+        self.ticket(&get_body(FIRST_SPACE_ID, hash))
+    }
+
+    /// Files under the space's `shards/` and `tmp/` directories.
+    pub fn stored_files(&self) -> (Vec<PathBuf>, Vec<PathBuf>) {
+        (
+            files_under(&self.space_dir.join("shards")),
+            files_under(&self.space_dir.join("tmp")),
+        )
+    }
+
+    /// Cancel the agent and the fake coordinator; the agent's `serve` must return `Ok`.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        let served = tokio::time::timeout(Duration::from_secs(10), self.served)
+            .await
+            .expect("agent did not stop in time")
+            .unwrap();
+        served.unwrap();
+    }
+}
+
+pub fn sign(secret: &Secret, body: &TicketBody) -> Ticket {
+    let body = body.encode_to_vec();
+    Ticket {
+        signature: common::ticket::sign(secret, &body),
+        body,
+    }
+}
+
+pub fn put_body(space_id: u64, max_size: u64) -> TicketBody {
+    TicketBody {
+        kind: Kind::Put as i32,
+        space_id,
+        upload_id: 1,
+        shard_hash: String::new(),
+        max_size,
+        expires_at_ms: common::time::now_ms() + 60_000,
+    }
+}
+
+pub fn get_body(space_id: u64, hash: &str) -> TicketBody {
+    TicketBody {
+        kind: Kind::Get as i32,
+        space_id,
+        upload_id: 0,
+        shard_hash: hash.to_owned(),
+        max_size: 0,
+        expires_at_ms: common::time::now_ms() + 60_000,
+    }
+}
+
+/// The messages of a put: the ticket, `data` in `chunk`-sized pieces, then `finish`.
+pub fn put_messages(
+    ticket: Ticket,
+    data: &[u8],
+    chunk: usize,
+    finish: bool,
+) -> Vec<PutShardRequest> {
+    let mut msgs = vec![PutShardRequest {
+        msg: Some(Msg::Ticket(ticket)),
+    }];
+    msgs.extend(data.chunks(chunk).map(|c| PutShardRequest {
+        msg: Some(Msg::Data(Bytes::copy_from_slice(c))),
+    }));
+    if finish {
+        msgs.push(PutShardRequest {
+            msg: Some(Msg::Finish(Finish {})),
+        });
+    }
+    msgs
+}
+
+/// Deterministic, non-repeating-looking test content.
+pub fn pattern(len: usize) -> Vec<u8> {
+    (0..len).map(|i| ((i * 131) ^ (i >> 9)) as u8).collect()
+}
+
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return out;
+    };
+    for e in rd {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(files_under(&p));
+        } else {
+            out.push(p);
+        }
+    }
+    out
+}

@@ -1,0 +1,811 @@
+//! Object bytes: multipart upload streamed to an agent's `PutShard`, and ranged download
+//! streamed from an agent's `GetShard`. Nothing here buffers a whole object: an upload
+//! holds at most one re-chunking buffer plus [`PUT_CHANNEL_CAPACITY`] chunks of at most
+//! [`proto::CHUNK_SIZE`] bytes per request.
+
+use std::io;
+
+use axum::body::Body;
+use axum::extract::Multipart;
+use axum::extract::multipart::{Field, MultipartError};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use bytes::{Bytes, BytesMut};
+use client::{AgentClient, CoordinatorClient};
+use percent_encoding::{AsciiSet, NON_ALPHANUMERIC};
+use proto::agent::put_shard_request::Msg;
+use proto::agent::{Chunk, Finish, GetShardRequest, PutShardRequest, PutShardResponse};
+use proto::common::Ticket;
+use proto::coordinator::{AbortUploadRequest, BeginUploadRequest, CommitUploadRequest};
+use serde::Deserialize;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+
+use crate::error::ApiError;
+use crate::extract::parse_json;
+use crate::model::{ObjectJson, required};
+use crate::routes::require_id;
+use crate::state::AppState;
+
+/// Capacity of the bounded channel feeding one `PutShard` request stream.
+pub const PUT_CHANNEL_CAPACITY: usize = 4;
+
+/// Largest accepted `info` part.
+pub const MAX_INFO_BYTES: usize = 64 * 1024;
+
+// ---------------------------------------------------------------------------------------
+// Pure helpers
+// ---------------------------------------------------------------------------------------
+
+/// Turn a multipart filename into an object path: strict percent-decoding (every `%` must
+/// start a two-digit hex escape; `+` stays `+`), the result must be UTF-8, then
+/// [`common::path::validate_object_path`]. The error names the filename.
+pub fn decode_object_path(filename: &str) -> Result<String, String> {
+    let bytes = filename.as_bytes();
+    for (i, b) in bytes.iter().enumerate() {
+        if *b == b'%' {
+            let valid = bytes
+                .get(i + 1..i + 3)
+                .is_some_and(|h| h.iter().all(u8::is_ascii_hexdigit));
+            if !valid {
+                return Err(format!(
+                    "invalid filename {filename:?}: '%' at byte {i} does not start a %XX escape"
+                ));
+            }
+        }
+    }
+    let path = percent_encoding::percent_decode(bytes)
+        .decode_utf8()
+        .map_err(|_| {
+            format!("invalid filename {filename:?}: it is not valid UTF-8 after percent-decoding")
+        })?
+        .into_owned();
+    common::path::validate_object_path(&path)
+        .map_err(|e| format!("invalid filename {filename:?}: {e}"))?;
+    Ok(path)
+}
+
+/// The bytes `[offset, offset + len)` to send for a download of an object of `size` bytes.
+/// `length` omitted means "to the end"; a length past the end is clamped. Negative values and
+/// an offset past the end are errors (an offset equal to the size gives an empty range).
+pub fn compute_range(
+    size: u64,
+    offset: Option<i64>,
+    length: Option<i64>,
+) -> Result<(u64, u64), String> {
+    let (offset, length) = check_range_args(offset, length)?;
+    if offset > size {
+        return Err(format!(
+            "offset {offset} is past the end of the object (size {size})"
+        ));
+    }
+    let available = size - offset;
+    let len = length.map_or(available, |l| l.min(available));
+    Ok((offset, len))
+}
+
+/// Reject negative `offset`/`length` (before any remote call).
+fn check_range_args(offset: Option<i64>, length: Option<i64>) -> Result<(u64, Option<u64>), String> {
+    let offset = offset.unwrap_or(0);
+    let offset = u64::try_from(offset).map_err(|_| format!("offset must not be negative (got {offset})"))?;
+    let length = length
+        .map(|l| u64::try_from(l).map_err(|_| format!("length must not be negative (got {l})")))
+        .transpose()?;
+    Ok((offset, length))
+}
+
+/// RFC 5987 `attr-char`: everything else is percent-encoded in `filename*`.
+const ATTR_CHAR_ESCAPES: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'!')
+    .remove(b'#')
+    .remove(b'$')
+    .remove(b'&')
+    .remove(b'+')
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'^')
+    .remove(b'_')
+    .remove(b'`')
+    .remove(b'|')
+    .remove(b'~');
+
+/// `attachment; filename*=UTF-8''<percent-encoded basename of path>`.
+pub fn content_disposition(path: &str) -> String {
+    let base = path.rsplit('/').next().unwrap_or(path);
+    format!(
+        "attachment; filename*=UTF-8''{}",
+        percent_encoding::utf8_percent_encode(base, ATTR_CHAR_ESCAPES)
+    )
+}
+
+/// Re-chunks a byte stream into pieces of exactly `size` bytes (the last may be shorter).
+/// Pieces of the input at least `size` long are split without copying; smaller ones are
+/// coalesced into one buffer.
+#[derive(Debug)]
+pub struct Rechunker {
+    size: usize,
+    buf: BytesMut,
+    input: Bytes,
+}
+
+impl Rechunker {
+    /// A re-chunker emitting chunks of `size` bytes (`size` ≥ 1).
+    pub fn new(size: usize) -> Self {
+        Rechunker {
+            size: size.max(1),
+            buf: BytesMut::new(),
+            input: Bytes::new(),
+        }
+    }
+
+    /// Queue `data`; drain complete chunks with [`Rechunker::pop`] before pushing again.
+    pub fn push(&mut self, data: Bytes) {
+        debug_assert!(self.input.is_empty(), "pop() must drain before push()");
+        if self.input.is_empty() {
+            self.input = data;
+        } else {
+            // Misuse: keep every byte anyway.
+            self.buf.extend_from_slice(&std::mem::take(&mut self.input));
+            self.input = data;
+        }
+    }
+
+    /// The next complete chunk, if any.
+    pub fn pop(&mut self) -> Option<Bytes> {
+        loop {
+            if self.buf.len() >= self.size {
+                return Some(self.buf.split_to(self.size).freeze());
+            }
+            if self.input.is_empty() {
+                return None;
+            }
+            if self.buf.is_empty() && self.input.len() >= self.size {
+                return Some(self.input.split_to(self.size));
+            }
+            let take = (self.size - self.buf.len()).min(self.input.len());
+            if self.buf.capacity() == 0 {
+                self.buf.reserve(self.size);
+            }
+            self.buf.extend_from_slice(&self.input.split_to(take));
+        }
+    }
+
+    /// The final, possibly short, chunk once the input has ended (after draining `pop`).
+    pub fn finish(&mut self) -> Option<Bytes> {
+        if let Some(chunk) = self.pop() {
+            return Some(chunk);
+        }
+        (!self.buf.is_empty()).then(|| self.buf.split().freeze())
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// Upload
+// ---------------------------------------------------------------------------------------
+
+/// The `info` part of an upload. Unknown fields (such as `userID`) are ignored.
+#[derive(Debug, Deserialize)]
+struct UploadInfo {
+    #[serde(rename = "packageID")]
+    package_id: Option<u64>,
+    affinity: Option<u64>,
+}
+
+/// A file whose bytes the agent has stored, waiting for `CommitUpload`.
+#[derive(Debug)]
+struct Streamed {
+    upload_id: u64,
+    size: u64,
+    sha256: String,
+}
+
+/// Uploads begun but neither committed nor aborted. Dropping the set (for example when the
+/// request task is cancelled) aborts them in the background.
+struct PendingUploads {
+    coordinator: CoordinatorClient,
+    ids: Vec<u64>,
+}
+
+impl PendingUploads {
+    fn new(coordinator: CoordinatorClient) -> Self {
+        PendingUploads {
+            coordinator,
+            ids: Vec::new(),
+        }
+    }
+
+    fn add(&mut self, upload_id: u64) {
+        self.ids.push(upload_id);
+    }
+
+    fn remove(&mut self, upload_id: u64) {
+        self.ids.retain(|id| *id != upload_id);
+    }
+
+    async fn abort_all(&mut self) {
+        let ids = std::mem::take(&mut self.ids);
+        abort_uploads(self.coordinator.clone(), ids).await;
+    }
+}
+
+impl Drop for PendingUploads {
+    fn drop(&mut self) {
+        if self.ids.is_empty() {
+            return;
+        }
+        let ids = std::mem::take(&mut self.ids);
+        match tokio::runtime::Handle::try_current() {
+            Ok(handle) => {
+                handle.spawn(abort_uploads(self.coordinator.clone(), ids));
+            }
+            Err(_) => {
+                tracing::warn!(?ids, "cannot abort pending uploads without a runtime; they will expire");
+            }
+        }
+    }
+}
+
+async fn abort_uploads(mut coordinator: CoordinatorClient, ids: Vec<u64>) {
+    for upload_id in ids {
+        match coordinator
+            .abort_upload(AbortUploadRequest { upload_id })
+            .await
+        {
+            Ok(_) => tracing::debug!(upload_id, "upload aborted"),
+            Err(status) => tracing::warn!(
+                upload_id,
+                error = %status.message(),
+                "failed to abort upload; it will expire"
+            ),
+        }
+    }
+}
+
+fn multipart_error(err: &MultipartError) -> ApiError {
+    ApiError::bad_argument(format!("malformed multipart body: {}", err.body_text()))
+}
+
+/// Handle a whole upload request: `info` first, then every `files` part streamed to an
+/// agent; commits happen only after the body has been read completely and every file was
+/// stored, in request order. On any earlier failure every pending upload is aborted.
+pub(crate) async fn upload(
+    state: AppState,
+    mut multipart: Multipart,
+) -> Result<Vec<ObjectJson>, ApiError> {
+    let (package_id, affinity) = read_info(&mut multipart).await?;
+    let mut pending = PendingUploads::new(state.coordinator());
+    let streamed = match stream_files(&state, &mut multipart, &mut pending, package_id, affinity).await {
+        Ok(streamed) => streamed,
+        Err(err) => {
+            pending.abort_all().await;
+            return Err(err);
+        }
+    };
+
+    let mut coordinator = state.coordinator();
+    let mut objects = Vec::with_capacity(streamed.len());
+    for file in streamed {
+        let committed = coordinator
+            .commit_upload(CommitUploadRequest {
+                upload_id: file.upload_id,
+                size: file.size,
+                sha256: file.sha256,
+            })
+            .await
+            .map_err(ApiError::from)
+            .and_then(|r| required(r.into_inner().object, "object"));
+        match committed {
+            Ok(object) => {
+                pending.remove(file.upload_id);
+                objects.push(ObjectJson::from(object));
+            }
+            Err(err) => {
+                tracing::warn!(
+                    upload_id = file.upload_id,
+                    committed = objects.len(),
+                    error = %err,
+                    "commit failed; aborting the remaining uploads"
+                );
+                pending.abort_all().await;
+                return Err(err);
+            }
+        }
+    }
+    tracing::info!(package_id, files = objects.len(), "upload committed");
+    Ok(objects)
+}
+
+/// Read and check the leading `info` part; returns (package id, affinity).
+async fn read_info(multipart: &mut Multipart) -> Result<(u64, u64), ApiError> {
+    let mut field = match multipart.next_field().await {
+        Ok(Some(field)) => field,
+        Ok(None) => {
+            return Err(ApiError::bad_argument(
+                "missing the `info` part: the first part of the form must be named `info`",
+            ));
+        }
+        Err(err) => return Err(multipart_error(&err)),
+    };
+    match field.name() {
+        Some("info") => {}
+        Some(other) => {
+            return Err(ApiError::bad_argument(format!(
+                "the first part of the form must be named `info`, got `{other}`"
+            )));
+        }
+        None => {
+            return Err(ApiError::bad_argument(
+                "the first part of the form must be named `info`, got a part without a name",
+            ));
+        }
+    }
+    let mut buf = Vec::new();
+    while let Some(chunk) = field.chunk().await.map_err(|e| multipart_error(&e))? {
+        if buf.len() + chunk.len() > MAX_INFO_BYTES {
+            return Err(ApiError::bad_argument(format!(
+                "the `info` part is larger than {MAX_INFO_BYTES} bytes"
+            )));
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    let info: UploadInfo = parse_json(&buf, "`info` part")?;
+    let package_id = require_id("packageID", info.package_id)
+        .map_err(|e| ApiError::bad_argument(format!("invalid `info` part: {}", e.message)))?;
+    Ok((package_id, info.affinity.unwrap_or(0)))
+}
+
+/// Stream every remaining part; all must be `files` parts.
+async fn stream_files(
+    state: &AppState,
+    multipart: &mut Multipart,
+    pending: &mut PendingUploads,
+    package_id: u64,
+    affinity: u64,
+) -> Result<Vec<Streamed>, ApiError> {
+    let max_files = state.config().max_upload_files;
+    let mut streamed = Vec::new();
+    loop {
+        let field = match multipart.next_field().await {
+            Ok(Some(field)) => field,
+            Ok(None) => break,
+            Err(err) => return Err(multipart_error(&err)),
+        };
+        let path = file_part_path(&field, streamed.len(), max_files)?;
+        let file = stream_file(state, pending, field, package_id, affinity, path).await?;
+        streamed.push(file);
+    }
+    if streamed.is_empty() {
+        return Err(ApiError::bad_argument(
+            "no `files` part: an upload needs at least one file",
+        ));
+    }
+    Ok(streamed)
+}
+
+/// Check a part header: its name must be `files` and its filename a valid encoded path.
+fn file_part_path(field: &Field<'_>, index: usize, max_files: usize) -> Result<String, ApiError> {
+    check_file_part(field.name(), field.file_name(), index, max_files)
+}
+
+fn check_file_part(
+    name: Option<&str>,
+    file_name: Option<&str>,
+    index: usize,
+    max_files: usize,
+) -> Result<String, ApiError> {
+    match name {
+        Some("files") => {}
+        Some("info") => {
+            return Err(ApiError::bad_argument(
+                "the `info` part must be the first part and appear only once",
+            ));
+        }
+        Some(other) => {
+            return Err(ApiError::bad_argument(format!(
+                "unexpected part `{other}`: file parts must be named `files`"
+            )));
+        }
+        None => {
+            return Err(ApiError::bad_argument(
+                "a part has no name: file parts must be named `files`",
+            ));
+        }
+    }
+    if index >= max_files {
+        return Err(ApiError::bad_argument(format!(
+            "too many files in one request: at most {max_files} are accepted"
+        )));
+    }
+    let file_name = file_name.ok_or_else(|| {
+        ApiError::bad_argument(
+            "a `files` part has no (UTF-8) filename: the filename must be the URL-encoded object path",
+        )
+    })?;
+    decode_object_path(file_name).map_err(ApiError::bad_argument)
+}
+
+/// Begin an upload for one file and stream its bytes to the agent.
+async fn stream_file(
+    state: &AppState,
+    pending: &mut PendingUploads,
+    mut field: Field<'_>,
+    package_id: u64,
+    affinity: u64,
+    path: String,
+) -> Result<Streamed, ApiError> {
+    let begin = state
+        .coordinator()
+        .begin_upload(BeginUploadRequest {
+            package_id,
+            path: path.clone(),
+            affinity,
+        })
+        .await?
+        .into_inner();
+    pending.add(begin.upload_id);
+    let upload_id = begin.upload_id;
+    tracing::debug!(upload_id, %path, agent = %begin.agent_address, "upload begun");
+    let ticket = required(begin.ticket, "upload ticket")?;
+    let agent = state.agents().get(&begin.agent_address)?;
+    let stored = put_shard(agent, ticket, &mut field, &path).await?;
+    tracing::debug!(upload_id, %path, size = stored.size, "file stored");
+    Ok(Streamed {
+        upload_id,
+        size: stored.size,
+        sha256: stored.sha256,
+    })
+}
+
+enum FeedError {
+    /// Reading the request body failed (client gone, malformed multipart).
+    Body(MultipartError),
+    /// The agent's side of the stream went away; the call result says why.
+    AgentGone,
+}
+
+/// Drive a `PutShard` call fed from `field` through a bounded channel.
+async fn put_shard(
+    mut agent: AgentClient,
+    ticket: Ticket,
+    field: &mut Field<'_>,
+    path: &str,
+) -> Result<PutShardResponse, ApiError> {
+    let (tx, rx) = mpsc::channel(PUT_CHANNEL_CAPACITY);
+    let call = agent.put_shard(ReceiverStream::new(rx));
+    let feed = feed_field(field, tx, ticket);
+    tokio::pin!(call);
+    tokio::pin!(feed);
+    let fed = tokio::select! {
+        biased;
+        fed = &mut feed => fed,
+        answered = &mut call => {
+            // The agent answered before `finish` was sent: it refused the upload.
+            return Err(match answered {
+                Err(status) => ApiError::from(status),
+                Ok(_) => ApiError::internal("agent answered PutShard before the upload finished"),
+            });
+        }
+    };
+    match fed {
+        Ok(sent) => {
+            let stored = call.await?.into_inner();
+            if stored.size != sent {
+                return Err(ApiError::internal(format!(
+                    "agent stored {} bytes of {path:?} but {sent} were sent",
+                    stored.size
+                )));
+            }
+            Ok(stored)
+        }
+        Err(FeedError::AgentGone) => Err(match call.await {
+            Err(status) => ApiError::from(status),
+            Ok(_) => ApiError::internal("agent closed the PutShard stream early"),
+        }),
+        Err(FeedError::Body(err)) => {
+            // Dropping `call` cancels the RPC without `finish`: the agent discards the bytes.
+            Err(ApiError::bad_argument(format!(
+                "failed to read the body of file {path:?}: {}",
+                err.body_text()
+            )))
+        }
+    }
+}
+
+/// Send the ticket, the field's bytes in chunks of at most `CHUNK_SIZE`, then `finish`.
+/// Returns the number of data bytes sent. Never sends `finish` after a body error.
+async fn feed_field(
+    field: &mut Field<'_>,
+    tx: mpsc::Sender<PutShardRequest>,
+    ticket: Ticket,
+) -> Result<u64, FeedError> {
+    async fn send(tx: &mpsc::Sender<PutShardRequest>, msg: Msg) -> Result<(), FeedError> {
+        tx.send(PutShardRequest { msg: Some(msg) })
+            .await
+            .map_err(|_| FeedError::AgentGone)
+    }
+
+    send(&tx, Msg::Ticket(ticket)).await?;
+    let mut rechunker = Rechunker::new(proto::CHUNK_SIZE);
+    let mut sent = 0u64;
+    while let Some(bytes) = field.chunk().await.map_err(FeedError::Body)? {
+        rechunker.push(bytes);
+        while let Some(chunk) = rechunker.pop() {
+            sent += chunk.len() as u64;
+            send(&tx, Msg::Data(chunk)).await?;
+        }
+    }
+    while let Some(chunk) = rechunker.finish() {
+        sent += chunk.len() as u64;
+        send(&tx, Msg::Data(chunk)).await?;
+    }
+    send(&tx, Msg::Finish(Finish {})).await?;
+    Ok(sent)
+}
+
+// ---------------------------------------------------------------------------------------
+// Download
+// ---------------------------------------------------------------------------------------
+
+/// Resolve `object_id`, validate the range, then stream the bytes from the agent. Errors up
+/// to and including the first chunk are envelopes; later ones abort the body.
+pub(crate) async fn download(
+    state: &AppState,
+    object_id: u64,
+    offset: Option<i64>,
+    length: Option<i64>,
+) -> Result<Response, ApiError> {
+    check_range_args(offset, length).map_err(ApiError::bad_argument)?;
+    let resolved = state
+        .coordinator()
+        .resolve_object(proto::coordinator::ResolveObjectRequest { object_id })
+        .await?
+        .into_inner();
+    let object = required(resolved.object, "object")?;
+    let (start, len) =
+        compute_range(object.size, offset, length).map_err(ApiError::bad_argument)?;
+    let disposition = HeaderValue::try_from(content_disposition(&object.path))
+        .map_err(|e| ApiError::internal(format!("bad content-disposition header: {e}")))?;
+    let headers = [
+        (
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/octet-stream"),
+        ),
+        (header::CONTENT_LENGTH, HeaderValue::from(len)),
+        (header::CONTENT_DISPOSITION, disposition),
+    ];
+    if len == 0 {
+        // GetShard reads `length = 0` as "to the end": never ask for an empty range.
+        return Ok((StatusCode::OK, headers, Body::empty()).into_response());
+    }
+
+    let ticket = required(resolved.ticket, "read ticket")?;
+    let mut agent = state.agents().get(&resolved.agent_address)?;
+    let mut stream = agent
+        .get_shard(GetShardRequest {
+            ticket: Some(ticket),
+            offset: start,
+            length: len,
+        })
+        .await?
+        .into_inner();
+    let first = stream
+        .message()
+        .await?
+        .ok_or_else(|| ApiError::internal("agent returned no data for a non-empty range"))?;
+    tracing::debug!(object_id, offset = start, length = len, "download started");
+    let body = ShardBody {
+        first: Some(first),
+        stream: Box::new(stream),
+        remaining: len,
+        object_id,
+        failed: false,
+    };
+    Ok((StatusCode::OK, headers, Body::from_stream(body.into_stream())).into_response())
+}
+
+/// Source of chunks (the gRPC stream in production; a fake in tests).
+trait ChunkSource: Send {
+    fn next_chunk(
+        &mut self,
+    ) -> impl std::future::Future<Output = Result<Option<Chunk>, tonic::Status>> + Send;
+}
+
+impl ChunkSource for tonic::Streaming<Chunk> {
+    async fn next_chunk(&mut self) -> Result<Option<Chunk>, tonic::Status> {
+        self.message().await
+    }
+}
+
+struct ShardBody<S> {
+    first: Option<Chunk>,
+    stream: Box<S>,
+    remaining: u64,
+    object_id: u64,
+    failed: bool,
+}
+
+impl<S: ChunkSource + 'static> ShardBody<S> {
+    /// Yields the chunks; an agent error or a length mismatch yields `Err`, which makes hyper
+    /// abort the response (the status line is already sent).
+    fn into_stream(self) -> impl futures::Stream<Item = Result<Bytes, io::Error>> + Send {
+        futures::stream::unfold(self, |mut st| async move {
+            if st.failed {
+                return None;
+            }
+            let next = match st.first.take() {
+                Some(chunk) => Ok(Some(chunk)),
+                None => st.stream.next_chunk().await,
+            };
+            let err = match next {
+                Ok(Some(chunk)) => {
+                    let n = chunk.data.len() as u64;
+                    if n <= st.remaining {
+                        st.remaining -= n;
+                        return Some((Ok(chunk.data), st));
+                    }
+                    format!("agent sent {} bytes more than requested", n - st.remaining)
+                }
+                Ok(None) if st.remaining == 0 => return None,
+                Ok(None) => format!("agent stream ended {} bytes early", st.remaining),
+                Err(status) => format!("agent stream failed: {}", status.message()),
+            };
+            tracing::warn!(object_id = st.object_id, error = %err, "download aborted mid-stream");
+            st.failed = true;
+            Some((Err(io::Error::other(err)), st))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use futures::StreamExt;
+
+    use super::*;
+
+    #[test]
+    fn filenames_decode_to_valid_paths() {
+        assert_eq!(decode_object_path("a%2Fb%2Ftest2.txt").unwrap(), "a/b/test2.txt");
+        assert_eq!(decode_object_path("test.txt").unwrap(), "test.txt");
+        assert_eq!(decode_object_path("a/b.txt").unwrap(), "a/b.txt");
+        assert_eq!(decode_object_path("h%C3%A9llo%20w.txt").unwrap(), "héllo w.txt");
+        assert_eq!(decode_object_path("a+b%2Bc").unwrap(), "a+b+c");
+        assert_eq!(decode_object_path("%2e%2e.txt").unwrap(), "...txt");
+    }
+
+    #[test]
+    fn bad_filenames_are_rejected_with_a_reason() {
+        for (name, why) in [
+            ("%zz", "%XX escape"),
+            ("abc%2", "%XX escape"),
+            ("%", "%XX escape"),
+            ("%FF", "not valid UTF-8"),
+            ("..%2Fx", "'..'"),
+            ("%2Fabs", "absolute"),
+            ("a%2F%2Fb", "empty segment"),
+            ("", "empty"),
+            ("a%2F", "directory"),
+            ("a%00b", "control"),
+        ] {
+            let err = decode_object_path(name).unwrap_err();
+            assert!(err.contains(why), "{name:?}: {err}");
+            assert!(err.starts_with(&format!("invalid filename {name:?}")), "{err}");
+        }
+    }
+
+    #[test]
+    fn ranges_cover_edges() {
+        assert_eq!(compute_range(10, None, None), Ok((0, 10)));
+        assert_eq!(compute_range(10, Some(0), Some(0)), Ok((0, 0)));
+        assert_eq!(compute_range(10, Some(3), None), Ok((3, 7)));
+        assert_eq!(compute_range(10, Some(3), Some(4)), Ok((3, 4)));
+        assert_eq!(compute_range(10, Some(3), Some(100)), Ok((3, 7)));
+        assert_eq!(compute_range(10, Some(10), None), Ok((10, 0)));
+        assert_eq!(compute_range(10, Some(10), Some(5)), Ok((10, 0)));
+        assert_eq!(compute_range(0, None, None), Ok((0, 0)));
+        assert_eq!(compute_range(10, None, Some(i64::MAX)), Ok((0, 10)));
+        assert_eq!(
+            compute_range(10, Some(11), None),
+            Err("offset 11 is past the end of the object (size 10)".to_owned())
+        );
+        assert!(compute_range(10, Some(-1), None).unwrap_err().contains("offset must not be negative"));
+        assert!(compute_range(10, None, Some(-5)).unwrap_err().contains("length must not be negative"));
+    }
+
+    #[test]
+    fn content_disposition_encodes_the_basename() {
+        assert_eq!(content_disposition("a/b/test2.txt"), "attachment; filename*=UTF-8''test2.txt");
+        assert_eq!(
+            content_disposition("dir/hé llo;\"x\".bin"),
+            "attachment; filename*=UTF-8''h%C3%A9%20llo%3B%22x%22.bin"
+        );
+        assert_eq!(content_disposition("plain"), "attachment; filename*=UTF-8''plain");
+    }
+
+    fn rechunk(size: usize, inputs: &[usize]) -> Vec<usize> {
+        let mut r = Rechunker::new(size);
+        let mut out = Vec::new();
+        let mut expected = Vec::new();
+        let mut got = Vec::new();
+        let mut n = 0u8;
+        for len in inputs {
+            let data: Vec<u8> = (0..*len).map(|_| { n = n.wrapping_add(1); n }).collect();
+            expected.extend_from_slice(&data);
+            r.push(Bytes::from(data));
+            while let Some(c) = r.pop() {
+                out.push(c.len());
+                got.extend_from_slice(&c);
+            }
+        }
+        while let Some(c) = r.finish() {
+            out.push(c.len());
+            got.extend_from_slice(&c);
+        }
+        assert_eq!(got, expected, "bytes must be preserved in order");
+        out
+    }
+
+    #[test]
+    fn rechunker_splits_and_coalesces() {
+        assert_eq!(rechunk(4, &[]), Vec::<usize>::new());
+        assert_eq!(rechunk(4, &[0, 0]), Vec::<usize>::new());
+        assert_eq!(rechunk(4, &[1, 1, 1]), vec![3]);
+        assert_eq!(rechunk(4, &[4]), vec![4]);
+        assert_eq!(rechunk(4, &[10]), vec![4, 4, 2]);
+        assert_eq!(rechunk(4, &[3, 3, 3]), vec![4, 4, 1]);
+        assert_eq!(rechunk(4, &[1, 9, 1]), vec![4, 4, 3]);
+        assert_eq!(rechunk(1, &[3]), vec![1, 1, 1]);
+    }
+
+    #[test]
+    fn upload_part_headers_are_checked() {
+        let ok = check_file_part(Some("files"), Some("a%2Fb"), 0, 2).unwrap();
+        assert_eq!(ok, "a/b");
+        let msg = |r: Result<String, ApiError>| r.unwrap_err().message;
+        assert!(msg(check_file_part(Some("info"), Some("x"), 0, 2)).contains("`info` part must be the first"));
+        assert!(msg(check_file_part(Some("file"), Some("x"), 0, 2)).contains("unexpected part `file`"));
+        assert!(msg(check_file_part(None, Some("x"), 0, 2)).contains("no name"));
+        assert!(msg(check_file_part(Some("files"), None, 0, 2)).contains("no (UTF-8) filename"));
+        assert!(msg(check_file_part(Some("files"), Some("x"), 2, 2)).contains("at most 2"));
+        assert!(msg(check_file_part(Some("files"), Some("%zz"), 0, 2)).contains("invalid filename"));
+    }
+
+    struct FakeSource(Vec<Result<Option<Chunk>, tonic::Status>>);
+
+    impl ChunkSource for FakeSource {
+        async fn next_chunk(&mut self) -> Result<Option<Chunk>, tonic::Status> {
+            if self.0.is_empty() { Ok(None) } else { self.0.remove(0) }
+        }
+    }
+
+    fn chunk(data: &'static [u8]) -> Chunk {
+        Chunk { data: Bytes::from_static(data) }
+    }
+
+    async fn collect(first: &'static [u8], rest: Vec<Result<Option<Chunk>, tonic::Status>>, len: u64) -> Vec<Result<Bytes, String>> {
+        let body = ShardBody {
+            first: Some(chunk(first)),
+            stream: Box::new(FakeSource(rest)),
+            remaining: len,
+            object_id: 1,
+            failed: false,
+        };
+        body.into_stream().map(|r| r.map_err(|e| e.to_string())).collect().await
+    }
+
+    #[tokio::test]
+    async fn shard_body_passes_exact_length_through() {
+        let out = collect(b"ab", vec![Ok(Some(chunk(b"cd")))], 4).await;
+        assert_eq!(out, vec![Ok(Bytes::from_static(b"ab")), Ok(Bytes::from_static(b"cd"))]);
+    }
+
+    #[tokio::test]
+    async fn shard_body_fails_on_short_long_or_broken_streams() {
+        let out = collect(b"ab", vec![], 4).await;
+        assert_eq!(out.last().unwrap().as_ref().unwrap_err(), "agent stream ended 2 bytes early");
+        let out = collect(b"ab", vec![Ok(Some(chunk(b"cde")))], 4).await;
+        assert!(out.last().unwrap().as_ref().unwrap_err().contains("more than requested"));
+        let out = collect(b"ab", vec![Err(tonic::Status::data_loss("disk gone"))], 4).await;
+        assert_eq!(out.len(), 2);
+        assert!(out[1].as_ref().unwrap_err().contains("disk gone"));
+    }
+}

@@ -1,0 +1,195 @@
+//! `/v1/package/*`.
+
+use axum::extract::State;
+use proto::coordinator::{
+    CreatePackageRequest, DeletePackageRequest, GetPackageByFullNameRequest,
+    ListBucketPackagesRequest,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{ApiError, ApiOk};
+use crate::extract::{ApiJson, ApiQuery};
+use crate::model::{PackageJson, required};
+use crate::routes::{require_id, require_name};
+use crate::state::AppState;
+
+/// Body of `POST /v1/package/create`.
+#[derive(Debug, Deserialize)]
+pub struct CreateBody {
+    #[serde(rename = "bucketID")]
+    bucket_id: Option<u64>,
+    name: String,
+}
+
+/// Query of `GET /v1/package/getByFullName`.
+#[derive(Debug, Deserialize)]
+pub struct GetByFullNameQuery {
+    #[serde(rename = "userID")]
+    user_id: Option<u64>,
+    #[serde(rename = "bucketName")]
+    bucket_name: String,
+    #[serde(rename = "packageName")]
+    package_name: String,
+}
+
+/// Query of `GET /v1/package/listBucketPackages`.
+#[derive(Debug, Deserialize)]
+pub struct ListBucketPackagesQuery {
+    #[serde(rename = "bucketID")]
+    bucket_id: Option<u64>,
+}
+
+/// Body of `POST /v1/package/delete`.
+#[derive(Debug, Deserialize)]
+pub struct DeleteBody {
+    #[serde(rename = "packageID")]
+    package_id: Option<u64>,
+}
+
+/// `data` of create and getByFullName.
+#[derive(Debug, Serialize)]
+pub struct PackageData {
+    package: PackageJson,
+}
+
+/// `data` of listBucketPackages.
+#[derive(Debug, Serialize)]
+pub struct PackagesData {
+    packages: Vec<PackageJson>,
+}
+
+/// `POST /v1/package/create`.
+pub(crate) async fn create(
+    State(state): State<AppState>,
+    ApiJson(body): ApiJson<CreateBody>,
+) -> Result<ApiOk<PackageData>, ApiError> {
+    let bucket_id = require_id("bucketID", body.bucket_id)?;
+    require_name("package", &body.name)?;
+    let resp = state
+        .coordinator()
+        .create_package(CreatePackageRequest {
+            bucket_id,
+            name: body.name,
+        })
+        .await?
+        .into_inner();
+    let package = required(resp.package, "package")?;
+    tracing::info!(bucket_id, package_id = package.package_id, "package created");
+    Ok(ApiOk(PackageData {
+        package: package.into(),
+    }))
+}
+
+/// `GET /v1/package/getByFullName`.
+pub(crate) async fn get_by_full_name(
+    State(state): State<AppState>,
+    ApiQuery(query): ApiQuery<GetByFullNameQuery>,
+) -> Result<ApiOk<PackageData>, ApiError> {
+    let user_id = state.user_id(query.user_id)?;
+    require_name("bucket", &query.bucket_name)?;
+    require_name("package", &query.package_name)?;
+    let resp = state
+        .coordinator()
+        .get_package_by_full_name(GetPackageByFullNameRequest {
+            user_id,
+            bucket_name: query.bucket_name,
+            package_name: query.package_name,
+        })
+        .await?
+        .into_inner();
+    Ok(ApiOk(PackageData {
+        package: required(resp.package, "package")?.into(),
+    }))
+}
+
+/// `GET /v1/package/listBucketPackages`.
+pub(crate) async fn list_bucket_packages(
+    State(state): State<AppState>,
+    ApiQuery(query): ApiQuery<ListBucketPackagesQuery>,
+) -> Result<ApiOk<PackagesData>, ApiError> {
+    let bucket_id = require_id("bucketID", query.bucket_id)?;
+    let resp = state
+        .coordinator()
+        .list_bucket_packages(ListBucketPackagesRequest { bucket_id })
+        .await?
+        .into_inner();
+    Ok(ApiOk(PackagesData {
+        packages: resp.packages.into_iter().map(PackageJson::from).collect(),
+    }))
+}
+
+/// `POST /v1/package/delete`.
+pub(crate) async fn delete(
+    State(state): State<AppState>,
+    ApiJson(body): ApiJson<DeleteBody>,
+) -> Result<ApiOk<()>, ApiError> {
+    let package_id = require_id("packageID", body.package_id)?;
+    state
+        .coordinator()
+        .delete_package(DeletePackageRequest { package_id })
+        .await?;
+    tracing::info!(package_id, "package deleted");
+    Ok(ApiOk(()))
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use crate::testing::*;
+
+    #[tokio::test]
+    async fn create_find_list_delete() {
+        let fx = Fixture::start().await;
+        let (_, body) =
+            json(call(fx.app(), post_json("/v1/bucket/create", r#"{"name": "b1"}"#)).await).await;
+        let bucket_id = body["data"]["bucket"]["bucketID"].as_u64().unwrap();
+
+        let req = post_json(
+            "/v1/package/create",
+            &format!(r#"{{"bucketID": {bucket_id}, "name": "t1"}}"#),
+        );
+        let (status, body) = json(call(fx.app(), req).await).await;
+        assert_eq!(status, 200, "{body}");
+        let package = body["data"]["package"].clone();
+        let package_id = package["packageID"].as_u64().unwrap();
+        assert_eq!(
+            package,
+            json!({"packageID": package_id, "name": "t1", "bucketID": bucket_id,
+                   "createTime": "2025-06-24T08:31:28.514Z"})
+        );
+
+        let uri = "/v1/package/getByFullName?bucketName=b1&packageName=t1";
+        let (status, body) = json(call(fx.app(), get(uri)).await).await;
+        assert_eq!((status, &body["data"]["package"]), (200, &package));
+
+        let uri = format!("/v1/package/listBucketPackages?bucketID={bucket_id}");
+        let (_, body) = json(call(fx.app(), get(&uri)).await).await;
+        assert_eq!(body["data"]["packages"], json!([package]));
+
+        let req = post_json("/v1/package/delete", &format!(r#"{{"packageID": {package_id}}}"#));
+        let (status, body) = json(call(fx.app(), req).await).await;
+        assert_eq!((status, body["data"].clone()), (200, serde_json::Value::Null));
+        assert!(fx.coord().packages.is_empty());
+    }
+
+    #[tokio::test]
+    async fn bad_input_is_rejected_before_the_coordinator() {
+        let fx = Fixture::start().await;
+        for (req, needle) in [
+            (post_json("/v1/package/create", r#"{"name": "p"}"#), "missing field `bucketID`"),
+            (post_json("/v1/package/create", r#"{"bucketID": 1}"#), "missing field `name`"),
+            (post_json("/v1/package/create", r#"{"bucketID": 1, "name": " "}"#), "package name is empty"),
+            (post_json("/v1/package/delete", r#"{"packageID": 0}"#), "`packageID`"),
+            (get("/v1/package/getByFullName?bucketName=b"), "missing field `packageName`"),
+            (get("/v1/package/listBucketPackages"), "missing field `bucketID`"),
+            (get("/v1/package/listBucketPackages?bucketID=-1"), "bucketID: invalid digit"),
+        ] {
+            let (status, body) = json(call(fx.app(), req).await).await;
+            assert_eq!((status, body["code"].as_str()), (400, Some("BadArgument")), "{body}");
+            let message = body["message"].as_str().unwrap();
+            assert!(message.contains(needle), "{message:?} does not contain {needle:?}");
+        }
+        assert!(fx.coord().calls.is_empty());
+    }
+}

@@ -1,0 +1,598 @@
+//! Test fixtures: an in-memory fake coordinator and a fake agent served by real tonic
+//! servers on `127.0.0.1:0`, and helpers to call the router in-process.
+
+use std::collections::{BTreeMap, HashMap};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::Request;
+use axum::response::Response;
+use bytes::Bytes;
+use futures::Stream;
+use proto::agent::agent_service_server::{AgentService, AgentServiceServer};
+use proto::agent::put_shard_request::Msg;
+use proto::agent::{Chunk, GetShardRequest, PutShardRequest, PutShardResponse};
+use proto::common::Ticket;
+use proto::coordinator as pb;
+use proto::coordinator::coordinator_service_server::{
+    CoordinatorService, CoordinatorServiceServer,
+};
+use sha2::{Digest, Sha256};
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic::{Request as GrpcRequest, Response as GrpcResponse, Status};
+
+use crate::config::GatewayConfig;
+use crate::server::router;
+use crate::state::AppState;
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap()
+}
+
+/// What the fake coordinator has seen and holds.
+#[derive(Default, Debug)]
+pub struct CoordState {
+    pub calls: Vec<&'static str>,
+    pub next_id: u64,
+    pub buckets: Vec<pb::Bucket>,
+    pub packages: Vec<pb::Package>,
+    /// (package id, path) → object.
+    pub objects: BTreeMap<(u64, String), pb::Object>,
+    /// upload id → (package id, path).
+    pub pending: HashMap<u64, (u64, String)>,
+    pub begins: Vec<(u64, String, u64)>,
+    pub commits: Vec<u64>,
+    pub aborts: Vec<u64>,
+    pub list_requests: Vec<String>,
+    pub agent_address: String,
+    /// Largest page `ListObjects` returns.
+    pub page_cap: usize,
+    /// Commit of this path fails with Unavailable.
+    pub fail_commit_path: Option<String>,
+}
+
+/// In-memory coordinator.
+#[derive(Clone, Default)]
+pub struct FakeCoordinator(pub Arc<Mutex<CoordState>>);
+
+impl FakeCoordinator {
+    fn call(&self, name: &'static str) -> std::sync::MutexGuard<'_, CoordState> {
+        let mut st = lock(&self.0);
+        st.calls.push(name);
+        st.next_id += 1;
+        st
+    }
+}
+
+fn ticket(body: impl Into<Vec<u8>>) -> Ticket {
+    Ticket {
+        body: body.into(),
+        signature: vec![],
+    }
+}
+
+#[tonic::async_trait]
+impl CoordinatorService for FakeCoordinator {
+    async fn create_bucket(
+        &self,
+        req: GrpcRequest<pb::CreateBucketRequest>,
+    ) -> Result<GrpcResponse<pb::BucketResponse>, Status> {
+        let r = req.into_inner();
+        let mut st = self.call("create_bucket");
+        if st.buckets.iter().any(|b| b.name == r.name && b.user_id == r.user_id) {
+            return Err(common::error::status(
+                common::ErrorCode::AlreadyExists,
+                format!("bucket {:?} already exists", r.name),
+            ));
+        }
+        let bucket = pb::Bucket {
+            bucket_id: st.next_id,
+            name: r.name,
+            user_id: r.user_id,
+            create_time_ms: 1_750_753_888_514,
+        };
+        st.buckets.push(bucket.clone());
+        Ok(GrpcResponse::new(pb::BucketResponse {
+            bucket: Some(bucket),
+        }))
+    }
+
+    async fn get_bucket_by_name(
+        &self,
+        req: GrpcRequest<pb::GetBucketByNameRequest>,
+    ) -> Result<GrpcResponse<pb::BucketResponse>, Status> {
+        let r = req.into_inner();
+        let st = self.call("get_bucket_by_name");
+        st.buckets
+            .iter()
+            .find(|b| b.name == r.name && b.user_id == r.user_id)
+            .map(|b| {
+                GrpcResponse::new(pb::BucketResponse {
+                    bucket: Some(b.clone()),
+                })
+            })
+            .ok_or_else(|| {
+                common::error::status(
+                    common::ErrorCode::NotFound,
+                    format!("bucket {:?} not found", r.name),
+                )
+            })
+    }
+
+    async fn list_buckets(
+        &self,
+        req: GrpcRequest<pb::ListBucketsRequest>,
+    ) -> Result<GrpcResponse<pb::ListBucketsResponse>, Status> {
+        let r = req.into_inner();
+        let st = self.call("list_buckets");
+        let buckets = st
+            .buckets
+            .iter()
+            .filter(|b| b.user_id == r.user_id)
+            .cloned()
+            .collect();
+        Ok(GrpcResponse::new(pb::ListBucketsResponse { buckets }))
+    }
+
+    async fn delete_bucket(
+        &self,
+        req: GrpcRequest<pb::DeleteBucketRequest>,
+    ) -> Result<GrpcResponse<pb::Empty>, Status> {
+        let id = req.into_inner().bucket_id;
+        let mut st = self.call("delete_bucket");
+        st.buckets.retain(|b| b.bucket_id != id);
+        Ok(GrpcResponse::new(pb::Empty {}))
+    }
+
+    async fn create_package(
+        &self,
+        req: GrpcRequest<pb::CreatePackageRequest>,
+    ) -> Result<GrpcResponse<pb::PackageResponse>, Status> {
+        let r = req.into_inner();
+        let mut st = self.call("create_package");
+        let package = pb::Package {
+            package_id: st.next_id,
+            name: r.name,
+            bucket_id: r.bucket_id,
+            create_time_ms: 1_750_753_888_514,
+        };
+        st.packages.push(package.clone());
+        Ok(GrpcResponse::new(pb::PackageResponse {
+            package: Some(package),
+        }))
+    }
+
+    async fn get_package(
+        &self,
+        _req: GrpcRequest<pb::GetPackageRequest>,
+    ) -> Result<GrpcResponse<pb::PackageResponse>, Status> {
+        Err(Status::unimplemented("get_package"))
+    }
+
+    async fn get_package_by_full_name(
+        &self,
+        req: GrpcRequest<pb::GetPackageByFullNameRequest>,
+    ) -> Result<GrpcResponse<pb::PackageResponse>, Status> {
+        let r = req.into_inner();
+        let st = self.call("get_package_by_full_name");
+        let bucket = st
+            .buckets
+            .iter()
+            .find(|b| b.name == r.bucket_name && b.user_id == r.user_id)
+            .ok_or_else(|| Status::not_found("no bucket"))?;
+        st.packages
+            .iter()
+            .find(|p| p.bucket_id == bucket.bucket_id && p.name == r.package_name)
+            .map(|p| {
+                GrpcResponse::new(pb::PackageResponse {
+                    package: Some(p.clone()),
+                })
+            })
+            .ok_or_else(|| Status::not_found("no package"))
+    }
+
+    async fn list_bucket_packages(
+        &self,
+        req: GrpcRequest<pb::ListBucketPackagesRequest>,
+    ) -> Result<GrpcResponse<pb::ListBucketPackagesResponse>, Status> {
+        let id = req.into_inner().bucket_id;
+        let st = self.call("list_bucket_packages");
+        let packages = st
+            .packages
+            .iter()
+            .filter(|p| p.bucket_id == id)
+            .cloned()
+            .collect();
+        Ok(GrpcResponse::new(pb::ListBucketPackagesResponse {
+            packages,
+        }))
+    }
+
+    async fn delete_package(
+        &self,
+        req: GrpcRequest<pb::DeletePackageRequest>,
+    ) -> Result<GrpcResponse<pb::Empty>, Status> {
+        let id = req.into_inner().package_id;
+        let mut st = self.call("delete_package");
+        st.packages.retain(|p| p.package_id != id);
+        Ok(GrpcResponse::new(pb::Empty {}))
+    }
+
+    async fn list_objects(
+        &self,
+        req: GrpcRequest<pb::ListObjectsRequest>,
+    ) -> Result<GrpcResponse<pb::ListObjectsResponse>, Status> {
+        let r = req.into_inner();
+        let mut st = self.call("list_objects");
+        st.list_requests.push(r.start_after.clone());
+        let cap = if st.page_cap == 0 { 1000 } else { st.page_cap };
+        let limit = (r.limit as usize).min(cap);
+        let mut matching = st
+            .objects
+            .iter()
+            .filter(|((pkg, path), _)| *pkg == r.package_id && *path > r.start_after)
+            .map(|(_, o)| o.clone());
+        let objects: Vec<_> = matching.by_ref().take(limit).collect();
+        let more = matching.next().is_some();
+        Ok(GrpcResponse::new(pb::ListObjectsResponse { objects, more }))
+    }
+
+    async fn delete_objects(
+        &self,
+        req: GrpcRequest<pb::DeleteObjectsRequest>,
+    ) -> Result<GrpcResponse<pb::Empty>, Status> {
+        let ids = req.into_inner().object_ids;
+        let mut st = self.call("delete_objects");
+        st.objects.retain(|_, o| !ids.contains(&o.object_id));
+        Ok(GrpcResponse::new(pb::Empty {}))
+    }
+
+    async fn begin_upload(
+        &self,
+        req: GrpcRequest<pb::BeginUploadRequest>,
+    ) -> Result<GrpcResponse<pb::BeginUploadResponse>, Status> {
+        let r = req.into_inner();
+        let mut st = self.call("begin_upload");
+        let upload_id = st.next_id;
+        st.begins.push((r.package_id, r.path.clone(), r.affinity));
+        st.pending.insert(upload_id, (r.package_id, r.path));
+        Ok(GrpcResponse::new(pb::BeginUploadResponse {
+            upload_id,
+            agent_id: 1,
+            agent_address: st.agent_address.clone(),
+            space_id: 1,
+            ticket: Some(ticket(format!("put:{upload_id}"))),
+            expires_at_ms: i64::MAX,
+        }))
+    }
+
+    async fn commit_upload(
+        &self,
+        req: GrpcRequest<pb::CommitUploadRequest>,
+    ) -> Result<GrpcResponse<pb::ObjectResponse>, Status> {
+        let r = req.into_inner();
+        let mut st = self.call("commit_upload");
+        let (package_id, path) = st
+            .pending
+            .remove(&r.upload_id)
+            .ok_or_else(|| Status::not_found("no pending upload"))?;
+        if st.fail_commit_path.as_deref() == Some(path.as_str()) {
+            st.pending.insert(r.upload_id, (package_id, path));
+            return Err(Status::unavailable("commit refused by the test"));
+        }
+        st.commits.push(r.upload_id);
+        let object_id = st.next_id;
+        let object = pb::Object {
+            object_id,
+            package_id,
+            path: path.clone(),
+            size: r.size,
+            sha256: r.sha256,
+            redundancy: "none".into(),
+            create_time_ms: 1_750_753_888_514,
+            update_time_ms: 1_750_753_888_514,
+            space_id: 1,
+        };
+        st.objects.insert((package_id, path), object.clone());
+        Ok(GrpcResponse::new(pb::ObjectResponse {
+            object: Some(object),
+        }))
+    }
+
+    async fn abort_upload(
+        &self,
+        req: GrpcRequest<pb::AbortUploadRequest>,
+    ) -> Result<GrpcResponse<pb::Empty>, Status> {
+        let id = req.into_inner().upload_id;
+        let mut st = self.call("abort_upload");
+        st.pending.remove(&id);
+        st.aborts.push(id);
+        Ok(GrpcResponse::new(pb::Empty {}))
+    }
+
+    async fn resolve_object(
+        &self,
+        req: GrpcRequest<pb::ResolveObjectRequest>,
+    ) -> Result<GrpcResponse<pb::ResolveObjectResponse>, Status> {
+        let id = req.into_inner().object_id;
+        let st = self.call("resolve_object");
+        let object = st
+            .objects
+            .values()
+            .find(|o| o.object_id == id)
+            .cloned()
+            .ok_or_else(|| {
+                common::error::status(common::ErrorCode::NotFound, format!("object {id} not found"))
+            })?;
+        Ok(GrpcResponse::new(pb::ResolveObjectResponse {
+            ticket: Some(ticket(object.sha256.clone())),
+            object: Some(object),
+            agent_address: st.agent_address.clone(),
+        }))
+    }
+
+    async fn register_agent(
+        &self,
+        _req: GrpcRequest<pb::RegisterAgentRequest>,
+    ) -> Result<GrpcResponse<pb::RegisterAgentResponse>, Status> {
+        Err(Status::unimplemented("register_agent"))
+    }
+}
+
+/// One `PutShard` stream as the fake agent saw it.
+#[derive(Debug, Clone, Default)]
+pub struct PutRecord {
+    pub ticket_first: bool,
+    pub chunk_sizes: Vec<usize>,
+    pub finished: bool,
+    pub error: Option<String>,
+}
+
+/// What the fake agent has seen and stores.
+#[derive(Default, Debug)]
+pub struct AgentState {
+    /// sha256 hex → bytes.
+    pub shards: HashMap<String, Vec<u8>>,
+    pub puts: Vec<PutRecord>,
+    /// GetShard sends this many chunks, then fails.
+    pub fail_get_after_chunks: Option<usize>,
+    /// Size of the chunks GetShard sends.
+    pub get_chunk_size: usize,
+}
+
+/// In-memory agent.
+#[derive(Clone, Default)]
+pub struct FakeAgent(pub Arc<Mutex<AgentState>>);
+
+type ChunkStream = Pin<Box<dyn Stream<Item = Result<Chunk, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl AgentService for FakeAgent {
+    async fn put_shard(
+        &self,
+        req: GrpcRequest<tonic::Streaming<PutShardRequest>>,
+    ) -> Result<GrpcResponse<PutShardResponse>, Status> {
+        let mut stream = req.into_inner();
+        let mut record = PutRecord::default();
+        let mut data = Vec::new();
+        let mut first = true;
+        let outcome = loop {
+            match stream.message().await {
+                Ok(Some(PutShardRequest { msg: Some(msg) })) => {
+                    match msg {
+                        Msg::Ticket(_) => record.ticket_first = first,
+                        Msg::Data(bytes) => {
+                            record.chunk_sizes.push(bytes.len());
+                            data.extend_from_slice(&bytes);
+                        }
+                        Msg::Finish(_) => {
+                            record.finished = true;
+                            break Ok(());
+                        }
+                    }
+                    first = false;
+                }
+                Ok(Some(PutShardRequest { msg: None })) => break Err("empty message".to_owned()),
+                Ok(None) => break Err("stream ended without finish".to_owned()),
+                Err(status) => break Err(format!("stream failed: {}", status.message())),
+            }
+        };
+        let mut st = lock(&self.0);
+        match outcome {
+            Ok(()) => {
+                let sha256 = hex::encode(Sha256::digest(&data));
+                let size = data.len() as u64;
+                st.shards.insert(sha256.clone(), data);
+                st.puts.push(record);
+                Ok(GrpcResponse::new(PutShardResponse { size, sha256 }))
+            }
+            Err(e) => {
+                record.error = Some(e.clone());
+                st.puts.push(record);
+                Err(Status::aborted(e))
+            }
+        }
+    }
+
+    type GetShardStream = ChunkStream;
+
+    async fn get_shard(
+        &self,
+        req: GrpcRequest<GetShardRequest>,
+    ) -> Result<GrpcResponse<ChunkStream>, Status> {
+        let r = req.into_inner();
+        let hash = String::from_utf8(r.ticket.unwrap_or_default().body).unwrap();
+        let st = lock(&self.0);
+        let data = st
+            .shards
+            .get(&hash)
+            .ok_or_else(|| Status::not_found("no such shard"))?;
+        let start = r.offset as usize;
+        let end = if r.length == 0 {
+            data.len()
+        } else {
+            (start + r.length as usize).min(data.len())
+        };
+        let size = if st.get_chunk_size == 0 { 3 } else { st.get_chunk_size };
+        let mut items: Vec<Result<Chunk, Status>> = data[start..end]
+            .chunks(size)
+            .map(|c| Ok(Chunk { data: Bytes::copy_from_slice(c) }))
+            .collect();
+        if let Some(n) = st.fail_get_after_chunks {
+            items.truncate(n);
+            items.push(Err(Status::data_loss("disk failed mid-read")));
+        }
+        Ok(GrpcResponse::new(Box::pin(futures::stream::iter(items))))
+    }
+}
+
+/// A fake coordinator and agent on loopback, and gateway state pointing at them.
+pub struct Fixture {
+    pub coordinator: FakeCoordinator,
+    pub agent: FakeAgent,
+    pub state: AppState,
+}
+
+impl Fixture {
+    pub async fn start() -> Fixture {
+        Fixture::start_with(GatewayConfig::default()).await
+    }
+
+    pub async fn start_with(mut config: GatewayConfig) -> Fixture {
+        let agent = FakeAgent::default();
+        let agent_addr = serve_grpc(|router| {
+            router.add_service(AgentServiceServer::new(agent.clone()))
+        })
+        .await;
+        let coordinator = FakeCoordinator::default();
+        lock(&coordinator.0).agent_address = agent_addr;
+        let coord_addr = serve_grpc(|router| {
+            router.add_service(CoordinatorServiceServer::new(coordinator.clone()))
+        })
+        .await;
+        config.coordinator = coord_addr;
+        Fixture {
+            coordinator,
+            agent,
+            state: state_for(config),
+        }
+    }
+
+    pub fn app(&self) -> Router {
+        router(self.state.clone())
+    }
+
+    pub fn coord(&self) -> std::sync::MutexGuard<'_, CoordState> {
+        lock(&self.coordinator.0)
+    }
+
+    pub fn agent(&self) -> std::sync::MutexGuard<'_, AgentState> {
+        lock(&self.agent.0)
+    }
+}
+
+async fn serve_grpc<F>(add: F) -> String
+where
+    F: FnOnce(&mut tonic::transport::Server) -> tonic::transport::server::Router,
+{
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let mut server = tonic::transport::Server::builder();
+    let router = add(&mut server);
+    tokio::spawn(router.serve_with_incoming(TcpListenerStream::new(listener)));
+    addr
+}
+
+/// Gateway state whose coordinator is `config.coordinator`.
+pub fn state_for(config: GatewayConfig) -> AppState {
+    let coordinator =
+        client::coordinator(&config.coordinator, &client::ChannelOptions::default()).unwrap();
+    AppState::new(config, coordinator, client::AgentPool::default())
+}
+
+/// Gateway state whose coordinator address refuses connections.
+pub async fn unreachable_state() -> AppState {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    drop(listener);
+    state_for(GatewayConfig {
+        coordinator: addr,
+        ..GatewayConfig::default()
+    })
+}
+
+/// Send one request through the router in-process.
+pub async fn call(app: Router, req: Request<Body>) -> Response {
+    // `tower::ServiceExt` is not a workspace dependency; tonic re-exports `Service`.
+    use tonic::codegen::Service;
+    let mut app = app;
+    app.call(req).await.unwrap()
+}
+
+pub async fn body_bytes(resp: Response) -> Bytes {
+    axum::body::to_bytes(resp.into_body(), usize::MAX).await.unwrap()
+}
+
+/// Status and parsed JSON body.
+pub async fn json(resp: Response) -> (u16, serde_json::Value) {
+    let status = resp.status().as_u16();
+    let bytes = body_bytes(resp).await;
+    let value = serde_json::from_slice(&bytes)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&bytes)));
+    (status, value)
+}
+
+pub fn get(uri: &str) -> Request<Body> {
+    Request::get(uri).body(Body::empty()).unwrap()
+}
+
+pub fn post_json(uri: &str, body: &str) -> Request<Body> {
+    Request::post(uri)
+        .header("content-type", "application/json")
+        .body(Body::from(body.to_owned()))
+        .unwrap()
+}
+
+pub const BOUNDARY: &str = "----jcs-test-boundary";
+
+/// A multipart part: (name, filename, content).
+pub type Part<'a> = (&'a str, Option<&'a str>, &'a [u8]);
+
+/// Encode parts as a multipart/form-data body.
+pub fn multipart_body(parts: &[Part<'_>]) -> Vec<u8> {
+    let mut body = Vec::new();
+    for (name, filename, content) in parts {
+        body.extend_from_slice(format!("--{BOUNDARY}\r\n").as_bytes());
+        match filename {
+            Some(f) => body.extend_from_slice(
+                format!("Content-Disposition: form-data; name=\"{name}\"; filename=\"{f}\"\r\n")
+                    .as_bytes(),
+            ),
+            None => body.extend_from_slice(
+                format!("Content-Disposition: form-data; name=\"{name}\"\r\n").as_bytes(),
+            ),
+        }
+        body.extend_from_slice(b"\r\n");
+        body.extend_from_slice(content);
+        body.extend_from_slice(b"\r\n");
+    }
+    body.extend_from_slice(format!("--{BOUNDARY}--\r\n").as_bytes());
+    body
+}
+
+pub fn upload_request(body: Body) -> Request<Body> {
+    Request::post("/v1/object/upload")
+        .header(
+            "content-type",
+            format!("multipart/form-data; boundary={BOUNDARY}"),
+        )
+        .body(body)
+        .unwrap()
+}
+
+pub fn sha256_hex(data: &[u8]) -> String {
+    hex::encode(Sha256::digest(data))
+}
