@@ -208,3 +208,30 @@ mod tests {
         assert!(!text.contains("s3cret"), "{text}");
     }
 }
+
+#[cfg(test)]
+mod example_tests {
+    use super::*;
+
+    #[test]
+    fn example_config_loads() {
+        let text = include_str!("../../deploy/config/agent.example.toml");
+        let cfg: AgentConfig = common::config::from_toml(text).unwrap();
+        assert_eq!(
+            cfg,
+            AgentConfig {
+                name: "agent-1".into(),
+                listen: "0.0.0.0:7910".parse().unwrap(),
+                advertise: Some("agent-1.internal:7910".into()),
+                coordinator: "coordinator.internal:7900".into(),
+                cluster_secret_file: Some(PathBuf::from("/etc/jcs/cluster.secret")),
+                cluster_secret: None,
+                spaces: vec![SpaceConfig {
+                    name: "local-1".into(),
+                    path: PathBuf::from("/var/lib/jcs/space-1"),
+                }],
+                heartbeat_interval: Duration::from_secs(2),
+            }
+        );
+    }
+}

@@ -262,7 +262,12 @@ async fn abort_uploads(mut coordinator: CoordinatorClient, ids: Vec<u64>) {
 }
 
 fn multipart_error(err: &MultipartError) -> ApiError {
-    ApiError::bad_argument(format!("malformed multipart body: {}", err.body_text()))
+    ApiError::bad_argument(format!("malformed multipart body: {}", multipart_detail(err)))
+}
+
+/// The multipart error with its causes (`failed to read stream: <io error>`).
+fn multipart_detail(err: &MultipartError) -> String {
+    common::error::ErrorChain(err).to_string()
 }
 
 /// Handle a whole upload request: `info` first, then every `files` part streamed to an
@@ -505,7 +510,7 @@ async fn put_shard(
             // Dropping `call` cancels the RPC without `finish`: the agent discards the bytes.
             Err(ApiError::bad_argument(format!(
                 "failed to read the body of file {path:?}: {}",
-                err.body_text()
+                multipart_detail(&err)
             )))
         }
     }

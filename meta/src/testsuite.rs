@@ -187,7 +187,8 @@ impl<G: Send + Sync + 'static> MetaStore for Guarded<G> {
     }
 }
 
-/// The cases; each takes a store with an empty key space of its own.
+/// The cases, each named after the behaviour it checks. Each takes a store whose key space is
+/// empty and its own. Add a case here *and* to the list in [`crate::meta_store_test_suite!`].
 pub mod cases {
     use std::sync::Arc;
 

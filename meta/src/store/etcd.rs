@@ -77,7 +77,10 @@ impl EtcdStore {
                 Some(GetOptions::new().with_keys_only().with_limit(1)),
             )
             .await
-            .context(ConnectEtcdSnafu { endpoints })?;
+            .context(ConnectEtcdSnafu {
+                endpoints: endpoints.clone(),
+            })?;
+        tracing::info!(%endpoints, "connected to etcd");
         Ok(EtcdStore {
             _client: client,
             kv,

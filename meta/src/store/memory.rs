@@ -7,7 +7,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use crate::error::Result;
 use crate::store::local::{self, KvState, Stored};
 use crate::store::{DEFAULT_MAX_TXN_OPS, check_txn};
-use crate::{MetaStore, Op, Page, Range, Revision, Txn};
+use crate::{KeyValue, MetaStore, Op, Page, Range, Revision, Txn, TxnResult};
 
 /// An in-memory [`MetaStore`]. The lock is never held across an `.await`.
 #[derive(Debug, Default)]
@@ -53,7 +53,7 @@ impl MemoryStore {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    fn apply(&self, txn: Txn) -> Result<crate::TxnResult> {
+    fn apply(&self, txn: Txn) -> Result<TxnResult> {
         let mut inner = self.lock();
         let Inner { kvs, revision } = &mut *inner;
         let applied = local::apply_txn(kvs, *revision, txn)?;
@@ -70,7 +70,7 @@ impl MetaStore for MemoryStore {
         "memory"
     }
 
-    async fn get(&self, key: &[u8]) -> Result<Option<crate::KeyValue>> {
+    async fn get(&self, key: &[u8]) -> Result<Option<KeyValue>> {
         let inner = self.lock();
         Ok(inner
             .kvs
@@ -122,7 +122,7 @@ impl MetaStore for MemoryStore {
         Ok(result.gets.first().is_some_and(Option::is_some))
     }
 
-    async fn txn(&self, txn: Txn) -> Result<crate::TxnResult> {
+    async fn txn(&self, txn: Txn) -> Result<TxnResult> {
         check_txn(&txn, self.max_txn_ops())?;
         self.apply(txn)
     }

@@ -78,6 +78,7 @@ impl RedbStore {
             Ok(db)
         })
         .await?;
+        tracing::info!(path = %path.display(), "opened redb store");
         Ok(RedbStore {
             db: Arc::new(db),
             path,
