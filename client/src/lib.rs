@@ -44,7 +44,9 @@ impl From<tonic::Status> for Error {
         let code = common::error::code_of(&status);
         let message = match status.code() {
             // Transport failures carry tonic's own text; say what was unreachable.
-            tonic::Code::Unavailable if status.metadata().get(common::error::CODE_HEADER).is_none() => {
+            tonic::Code::Unavailable
+                if status.metadata().get(common::error::CODE_HEADER).is_none() =>
+            {
                 format!("service unavailable: {}", status.message())
             }
             _ => status.message().to_owned(),
@@ -150,7 +152,14 @@ mod tests {
     fn remote_error_keeps_code_and_message() {
         let s = common::error::status(ErrorCode::AlreadyExists, "bucket b exists");
         let e = Error::from(s);
-        assert!(matches!(e, Error::Remote { code: ErrorCode::AlreadyExists, retryable: false, .. }));
+        assert!(matches!(
+            e,
+            Error::Remote {
+                code: ErrorCode::AlreadyExists,
+                retryable: false,
+                ..
+            }
+        ));
         assert_eq!(e.to_string(), "bucket b exists");
     }
 

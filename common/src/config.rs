@@ -21,7 +21,8 @@ pub fn load<T: DeserializeOwned>(file: Option<&Path>, env_prefix: &str) -> Resul
         fig = fig.merge(Toml::file(path));
     }
     fig = fig.merge(Env::prefixed(env_prefix).split("__"));
-    fig.extract().map_err(|e| format!("invalid configuration: {e}"))
+    fig.extract()
+        .map_err(|e| format!("invalid configuration: {e}"))
 }
 
 /// Parse a config from TOML text alone (used by tests of the example configs).
@@ -58,6 +59,7 @@ mod tests {
     }
 
     #[test]
+    #[allow(clippy::result_large_err)] // figment's Jail API returns its own large error
     fn env_overrides_file() {
         let dir = std::env::temp_dir().join(format!("jcs-cfg-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
@@ -66,7 +68,13 @@ mod tests {
         figment::Jail::expect_with(|jail| {
             jail.set_env("JCSTEST__INNER__PORT", "7");
             let d: Demo = load(Some(&file), "JCSTEST__").unwrap();
-            assert_eq!(d, Demo { listen: "a".into(), inner: Inner { port: 7 } });
+            assert_eq!(
+                d,
+                Demo {
+                    listen: "a".into(),
+                    inner: Inner { port: 7 }
+                }
+            );
             Ok(())
         });
         std::fs::remove_dir_all(dir).unwrap();

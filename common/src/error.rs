@@ -122,7 +122,10 @@ pub fn status(code: ErrorCode, message: impl Into<String>) -> tonic::Status {
     };
     let mut status = tonic::Status::new(code.grpc_code(), message);
     let md = status.metadata_mut();
-    md.insert(CODE_HEADER, tonic::metadata::MetadataValue::from_static(code.as_str()));
+    md.insert(
+        CODE_HEADER,
+        tonic::metadata::MetadataValue::from_static(code.as_str()),
+    );
     md.insert(
         RETRYABLE_HEADER,
         tonic::metadata::MetadataValue::from_static(if code.is_retryable() {
@@ -177,15 +180,26 @@ mod tests {
         for code in ErrorCode::ALL {
             let s = status(code, "boom");
             assert_eq!(code_of(&s), code);
-            let retry = s.metadata().get(RETRYABLE_HEADER).unwrap().to_str().unwrap();
+            let retry = s
+                .metadata()
+                .get(RETRYABLE_HEADER)
+                .unwrap()
+                .to_str()
+                .unwrap();
             assert_eq!(retry == "true", code.is_retryable());
         }
     }
 
     #[test]
     fn internal_status_hides_the_message() {
-        assert_eq!(status(ErrorCode::Internal, "secret path").message(), "internal error");
-        assert_eq!(status(ErrorCode::NotFound, "no bucket 7").message(), "no bucket 7");
+        assert_eq!(
+            status(ErrorCode::Internal, "secret path").message(),
+            "internal error"
+        );
+        assert_eq!(
+            status(ErrorCode::NotFound, "no bucket 7").message(),
+            "no bucket 7"
+        );
     }
 
     #[test]

@@ -13,13 +13,19 @@ pub fn validate_object_path(path: &str) -> Result<(), String> {
         return Err(format!("path is longer than {MAX_PATH_LEN} bytes"));
     }
     if path.starts_with('/') {
-        return Err(format!("path {path:?} is absolute; object paths are relative"));
+        return Err(format!(
+            "path {path:?} is absolute; object paths are relative"
+        ));
     }
     if path.ends_with('/') {
-        return Err(format!("path {path:?} ends with '/'; it names a directory, not an object"));
+        return Err(format!(
+            "path {path:?} ends with '/'; it names a directory, not an object"
+        ));
     }
     if path.contains('\\') {
-        return Err(format!("path {path:?} contains a backslash; use '/' as separator"));
+        return Err(format!(
+            "path {path:?} contains a backslash; use '/' as separator"
+        ));
     }
     if path.chars().any(char::is_control) {
         return Err(format!("path {path:?} contains a control character"));
@@ -59,7 +65,13 @@ mod tests {
 
     #[test]
     fn accepts_nested_relative_paths() {
-        for p in ["a", "a/b/c.txt", "héllo wörld.bin", "a.b/..c/d..", ".hidden"] {
+        for p in [
+            "a",
+            "a/b/c.txt",
+            "héllo wörld.bin",
+            "a.b/..c/d..",
+            ".hidden",
+        ] {
             assert_eq!(validate_object_path(p), Ok(()), "{p}");
         }
     }

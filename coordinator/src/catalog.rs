@@ -64,7 +64,10 @@ impl Catalog {
         &self.meta
     }
 
-    pub(crate) async fn get_row<T: DeserializeOwned>(&self, key: &[u8]) -> Result<Option<Versioned<T>>> {
+    pub(crate) async fn get_row<T: DeserializeOwned>(
+        &self,
+        key: &[u8],
+    ) -> Result<Option<Versioned<T>>> {
         match self.meta.get(key).await? {
             None => Ok(None),
             Some(kv) => Ok(Some(Versioned {
@@ -76,7 +79,9 @@ impl Catalog {
 
     /// All key-values under `prefix`, paged.
     pub(crate) async fn scan(&self, prefix: Vec<u8>) -> Result<Vec<KeyValue>> {
-        Ok(meta::scan_prefix(self.meta.clone(), prefix, 1000).try_collect().await?)
+        Ok(meta::scan_prefix(self.meta.clone(), prefix, 1000)
+            .try_collect()
+            .await?)
     }
 
     // ---- buckets -------------------------------------------------------------------
@@ -117,9 +122,17 @@ impl Catalog {
 
     pub async fn get_bucket_by_name(&self, user: UserId, name: &str) -> Result<BucketRow> {
         let missing = || not_found(format!("bucket {name:?}"));
-        let kv = self.meta.get(&keys::bucket_name(user, name)).await?.ok_or_else(missing)?;
+        let kv = self
+            .meta
+            .get(&keys::bucket_name(user, name))
+            .await?
+            .ok_or_else(missing)?;
         let id = BucketId(decode_id(&kv)?);
-        Ok(self.get_row(&keys::bucket(id)).await?.ok_or_else(missing)?.row)
+        Ok(self
+            .get_row(&keys::bucket(id))
+            .await?
+            .ok_or_else(missing)?
+            .row)
     }
 
     pub async fn list_buckets(&self, user: UserId) -> Result<Vec<BucketRow>> {

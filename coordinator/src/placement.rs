@@ -34,7 +34,15 @@ mod tests {
     fn dead_or_unknown_affinity_falls_back_to_round_robin() {
         let live = [SpaceId(1), SpaceId(2)];
         let picks: Vec<_> = (0..4).map(|t| choose(&live, Some(SpaceId(9)), t)).collect();
-        assert_eq!(picks, vec![Some(SpaceId(1)), Some(SpaceId(2)), Some(SpaceId(1)), Some(SpaceId(2))]);
+        assert_eq!(
+            picks,
+            vec![
+                Some(SpaceId(1)),
+                Some(SpaceId(2)),
+                Some(SpaceId(1)),
+                Some(SpaceId(2))
+            ]
+        );
     }
 
     #[test]

@@ -26,11 +26,14 @@ struct LiveAgent {
     fingerprint: String,
 }
 
+/// What a registration was answered with: the agent's id and its spaces by name.
+pub type Assignment = (AgentId, Vec<(String, SpaceId)>);
+
 pub struct Registry {
     started: Instant,
     ttl: Duration,
     agents: Mutex<HashMap<AgentId, LiveAgent>>,
-    by_fingerprint: Mutex<HashMap<String, (AgentId, Vec<(String, SpaceId)>)>>,
+    by_fingerprint: Mutex<HashMap<String, Assignment>>,
 }
 
 impl Registry {
@@ -45,7 +48,7 @@ impl Registry {
 
     /// A registration seen before (same agent name, address and spaces): refresh liveness
     /// and return the earlier answer without touching metadata.
-    pub fn refresh(&self, fingerprint: &str) -> Option<(AgentId, Vec<(String, SpaceId)>)> {
+    pub fn refresh(&self, fingerprint: &str) -> Option<Assignment> {
         let known = lock(&self.by_fingerprint).get(fingerprint).cloned()?;
         let mut agents = lock(&self.agents);
         let entry = agents.get_mut(&known.0)?;
@@ -109,11 +112,19 @@ mod tests {
     fn recorded_agent_is_alive_and_refreshable() {
         let r = Registry::new(Duration::from_secs(60));
         assert_eq!(r.liveness(AgentId(1)), Liveness::Unknown);
-        r.record("fp".into(), AgentId(1), "a:1".into(), vec![("s".into(), SpaceId(3))]);
+        r.record(
+            "fp".into(),
+            AgentId(1),
+            "a:1".into(),
+            vec![("s".into(), SpaceId(3))],
+        );
         assert_eq!(r.liveness(AgentId(1)), Liveness::Alive);
         assert_eq!(r.refresh("fp").unwrap().0, AgentId(1));
         assert!(r.refresh("other").is_none());
-        assert_eq!(r.live_spaces(), vec![(SpaceId(3), AgentId(1), "a:1".into())]);
+        assert_eq!(
+            r.live_spaces(),
+            vec![(SpaceId(3), AgentId(1), "a:1".into())]
+        );
     }
 
     #[test]

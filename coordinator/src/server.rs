@@ -50,8 +50,12 @@ pub async fn open_meta(config: &CoordinatorConfig) -> Result<MetaStoreRef> {
 impl Coordinator {
     /// Build from a validated config and an opened metadata store (see [`open_meta`]).
     pub fn build(config: &CoordinatorConfig, meta: MetaStoreRef) -> Result<Coordinator> {
-        config.validate().map_err(|message| Error::Startup { message })?;
-        let secret = config.secret().map_err(|message| Error::Startup { message })?;
+        config
+            .validate()
+            .map_err(|message| Error::Startup { message })?;
+        let secret = config
+            .secret()
+            .map_err(|message| Error::Startup { message })?;
         let service = Service {
             catalog: Catalog::new(meta),
             registry: Arc::new(Registry::new(config.agent_ttl)),
@@ -97,7 +101,9 @@ async fn housekeeping(catalog: Catalog, shutdown: CancellationToken) {
     match catalog.resume_jobs().await {
         Ok(0) => {}
         Ok(n) => tracing::info!(jobs = n, "resumed interrupted deletions"),
-        Err(e) => tracing::warn!(error = %common::error::ErrorChain(&e), "failed to resume deletions"),
+        Err(e) => {
+            tracing::warn!(error = %common::error::ErrorChain(&e), "failed to resume deletions")
+        }
     }
     loop {
         tokio::select! {

@@ -85,11 +85,10 @@ impl Service {
             .get_space(space)
             .await?
             .ok_or_else(|| not_found(format!("user space {space}")))?;
-        let agent = self
-            .catalog
-            .get_agent(row.agent_id)
-            .await?
-            .ok_or_else(|| not_found(format!("agent {} of user space {space}", row.agent_id)))?;
+        let agent =
+            self.catalog.get_agent(row.agent_id).await?.ok_or_else(|| {
+                not_found(format!("agent {} of user space {space}", row.agent_id))
+            })?;
         match self.registry.liveness(agent.agent_id) {
             Liveness::Alive | Liveness::Unknown => Ok(agent.address),
             Liveness::Down => Err(Error::AgentDown {
@@ -99,7 +98,10 @@ impl Service {
         }
     }
 
-    async fn register(&self, req: pb::RegisterAgentRequest) -> Result<pb::RegisterAgentResponse, Error> {
+    async fn register(
+        &self,
+        req: pb::RegisterAgentRequest,
+    ) -> Result<pb::RegisterAgentResponse, Error> {
         let fingerprint = format!("{:?}", (&req.name, &req.address, &req.spaces));
         let (agent_id, spaces) = match self.registry.refresh(&fingerprint) {
             Some(known) => known,
@@ -116,8 +118,12 @@ impl Service {
                     spaces.push((row.name, row.space_id));
                 }
                 tracing::info!(agent = %req.name, agent_id = %agent.agent_id, address = %req.address, spaces = spaces.len(), "agent registered");
-                self.registry
-                    .record(fingerprint, agent.agent_id, req.address.clone(), spaces.clone());
+                self.registry.record(
+                    fingerprint,
+                    agent.agent_id,
+                    req.address.clone(),
+                    spaces.clone(),
+                );
                 (agent.agent_id, spaces)
             }
         };
@@ -125,28 +131,48 @@ impl Service {
             agent_id: agent_id.0,
             spaces: spaces
                 .into_iter()
-                .map(|(name, id)| pb::SpaceAssignment { name, space_id: id.0 })
+                .map(|(name, id)| pb::SpaceAssignment {
+                    name,
+                    space_id: id.0,
+                })
                 .collect(),
-            heartbeat_interval_ms: u64::try_from(self.heartbeat_interval.as_millis()).unwrap_or(2000),
+            heartbeat_interval_ms: u64::try_from(self.heartbeat_interval.as_millis())
+                .unwrap_or(2000),
         })
     }
 }
 
 #[tonic::async_trait]
 impl CoordinatorService for Service {
-    async fn create_bucket(&self, req: Request<pb::CreateBucketRequest>) -> Res<pb::BucketResponse> {
+    async fn create_bucket(
+        &self,
+        req: Request<pb::CreateBucketRequest>,
+    ) -> Res<pb::BucketResponse> {
         let r = req.into_inner();
         let b = self.catalog.create_bucket(user(r.user_id), &r.name).await?;
-        Ok(Response::new(pb::BucketResponse { bucket: Some(bucket_pb(b)) }))
+        Ok(Response::new(pb::BucketResponse {
+            bucket: Some(bucket_pb(b)),
+        }))
     }
 
-    async fn get_bucket_by_name(&self, req: Request<pb::GetBucketByNameRequest>) -> Res<pb::BucketResponse> {
+    async fn get_bucket_by_name(
+        &self,
+        req: Request<pb::GetBucketByNameRequest>,
+    ) -> Res<pb::BucketResponse> {
         let r = req.into_inner();
-        let b = self.catalog.get_bucket_by_name(user(r.user_id), &r.name).await?;
-        Ok(Response::new(pb::BucketResponse { bucket: Some(bucket_pb(b)) }))
+        let b = self
+            .catalog
+            .get_bucket_by_name(user(r.user_id), &r.name)
+            .await?;
+        Ok(Response::new(pb::BucketResponse {
+            bucket: Some(bucket_pb(b)),
+        }))
     }
 
-    async fn list_buckets(&self, req: Request<pb::ListBucketsRequest>) -> Res<pb::ListBucketsResponse> {
+    async fn list_buckets(
+        &self,
+        req: Request<pb::ListBucketsRequest>,
+    ) -> Res<pb::ListBucketsResponse> {
         let r = req.into_inner();
         let buckets = self.catalog.list_buckets(user(r.user_id)).await?;
         Ok(Response::new(pb::ListBucketsResponse {
@@ -160,17 +186,24 @@ impl CoordinatorService for Service {
         Ok(Response::new(pb::Empty {}))
     }
 
-    async fn create_package(&self, req: Request<pb::CreatePackageRequest>) -> Res<pb::PackageResponse> {
+    async fn create_package(
+        &self,
+        req: Request<pb::CreatePackageRequest>,
+    ) -> Res<pb::PackageResponse> {
         let r = req.into_inner();
         let bucket = BucketId(id_arg(r.bucket_id, "bucketID")?);
         let p = self.catalog.create_package(bucket, &r.name).await?;
-        Ok(Response::new(pb::PackageResponse { package: Some(package_pb(p)) }))
+        Ok(Response::new(pb::PackageResponse {
+            package: Some(package_pb(p)),
+        }))
     }
 
     async fn get_package(&self, req: Request<pb::GetPackageRequest>) -> Res<pb::PackageResponse> {
         let id = PackageId(id_arg(req.into_inner().package_id, "packageID")?);
         let p = self.catalog.get_package(id).await?;
-        Ok(Response::new(pb::PackageResponse { package: Some(package_pb(p.row)) }))
+        Ok(Response::new(pb::PackageResponse {
+            package: Some(package_pb(p.row)),
+        }))
     }
 
     async fn get_package_by_full_name(
@@ -182,7 +215,9 @@ impl CoordinatorService for Service {
             .catalog
             .get_package_by_full_name(user(r.user_id), &r.bucket_name, &r.package_name)
             .await?;
-        Ok(Response::new(pb::PackageResponse { package: Some(package_pb(p)) }))
+        Ok(Response::new(pb::PackageResponse {
+            package: Some(package_pb(p)),
+        }))
     }
 
     async fn list_bucket_packages(
@@ -202,7 +237,10 @@ impl CoordinatorService for Service {
         Ok(Response::new(pb::Empty {}))
     }
 
-    async fn list_objects(&self, req: Request<pb::ListObjectsRequest>) -> Res<pb::ListObjectsResponse> {
+    async fn list_objects(
+        &self,
+        req: Request<pb::ListObjectsRequest>,
+    ) -> Res<pb::ListObjectsResponse> {
         let r = req.into_inner();
         let id = PackageId(id_arg(r.package_id, "packageID")?);
         let (objects, more) = self
@@ -216,12 +254,20 @@ impl CoordinatorService for Service {
     }
 
     async fn delete_objects(&self, req: Request<pb::DeleteObjectsRequest>) -> Res<pb::Empty> {
-        let ids: Vec<ObjectId> = req.into_inner().object_ids.into_iter().map(ObjectId).collect();
+        let ids: Vec<ObjectId> = req
+            .into_inner()
+            .object_ids
+            .into_iter()
+            .map(ObjectId)
+            .collect();
         self.catalog.delete_objects(&ids).await?;
         Ok(Response::new(pb::Empty {}))
     }
 
-    async fn begin_upload(&self, req: Request<pb::BeginUploadRequest>) -> Res<pb::BeginUploadResponse> {
+    async fn begin_upload(
+        &self,
+        req: Request<pb::BeginUploadRequest>,
+    ) -> Res<pb::BeginUploadResponse> {
         let r = req.into_inner();
         let package = PackageId(id_arg(r.package_id, "packageID")?);
         common::path::validate_object_path(&r.path).map_err(bad)?;
@@ -236,10 +282,15 @@ impl CoordinatorService for Service {
             .iter()
             .find(|(s, _, _)| *s == space)
             .cloned()
-            .ok_or_else(|| Error::NoLiveSpace { reason: format!("space {space} vanished") })?;
+            .ok_or_else(|| Error::NoLiveSpace {
+                reason: format!("space {space} vanished"),
+            })?;
         let now = common::time::now_ms();
         let upload_expires = now + ms(self.upload_expiry);
-        let up = self.catalog.begin_upload(package, &r.path, space, upload_expires).await?;
+        let up = self
+            .catalog
+            .begin_upload(package, &r.path, space, upload_expires)
+            .await?;
         let ticket_expires = now + ms(self.ticket_ttl);
         let ticket = self.signer.put(space, up.upload_id, 0, ticket_expires);
         Ok(Response::new(pb::BeginUploadResponse {
@@ -252,11 +303,16 @@ impl CoordinatorService for Service {
         }))
     }
 
-    async fn commit_upload(&self, req: Request<pb::CommitUploadRequest>) -> Res<pb::ObjectResponse> {
+    async fn commit_upload(
+        &self,
+        req: Request<pb::CommitUploadRequest>,
+    ) -> Res<pb::ObjectResponse> {
         let r = req.into_inner();
         let id = UploadId(id_arg(r.upload_id, "uploadID")?);
         let o = self.catalog.commit_upload(id, r.size, &r.sha256).await?;
-        Ok(Response::new(pb::ObjectResponse { object: Some(object_pb(o)) }))
+        Ok(Response::new(pb::ObjectResponse {
+            object: Some(object_pb(o)),
+        }))
     }
 
     async fn abort_upload(&self, req: Request<pb::AbortUploadRequest>) -> Res<pb::Empty> {
@@ -265,7 +321,10 @@ impl CoordinatorService for Service {
         Ok(Response::new(pb::Empty {}))
     }
 
-    async fn resolve_object(&self, req: Request<pb::ResolveObjectRequest>) -> Res<pb::ResolveObjectResponse> {
+    async fn resolve_object(
+        &self,
+        req: Request<pb::ResolveObjectRequest>,
+    ) -> Res<pb::ResolveObjectResponse> {
         let id = ObjectId(id_arg(req.into_inner().object_id, "objectID")?);
         let o = self
             .catalog
@@ -274,9 +333,11 @@ impl CoordinatorService for Service {
             .ok_or_else(|| not_found(format!("object {id}")))?
             .row;
         let address = self.space_address(o.space_id).await?;
-        let ticket = self
-            .signer
-            .get(o.space_id, &o.sha256, common::time::now_ms() + ms(self.ticket_ttl));
+        let ticket = self.signer.get(
+            o.space_id,
+            &o.sha256,
+            common::time::now_ms() + ms(self.ticket_ttl),
+        );
         Ok(Response::new(pb::ResolveObjectResponse {
             object: Some(object_pb(o)),
             agent_address: address,
@@ -284,8 +345,10 @@ impl CoordinatorService for Service {
         }))
     }
 
-    async fn register_agent(&self, req: Request<pb::RegisterAgentRequest>) -> Res<pb::RegisterAgentResponse> {
+    async fn register_agent(
+        &self,
+        req: Request<pb::RegisterAgentRequest>,
+    ) -> Res<pb::RegisterAgentResponse> {
         Ok(Response::new(self.register(req.into_inner()).await?))
     }
 }
-

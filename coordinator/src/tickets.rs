@@ -24,7 +24,13 @@ impl TicketSigner {
     }
 
     /// Permission to write one shard of upload `upload` into `space`.
-    pub fn put(&self, space: SpaceId, upload: UploadId, max_size: u64, expires_at_ms: i64) -> Ticket {
+    pub fn put(
+        &self,
+        space: SpaceId,
+        upload: UploadId,
+        max_size: u64,
+        expires_at_ms: i64,
+    ) -> Ticket {
         self.sign(TicketBody {
             kind: Kind::Put as i32,
             space_id: space.0,
@@ -59,7 +65,14 @@ mod tests {
         assert!(common::ticket::verify(&s, &t.body, &t.signature));
         let body = TicketBody::decode(t.body.as_slice()).unwrap();
         assert_eq!(body.kind(), Kind::Get);
-        assert_eq!((body.space_id, body.shard_hash.as_str(), body.expires_at_ms), (4, "ab", 99));
-        assert!(!common::ticket::verify(&Secret::new("other"), &t.body, &t.signature));
+        assert_eq!(
+            (body.space_id, body.shard_hash.as_str(), body.expires_at_ms),
+            (4, "ab", 99)
+        );
+        assert!(!common::ticket::verify(
+            &Secret::new("other"),
+            &t.body,
+            &t.signature
+        ));
     }
 }

@@ -265,9 +265,19 @@ fn multipart_error(err: &MultipartError) -> ApiError {
     ApiError::bad_argument(format!("malformed multipart body: {}", multipart_detail(err)))
 }
 
-/// The multipart error with its causes (`failed to read stream: <io error>`).
+/// The multipart error with its distinct causes (`failed to read stream: <io error>`).
 fn multipart_detail(err: &MultipartError) -> String {
-    common::error::ErrorChain(err).to_string()
+    let mut text = err.body_text();
+    let mut source = std::error::Error::source(err).and_then(std::error::Error::source);
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.ends_with(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
 }
 
 /// Handle a whole upload request: `info` first, then every `files` part streamed to an

@@ -49,12 +49,23 @@ impl Api {
         let text = resp.text().await.unwrap();
         let v: Value = serde_json::from_str(&text)
             .unwrap_or_else(|e| panic!("response is not a JSON envelope ({e}): {status} {text:?}"));
-        assert!(v.get("code").is_some() && v.get("message").is_some(), "not an envelope: {v}");
+        assert!(
+            v.get("code").is_some() && v.get("message").is_some(),
+            "not an envelope: {v}"
+        );
         (status, v)
     }
 
     pub async fn post(&self, path: &str, body: Value) -> (StatusCode, Value) {
-        Self::envelope(self.http.post(self.url(path)).json(&body).send().await.unwrap()).await
+        Self::envelope(
+            self.http
+                .post(self.url(path))
+                .json(&body)
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await
     }
 
     pub async fn post_raw(&self, path: &str, body: &'static str) -> (StatusCode, Value) {
@@ -67,11 +78,26 @@ impl Api {
     }
 
     pub async fn get(&self, path_and_query: &str) -> (StatusCode, Value) {
-        Self::envelope(self.http.get(self.url(path_and_query)).send().await.unwrap()).await
+        Self::envelope(
+            self.http
+                .get(self.url(path_and_query))
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await
     }
 
     pub async fn post_form(&self, path: &str, form: Form) -> (StatusCode, Value) {
-        Self::envelope(self.http.post(self.url(path)).multipart(form).send().await.unwrap()).await
+        Self::envelope(
+            self.http
+                .post(self.url(path))
+                .multipart(form)
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await
     }
 
     /// Expect an OK envelope and return its `data`.
@@ -83,14 +109,20 @@ impl Api {
     }
 
     pub async fn create_bucket(&self, name: &str) -> u64 {
-        let d = Self::ok(self.post("/v1/bucket/create", json!({"userID": 1, "name": name})).await);
+        let d = Self::ok(
+            self.post("/v1/bucket/create", json!({"userID": 1, "name": name}))
+                .await,
+        );
         d["bucket"]["bucketID"].as_u64().unwrap()
     }
 
     pub async fn create_package(&self, bucket: u64, name: &str) -> u64 {
         let d = Self::ok(
-            self.post("/v1/package/create", json!({"bucketID": bucket, "name": name}))
-                .await,
+            self.post(
+                "/v1/package/create",
+                json!({"bucketID": bucket, "name": name}),
+            )
+            .await,
         );
         d["package"]["packageID"].as_u64().unwrap()
     }
@@ -103,14 +135,20 @@ impl Api {
                 .unwrap(),
         );
         for (path, data) in files {
-            form = form.part("files", Part::bytes(data.clone()).file_name(encode_path(path)));
+            form = form.part(
+                "files",
+                Part::bytes(data.clone()).file_name(encode_path(path)),
+            );
         }
         form
     }
 
     /// Upload files and return the `uploadeds` array.
     pub async fn upload(&self, package: u64, files: &[(&str, Vec<u8>)]) -> Vec<Value> {
-        let d = Self::ok(self.post_form("/v1/object/upload", Self::upload_form(package, files)).await);
+        let d = Self::ok(
+            self.post_form("/v1/object/upload", Self::upload_form(package, files))
+                .await,
+        );
         d["uploadeds"].as_array().unwrap().clone()
     }
 

@@ -95,7 +95,9 @@ impl TestClusterBuilder {
             ..Default::default()
         })
         .unwrap();
-        cluster.gateway = Some(tokio::spawn(gateway.serve(gw_listener, cluster.shutdown.child_token())));
+        cluster.gateway = Some(tokio::spawn(
+            gateway.serve(gw_listener, cluster.shutdown.child_token()),
+        ));
         cluster.api = Some(Api::new(gw_addr));
         cluster.wait_for_agents(self.agents).await;
         Some(cluster)
@@ -147,7 +149,9 @@ impl TestCluster {
     }
 
     async fn start_coordinator(&mut self, listener: TcpListener) {
-        let meta = coordinator::server::open_meta(&self.coord_config).await.unwrap();
+        let meta = coordinator::server::open_meta(&self.coord_config)
+            .await
+            .unwrap();
         let coord = coordinator::Coordinator::build(&self.coord_config, meta.clone()).unwrap();
         let token = self.shutdown.child_token();
         let handle = tokio::spawn(coord.serve(listener, token.clone()));
@@ -186,7 +190,10 @@ impl TestCluster {
         let ok = common::testing::wait_until(Duration::from_secs(20), || {
             let meta = meta.clone();
             async move {
-                let page = meta.range(meta::Range::prefix(b"v1/space/".to_vec())).await.unwrap();
+                let page = meta
+                    .range(meta::Range::prefix(b"v1/space/".to_vec()))
+                    .await
+                    .unwrap();
                 page.kvs.len() >= n
             }
         })
@@ -257,7 +264,9 @@ fn list_files(dir: &std::path::Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
-        let Ok(entries) = std::fs::read_dir(&d) else { continue };
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
         for e in entries.flatten() {
             let p = e.path();
             if p.is_dir() {

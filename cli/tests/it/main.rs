@@ -13,7 +13,11 @@ struct Standalone {
 }
 
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 async fn start(data_dir: &std::path::Path, port: u16) -> Standalone {
@@ -34,7 +38,10 @@ async fn start(data_dir: &std::path::Path, port: u16) -> Standalone {
         {
             break;
         }
-        assert!(Instant::now() < deadline, "jcs standalone did not become healthy");
+        assert!(
+            Instant::now() < deadline,
+            "jcs standalone did not become healthy"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     Standalone { child, base }
@@ -45,11 +52,22 @@ fn terminate(mut s: Standalone) {
     let ok = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
     assert!(ok.success());
     let status = s.child.wait().unwrap();
-    assert!(status.success(), "jcs standalone exited with {status} on SIGTERM");
+    assert!(
+        status.success(),
+        "jcs standalone exited with {status} on SIGTERM"
+    );
 }
 
 async fn post(http: &reqwest::Client, url: String, body: serde_json::Value) -> serde_json::Value {
-    let v: serde_json::Value = http.post(url).json(&body).send().await.unwrap().json().await.unwrap();
+    let v: serde_json::Value = http
+        .post(url)
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
     assert_eq!(v["code"], "OK", "{v}");
     v["data"].clone()
 }
@@ -61,7 +79,12 @@ async fn standalone_keeps_objects_across_a_restart() {
     let http = reqwest::Client::new();
     let s = start(dir.path(), port).await;
 
-    let b = post(&http, format!("{}/v1/bucket/create", s.base), serde_json::json!({"name": "b"})).await;
+    let b = post(
+        &http,
+        format!("{}/v1/bucket/create", s.base),
+        serde_json::json!({"name": "b"}),
+    )
+    .await;
     let bucket = b["bucket"]["bucketID"].as_u64().unwrap();
     let p = post(
         &http,
@@ -72,7 +95,10 @@ async fn standalone_keeps_objects_across_a_restart() {
     let package = p["package"]["packageID"].as_u64().unwrap();
     let content: Vec<u8> = (0..2_500_000u32).map(|i| (i % 251) as u8).collect();
     let form = reqwest::multipart::Form::new()
-        .text("info", serde_json::json!({"packageID": package}).to_string())
+        .text(
+            "info",
+            serde_json::json!({"packageID": package}).to_string(),
+        )
         .part(
             "files",
             reqwest::multipart::Part::bytes(content.clone()).file_name("dir%2Fdata.bin"),
@@ -102,7 +128,10 @@ async fn standalone_keeps_objects_across_a_restart() {
     assert!(got.status().is_success());
     assert_eq!(got.bytes().await.unwrap(), content);
     let list: serde_json::Value = http
-        .get(format!("{}/v1/object/getPackageObjects?packageID={package}", s.base))
+        .get(format!(
+            "{}/v1/object/getPackageObjects?packageID={package}",
+            s.base
+        ))
         .send()
         .await
         .unwrap()

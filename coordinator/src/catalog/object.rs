@@ -16,7 +16,9 @@ use crate::error::{Error, Result, bad, not_found};
 pub const MAX_LIST_LIMIT: usize = 1000;
 
 fn is_sha256_hex(s: &str) -> bool {
-    s.len() == 64 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    s.len() == 64
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 impl Catalog {
@@ -30,7 +32,11 @@ impl Catalog {
         limit: usize,
     ) -> Result<(Vec<ObjectRow>, bool)> {
         self.get_package(package).await?;
-        let limit = if limit == 0 { MAX_LIST_LIMIT } else { limit.min(MAX_LIST_LIMIT) };
+        let limit = if limit == 0 {
+            MAX_LIST_LIMIT
+        } else {
+            limit.min(MAX_LIST_LIMIT)
+        };
         let base = keys::object(package, prefix);
         let end = meta::prefix_end(&base);
         let start = if start_after.is_empty() || start_after.as_bytes() < prefix.as_bytes() {
@@ -49,7 +55,11 @@ impl Catalog {
                 keys_only: false,
             })
             .await?;
-        let rows = page.kvs.iter().map(decode).collect::<Result<Vec<ObjectRow>>>()?;
+        let rows = page
+            .kvs
+            .iter()
+            .map(decode)
+            .collect::<Result<Vec<ObjectRow>>>()?;
         Ok((rows, page.more))
     }
 
@@ -58,7 +68,11 @@ impl Catalog {
         let Some(idx) = self.get_row::<ObjectIdRow>(&keys::object_id(id)).await? else {
             return Ok(None);
         };
-        if self.get_row::<PackageRow>(&keys::package(idx.row.package_id)).await?.is_none() {
+        if self
+            .get_row::<PackageRow>(&keys::package(idx.row.package_id))
+            .await?
+            .is_none()
+        {
             return Ok(None);
         }
         let obj = self
@@ -128,7 +142,9 @@ impl Catalog {
     /// upload again returns its object.
     pub async fn commit_upload(&self, id: UploadId, size: u64, sha256: &str) -> Result<ObjectRow> {
         if !is_sha256_hex(sha256) {
-            return Err(bad(format!("sha256 {sha256:?} is not 64 lower-case hex digits")));
+            return Err(bad(format!(
+                "sha256 {sha256:?} is not 64 lower-case hex digits"
+            )));
         }
         for _ in 0..MAX_ATTEMPTS {
             let up = self
@@ -136,12 +152,13 @@ impl Catalog {
                 .await?
                 .ok_or_else(|| not_found(format!("upload {id} (unknown or expired)")))?;
             if up.row.state == UploadState::Committed {
-                let oid = up.row.object_id.ok_or_else(|| not_found(format!("object of upload {id}")))?;
-                return self
-                    .get_object(oid)
-                    .await?
-                    .map(|o| o.row)
-                    .ok_or_else(|| not_found(format!("object {oid} of upload {id} (deleted since)")));
+                let oid = up
+                    .row
+                    .object_id
+                    .ok_or_else(|| not_found(format!("object of upload {id}")))?;
+                return self.get_object(oid).await?.map(|o| o.row).ok_or_else(|| {
+                    not_found(format!("object {oid} of upload {id} (deleted since)"))
+                });
             }
             if up.row.expires_at_ms < common::time::now_ms() {
                 return Err(not_found(format!("upload {id} (expired)")));

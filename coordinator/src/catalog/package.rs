@@ -56,14 +56,22 @@ impl Catalog {
         package_name: &str,
     ) -> Result<PackageRow> {
         let bucket = self.get_bucket_by_name(user, bucket_name).await?;
-        let missing = || not_found(format!("package {package_name:?} in bucket {bucket_name:?}"));
+        let missing = || {
+            not_found(format!(
+                "package {package_name:?} in bucket {bucket_name:?}"
+            ))
+        };
         let kv = self
             .meta
             .get(&keys::package_name(bucket.bucket_id, package_name))
             .await?
             .ok_or_else(missing)?;
         let id = PackageId(decode_id(&kv)?);
-        Ok(self.get_row(&keys::package(id)).await?.ok_or_else(missing)?.row)
+        Ok(self
+            .get_row(&keys::package(id))
+            .await?
+            .ok_or_else(missing)?
+            .row)
     }
 
     pub async fn list_bucket_packages(&self, bucket: BucketId) -> Result<Vec<PackageRow>> {

@@ -104,14 +104,18 @@ mod tests {
     /// Golden values: what version 1 wrote must stay readable.
     #[test]
     fn golden_rows_decode() {
-        let o: ObjectRow = serde_json::from_str(include_str!("../../tests/golden/object_v1.json")).unwrap();
+        let o: ObjectRow =
+            serde_json::from_str(include_str!("../../tests/golden/object_v1.json")).unwrap();
         assert_eq!(o.object_id, ObjectId(7));
         assert_eq!(o.path, "a/b/test2.txt");
         assert_eq!(o.size, 9);
-        let u: UploadRow = serde_json::from_str(include_str!("../../tests/golden/upload_v1.json")).unwrap();
+        let u: UploadRow =
+            serde_json::from_str(include_str!("../../tests/golden/upload_v1.json")).unwrap();
         assert_eq!(u.state, UploadState::Pending);
         assert_eq!(u.object_id, None);
-        let b: BucketRow = serde_json::from_str(r#"{"bucket_id":1,"user_id":1,"name":"b","create_time_ms":5}"#).unwrap();
+        let b: BucketRow =
+            serde_json::from_str(r#"{"bucket_id":1,"user_id":1,"name":"b","create_time_ms":5}"#)
+                .unwrap();
         assert_eq!(b.v, VERSION);
     }
 }

@@ -128,7 +128,10 @@ impl Catalog {
                 }
                 None => Txn {
                     when: vec![Compare::Absent(name_key.clone())],
-                    then: vec![Op::Put(keys::space(id), encode(&row)), Op::Put(name_key, encode(&id.0))],
+                    then: vec![
+                        Op::Put(keys::space(id), encode(&row)),
+                        Op::Put(name_key, encode(&id.0)),
+                    ],
                     otherwise: vec![],
                 },
             };
@@ -143,18 +146,32 @@ impl Catalog {
     }
 
     pub async fn get_space(&self, id: SpaceId) -> Result<Option<SpaceRow>> {
-        Ok(self.get_row::<SpaceRow>(&keys::space(id)).await?.map(|v| v.row))
+        Ok(self
+            .get_row::<SpaceRow>(&keys::space(id))
+            .await?
+            .map(|v| v.row))
     }
 
     pub async fn get_agent(&self, id: AgentId) -> Result<Option<AgentRow>> {
-        Ok(self.get_row::<AgentRow>(&keys::agent(id)).await?.map(|v| v.row))
+        Ok(self
+            .get_row::<AgentRow>(&keys::agent(id))
+            .await?
+            .map(|v| v.row))
     }
 
     pub async fn list_spaces(&self) -> Result<Vec<SpaceRow>> {
-        self.scan(keys::space_prefix()).await?.iter().map(decode).collect()
+        self.scan(keys::space_prefix())
+            .await?
+            .iter()
+            .map(decode)
+            .collect()
     }
 
     pub async fn list_agents(&self) -> Result<Vec<AgentRow>> {
-        self.scan(keys::agent_prefix()).await?.iter().map(decode).collect()
+        self.scan(keys::agent_prefix())
+            .await?
+            .iter()
+            .map(decode)
+            .collect()
     }
 }

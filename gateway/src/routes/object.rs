@@ -320,21 +320,20 @@ mod tests {
         // Cut the closing of the file part off and stream some bytes, then fail.
         let tail = format!("\r\n--{BOUNDARY}--\r\n");
         head.truncate(head.len() - tail.len());
-        let chunks: Vec<Result<Bytes, std::io::Error>> = vec![
-            Ok(Bytes::from(head)),
-            Ok(Bytes::from(vec![7u8; 300_000])),
-            Err(std::io::Error::other("client went away")),
-        ];
-        // Yield between items, as a network body does, so the error lands inside the file.
-        let stream = futures::stream::iter(chunks).then(|item| async {
-            tokio::task::yield_now().await;
-            item
-        });
-        let body = Body::from_stream(stream);
-        let (status, body) = json(call(fx.app(), upload_request(body)).await).await;
+        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(1);
+        let body = Body::from_stream(tokio_stream::wrappers::ReceiverStream::new(rx));
+        let response = tokio::spawn(call(fx.app(), upload_request(body)));
+        tx.send(Ok(Bytes::from(head))).await.unwrap();
+        let wait = std::time::Duration::from_secs(5);
+        let begun = common::testing::wait_until(wait, || async { !fx.coord().begins.is_empty() });
+        assert!(begun.await, "the file part started streaming");
+        tx.send(Ok(Bytes::from(vec![7u8; 300_000]))).await.unwrap();
+        tx.send(Err(std::io::Error::other("client went away"))).await.unwrap();
+        let (status, body) = json(response.await.unwrap()).await;
         assert_eq!(status, 400, "{body}");
         let message = body["message"].as_str().unwrap();
         assert!(message.contains("failed to read the body of file \"a\""), "{message}");
+        assert!(message.ends_with("failed to read stream: client went away"), "{message}");
 
         let coord = fx.coord();
         assert!(coord.commits.is_empty());

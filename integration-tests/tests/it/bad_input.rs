@@ -22,18 +22,59 @@ fn assert_bad(res: (StatusCode, Value), code: &str, needle: &str) {
 async fn malformed_and_mistyped_json_is_rejected() {
     let c = TestCluster::builder().build().await.unwrap();
     let api = c.api();
-    assert_bad(api.post_raw("/v1/bucket/create", "{\"name\": ").await, "BadArgument", "");
-    assert_bad(api.post("/v1/bucket/create", json!({"userID": 1})).await, "BadArgument", "name");
-    assert_bad(api.post("/v1/bucket/create", json!({"name": 5})).await, "BadArgument", "");
-    assert_bad(api.post("/v1/bucket/create", json!({"name": ""})).await, "BadArgument", "empty");
-    assert_bad(api.post("/v1/package/create", json!({"bucketID": "x", "name": "p"})).await, "BadArgument", "");
-    assert_bad(api.post("/v1/package/create", json!({"name": "p"})).await, "BadArgument", "bucketID");
-    assert_bad(api.post("/v1/object/delete", json!({"objectIDs": "1"})).await, "BadArgument", "");
+    assert_bad(
+        api.post_raw("/v1/bucket/create", "{\"name\": ").await,
+        "BadArgument",
+        "",
+    );
+    assert_bad(
+        api.post("/v1/bucket/create", json!({"userID": 1})).await,
+        "BadArgument",
+        "name",
+    );
+    assert_bad(
+        api.post("/v1/bucket/create", json!({"name": 5})).await,
+        "BadArgument",
+        "",
+    );
+    assert_bad(
+        api.post("/v1/bucket/create", json!({"name": ""})).await,
+        "BadArgument",
+        "empty",
+    );
+    assert_bad(
+        api.post("/v1/package/create", json!({"bucketID": "x", "name": "p"}))
+            .await,
+        "BadArgument",
+        "",
+    );
+    assert_bad(
+        api.post("/v1/package/create", json!({"name": "p"})).await,
+        "BadArgument",
+        "bucketID",
+    );
+    assert_bad(
+        api.post("/v1/object/delete", json!({"objectIDs": "1"}))
+            .await,
+        "BadArgument",
+        "",
+    );
     assert_bad(api.get("/v1/bucket/getByName").await, "BadArgument", "name");
-    assert_bad(api.get("/v1/package/listBucketPackages?bucketID=abc").await, "BadArgument", "");
-    assert_bad(api.get("/v1/object/download?objectID=-1").await, "BadArgument", "");
+    assert_bad(
+        api.get("/v1/package/listBucketPackages?bucketID=abc").await,
+        "BadArgument",
+        "",
+    );
+    assert_bad(
+        api.get("/v1/object/download?objectID=-1").await,
+        "BadArgument",
+        "",
+    );
     // Nothing was created.
-    assert_eq!(Api::ok(api.get("/v1/bucket/listAll").await)["buckets"], json!([]));
+    assert_eq!(
+        Api::ok(api.get("/v1/bucket/listAll").await)["buckets"],
+        json!([])
+    );
     c.shutdown().await;
 }
 
@@ -41,20 +82,54 @@ async fn malformed_and_mistyped_json_is_rejected() {
 async fn unknown_ids_are_data_not_found() {
     let c = TestCluster::builder().build().await.unwrap();
     let api = c.api();
-    assert_bad(api.post("/v1/package/create", json!({"bucketID": 77, "name": "p"})).await, "DataNotFound", "77");
-    assert_bad(api.get("/v1/package/listBucketPackages?bucketID=77").await, "DataNotFound", "77");
-    assert_bad(api.post("/v1/bucket/delete", json!({"bucketID": 77})).await, "DataNotFound", "77");
-    assert_bad(api.post("/v1/package/delete", json!({"packageID": 78})).await, "DataNotFound", "78");
-    assert_bad(api.get("/v1/object/getPackageObjects?packageID=78").await, "DataNotFound", "78");
-    assert_bad(api.get("/v1/package/getByFullName?bucketName=x&packageName=y").await, "DataNotFound", "x");
+    assert_bad(
+        api.post("/v1/package/create", json!({"bucketID": 77, "name": "p"}))
+            .await,
+        "DataNotFound",
+        "77",
+    );
+    assert_bad(
+        api.get("/v1/package/listBucketPackages?bucketID=77").await,
+        "DataNotFound",
+        "77",
+    );
+    assert_bad(
+        api.post("/v1/bucket/delete", json!({"bucketID": 77})).await,
+        "DataNotFound",
+        "77",
+    );
+    assert_bad(
+        api.post("/v1/package/delete", json!({"packageID": 78}))
+            .await,
+        "DataNotFound",
+        "78",
+    );
+    assert_bad(
+        api.get("/v1/object/getPackageObjects?packageID=78").await,
+        "DataNotFound",
+        "78",
+    );
+    assert_bad(
+        api.get("/v1/package/getByFullName?bucketName=x&packageName=y")
+            .await,
+        "DataNotFound",
+        "x",
+    );
     let (status, body) = api.download("objectID=79").await;
     assert_eq!(status, StatusCode::NOT_FOUND);
     let v: Value = serde_json::from_slice(&body).unwrap();
     assert_bad((status, v), "DataNotFound", "79");
     let form = Api::upload_form(78, &[("a", b"x".to_vec())]);
-    assert_bad(api.post_form("/v1/object/upload", form).await, "DataNotFound", "78");
+    assert_bad(
+        api.post_form("/v1/object/upload", form).await,
+        "DataNotFound",
+        "78",
+    );
     // Deleting objects that do not exist is OK.
-    Api::ok(api.post("/v1/object/delete", json!({"objectIDs": [1, 2, 3]})).await);
+    Api::ok(
+        api.post("/v1/object/delete", json!({"objectIDs": [1, 2, 3]}))
+            .await,
+    );
     c.shutdown().await;
 }
 
@@ -74,16 +149,61 @@ async fn malformed_uploads_are_rejected_and_write_nothing() {
     let p = api.create_package(bucket, "p").await;
     let cases: Vec<(Form, &str)> = vec![
         (Form::new().part("files", file("a.txt", b"x")), "info"),
-        (Form::new().part("files", file("a.txt", b"x")).part("info", info(p)), "info"),
+        (
+            Form::new()
+                .part("files", file("a.txt", b"x"))
+                .part("info", info(p)),
+            "info",
+        ),
         (Form::new().part("info", info(p)), "file"),
-        (Form::new().part("info", Part::text("{not json")).part("files", file("a", b"x")), "info"),
-        (Form::new().part("info", Part::text("{}")).part("files", file("a", b"x")), "packageID"),
-        (Form::new().part("info", info(p)).part("files", file("bad%zz", b"x")), "bad%zz"),
-        (Form::new().part("info", info(p)).part("files", file("%FF%FE", b"x")), "%FF%FE"),
-        (Form::new().part("info", info(p)).part("files", file("", b"x")), "empty"),
-        (Form::new().part("info", info(p)).part("files", file("%2Fetc%2Fpasswd", b"x")), "absolute"),
-        (Form::new().part("info", info(p)).part("files", file("a%2F..%2F..%2Fx", b"x")), ".."),
-        (Form::new().part("info", info(p)).part("files", file("a%2F%2Fb", b"x")), "//"),
+        (
+            Form::new()
+                .part("info", Part::text("{not json"))
+                .part("files", file("a", b"x")),
+            "info",
+        ),
+        (
+            Form::new()
+                .part("info", Part::text("{}"))
+                .part("files", file("a", b"x")),
+            "packageID",
+        ),
+        (
+            Form::new()
+                .part("info", info(p))
+                .part("files", file("bad%zz", b"x")),
+            "bad%zz",
+        ),
+        (
+            Form::new()
+                .part("info", info(p))
+                .part("files", file("%FF%FE", b"x")),
+            "%FF%FE",
+        ),
+        (
+            Form::new()
+                .part("info", info(p))
+                .part("files", file("", b"x")),
+            "empty",
+        ),
+        (
+            Form::new()
+                .part("info", info(p))
+                .part("files", file("%2Fetc%2Fpasswd", b"x")),
+            "absolute",
+        ),
+        (
+            Form::new()
+                .part("info", info(p))
+                .part("files", file("a%2F..%2F..%2Fx", b"x")),
+            "..",
+        ),
+        (
+            Form::new()
+                .part("info", info(p))
+                .part("files", file("a%2F%2Fb", b"x")),
+            "//",
+        ),
         // A good file followed by a bad one: the good one must not be committed either.
         (
             Form::new()
@@ -94,11 +214,19 @@ async fn malformed_uploads_are_rejected_and_write_nothing() {
         ),
     ];
     for (form, needle) in cases {
-        assert_bad(api.post_form("/v1/object/upload", form).await, "BadArgument", needle);
+        assert_bad(
+            api.post_form("/v1/object/upload", form).await,
+            "BadArgument",
+            needle,
+        );
     }
     assert!(api.package_objects(p).await.is_empty());
     // A request that is not multipart at all.
-    assert_bad(api.post("/v1/object/upload", json!({"packageID": p})).await, "BadArgument", "multipart");
+    assert_bad(
+        api.post("/v1/object/upload", json!({"packageID": p})).await,
+        "BadArgument",
+        "multipart",
+    );
     c.shutdown().await;
 }
 
@@ -118,8 +246,12 @@ async fn bad_download_ranges_are_rejected_before_any_byte() {
         ("".to_owned(), "objectID"),
     ] {
         let (status, body) = api.download(&query).await;
-        let v: Value = serde_json::from_slice(&body)
-            .unwrap_or_else(|_| panic!("{query}: not an envelope: {status} {:?}", String::from_utf8_lossy(&body)));
+        let v: Value = serde_json::from_slice(&body).unwrap_or_else(|_| {
+            panic!(
+                "{query}: not an envelope: {status} {:?}",
+                String::from_utf8_lossy(&body)
+            )
+        });
         assert_bad((status, v), "BadArgument", needle);
     }
     c.shutdown().await;

@@ -31,7 +31,8 @@ async fn many_files_survive_a_coordinator_restart(meta: Meta) {
         .collect();
     let mut ids = Vec::new();
     for batch in files.chunks(8) {
-        let refs: Vec<(&str, Vec<u8>)> = batch.iter().map(|(p, d)| (p.as_str(), d.clone())).collect();
+        let refs: Vec<(&str, Vec<u8>)> =
+            batch.iter().map(|(p, d)| (p.as_str(), d.clone())).collect();
         for (o, (path, d)) in api.upload(package, &refs).await.iter().zip(batch) {
             assert_eq!(o["path"], path.as_str());
             assert_eq!(o["fileHash"], file_hash(d));
@@ -44,7 +45,10 @@ async fn many_files_survive_a_coordinator_restart(meta: Meta) {
     let check = |api: Api, ids: Vec<u64>, files: Vec<(String, Vec<u8>)>| async move {
         let listed = api.package_objects(package).await;
         assert_eq!(listed.len(), files.len());
-        let listed_paths: HashSet<_> = listed.iter().map(|o| o["path"].as_str().unwrap().to_owned()).collect();
+        let listed_paths: HashSet<_> = listed
+            .iter()
+            .map(|o| o["path"].as_str().unwrap().to_owned())
+            .collect();
         for ((path, d), id) in files.iter().zip(&ids) {
             assert!(listed_paths.contains(path));
             let got = api.download_all(*id).await;
@@ -57,11 +61,16 @@ async fn many_files_survive_a_coordinator_restart(meta: Meta) {
     c.restart_coordinator().await;
     check(api.clone(), ids.clone(), files.clone()).await;
     // And writes still work after the restart.
-    let more = api.upload(package, &[("after-restart", b"still here".to_vec())]).await;
+    let more = api
+        .upload(package, &[("after-restart", b"still here".to_vec())])
+        .await;
     let id = more[0]["objectID"].as_u64().unwrap();
     assert!(!ids.contains(&id), "ids are never reused");
     assert_eq!(&api.download_all(id).await[..], b"still here");
-    Api::ok(api.post("/v1/package/delete", json!({"packageID": package})).await);
+    Api::ok(
+        api.post("/v1/package/delete", json!({"packageID": package}))
+            .await,
+    );
     c.shutdown().await;
 }
 
@@ -88,12 +97,22 @@ async fn upload_fails_clearly_when_no_agent_is_alive() {
     let refused = common::testing::wait_until(std::time::Duration::from_secs(15), || {
         let api = api.clone();
         async move {
-            let (status, v) = api.post_form("/v1/object/upload", Api::upload_form(package, &[("g", b"x".to_vec())])).await;
-            status.is_server_error() && v["code"] == "OperationFailed" && !v["message"].as_str().unwrap().is_empty()
+            let (status, v) = api
+                .post_form(
+                    "/v1/object/upload",
+                    Api::upload_form(package, &[("g", b"x".to_vec())]),
+                )
+                .await;
+            status.is_server_error()
+                && v["code"] == "OperationFailed"
+                && !v["message"].as_str().unwrap().is_empty()
         }
     })
     .await;
-    assert!(refused, "upload with no live agent was not refused with a message");
+    assert!(
+        refused,
+        "upload with no live agent was not refused with a message"
+    );
     let (status, _) = api.download(&format!("objectID={id}")).await;
     assert!(status.is_server_error());
     // The failed upload left no object behind.

@@ -28,7 +28,9 @@ async fn client_disconnect_mid_body_keeps_previous_version() {
          Content-Type: application/octet-stream\r\n\r\n"
     );
     let declared = head.len() + 10 * 1024 * 1024;
-    let mut sock = tokio::net::TcpStream::connect(c.gateway_addr()).await.unwrap();
+    let mut sock = tokio::net::TcpStream::connect(c.gateway_addr())
+        .await
+        .unwrap();
     let req = format!(
         "POST /v1/object/upload HTTP/1.1\r\nHost: test\r\nContent-Type: multipart/form-data; boundary={boundary}\r\n\
          Content-Length: {declared}\r\n\r\n{head}"
@@ -44,15 +46,27 @@ async fn client_disconnect_mid_body_keeps_previous_version() {
     let clean = common::testing::wait_until(Duration::from_secs(15), || {
         let meta = meta.clone();
         async move {
-            let page = meta.range(meta::Range::prefix(b"v1/upload/".to_vec())).await.unwrap();
-            page.kvs.iter().all(|kv| !String::from_utf8_lossy(&kv.value).contains("\"pending\""))
+            let page = meta
+                .range(meta::Range::prefix(b"v1/upload/".to_vec()))
+                .await
+                .unwrap();
+            page.kvs
+                .iter()
+                .all(|kv| !String::from_utf8_lossy(&kv.value).contains("\"pending\""))
         }
     })
     .await;
     assert!(clean, "a pending upload was left behind");
-    let no_temp = common::testing::wait_until(Duration::from_secs(15), || async { c.temp_files(0).is_empty() }).await;
+    let no_temp = common::testing::wait_until(Duration::from_secs(15), || async {
+        c.temp_files(0).is_empty()
+    })
+    .await;
     assert!(no_temp, "temp files left: {:?}", c.temp_files(0));
-    assert_eq!(c.shard_files(0), shards_before, "a shard of the aborted upload was stored");
+    assert_eq!(
+        c.shard_files(0),
+        shards_before,
+        "a shard of the aborted upload was stored"
+    );
 
     let objs = api.package_objects(package).await;
     assert_eq!(objs.len(), 1);

@@ -16,21 +16,33 @@ async fn walkthrough_create_upload_list_download_delete() {
     let got = Api::ok(api.get("/v1/bucket/getByName?name=bkt1").await);
     assert_eq!(got["bucket"], json!({"bucketID": bucket, "name": "bkt1"}));
     let all = Api::ok(api.get("/v1/bucket/listAll").await);
-    assert_eq!(all["buckets"], json!([{"bucketID": bucket, "name": "bkt1"}]));
+    assert_eq!(
+        all["buckets"],
+        json!([{"bucketID": bucket, "name": "bkt1"}])
+    );
 
     let package = api.create_package(bucket, "pkg1").await;
-    let p = Api::ok(api.get("/v1/package/getByFullName?bucketName=bkt1&packageName=pkg1").await);
+    let p = Api::ok(
+        api.get("/v1/package/getByFullName?bucketName=bkt1&packageName=pkg1")
+            .await,
+    );
     assert_eq!(p["package"]["packageID"], package);
     assert_eq!(p["package"]["bucketID"], bucket);
     assert_eq!(p["package"]["name"], "pkg1");
     assert!(chrono_like(p["package"]["createTime"].as_str().unwrap()));
-    let list = Api::ok(api.get(&format!("/v1/package/listBucketPackages?bucketID={bucket}")).await);
+    let list = Api::ok(
+        api.get(&format!("/v1/package/listBucketPackages?bucketID={bucket}"))
+            .await,
+    );
     assert_eq!(list["packages"].as_array().unwrap().len(), 1);
 
     let a = b"testdata".to_vec();
     let b = data(1, 3 * 1024 * 1024 + 17);
     let up = api
-        .upload(package, &[("test.txt", a.clone()), ("a/b/test2.txt", b.clone())])
+        .upload(
+            package,
+            &[("test.txt", a.clone()), ("a/b/test2.txt", b.clone())],
+        )
         .await;
     assert_eq!(up.len(), 2);
     assert_eq!(up[0]["path"], "test.txt");
@@ -49,30 +61,58 @@ async fn walkthrough_create_upload_list_download_delete() {
 
     let id_b = up[1]["objectID"].as_u64().unwrap();
     assert_eq!(api.download_all(id_b).await, b);
-    let (status, range) = api.download(&format!("objectID={id_b}&offset=1000&length=5000")).await;
+    let (status, range) = api
+        .download(&format!("objectID={id_b}&offset=1000&length=5000"))
+        .await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(&range[..], &b[1000..6000]);
     // Length past the end is clamped; offset == size is an empty body.
-    let (_, tail) = api.download(&format!("objectID={id_b}&offset={}&length=100", b.len() - 3)).await;
+    let (_, tail) = api
+        .download(&format!(
+            "objectID={id_b}&offset={}&length=100",
+            b.len() - 3
+        ))
+        .await;
     assert_eq!(&tail[..], &b[b.len() - 3..]);
-    let (status, empty) = api.download(&format!("objectID={id_b}&offset={}", b.len())).await;
+    let (status, empty) = api
+        .download(&format!("objectID={id_b}&offset={}", b.len()))
+        .await;
     assert_eq!(status, StatusCode::OK);
     assert!(empty.is_empty());
 
     let id_a = up[0]["objectID"].as_u64().unwrap();
-    Api::ok(api.post("/v1/object/delete", json!({"objectIDs": [id_a, 999_999]})).await);
+    Api::ok(
+        api.post("/v1/object/delete", json!({"objectIDs": [id_a, 999_999]}))
+            .await,
+    );
     let objs = api.package_objects(package).await;
     assert_eq!(objs.len(), 1);
     let (status, v) = api.download(&format!("objectID={id_a}")).await;
-    assert_eq!(status, StatusCode::NOT_FOUND, "{}", String::from_utf8_lossy(&v));
+    assert_eq!(
+        status,
+        StatusCode::NOT_FOUND,
+        "{}",
+        String::from_utf8_lossy(&v)
+    );
 
-    Api::ok(api.post("/v1/package/delete", json!({"packageID": package})).await);
-    let (status, v) = api.get(&format!("/v1/object/getPackageObjects?packageID={package}")).await;
-    assert_eq!((status, v["code"].as_str().unwrap()), (StatusCode::NOT_FOUND, "DataNotFound"));
+    Api::ok(
+        api.post("/v1/package/delete", json!({"packageID": package}))
+            .await,
+    );
+    let (status, v) = api
+        .get(&format!("/v1/object/getPackageObjects?packageID={package}"))
+        .await;
+    assert_eq!(
+        (status, v["code"].as_str().unwrap()),
+        (StatusCode::NOT_FOUND, "DataNotFound")
+    );
     let (status, _) = api.download(&format!("objectID={id_b}")).await;
     assert_eq!(status, StatusCode::NOT_FOUND);
 
-    Api::ok(api.post("/v1/bucket/delete", json!({"bucketID": bucket})).await);
+    Api::ok(
+        api.post("/v1/bucket/delete", json!({"bucketID": bucket}))
+            .await,
+    );
     let (_, v) = api.get("/v1/bucket/getByName?name=bkt1").await;
     assert_eq!(v["code"], "DataNotFound");
     c.shutdown().await;
@@ -80,7 +120,10 @@ async fn walkthrough_create_upload_list_download_delete() {
 
 fn chrono_like(s: &str) -> bool {
     // RFC 3339: 2025-06-24T16:31:28.514Z or with an offset.
-    s.len() >= 20 && s.as_bytes()[4] == b'-' && s.as_bytes()[10] == b'T' && (s.ends_with('Z') || s.contains('+'))
+    s.len() >= 20
+        && s.as_bytes()[4] == b'-'
+        && s.as_bytes()[10] == b'T'
+        && (s.ends_with('Z') || s.contains('+'))
 }
 
 #[tokio::test]
@@ -107,7 +150,11 @@ async fn identical_content_is_stored_once() {
     let bucket = api.create_bucket("b").await;
     let package = api.create_package(bucket, "p").await;
     let d = data(4, 100_000);
-    api.upload(package, &[("one", d.clone()), ("two", d.clone()), ("three", d)]).await;
+    api.upload(
+        package,
+        &[("one", d.clone()), ("two", d.clone()), ("three", d)],
+    )
+    .await;
     assert_eq!(c.shard_files(0).len(), 1, "{:?}", c.shard_files(0));
     assert_eq!(api.package_objects(package).await.len(), 3);
     c.shutdown().await;
@@ -121,20 +168,40 @@ async fn deleting_a_bucket_deletes_its_packages_and_objects() {
     let p1 = api.create_package(bucket, "p1").await;
     let p2 = api.create_package(bucket, "p2").await;
     for p in [p1, p2] {
-        let files: Vec<(String, Vec<u8>)> = (0..60).map(|i| (format!("f{i}"), data(i, 10))).collect();
-        let refs: Vec<(&str, Vec<u8>)> = files.iter().map(|(p, d)| (p.as_str(), d.clone())).collect();
+        let files: Vec<(String, Vec<u8>)> =
+            (0..60).map(|i| (format!("f{i}"), data(i, 10))).collect();
+        let refs: Vec<(&str, Vec<u8>)> =
+            files.iter().map(|(p, d)| (p.as_str(), d.clone())).collect();
         api.upload(p, &refs).await;
     }
-    Api::ok(api.post("/v1/bucket/delete", json!({"bucketID": bucket})).await);
+    Api::ok(
+        api.post("/v1/bucket/delete", json!({"bucketID": bucket}))
+            .await,
+    );
     for p in [p1, p2] {
-        let (status, _) = api.get(&format!("/v1/object/getPackageObjects?packageID={p}")).await;
+        let (status, _) = api
+            .get(&format!("/v1/object/getPackageObjects?packageID={p}"))
+            .await;
         assert_eq!(status, StatusCode::NOT_FOUND);
     }
     // Nothing of the bucket is left in metadata: no objects, packages or pending jobs.
     let meta = c.meta();
-    for prefix in ["v1/object/", "v1/object-id/", "v1/package/", "v1/package-name/", "v1/job/"] {
-        let page = meta.range(meta::Range::prefix(prefix.as_bytes().to_vec())).await.unwrap();
-        assert!(page.kvs.is_empty(), "{prefix} still has {} keys", page.kvs.len());
+    for prefix in [
+        "v1/object/",
+        "v1/object-id/",
+        "v1/package/",
+        "v1/package-name/",
+        "v1/job/",
+    ] {
+        let page = meta
+            .range(meta::Range::prefix(prefix.as_bytes().to_vec()))
+            .await
+            .unwrap();
+        assert!(
+            page.kvs.is_empty(),
+            "{prefix} still has {} keys",
+            page.kvs.len()
+        );
     }
     // The name is free again.
     api.create_bucket("b").await;
@@ -146,15 +213,28 @@ async fn names_are_unique_per_scope() {
     let c = TestCluster::builder().build().await.unwrap();
     let api = c.api();
     let b1 = api.create_bucket("same").await;
-    let (status, v) = api.post("/v1/bucket/create", json!({"userID": 1, "name": "same"})).await;
-    assert_eq!((status, v["code"].as_str().unwrap()), (StatusCode::CONFLICT, "DataExists"));
+    let (status, v) = api
+        .post("/v1/bucket/create", json!({"userID": 1, "name": "same"}))
+        .await;
+    assert_eq!(
+        (status, v["code"].as_str().unwrap()),
+        (StatusCode::CONFLICT, "DataExists")
+    );
     assert!(v["message"].as_str().unwrap().contains("same"), "{v}");
     // Another user may use the name.
-    Api::ok(api.post("/v1/bucket/create", json!({"userID": 2, "name": "same"})).await);
+    Api::ok(
+        api.post("/v1/bucket/create", json!({"userID": 2, "name": "same"}))
+            .await,
+    );
 
     api.create_package(b1, "pkg").await;
-    let (status, v) = api.post("/v1/package/create", json!({"bucketID": b1, "name": "pkg"})).await;
-    assert_eq!((status, v["code"].as_str().unwrap()), (StatusCode::CONFLICT, "DataExists"));
+    let (status, v) = api
+        .post("/v1/package/create", json!({"bucketID": b1, "name": "pkg"}))
+        .await;
+    assert_eq!(
+        (status, v["code"].as_str().unwrap()),
+        (StatusCode::CONFLICT, "DataExists")
+    );
     let b2 = api.create_bucket("other").await;
     api.create_package(b2, "pkg").await;
     c.shutdown().await;
