@@ -181,3 +181,162 @@ async fn request_id_layer(mut req: Request, next: Next) -> Response {
     resp.headers_mut().insert(REQUEST_ID_HEADER, id);
     resp
 }
+
+#[cfg(test)]
+mod tests {
+    use axum::body::Body;
+    use axum::http::Request as HttpRequest;
+    use serde_json::json;
+
+    use super::*;
+    use crate::testing::*;
+
+    #[tokio::test]
+    async fn unknown_routes_and_methods_are_envelopes() {
+        let app = router(unreachable_state().await);
+        let (status, body) = json(call(app.clone(), http_get("/v1/nope")).await).await;
+        assert_eq!(
+            (status, body),
+            (
+                404,
+                json!({"code": "DataNotFound", "message": "no such endpoint: GET /v1/nope", "data": null})
+            )
+        );
+        let resp = call(app.clone(), post_json("/v1/bucket/listAll", "{}")).await;
+        assert_eq!(resp.headers()["allow"], "GET,HEAD");
+        let (status, body) = json(resp).await;
+        assert_eq!(
+            (status, body),
+            (
+                405,
+                json!({"code": "BadArgument", "message": "method POST is not allowed on /v1/bucket/listAll", "data": null})
+            )
+        );
+        let (status, _) = json(call(app, http_get("/v1/bucket/create")).await).await;
+        assert_eq!(status, 405);
+    }
+
+    #[tokio::test]
+    async fn probes_report_liveness_and_readiness() {
+        let app = router(unreachable_state().await);
+        let resp = call(app.clone(), http_get("/healthz")).await;
+        assert_eq!(resp.status(), 200);
+        assert_eq!(body_bytes(resp).await, "ok");
+        let resp = call(app, http_get("/readyz")).await;
+        assert_eq!(resp.status(), 503);
+        let text = body_bytes(resp).await;
+        assert!(text.starts_with(b"coordinator unavailable"), "{text:?}");
+
+        let fx = Fixture::start().await;
+        let resp = call(fx.app(), http_get("/readyz")).await;
+        assert_eq!(resp.status(), 200);
+    }
+
+    #[tokio::test]
+    async fn request_ids_are_kept_or_generated() {
+        let app = router(unreachable_state().await);
+        let req = HttpRequest::get("/healthz")
+            .header(REQUEST_ID_HEADER, "abc-123")
+            .body(Body::empty())
+            .unwrap();
+        assert_eq!(call(app.clone(), req).await.headers()[REQUEST_ID_HEADER], "abc-123");
+        let resp = call(app, http_get("/healthz")).await;
+        assert_eq!(resp.headers()[REQUEST_ID_HEADER].len(), 36);
+    }
+
+    #[tokio::test]
+    async fn slow_metadata_requests_time_out_with_an_envelope() {
+        let app: Router = Router::new()
+            .route(
+                "/slow",
+                get(|| async {
+                    tokio::time::sleep(Duration::from_secs(5)).await;
+                    "late"
+                }),
+            )
+            .route_layer(middleware::from_fn_with_state(
+                Duration::from_millis(20),
+                deadline_layer,
+            ));
+        let (status, body) = json(call(app, http_get("/slow")).await).await;
+        assert_eq!((status, body["code"].as_str()), (504, Some("OperationFailed")));
+        assert_eq!(body["message"], "request did not finish within 20ms");
+    }
+
+    #[test]
+    fn build_needs_a_runtime_and_a_valid_config() {
+        assert!(matches!(Gateway::build(GatewayConfig::default()), Err(Error::NoRuntime)));
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            let bad = GatewayConfig {
+                max_upload_files: 0,
+                ..Default::default()
+            };
+            let err = Gateway::build(bad).err().unwrap();
+            assert!(err.to_string().contains("max_upload_files"), "{err}");
+            let bad = GatewayConfig {
+                coordinator: "not a uri ::".into(),
+                ..Default::default()
+            };
+            assert!(matches!(
+                Gateway::build(bad),
+                Err(Error::CoordinatorClient { .. })
+            ));
+            assert!(Gateway::build(GatewayConfig::default()).is_ok());
+        });
+    }
+
+    /// Full HTTP over a real socket: build from config, serve on a pre-bound port-0 listener,
+    /// upload and download with reqwest, then shut down with the token.
+    #[tokio::test]
+    async fn serves_over_http_until_cancelled() {
+        let fx = Fixture::start().await;
+        let gateway = Gateway::build(fx.state.config().clone()).unwrap();
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let shutdown = CancellationToken::new();
+        let server = tokio::spawn(gateway.serve(listener, shutdown.clone()));
+
+        let http = reqwest::Client::new();
+        let content: Vec<u8> = (0..3 * proto::CHUNK_SIZE + 7).map(|i| (i % 13) as u8).collect();
+        let form = reqwest::multipart::Form::new()
+            .part(
+                "info",
+                reqwest::multipart::Part::text(r#"{"packageID": 1}"#)
+                    .mime_str("application/json")
+                    .unwrap(),
+            )
+            .part(
+                "files",
+                reqwest::multipart::Part::bytes(content.clone()).file_name("d%2Fbig.bin"),
+            );
+        let resp = http
+            .post(format!("{base}/v1/object/upload"))
+            .multipart(form)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        let body: serde_json::Value = resp.json().await.unwrap();
+        let object = &body["data"]["uploadeds"][0];
+        assert_eq!(object["path"], "d/big.bin");
+        let id = object["objectID"].as_u64().unwrap();
+
+        let resp = http
+            .get(format!("{base}/v1/object/download?objectID={id}&offset=5"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 200);
+        assert_eq!(resp.content_length(), Some(content.len() as u64 - 5));
+        assert_eq!(
+            resp.headers()["content-disposition"],
+            "attachment; filename*=UTF-8''big.bin"
+        );
+        assert_eq!(resp.bytes().await.unwrap(), content[5..]);
+
+        shutdown.cancel();
+        server.await.unwrap().unwrap();
+        assert!(http.get(format!("{base}/healthz")).send().await.is_err());
+    }
+}

@@ -545,7 +545,7 @@ pub async fn json(resp: Response) -> (u16, serde_json::Value) {
     (status, value)
 }
 
-pub fn get(uri: &str) -> Request<Body> {
+pub fn http_get(uri: &str) -> Request<Body> {
     Request::get(uri).body(Body::empty()).unwrap()
 }
 

@@ -269,7 +269,121 @@ impl Catalog {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::Arc;
+
+    use common::UserId;
+
     use super::*;
+
+    async fn setup() -> (Catalog, PackageId) {
+        let c = Catalog::new(Arc::new(meta::MemoryStore::new()));
+        let b = c.create_bucket(UserId(1), "b").await.unwrap();
+        let p = c.create_package(b.bucket_id, "p").await.unwrap();
+        (c, p.package_id)
+    }
+
+    const FAR: i64 = i64::MAX;
+
+    fn hash(c: char) -> String {
+        c.to_string().repeat(64)
+    }
+
+    #[tokio::test]
+    async fn commit_is_idempotent_per_upload() {
+        let (c, p) = setup().await;
+        let up = c.begin_upload(p, "a/b", SpaceId(1), FAR).await.unwrap();
+        let first = c.commit_upload(up.upload_id, 5, &hash('a')).await.unwrap();
+        let again = c.commit_upload(up.upload_id, 5, &hash('a')).await.unwrap();
+        assert_eq!(first, again);
+        assert_eq!(c.list_objects(p, "", "", 0).await.unwrap().0.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn commit_into_a_deleted_package_publishes_nothing() {
+        let (c, p) = setup().await;
+        let up = c.begin_upload(p, "x", SpaceId(1), FAR).await.unwrap();
+        c.delete_package(p).await.unwrap();
+        let err = c
+            .commit_upload(up.upload_id, 1, &hash('b'))
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::NotFound { .. }), "{err}");
+        let objects = c
+            .meta
+            .range(meta::Range::prefix(keys::object_prefix(p)))
+            .await
+            .unwrap();
+        assert!(objects.kvs.is_empty());
+    }
+
+    #[tokio::test]
+    async fn expired_upload_cannot_commit() {
+        let (c, p) = setup().await;
+        let up = c.begin_upload(p, "x", SpaceId(1), 1).await.unwrap();
+        assert!(c.commit_upload(up.upload_id, 1, &hash('c')).await.is_err());
+        assert_eq!(c.sweep_uploads(common::time::now_ms()).await.unwrap(), 1);
+    }
+
+    #[tokio::test]
+    async fn concurrent_commits_to_one_path_leave_one_object() {
+        let (c, p) = setup().await;
+        let mut uploads = Vec::new();
+        for _ in 0..8 {
+            uploads.push(
+                c.begin_upload(p, "same", SpaceId(1), FAR)
+                    .await
+                    .unwrap()
+                    .upload_id,
+            );
+        }
+        let tasks: Vec<_> = uploads
+            .into_iter()
+            .enumerate()
+            .map(|(i, id)| {
+                let c = c.clone();
+                tokio::spawn(async move {
+                    c.commit_upload(id, i as u64, &hash(char::from(b'0' + i as u8)))
+                        .await
+                })
+            })
+            .collect();
+        let mut ids = Vec::new();
+        for t in tasks {
+            ids.push(t.await.unwrap().unwrap().object_id);
+        }
+        ids.dedup();
+        assert_eq!(ids.len(), 1, "every commit kept the same object id");
+        let (rows, _) = c.list_objects(p, "", "", 0).await.unwrap();
+        assert_eq!(rows.len(), 1);
+        let idx = c
+            .meta
+            .range(meta::Range::prefix(b"v1/object-id/".to_vec()))
+            .await
+            .unwrap();
+        assert_eq!(idx.kvs.len(), 1);
+    }
+
+    #[tokio::test]
+    async fn listing_pages_by_prefix_and_start_after() {
+        let (c, p) = setup().await;
+        for path in ["a/1", "a/2", "a/3", "b/1"] {
+            let up = c.begin_upload(p, path, SpaceId(1), FAR).await.unwrap();
+            c.commit_upload(up.upload_id, 0, &hash('d')).await.unwrap();
+        }
+        let (rows, more) = c.list_objects(p, "a/", "", 2).await.unwrap();
+        assert_eq!(
+            rows.iter().map(|r| r.path.as_str()).collect::<Vec<_>>(),
+            ["a/1", "a/2"]
+        );
+        assert!(more);
+        let (rows, more) = c.list_objects(p, "a/", "a/2", 2).await.unwrap();
+        assert_eq!(
+            rows.iter().map(|r| r.path.as_str()).collect::<Vec<_>>(),
+            ["a/3"]
+        );
+        assert!(!more);
+        assert!(c.list_objects(PackageId(999), "", "", 0).await.is_err());
+    }
 
     #[test]
     fn sha256_must_be_lower_hex() {

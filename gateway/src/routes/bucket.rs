@@ -148,12 +148,12 @@ mod tests {
         // userID defaults to the configured default user (1).
         assert_eq!(fx.coord().buckets[0].user_id, 1);
 
-        let (status, body) = json(call(fx.app(), get("/v1/bucket/getByName?name=bkt1")).await).await;
+        let (status, body) = json(call(fx.app(), http_get("/v1/bucket/getByName?name=bkt1")).await).await;
         assert_eq!((status, body["data"]["bucket"]["bucketID"].as_u64()), (200, Some(id)));
 
-        let (_, body) = json(call(fx.app(), get("/v1/bucket/listAll")).await).await;
+        let (_, body) = json(call(fx.app(), http_get("/v1/bucket/listAll")).await).await;
         assert_eq!(body["data"]["buckets"], json!([{"bucketID": id, "name": "bkt1"}]));
-        let (_, body) = json(call(fx.app(), get("/v1/bucket/listAll?userID=2")).await).await;
+        let (_, body) = json(call(fx.app(), http_get("/v1/bucket/listAll?userID=2")).await).await;
         assert_eq!(body["data"]["buckets"], json!([]));
 
         let req = post_json("/v1/bucket/delete", &format!(r#"{{"bucketID": {id}}}"#));
@@ -169,7 +169,7 @@ mod tests {
         assert_eq!(json(call(fx.app(), create()).await).await.0, 200);
         let (status, body) = json(call(fx.app(), create()).await).await;
         assert_eq!((status, body["code"].as_str()), (409, Some("DataExists")));
-        let (status, body) = json(call(fx.app(), get("/v1/bucket/getByName?name=zz")).await).await;
+        let (status, body) = json(call(fx.app(), http_get("/v1/bucket/getByName?name=zz")).await).await;
         assert_eq!((status, body["code"].as_str()), (404, Some("DataNotFound")));
         assert_eq!(body["message"], "bucket \"zz\" not found");
     }
@@ -190,8 +190,8 @@ mod tests {
             (post_json("/v1/bucket/delete", r#"{"bucketID": 0}"#), "`bucketID` must be a positive id"),
             (post_json("/v1/bucket/delete", r#"{"bucketID": -3}"#), "bucketID: invalid value: integer `-3`"),
             (post_json("/v1/bucket/delete", r#"{"bucketID": 1.5}"#), "bucketID: invalid type: floating point"),
-            (get("/v1/bucket/getByName"), "invalid query string: missing field `name`"),
-            (get("/v1/bucket/listAll?userID=abc"), "invalid query string: userID: invalid digit"),
+            (http_get("/v1/bucket/getByName"), "invalid query string: missing field `name`"),
+            (http_get("/v1/bucket/listAll?userID=abc"), "invalid query string: userID: invalid digit"),
         ] {
             let (status, body) = json(call(fx.app(), req).await).await;
             assert_eq!(status, 400, "{body}");
@@ -206,7 +206,7 @@ mod tests {
     #[tokio::test]
     async fn unreachable_coordinator_is_503() {
         let app = crate::server::router(unreachable_state().await);
-        let (status, body) = json(call(app, get("/v1/bucket/listAll")).await).await;
+        let (status, body) = json(call(app, http_get("/v1/bucket/listAll")).await).await;
         assert_eq!((status, body["code"].as_str()), (503, Some("OperationFailed")));
         assert!(!body["message"].as_str().unwrap().is_empty());
     }

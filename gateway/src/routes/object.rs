@@ -382,7 +382,7 @@ mod tests {
     }
 
     async fn download(fx: &Fixture, query: &str) -> axum::response::Response {
-        call(fx.app(), get(&format!("/v1/object/download?{query}"))).await
+        call(fx.app(), http_get(&format!("/v1/object/download?{query}"))).await
     }
 
     #[tokio::test]
@@ -478,7 +478,7 @@ mod tests {
         .await;
         assert_eq!(status, 200);
         let (status, body) =
-            json(call(fx.app(), get("/v1/object/getPackageObjects?packageID=1")).await).await;
+            json(call(fx.app(), http_get("/v1/object/getPackageObjects?packageID=1")).await).await;
         assert_eq!(status, 200, "{body}");
         let paths: Vec<_> = body["data"]["objects"]
             .as_array()
@@ -490,7 +490,7 @@ mod tests {
         assert_eq!(fx.coord().list_requests, ["", "b", "d"]);
 
         let (_, body) =
-            json(call(fx.app(), get("/v1/object/getPackageObjects?packageID=2")).await).await;
+            json(call(fx.app(), http_get("/v1/object/getPackageObjects?packageID=2")).await).await;
         assert_eq!(body["data"], json!({"objects": []}));
     }
 

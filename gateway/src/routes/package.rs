@@ -160,11 +160,11 @@ mod tests {
         );
 
         let uri = "/v1/package/getByFullName?bucketName=b1&packageName=t1";
-        let (status, body) = json(call(fx.app(), get(uri)).await).await;
+        let (status, body) = json(call(fx.app(), http_get(uri)).await).await;
         assert_eq!((status, &body["data"]["package"]), (200, &package));
 
         let uri = format!("/v1/package/listBucketPackages?bucketID={bucket_id}");
-        let (_, body) = json(call(fx.app(), get(&uri)).await).await;
+        let (_, body) = json(call(fx.app(), http_get(&uri)).await).await;
         assert_eq!(body["data"]["packages"], json!([package]));
 
         let req = post_json("/v1/package/delete", &format!(r#"{{"packageID": {package_id}}}"#));
@@ -181,9 +181,9 @@ mod tests {
             (post_json("/v1/package/create", r#"{"bucketID": 1}"#), "missing field `name`"),
             (post_json("/v1/package/create", r#"{"bucketID": 1, "name": " "}"#), "package name is empty"),
             (post_json("/v1/package/delete", r#"{"packageID": 0}"#), "`packageID`"),
-            (get("/v1/package/getByFullName?bucketName=b"), "missing field `packageName`"),
-            (get("/v1/package/listBucketPackages"), "missing field `bucketID`"),
-            (get("/v1/package/listBucketPackages?bucketID=-1"), "bucketID: invalid digit"),
+            (http_get("/v1/package/getByFullName?bucketName=b"), "missing field `packageName`"),
+            (http_get("/v1/package/listBucketPackages"), "missing field `bucketID`"),
+            (http_get("/v1/package/listBucketPackages?bucketID=-1"), "bucketID: invalid digit"),
         ] {
             let (status, body) = json(call(fx.app(), req).await).await;
             assert_eq!((status, body["code"].as_str()), (400, Some("BadArgument")), "{body}");
