@@ -86,17 +86,52 @@ mod tests {
     fn validate_names_the_bad_key() {
         for (c, key) in [
             (
-                GatewayConfig { coordinator: " ".into(), ..Default::default() },
+                GatewayConfig {
+                    coordinator: " ".into(),
+                    ..Default::default()
+                },
                 "coordinator",
             ),
-            (GatewayConfig { default_user_id: 0, ..Default::default() }, "default_user_id"),
-            (GatewayConfig { max_upload_files: 0, ..Default::default() }, "max_upload_files"),
             (
-                GatewayConfig { request_timeout: Duration::ZERO, ..Default::default() },
+                GatewayConfig {
+                    default_user_id: 0,
+                    ..Default::default()
+                },
+                "default_user_id",
+            ),
+            (
+                GatewayConfig {
+                    max_upload_files: 0,
+                    ..Default::default()
+                },
+                "max_upload_files",
+            ),
+            (
+                GatewayConfig {
+                    request_timeout: Duration::ZERO,
+                    ..Default::default()
+                },
                 "request_timeout",
             ),
         ] {
             assert!(c.validate().unwrap_err().contains(key), "{key}");
         }
+    }
+}
+
+#[cfg(test)]
+mod example_tests {
+    use super::*;
+
+    #[test]
+    fn example_config_loads() {
+        let text = include_str!("../../deploy/config/gateway.example.toml");
+        let cfg: GatewayConfig = common::config::from_toml(text).unwrap();
+        assert_eq!(cfg.listen, "0.0.0.0:7890".parse().unwrap());
+        assert_eq!(cfg.coordinator, "coordinator.internal:7900");
+        assert_eq!(cfg.default_user_id, 1);
+        assert_eq!(cfg.max_upload_files, 1000);
+        assert_eq!(cfg.request_timeout, Duration::from_secs(60));
+        assert!(cfg.validate().is_ok());
     }
 }

@@ -65,6 +65,20 @@ pub fn decode_object_path(filename: &str) -> Result<String, String> {
     Ok(path)
 }
 
+/// Characters left as they are when encoding a path as an upload filename (RFC 3986
+/// unreserved); everything else, `/` included, is percent-encoded.
+const FILENAME_ESCAPES: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'.')
+    .remove(b'_')
+    .remove(b'~');
+
+/// The inverse of [`decode_object_path`]: the multipart filename to send for an object
+/// path (`a/b/c.txt` → `a%2Fb%2Fc.txt`). For clients such as the `jcs` CLI.
+pub fn encode_object_path(path: &str) -> String {
+    percent_encoding::utf8_percent_encode(path, FILENAME_ESCAPES).to_string()
+}
+
 /// The bytes `[offset, offset + len)` to send for a download of an object of `size` bytes.
 /// `length` omitted means "to the end"; a length past the end is clamped. Negative values and
 /// an offset past the end are errors (an offset equal to the size gives an empty range).
@@ -85,9 +99,13 @@ pub fn compute_range(
 }
 
 /// Reject negative `offset`/`length` (before any remote call).
-fn check_range_args(offset: Option<i64>, length: Option<i64>) -> Result<(u64, Option<u64>), String> {
+fn check_range_args(
+    offset: Option<i64>,
+    length: Option<i64>,
+) -> Result<(u64, Option<u64>), String> {
     let offset = offset.unwrap_or(0);
-    let offset = u64::try_from(offset).map_err(|_| format!("offset must not be negative (got {offset})"))?;
+    let offset =
+        u64::try_from(offset).map_err(|_| format!("offset must not be negative (got {offset})"))?;
     let length = length
         .map(|l| u64::try_from(l).map_err(|_| format!("length must not be negative (got {l})")))
         .transpose()?;
@@ -239,7 +257,10 @@ impl Drop for PendingUploads {
                 handle.spawn(abort_uploads(self.coordinator.clone(), ids));
             }
             Err(_) => {
-                tracing::warn!(?ids, "cannot abort pending uploads without a runtime; they will expire");
+                tracing::warn!(
+                    ?ids,
+                    "cannot abort pending uploads without a runtime; they will expire"
+                );
             }
         }
     }
@@ -262,7 +283,10 @@ async fn abort_uploads(mut coordinator: CoordinatorClient, ids: Vec<u64>) {
 }
 
 fn multipart_error(err: &MultipartError) -> ApiError {
-    ApiError::bad_argument(format!("malformed multipart body: {}", multipart_detail(err)))
+    ApiError::bad_argument(format!(
+        "malformed multipart body: {}",
+        multipart_detail(err)
+    ))
 }
 
 /// The multipart error with its distinct causes (`failed to read stream: <io error>`).
@@ -289,13 +313,14 @@ pub(crate) async fn upload(
 ) -> Result<Vec<ObjectJson>, ApiError> {
     let (package_id, affinity) = read_info(&mut multipart).await?;
     let mut pending = PendingUploads::new(state.coordinator());
-    let streamed = match stream_files(&state, &mut multipart, &mut pending, package_id, affinity).await {
-        Ok(streamed) => streamed,
-        Err(err) => {
-            pending.abort_all().await;
-            return Err(err);
-        }
-    };
+    let streamed =
+        match stream_files(&state, &mut multipart, &mut pending, package_id, affinity).await {
+            Ok(streamed) => streamed,
+            Err(err) => {
+                pending.abort_all().await;
+                return Err(err);
+            }
+        };
 
     let mut coordinator = state.coordinator();
     let mut objects = Vec::with_capacity(streamed.len());
@@ -615,7 +640,12 @@ pub(crate) async fn download(
         object_id,
         failed: false,
     };
-    Ok((StatusCode::OK, headers, Body::from_stream(body.into_stream())).into_response())
+    Ok((
+        StatusCode::OK,
+        headers,
+        Body::from_stream(body.into_stream()),
+    )
+        .into_response())
 }
 
 /// Source of chunks (the gRPC stream in production; a fake in tests).
@@ -679,12 +709,31 @@ mod tests {
 
     #[test]
     fn filenames_decode_to_valid_paths() {
-        assert_eq!(decode_object_path("a%2Fb%2Ftest2.txt").unwrap(), "a/b/test2.txt");
+        assert_eq!(
+            decode_object_path("a%2Fb%2Ftest2.txt").unwrap(),
+            "a/b/test2.txt"
+        );
         assert_eq!(decode_object_path("test.txt").unwrap(), "test.txt");
         assert_eq!(decode_object_path("a/b.txt").unwrap(), "a/b.txt");
-        assert_eq!(decode_object_path("h%C3%A9llo%20w.txt").unwrap(), "héllo w.txt");
+        assert_eq!(
+            decode_object_path("h%C3%A9llo%20w.txt").unwrap(),
+            "héllo w.txt"
+        );
         assert_eq!(decode_object_path("a+b%2Bc").unwrap(), "a+b+c");
         assert_eq!(decode_object_path("%2e%2e.txt").unwrap(), "...txt");
+    }
+
+    #[test]
+    fn encoded_paths_decode_back() {
+        for path in ["a/b/test2.txt", "héllo wörld/x+y%z.bin", "a\"b'c"] {
+            let encoded = encode_object_path(path);
+            assert!(
+                !encoded.contains('/') && !encoded.contains('"'),
+                "{encoded}"
+            );
+            assert_eq!(decode_object_path(&encoded).unwrap(), path);
+        }
+        assert_eq!(encode_object_path("a/b/test2.txt"), "a%2Fb%2Ftest2.txt");
     }
 
     #[test]
@@ -703,7 +752,10 @@ mod tests {
         ] {
             let err = decode_object_path(name).unwrap_err();
             assert!(err.contains(why), "{name:?}: {err}");
-            assert!(err.starts_with(&format!("invalid filename {name:?}")), "{err}");
+            assert!(
+                err.starts_with(&format!("invalid filename {name:?}")),
+                "{err}"
+            );
         }
     }
 
@@ -722,18 +774,32 @@ mod tests {
             compute_range(10, Some(11), None),
             Err("offset 11 is past the end of the object (size 10)".to_owned())
         );
-        assert!(compute_range(10, Some(-1), None).unwrap_err().contains("offset must not be negative"));
-        assert!(compute_range(10, None, Some(-5)).unwrap_err().contains("length must not be negative"));
+        assert!(
+            compute_range(10, Some(-1), None)
+                .unwrap_err()
+                .contains("offset must not be negative")
+        );
+        assert!(
+            compute_range(10, None, Some(-5))
+                .unwrap_err()
+                .contains("length must not be negative")
+        );
     }
 
     #[test]
     fn content_disposition_encodes_the_basename() {
-        assert_eq!(content_disposition("a/b/test2.txt"), "attachment; filename*=UTF-8''test2.txt");
+        assert_eq!(
+            content_disposition("a/b/test2.txt"),
+            "attachment; filename*=UTF-8''test2.txt"
+        );
         assert_eq!(
             content_disposition("dir/hé llo;\"x\".bin"),
             "attachment; filename*=UTF-8''h%C3%A9%20llo%3B%22x%22.bin"
         );
-        assert_eq!(content_disposition("plain"), "attachment; filename*=UTF-8''plain");
+        assert_eq!(
+            content_disposition("plain"),
+            "attachment; filename*=UTF-8''plain"
+        );
     }
 
     fn rechunk(size: usize, inputs: &[usize]) -> Vec<usize> {
@@ -743,7 +809,12 @@ mod tests {
         let mut got = Vec::new();
         let mut n = 0u8;
         for len in inputs {
-            let data: Vec<u8> = (0..*len).map(|_| { n = n.wrapping_add(1); n }).collect();
+            let data: Vec<u8> = (0..*len)
+                .map(|_| {
+                    n = n.wrapping_add(1);
+                    n
+                })
+                .collect();
             expected.extend_from_slice(&data);
             r.push(Bytes::from(data));
             while let Some(c) = r.pop() {
@@ -776,27 +847,44 @@ mod tests {
         let ok = check_file_part(Some("files"), Some("a%2Fb"), 0, 2).unwrap();
         assert_eq!(ok, "a/b");
         let msg = |r: Result<String, ApiError>| r.unwrap_err().message;
-        assert!(msg(check_file_part(Some("info"), Some("x"), 0, 2)).contains("`info` part must be the first"));
-        assert!(msg(check_file_part(Some("file"), Some("x"), 0, 2)).contains("unexpected part `file`"));
+        assert!(
+            msg(check_file_part(Some("info"), Some("x"), 0, 2))
+                .contains("`info` part must be the first")
+        );
+        assert!(
+            msg(check_file_part(Some("file"), Some("x"), 0, 2)).contains("unexpected part `file`")
+        );
         assert!(msg(check_file_part(None, Some("x"), 0, 2)).contains("no name"));
         assert!(msg(check_file_part(Some("files"), None, 0, 2)).contains("no (UTF-8) filename"));
         assert!(msg(check_file_part(Some("files"), Some("x"), 2, 2)).contains("at most 2"));
-        assert!(msg(check_file_part(Some("files"), Some("%zz"), 0, 2)).contains("invalid filename"));
+        assert!(
+            msg(check_file_part(Some("files"), Some("%zz"), 0, 2)).contains("invalid filename")
+        );
     }
 
     struct FakeSource(Vec<Result<Option<Chunk>, tonic::Status>>);
 
     impl ChunkSource for FakeSource {
         async fn next_chunk(&mut self) -> Result<Option<Chunk>, tonic::Status> {
-            if self.0.is_empty() { Ok(None) } else { self.0.remove(0) }
+            if self.0.is_empty() {
+                Ok(None)
+            } else {
+                self.0.remove(0)
+            }
         }
     }
 
     fn chunk(data: &'static [u8]) -> Chunk {
-        Chunk { data: Bytes::from_static(data) }
+        Chunk {
+            data: Bytes::from_static(data),
+        }
     }
 
-    async fn collect(first: &'static [u8], rest: Vec<Result<Option<Chunk>, tonic::Status>>, len: u64) -> Vec<Result<Bytes, String>> {
+    async fn collect(
+        first: &'static [u8],
+        rest: Vec<Result<Option<Chunk>, tonic::Status>>,
+        len: u64,
+    ) -> Vec<Result<Bytes, String>> {
         let body = ShardBody {
             first: Some(chunk(first)),
             stream: Box::new(FakeSource(rest)),
@@ -804,21 +892,36 @@ mod tests {
             object_id: 1,
             failed: false,
         };
-        body.into_stream().map(|r| r.map_err(|e| e.to_string())).collect().await
+        body.into_stream()
+            .map(|r| r.map_err(|e| e.to_string()))
+            .collect()
+            .await
     }
 
     #[tokio::test]
     async fn shard_body_passes_exact_length_through() {
         let out = collect(b"ab", vec![Ok(Some(chunk(b"cd")))], 4).await;
-        assert_eq!(out, vec![Ok(Bytes::from_static(b"ab")), Ok(Bytes::from_static(b"cd"))]);
+        assert_eq!(
+            out,
+            vec![Ok(Bytes::from_static(b"ab")), Ok(Bytes::from_static(b"cd"))]
+        );
     }
 
     #[tokio::test]
     async fn shard_body_fails_on_short_long_or_broken_streams() {
         let out = collect(b"ab", vec![], 4).await;
-        assert_eq!(out.last().unwrap().as_ref().unwrap_err(), "agent stream ended 2 bytes early");
+        assert_eq!(
+            out.last().unwrap().as_ref().unwrap_err(),
+            "agent stream ended 2 bytes early"
+        );
         let out = collect(b"ab", vec![Ok(Some(chunk(b"cde")))], 4).await;
-        assert!(out.last().unwrap().as_ref().unwrap_err().contains("more than requested"));
+        assert!(
+            out.last()
+                .unwrap()
+                .as_ref()
+                .unwrap_err()
+                .contains("more than requested")
+        );
         let out = collect(b"ab", vec![Err(tonic::Status::data_loss("disk gone"))], 4).await;
         assert_eq!(out.len(), 2);
         assert!(out[1].as_ref().unwrap_err().contains("disk gone"));

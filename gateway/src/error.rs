@@ -219,7 +219,9 @@ mod tests {
     use super::*;
 
     async fn body_string(resp: Response) -> String {
-        let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX).await.unwrap();
+        let bytes = axum::body::to_bytes(resp.into_body(), usize::MAX)
+            .await
+            .unwrap();
         String::from_utf8(bytes.to_vec()).unwrap()
     }
 
@@ -240,7 +242,10 @@ mod tests {
         assert_eq!(table.len(), ErrorCode::ALL.len());
         for code in ErrorCode::ALL {
             let (_, status, jcs) = table.iter().find(|(c, ..)| *c == code).unwrap();
-            assert_eq!(http_status(code), (StatusCode::from_u16(*status).unwrap(), *jcs));
+            assert_eq!(
+                http_status(code),
+                (StatusCode::from_u16(*status).unwrap(), *jcs)
+            );
         }
     }
 
@@ -271,7 +276,8 @@ mod tests {
             body_string(ApiOk(()).into_response()).await,
             r#"{"code":"OK","message":"","data":null}"#
         );
-        let resp = ApiOk(serde_json::json!({"bucket": {"bucketID": 1, "name": "b"}})).into_response();
+        let resp =
+            ApiOk(serde_json::json!({"bucket": {"bucketID": 1, "name": "b"}})).into_response();
         assert_eq!(resp.status(), StatusCode::OK);
         assert_eq!(
             body_string(resp).await,
@@ -283,9 +289,16 @@ mod tests {
     fn remote_errors_keep_their_code() {
         let status = common::error::status(ErrorCode::AlreadyExists, "bucket b exists");
         let err = ApiError::from(status);
-        assert_eq!(err, ApiError::new(ErrorCode::AlreadyExists, "bucket b exists"));
+        assert_eq!(
+            err,
+            ApiError::new(ErrorCode::AlreadyExists, "bucket b exists")
+        );
         let plain = ApiError::from(tonic::Status::unavailable("connection refused"));
         assert_eq!(plain.code, ErrorCode::Unavailable);
-        assert!(plain.message.contains("connection refused"), "{}", plain.message);
+        assert!(
+            plain.message.contains("connection refused"),
+            "{}",
+            plain.message
+        );
     }
 }

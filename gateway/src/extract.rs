@@ -24,7 +24,10 @@ where
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
         let bytes = Bytes::from_request(req, state).await.map_err(|rej| {
-            ApiError::bad_argument(format!("failed to read the request body: {}", rej.body_text()))
+            ApiError::bad_argument(format!(
+                "failed to read the request body: {}",
+                rej.body_text()
+            ))
         })?;
         parse_json(&bytes, "request body").map(ApiJson)
     }
@@ -119,7 +122,9 @@ mod tests {
 
     #[test]
     fn json_errors_name_the_problem() {
-        assert!(err(r#"{"bucketID": 1}"#).starts_with("invalid request body: missing field `name`"));
+        assert!(
+            err(r#"{"bucketID": 1}"#).starts_with("invalid request body: missing field `name`")
+        );
         let m = err(r#"{"name": "a", "bucketID": "1"}"#);
         assert!(m.contains("bucketID") && m.contains("invalid type"), "{m}");
         let m = err(r#"{"name": "a", "bucketID": -1}"#);

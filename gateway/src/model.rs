@@ -149,7 +149,12 @@ mod tests {
 
     #[test]
     fn bucket_and_package_golden() {
-        let b = pb::Bucket { bucket_id: 1, name: "bkt1".into(), user_id: 1, create_time_ms: 5 };
+        let b = pb::Bucket {
+            bucket_id: 1,
+            name: "bkt1".into(),
+            user_id: 1,
+            create_time_ms: 5,
+        };
         assert_eq!(
             serde_json::to_string(&BucketJson::from(b)).unwrap(),
             r#"{"bucketID":1,"name":"bkt1"}"#

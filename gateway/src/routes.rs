@@ -47,7 +47,9 @@ pub(crate) async fn readyz(State(state): State<AppState>) -> Response {
     let mut coordinator = state.coordinator();
     let probe = coordinator.list_buckets(ListBucketsRequest { user_id });
     let failure = match tokio::time::timeout(READY_TIMEOUT, probe).await {
-        Err(_) => Some(format!("coordinator did not answer within {READY_TIMEOUT:?}")),
+        Err(_) => Some(format!(
+            "coordinator did not answer within {READY_TIMEOUT:?}"
+        )),
         Ok(Ok(_)) => None,
         Ok(Err(status)) => {
             let err = ApiError::from(status);
@@ -95,6 +97,11 @@ mod tests {
             require_id("bucketID", None).unwrap_err().message,
             "missing field `bucketID`"
         );
-        assert!(require_id("packageID", Some(0)).unwrap_err().message.contains("`packageID`"));
+        assert!(
+            require_id("packageID", Some(0))
+                .unwrap_err()
+                .message
+                .contains("`packageID`")
+        );
     }
 }

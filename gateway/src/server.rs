@@ -239,7 +239,10 @@ mod tests {
             .header(REQUEST_ID_HEADER, "abc-123")
             .body(Body::empty())
             .unwrap();
-        assert_eq!(call(app.clone(), req).await.headers()[REQUEST_ID_HEADER], "abc-123");
+        assert_eq!(
+            call(app.clone(), req).await.headers()[REQUEST_ID_HEADER],
+            "abc-123"
+        );
         let resp = call(app, http_get("/healthz")).await;
         assert_eq!(resp.headers()[REQUEST_ID_HEADER].len(), 36);
     }
@@ -259,14 +262,23 @@ mod tests {
                 deadline_layer,
             ));
         let (status, body) = json(call(app, http_get("/slow")).await).await;
-        assert_eq!((status, body["code"].as_str()), (504, Some("OperationFailed")));
+        assert_eq!(
+            (status, body["code"].as_str()),
+            (504, Some("OperationFailed"))
+        );
         assert_eq!(body["message"], "request did not finish within 20ms");
     }
 
     #[test]
     fn build_needs_a_runtime_and_a_valid_config() {
-        assert!(matches!(Gateway::build(GatewayConfig::default()), Err(Error::NoRuntime)));
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        assert!(matches!(
+            Gateway::build(GatewayConfig::default()),
+            Err(Error::NoRuntime)
+        ));
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
         rt.block_on(async {
             let bad = GatewayConfig {
                 max_upload_files: 0,
@@ -298,7 +310,9 @@ mod tests {
         let server = tokio::spawn(gateway.serve(listener, shutdown.clone()));
 
         let http = reqwest::Client::new();
-        let content: Vec<u8> = (0..3 * proto::CHUNK_SIZE + 7).map(|i| (i % 13) as u8).collect();
+        let content: Vec<u8> = (0..3 * proto::CHUNK_SIZE + 7)
+            .map(|i| (i % 13) as u8)
+            .collect();
         let form = reqwest::multipart::Form::new()
             .part(
                 "info",

@@ -82,7 +82,11 @@ impl CoordinatorService for FakeCoordinator {
     ) -> Result<GrpcResponse<pb::BucketResponse>, Status> {
         let r = req.into_inner();
         let mut st = self.call("create_bucket");
-        if st.buckets.iter().any(|b| b.name == r.name && b.user_id == r.user_id) {
+        if st
+            .buckets
+            .iter()
+            .any(|b| b.name == r.name && b.user_id == r.user_id)
+        {
             return Err(common::error::status(
                 common::ErrorCode::AlreadyExists,
                 format!("bucket {:?} already exists", r.name),
@@ -325,7 +329,10 @@ impl CoordinatorService for FakeCoordinator {
             .find(|o| o.object_id == id)
             .cloned()
             .ok_or_else(|| {
-                common::error::status(common::ErrorCode::NotFound, format!("object {id} not found"))
+                common::error::status(
+                    common::ErrorCode::NotFound,
+                    format!("object {id} not found"),
+                )
             })?;
         Ok(GrpcResponse::new(pb::ResolveObjectResponse {
             ticket: Some(ticket(object.sha256.clone())),
@@ -359,7 +366,7 @@ pub struct AgentState {
     pub puts: Vec<PutRecord>,
     /// GetShard sends this many chunks, then fails.
     pub fail_get_after_chunks: Option<usize>,
-    /// Size of the chunks GetShard sends.
+    /// Size of the chunks GetShard sends (0 = 64 KiB).
     pub get_chunk_size: usize,
 }
 
@@ -436,10 +443,18 @@ impl AgentService for FakeAgent {
         } else {
             (start + r.length as usize).min(data.len())
         };
-        let size = if st.get_chunk_size == 0 { 3 } else { st.get_chunk_size };
+        let size = if st.get_chunk_size == 0 {
+            64 * 1024
+        } else {
+            st.get_chunk_size
+        };
         let mut items: Vec<Result<Chunk, Status>> = data[start..end]
             .chunks(size)
-            .map(|c| Ok(Chunk { data: Bytes::copy_from_slice(c) }))
+            .map(|c| {
+                Ok(Chunk {
+                    data: Bytes::copy_from_slice(c),
+                })
+            })
             .collect();
         if let Some(n) = st.fail_get_after_chunks {
             items.truncate(n);
@@ -463,10 +478,8 @@ impl Fixture {
 
     pub async fn start_with(mut config: GatewayConfig) -> Fixture {
         let agent = FakeAgent::default();
-        let agent_addr = serve_grpc(|router| {
-            router.add_service(AgentServiceServer::new(agent.clone()))
-        })
-        .await;
+        let agent_addr =
+            serve_grpc(|router| router.add_service(AgentServiceServer::new(agent.clone()))).await;
         let coordinator = FakeCoordinator::default();
         lock(&coordinator.0).agent_address = agent_addr;
         let coord_addr = serve_grpc(|router| {
@@ -526,14 +539,14 @@ pub async fn unreachable_state() -> AppState {
 
 /// Send one request through the router in-process.
 pub async fn call(app: Router, req: Request<Body>) -> Response {
-    // `tower::ServiceExt` is not a workspace dependency; tonic re-exports `Service`.
-    use tonic::codegen::Service;
-    let mut app = app;
-    app.call(req).await.unwrap()
+    use tower::ServiceExt;
+    app.oneshot(req).await.unwrap()
 }
 
 pub async fn body_bytes(resp: Response) -> Bytes {
-    axum::body::to_bytes(resp.into_body(), usize::MAX).await.unwrap()
+    axum::body::to_bytes(resp.into_body(), usize::MAX)
+        .await
+        .unwrap()
 }
 
 /// Status and parsed JSON body.

@@ -14,7 +14,7 @@ use crate::state::AppState;
 
 /// Body of `POST /v1/bucket/create`.
 #[derive(Debug, Deserialize)]
-pub struct CreateBody {
+pub(crate) struct CreateBody {
     #[serde(rename = "userID")]
     user_id: Option<u64>,
     name: String,
@@ -22,7 +22,7 @@ pub struct CreateBody {
 
 /// Query of `GET /v1/bucket/getByName`.
 #[derive(Debug, Deserialize)]
-pub struct GetByNameQuery {
+pub(crate) struct GetByNameQuery {
     #[serde(rename = "userID")]
     user_id: Option<u64>,
     name: String,
@@ -30,27 +30,27 @@ pub struct GetByNameQuery {
 
 /// Query of `GET /v1/bucket/listAll`.
 #[derive(Debug, Deserialize)]
-pub struct ListAllQuery {
+pub(crate) struct ListAllQuery {
     #[serde(rename = "userID")]
     user_id: Option<u64>,
 }
 
 /// Body of `POST /v1/bucket/delete`.
 #[derive(Debug, Deserialize)]
-pub struct DeleteBody {
+pub(crate) struct DeleteBody {
     #[serde(rename = "bucketID")]
     bucket_id: Option<u64>,
 }
 
 /// `data` of create and getByName.
 #[derive(Debug, Serialize)]
-pub struct BucketData {
+pub(crate) struct BucketData {
     bucket: BucketJson,
 }
 
 /// `data` of listAll.
 #[derive(Debug, Serialize)]
-pub struct BucketsData {
+pub(crate) struct BucketsData {
     buckets: Vec<BucketJson>,
 }
 
@@ -136,7 +136,11 @@ mod tests {
     async fn create_get_list_delete_round_trip() {
         let fx = Fixture::start().await;
         let (status, body) = json(
-            call(fx.app(), post_json("/v1/bucket/create", r#"{"name": "bkt1"}"#)).await,
+            call(
+                fx.app(),
+                post_json("/v1/bucket/create", r#"{"name": "bkt1"}"#),
+            )
+            .await,
         )
         .await;
         assert_eq!(status, 200, "{body}");
@@ -148,17 +152,27 @@ mod tests {
         // userID defaults to the configured default user (1).
         assert_eq!(fx.coord().buckets[0].user_id, 1);
 
-        let (status, body) = json(call(fx.app(), http_get("/v1/bucket/getByName?name=bkt1")).await).await;
-        assert_eq!((status, body["data"]["bucket"]["bucketID"].as_u64()), (200, Some(id)));
+        let (status, body) =
+            json(call(fx.app(), http_get("/v1/bucket/getByName?name=bkt1")).await).await;
+        assert_eq!(
+            (status, body["data"]["bucket"]["bucketID"].as_u64()),
+            (200, Some(id))
+        );
 
         let (_, body) = json(call(fx.app(), http_get("/v1/bucket/listAll")).await).await;
-        assert_eq!(body["data"]["buckets"], json!([{"bucketID": id, "name": "bkt1"}]));
+        assert_eq!(
+            body["data"]["buckets"],
+            json!([{"bucketID": id, "name": "bkt1"}])
+        );
         let (_, body) = json(call(fx.app(), http_get("/v1/bucket/listAll?userID=2")).await).await;
         assert_eq!(body["data"]["buckets"], json!([]));
 
         let req = post_json("/v1/bucket/delete", &format!(r#"{{"bucketID": {id}}}"#));
         let (status, body) = json(call(fx.app(), req).await).await;
-        assert_eq!((status, body), (200, json!({"code": "OK", "message": "", "data": null})));
+        assert_eq!(
+            (status, body),
+            (200, json!({"code": "OK", "message": "", "data": null}))
+        );
         assert!(fx.coord().buckets.is_empty());
     }
 
@@ -169,7 +183,8 @@ mod tests {
         assert_eq!(json(call(fx.app(), create()).await).await.0, 200);
         let (status, body) = json(call(fx.app(), create()).await).await;
         assert_eq!((status, body["code"].as_str()), (409, Some("DataExists")));
-        let (status, body) = json(call(fx.app(), http_get("/v1/bucket/getByName?name=zz")).await).await;
+        let (status, body) =
+            json(call(fx.app(), http_get("/v1/bucket/getByName?name=zz")).await).await;
         assert_eq!((status, body["code"].as_str()), (404, Some("DataNotFound")));
         assert_eq!(body["message"], "bucket \"zz\" not found");
     }
@@ -178,27 +193,72 @@ mod tests {
     async fn bad_input_is_rejected_before_the_coordinator() {
         let fx = Fixture::start().await;
         for (req, needle) in [
-            (post_json("/v1/bucket/create", "{not json"), "invalid request body: key must be a string"),
-            (post_json("/v1/bucket/create", "{}"), "invalid request body: missing field `name`"),
-            (post_json("/v1/bucket/create", r#"{"name": 7}"#), "name: invalid type: integer `7`"),
-            (post_json("/v1/bucket/create", r#"{"name": "a", "userID": "1"}"#), "userID: invalid type"),
-            (post_json("/v1/bucket/create", r#"{"name": "a", "userID": 0}"#), "`userID`"),
-            (post_json("/v1/bucket/create", r#"{"name": ""}"#), "bucket name is empty"),
-            (post_json("/v1/bucket/create", r#"{"name": "a/b"}"#), "contains '/'"),
-            (post_json("/v1/bucket/create", ""), "invalid request body: it is empty"),
-            (post_json("/v1/bucket/delete", "{}"), "missing field `bucketID`"),
-            (post_json("/v1/bucket/delete", r#"{"bucketID": 0}"#), "`bucketID` must be a positive id"),
-            (post_json("/v1/bucket/delete", r#"{"bucketID": -3}"#), "bucketID: invalid value: integer `-3`"),
-            (post_json("/v1/bucket/delete", r#"{"bucketID": 1.5}"#), "bucketID: invalid type: floating point"),
-            (http_get("/v1/bucket/getByName"), "invalid query string: missing field `name`"),
-            (http_get("/v1/bucket/listAll?userID=abc"), "invalid query string: userID: invalid digit"),
+            (
+                post_json("/v1/bucket/create", "{not json"),
+                "invalid request body: key must be a string",
+            ),
+            (
+                post_json("/v1/bucket/create", "{}"),
+                "invalid request body: missing field `name`",
+            ),
+            (
+                post_json("/v1/bucket/create", r#"{"name": 7}"#),
+                "name: invalid type: integer `7`",
+            ),
+            (
+                post_json("/v1/bucket/create", r#"{"name": "a", "userID": "1"}"#),
+                "userID: invalid type",
+            ),
+            (
+                post_json("/v1/bucket/create", r#"{"name": "a", "userID": 0}"#),
+                "`userID`",
+            ),
+            (
+                post_json("/v1/bucket/create", r#"{"name": ""}"#),
+                "bucket name is empty",
+            ),
+            (
+                post_json("/v1/bucket/create", r#"{"name": "a/b"}"#),
+                "contains '/'",
+            ),
+            (
+                post_json("/v1/bucket/create", ""),
+                "invalid request body: it is empty",
+            ),
+            (
+                post_json("/v1/bucket/delete", "{}"),
+                "missing field `bucketID`",
+            ),
+            (
+                post_json("/v1/bucket/delete", r#"{"bucketID": 0}"#),
+                "`bucketID` must be a positive id",
+            ),
+            (
+                post_json("/v1/bucket/delete", r#"{"bucketID": -3}"#),
+                "bucketID: invalid value: integer `-3`",
+            ),
+            (
+                post_json("/v1/bucket/delete", r#"{"bucketID": 1.5}"#),
+                "bucketID: invalid type: floating point",
+            ),
+            (
+                http_get("/v1/bucket/getByName"),
+                "invalid query string: missing field `name`",
+            ),
+            (
+                http_get("/v1/bucket/listAll?userID=abc"),
+                "invalid query string: userID: invalid digit",
+            ),
         ] {
             let (status, body) = json(call(fx.app(), req).await).await;
             assert_eq!(status, 400, "{body}");
             assert_eq!(body["code"], "BadArgument");
             assert_eq!(body["data"], serde_json::Value::Null);
             let message = body["message"].as_str().unwrap();
-            assert!(message.contains(needle), "{message:?} does not contain {needle:?}");
+            assert!(
+                message.contains(needle),
+                "{message:?} does not contain {needle:?}"
+            );
         }
         assert!(fx.coord().calls.is_empty(), "{:?}", fx.coord().calls);
     }
@@ -207,7 +267,10 @@ mod tests {
     async fn unreachable_coordinator_is_503() {
         let app = crate::server::router(unreachable_state().await);
         let (status, body) = json(call(app, http_get("/v1/bucket/listAll")).await).await;
-        assert_eq!((status, body["code"].as_str()), (503, Some("OperationFailed")));
+        assert_eq!(
+            (status, body["code"].as_str()),
+            (503, Some("OperationFailed"))
+        );
         assert!(!body["message"].as_str().unwrap().is_empty());
     }
 }

@@ -19,7 +19,7 @@ const LIST_PAGE: u32 = 1000;
 
 /// Query of `GET /v1/object/download`.
 #[derive(Debug, Deserialize)]
-pub struct DownloadQuery {
+pub(crate) struct DownloadQuery {
     #[serde(rename = "objectID")]
     object_id: Option<u64>,
     offset: Option<i64>,
@@ -28,27 +28,27 @@ pub struct DownloadQuery {
 
 /// Query of `GET /v1/object/getPackageObjects`.
 #[derive(Debug, Deserialize)]
-pub struct PackageObjectsQuery {
+pub(crate) struct PackageObjectsQuery {
     #[serde(rename = "packageID")]
     package_id: Option<u64>,
 }
 
 /// Body of `POST /v1/object/delete`.
 #[derive(Debug, Deserialize)]
-pub struct DeleteBody {
+pub(crate) struct DeleteBody {
     #[serde(rename = "objectIDs")]
     object_ids: Vec<u64>,
 }
 
 /// `data` of upload.
 #[derive(Debug, Serialize)]
-pub struct UploadedData {
+pub(crate) struct UploadedData {
     uploadeds: Vec<ObjectJson>,
 }
 
 /// `data` of getPackageObjects.
 #[derive(Debug, Serialize)]
-pub struct ObjectsData {
+pub(crate) struct ObjectsData {
     objects: Vec<ObjectJson>,
 }
 
@@ -158,7 +158,9 @@ mod tests {
     #[tokio::test]
     async fn upload_streams_every_file_then_commits_in_order() {
         let fx = fixture().await;
-        let big: Vec<u8> = (0..(2 * proto::CHUNK_SIZE + 12345)).map(|i| (i % 251) as u8).collect();
+        let big: Vec<u8> = (0..(2 * proto::CHUNK_SIZE + 12345))
+            .map(|i| (i % 251) as u8)
+            .collect();
         let info = info(1);
         let (status, body) = upload(
             &fx,
@@ -172,7 +174,10 @@ mod tests {
         .await;
         assert_eq!(status, 200, "{body}");
         let uploadeds = body["data"]["uploadeds"].as_array().unwrap();
-        let paths: Vec<_> = uploadeds.iter().map(|o| o["path"].as_str().unwrap()).collect();
+        let paths: Vec<_> = uploadeds
+            .iter()
+            .map(|o| o["path"].as_str().unwrap())
+            .collect();
         assert_eq!(paths, ["test.txt", "a/b/test2.txt", "empty"]);
         let first = &uploadeds[0];
         assert_eq!(first["size"], "8");
@@ -186,11 +191,26 @@ mod tests {
         assert_eq!(uploadeds[2]["size"], "0");
 
         let coord = fx.coord();
-        let begun: Vec<_> = coord.begins.iter().map(|(p, path, a)| (*p, path.as_str(), *a)).collect();
-        assert_eq!(begun, [(1, "test.txt", 0), (1, "a/b/test2.txt", 0), (1, "empty", 0)]);
+        let begun: Vec<_> = coord
+            .begins
+            .iter()
+            .map(|(p, path, a)| (*p, path.as_str(), *a))
+            .collect();
+        assert_eq!(
+            begun,
+            [(1, "test.txt", 0), (1, "a/b/test2.txt", 0), (1, "empty", 0)]
+        );
         // Every commit happens after every file was streamed.
-        let first_commit = coord.calls.iter().position(|c| *c == "commit_upload").unwrap();
-        let last_begin = coord.calls.iter().rposition(|c| *c == "begin_upload").unwrap();
+        let first_commit = coord
+            .calls
+            .iter()
+            .position(|c| *c == "commit_upload")
+            .unwrap();
+        let last_begin = coord
+            .calls
+            .iter()
+            .rposition(|c| *c == "begin_upload")
+            .unwrap();
         assert!(last_begin < first_commit, "{:?}", coord.calls);
         assert_eq!(coord.commits.len(), 3);
         assert!(coord.aborts.is_empty());
@@ -200,7 +220,10 @@ mod tests {
         assert_eq!(agent.puts.len(), 3);
         for put in &agent.puts {
             assert!(put.ticket_first && put.finished, "{put:?}");
-            assert!(put.chunk_sizes.iter().all(|n| *n <= proto::CHUNK_SIZE), "{put:?}");
+            assert!(
+                put.chunk_sizes.iter().all(|n| *n <= proto::CHUNK_SIZE),
+                "{put:?}"
+            );
         }
         assert_eq!(
             agent.puts[1].chunk_sizes,
@@ -214,8 +237,11 @@ mod tests {
     async fn upload_passes_affinity_and_ignores_unknown_info_fields() {
         let fx = fixture().await;
         let info = r#"{"packageID": 4, "affinity": 9, "whatever": [1]}"#;
-        let (status, body) =
-            upload(&fx, &[("info", None, info.as_bytes()), ("files", Some("x"), b"1")]).await;
+        let (status, body) = upload(
+            &fx,
+            &[("info", None, info.as_bytes()), ("files", Some("x"), b"1")],
+        )
+        .await;
         assert_eq!(status, 200, "{body}");
         assert_eq!(fx.coord().begins, [(4, "x".to_owned(), 9)]);
     }
@@ -227,35 +253,84 @@ mod tests {
         let info = info.as_bytes();
         let cases: Vec<(Vec<Part<'_>>, &str)> = vec![
             (vec![], "missing the `info` part"),
-            (vec![("files", Some("a"), b"x")], "must be named `info`, got `files`"),
+            (
+                vec![("files", Some("a"), b"x")],
+                "must be named `info`, got `files`",
+            ),
             (
                 vec![("files", Some("a"), b"x"), ("info", None, info)],
                 "must be named `info`, got `files`",
             ),
             (vec![("info", None, info)], "no `files` part"),
-            (vec![("info", None, b"{not json")], "invalid `info` part: key must be a string"),
-            (vec![("info", None, b"")], "invalid `info` part: it is empty"),
-            (vec![("info", None, b"{}")], "invalid `info` part: missing field `packageID`"),
-            (vec![("info", None, br#"{"packageID": 0}"#)], "`packageID` must be a positive id"),
+            (
+                vec![("info", None, b"{not json")],
+                "invalid `info` part: key must be a string",
+            ),
+            (
+                vec![("info", None, b"")],
+                "invalid `info` part: it is empty",
+            ),
+            (
+                vec![("info", None, b"{}")],
+                "invalid `info` part: missing field `packageID`",
+            ),
+            (
+                vec![("info", None, br#"{"packageID": 0}"#)],
+                "`packageID` must be a positive id",
+            ),
             (
                 vec![("info", None, br#"{"packageID": "1"}"#)],
                 "invalid `info` part: packageID: invalid type",
             ),
-            (vec![("info", None, info), ("file", Some("a"), b"x")], "unexpected part `file`"),
-            (vec![("info", None, info), ("info", None, info)], "appear only once"),
-            (vec![("info", None, info), ("files", None, b"x")], "has no (UTF-8) filename"),
-            (vec![("info", None, info), ("files", Some("%zz"), b"x")], "invalid filename \"%zz\""),
-            (vec![("info", None, info), ("files", Some("%FF"), b"x")], "not valid UTF-8"),
-            (vec![("info", None, info), ("files", Some("..%2Fx"), b"x")], "'..' segment"),
-            (vec![("info", None, info), ("files", Some("%2Fabs"), b"x")], "absolute"),
-            (vec![("info", None, info), ("files", Some("a%2F%2Fb"), b"x")], "empty segment"),
-            (vec![("info", None, info), ("files", Some(""), b"x")], "path is empty"),
+            (
+                vec![("info", None, info), ("file", Some("a"), b"x")],
+                "unexpected part `file`",
+            ),
+            (
+                vec![("info", None, info), ("info", None, info)],
+                "appear only once",
+            ),
+            (
+                vec![("info", None, info), ("files", None, b"x")],
+                "has no (UTF-8) filename",
+            ),
+            (
+                vec![("info", None, info), ("files", Some("%zz"), b"x")],
+                "invalid filename \"%zz\"",
+            ),
+            (
+                vec![("info", None, info), ("files", Some("%FF"), b"x")],
+                "not valid UTF-8",
+            ),
+            (
+                vec![("info", None, info), ("files", Some("..%2Fx"), b"x")],
+                "'..' segment",
+            ),
+            (
+                vec![("info", None, info), ("files", Some("%2Fabs"), b"x")],
+                "absolute",
+            ),
+            (
+                vec![("info", None, info), ("files", Some("a%2F%2Fb"), b"x")],
+                "empty segment",
+            ),
+            (
+                vec![("info", None, info), ("files", Some(""), b"x")],
+                "path is empty",
+            ),
         ];
         for (parts, needle) in cases {
             let (status, body) = upload(&fx, &parts).await;
-            assert_eq!((status, body["code"].as_str()), (400, Some("BadArgument")), "{body}");
+            assert_eq!(
+                (status, body["code"].as_str()),
+                (400, Some("BadArgument")),
+                "{body}"
+            );
             let message = body["message"].as_str().unwrap();
-            assert!(message.contains(needle), "{message:?} does not contain {needle:?}");
+            assert!(
+                message.contains(needle),
+                "{message:?} does not contain {needle:?}"
+            );
         }
         assert!(fx.coord().calls.is_empty(), "{:?}", fx.coord().calls);
     }
@@ -266,8 +341,15 @@ mod tests {
         let req = post_json("/v1/object/upload", r#"{"packageID": 1}"#);
         let (status, body) = json(call(fx.app(), req).await).await;
         assert_eq!(status, 400);
-        assert!(body["message"].as_str().unwrap().contains("multipart/form-data"));
-        let req = axum::http::Request::get("/v1/object/upload").body(Body::empty()).unwrap();
+        assert!(
+            body["message"]
+                .as_str()
+                .unwrap()
+                .contains("multipart/form-data")
+        );
+        let req = axum::http::Request::get("/v1/object/upload")
+            .body(Body::empty())
+            .unwrap();
         assert_eq!(call(fx.app(), req).await.status(), 405);
     }
 
@@ -281,7 +363,11 @@ mod tests {
         let info = info(1);
         let (status, body) = upload(
             &fx,
-            &[("info", None, info.as_bytes()), ("files", Some("a"), b"1"), ("files", Some("b"), b"2")],
+            &[
+                ("info", None, info.as_bytes()),
+                ("files", Some("a"), b"1"),
+                ("files", Some("b"), b"2"),
+            ],
         )
         .await;
         assert_eq!(status, 400);
@@ -316,7 +402,8 @@ mod tests {
     async fn a_body_that_breaks_mid_file_is_never_finished() {
         let fx = fixture().await;
         let info = info(1);
-        let mut head = multipart_body(&[("info", None, info.as_bytes()), ("files", Some("a"), b"")]);
+        let mut head =
+            multipart_body(&[("info", None, info.as_bytes()), ("files", Some("a"), b"")]);
         // Cut the closing of the file part off and stream some bytes, then fail.
         let tail = format!("\r\n--{BOUNDARY}--\r\n");
         head.truncate(head.len() - tail.len());
@@ -328,17 +415,23 @@ mod tests {
         let begun = common::testing::wait_until(wait, || async { !fx.coord().begins.is_empty() });
         assert!(begun.await, "the file part started streaming");
         tx.send(Ok(Bytes::from(vec![7u8; 300_000]))).await.unwrap();
-        tx.send(Err(std::io::Error::other("client went away"))).await.unwrap();
+        tx.send(Err(std::io::Error::other("client went away")))
+            .await
+            .unwrap();
         let (status, body) = json(response.await.unwrap()).await;
         assert_eq!(status, 400, "{body}");
         let message = body["message"].as_str().unwrap();
-        assert!(message.contains("failed to read the body of file \"a\""), "{message}");
-        assert!(message.ends_with("failed to read stream: client went away"), "{message}");
+        assert!(
+            message.contains("failed to read the body of file \"a\""),
+            "{message}"
+        );
+        assert!(
+            message.ends_with("failed to read stream: client went away"),
+            "{message}"
+        );
 
-        let coord = fx.coord();
-        assert!(coord.commits.is_empty());
-        assert_eq!(coord.aborts.len(), 1);
-        drop(coord);
+        assert!(fx.coord().commits.is_empty());
+        assert_eq!(fx.coord().aborts.len(), 1);
         // The agent saw the stream cancelled without `finish` (possibly after the response).
         let done = common::testing::wait_until(std::time::Duration::from_secs(5), || async {
             !fx.agent().puts.is_empty()
@@ -365,7 +458,10 @@ mod tests {
             ],
         )
         .await;
-        assert_eq!((status, body["code"].as_str()), (503, Some("OperationFailed")));
+        assert_eq!(
+            (status, body["code"].as_str()),
+            (503, Some("OperationFailed"))
+        );
         let coord = fx.coord();
         assert_eq!(coord.commits.len(), 1);
         assert_eq!(coord.aborts.len(), 2);
@@ -375,8 +471,14 @@ mod tests {
     /// Upload `content` as `path` and return its object id.
     async fn put(fx: &Fixture, path: &str, content: &[u8]) -> u64 {
         let info = info(1);
-        let (status, body) =
-            upload(fx, &[("info", None, info.as_bytes()), ("files", Some(path), content)]).await;
+        let (status, body) = upload(
+            fx,
+            &[
+                ("info", None, info.as_bytes()),
+                ("files", Some(path), content),
+            ],
+        )
+        .await;
         assert_eq!(status, 200, "{body}");
         body["data"]["uploadeds"][0]["objectID"].as_u64().unwrap()
     }
@@ -389,6 +491,7 @@ mod tests {
     async fn download_streams_the_requested_range() {
         let fx = fixture().await;
         let id = put(&fx, "dir%2Fh%C3%A9llo.txt", b"0123456789").await;
+        fx.agent().get_chunk_size = 3;
         for (query, expected) in [
             (format!("objectID={id}"), &b"0123456789"[..]),
             (format!("objectID={id}&offset=3"), b"3456789"),
@@ -401,7 +504,11 @@ mod tests {
             assert_eq!(resp.status(), 200, "{query}");
             let headers = resp.headers().clone();
             assert_eq!(headers["content-type"], "application/octet-stream");
-            assert_eq!(headers["content-length"], expected.len().to_string(), "{query}");
+            assert_eq!(
+                headers["content-length"],
+                expected.len().to_string(),
+                "{query}"
+            );
             assert_eq!(
                 headers["content-disposition"],
                 "attachment; filename*=UTF-8''h%C3%A9llo.txt"
@@ -418,20 +525,43 @@ mod tests {
         for (query, needle) in [
             (String::new(), "missing field `objectID`"),
             ("objectID=0".to_owned(), "`objectID` must be a positive id"),
-            (format!("objectID={id}&offset=-1"), "offset must not be negative (got -1)"),
-            (format!("objectID={id}&length=-2"), "length must not be negative (got -2)"),
-            (format!("objectID={id}&offset=x"), "invalid query string: offset"),
+            (
+                format!("objectID={id}&offset=-1"),
+                "offset must not be negative (got -1)",
+            ),
+            (
+                format!("objectID={id}&length=-2"),
+                "length must not be negative (got -2)",
+            ),
+            (
+                format!("objectID={id}&offset=x"),
+                "invalid query string: offset",
+            ),
         ] {
             let (status, body) = json(download(&fx, &query).await).await;
-            assert_eq!((status, body["code"].as_str()), (400, Some("BadArgument")), "{query}");
+            assert_eq!(
+                (status, body["code"].as_str()),
+                (400, Some("BadArgument")),
+                "{query}"
+            );
             let message = body["message"].as_str().unwrap();
-            assert!(message.contains(needle), "{message:?} does not contain {needle:?}");
+            assert!(
+                message.contains(needle),
+                "{message:?} does not contain {needle:?}"
+            );
         }
-        assert_eq!(fx.coord().calls.len(), calls_before, "rejected before the coordinator");
+        assert_eq!(
+            fx.coord().calls.len(),
+            calls_before,
+            "rejected before the coordinator"
+        );
 
         let (status, body) = json(download(&fx, &format!("objectID={id}&offset=11")).await).await;
         assert_eq!(status, 400);
-        assert_eq!(body["message"], "offset 11 is past the end of the object (size 10)");
+        assert_eq!(
+            body["message"],
+            "offset 11 is past the end of the object (size 10)"
+        );
 
         let (status, body) = json(download(&fx, "objectID=999").await).await;
         assert_eq!((status, body["code"].as_str()), (404, Some("DataNotFound")));
@@ -450,6 +580,7 @@ mod tests {
     async fn a_mid_stream_failure_aborts_the_body() {
         let fx = fixture().await;
         let id = put(&fx, "f", b"0123456789").await;
+        fx.agent().get_chunk_size = 3;
         fx.agent().fail_get_after_chunks = Some(2);
         let resp = download(&fx, &format!("objectID={id}")).await;
         assert_eq!(resp.status(), 200);
@@ -477,8 +608,14 @@ mod tests {
         )
         .await;
         assert_eq!(status, 200);
-        let (status, body) =
-            json(call(fx.app(), http_get("/v1/object/getPackageObjects?packageID=1")).await).await;
+        let (status, body) = json(
+            call(
+                fx.app(),
+                http_get("/v1/object/getPackageObjects?packageID=1"),
+            )
+            .await,
+        )
+        .await;
         assert_eq!(status, 200, "{body}");
         let paths: Vec<_> = body["data"]["objects"]
             .as_array()
@@ -489,8 +626,14 @@ mod tests {
         assert_eq!(paths, ["a", "b", "c", "d", "e"]);
         assert_eq!(fx.coord().list_requests, ["", "b", "d"]);
 
-        let (_, body) =
-            json(call(fx.app(), http_get("/v1/object/getPackageObjects?packageID=2")).await).await;
+        let (_, body) = json(
+            call(
+                fx.app(),
+                http_get("/v1/object/getPackageObjects?packageID=2"),
+            )
+            .await,
+        )
+        .await;
         assert_eq!(body["data"], json!({"objects": []}));
     }
 
@@ -498,26 +641,46 @@ mod tests {
     async fn delete_is_ok_for_missing_and_empty_lists() {
         let fx = fixture().await;
         let id = put(&fx, "f", b"x").await;
-        let req = post_json("/v1/object/delete", &format!(r#"{{"objectIDs": [{id}, 424242]}}"#));
+        let req = post_json(
+            "/v1/object/delete",
+            &format!(r#"{{"objectIDs": [{id}, 424242]}}"#),
+        );
         let (status, body) = json(call(fx.app(), req).await).await;
-        assert_eq!((status, body), (200, json!({"code": "OK", "message": "", "data": null})));
+        assert_eq!(
+            (status, body),
+            (200, json!({"code": "OK", "message": "", "data": null}))
+        );
         assert!(fx.coord().objects.is_empty());
 
         let calls = fx.coord().calls.len();
-        let (status, _) =
-            json(call(fx.app(), post_json("/v1/object/delete", r#"{"objectIDs": []}"#)).await).await;
+        let (status, _) = json(
+            call(
+                fx.app(),
+                post_json("/v1/object/delete", r#"{"objectIDs": []}"#),
+            )
+            .await,
+        )
+        .await;
         assert_eq!(status, 200);
-        assert_eq!(fx.coord().calls.len(), calls, "empty list needs no coordinator call");
+        assert_eq!(
+            fx.coord().calls.len(),
+            calls,
+            "empty list needs no coordinator call"
+        );
 
         for (body, needle) in [
             ("{}", "missing field `objectIDs`"),
             (r#"{"objectIDs": [1, 0]}"#, "`objectIDs[1]`"),
             (r#"{"objectIDs": ["1"]}"#, "objectIDs[0]: invalid type"),
         ] {
-            let (status, resp) = json(call(fx.app(), post_json("/v1/object/delete", body)).await).await;
+            let (status, resp) =
+                json(call(fx.app(), post_json("/v1/object/delete", body)).await).await;
             assert_eq!(status, 400);
             let message = resp["message"].as_str().unwrap();
-            assert!(message.contains(needle), "{message:?} does not contain {needle:?}");
+            assert!(
+                message.contains(needle),
+                "{message:?} does not contain {needle:?}"
+            );
         }
     }
 }

@@ -15,7 +15,7 @@ use crate::state::AppState;
 
 /// Body of `POST /v1/package/create`.
 #[derive(Debug, Deserialize)]
-pub struct CreateBody {
+pub(crate) struct CreateBody {
     #[serde(rename = "bucketID")]
     bucket_id: Option<u64>,
     name: String,
@@ -23,7 +23,7 @@ pub struct CreateBody {
 
 /// Query of `GET /v1/package/getByFullName`.
 #[derive(Debug, Deserialize)]
-pub struct GetByFullNameQuery {
+pub(crate) struct GetByFullNameQuery {
     #[serde(rename = "userID")]
     user_id: Option<u64>,
     #[serde(rename = "bucketName")]
@@ -34,27 +34,27 @@ pub struct GetByFullNameQuery {
 
 /// Query of `GET /v1/package/listBucketPackages`.
 #[derive(Debug, Deserialize)]
-pub struct ListBucketPackagesQuery {
+pub(crate) struct ListBucketPackagesQuery {
     #[serde(rename = "bucketID")]
     bucket_id: Option<u64>,
 }
 
 /// Body of `POST /v1/package/delete`.
 #[derive(Debug, Deserialize)]
-pub struct DeleteBody {
+pub(crate) struct DeleteBody {
     #[serde(rename = "packageID")]
     package_id: Option<u64>,
 }
 
 /// `data` of create and getByFullName.
 #[derive(Debug, Serialize)]
-pub struct PackageData {
+pub(crate) struct PackageData {
     package: PackageJson,
 }
 
 /// `data` of listBucketPackages.
 #[derive(Debug, Serialize)]
-pub struct PackagesData {
+pub(crate) struct PackagesData {
     packages: Vec<PackageJson>,
 }
 
@@ -74,7 +74,11 @@ pub(crate) async fn create(
         .await?
         .into_inner();
     let package = required(resp.package, "package")?;
-    tracing::info!(bucket_id, package_id = package.package_id, "package created");
+    tracing::info!(
+        bucket_id,
+        package_id = package.package_id,
+        "package created"
+    );
     Ok(ApiOk(PackageData {
         package: package.into(),
     }))
@@ -141,8 +145,14 @@ mod tests {
     #[tokio::test]
     async fn create_find_list_delete() {
         let fx = Fixture::start().await;
-        let (_, body) =
-            json(call(fx.app(), post_json("/v1/bucket/create", r#"{"name": "b1"}"#)).await).await;
+        let (_, body) = json(
+            call(
+                fx.app(),
+                post_json("/v1/bucket/create", r#"{"name": "b1"}"#),
+            )
+            .await,
+        )
+        .await;
         let bucket_id = body["data"]["bucket"]["bucketID"].as_u64().unwrap();
 
         let req = post_json(
@@ -167,9 +177,15 @@ mod tests {
         let (_, body) = json(call(fx.app(), http_get(&uri)).await).await;
         assert_eq!(body["data"]["packages"], json!([package]));
 
-        let req = post_json("/v1/package/delete", &format!(r#"{{"packageID": {package_id}}}"#));
+        let req = post_json(
+            "/v1/package/delete",
+            &format!(r#"{{"packageID": {package_id}}}"#),
+        );
         let (status, body) = json(call(fx.app(), req).await).await;
-        assert_eq!((status, body["data"].clone()), (200, serde_json::Value::Null));
+        assert_eq!(
+            (status, body["data"].clone()),
+            (200, serde_json::Value::Null)
+        );
         assert!(fx.coord().packages.is_empty());
     }
 
@@ -177,18 +193,46 @@ mod tests {
     async fn bad_input_is_rejected_before_the_coordinator() {
         let fx = Fixture::start().await;
         for (req, needle) in [
-            (post_json("/v1/package/create", r#"{"name": "p"}"#), "missing field `bucketID`"),
-            (post_json("/v1/package/create", r#"{"bucketID": 1}"#), "missing field `name`"),
-            (post_json("/v1/package/create", r#"{"bucketID": 1, "name": " "}"#), "package name is empty"),
-            (post_json("/v1/package/delete", r#"{"packageID": 0}"#), "`packageID`"),
-            (http_get("/v1/package/getByFullName?bucketName=b"), "missing field `packageName`"),
-            (http_get("/v1/package/listBucketPackages"), "missing field `bucketID`"),
-            (http_get("/v1/package/listBucketPackages?bucketID=-1"), "bucketID: invalid digit"),
+            (
+                post_json("/v1/package/create", r#"{"name": "p"}"#),
+                "missing field `bucketID`",
+            ),
+            (
+                post_json("/v1/package/create", r#"{"bucketID": 1}"#),
+                "missing field `name`",
+            ),
+            (
+                post_json("/v1/package/create", r#"{"bucketID": 1, "name": " "}"#),
+                "package name is empty",
+            ),
+            (
+                post_json("/v1/package/delete", r#"{"packageID": 0}"#),
+                "`packageID`",
+            ),
+            (
+                http_get("/v1/package/getByFullName?bucketName=b"),
+                "missing field `packageName`",
+            ),
+            (
+                http_get("/v1/package/listBucketPackages"),
+                "missing field `bucketID`",
+            ),
+            (
+                http_get("/v1/package/listBucketPackages?bucketID=-1"),
+                "bucketID: invalid digit",
+            ),
         ] {
             let (status, body) = json(call(fx.app(), req).await).await;
-            assert_eq!((status, body["code"].as_str()), (400, Some("BadArgument")), "{body}");
+            assert_eq!(
+                (status, body["code"].as_str()),
+                (400, Some("BadArgument")),
+                "{body}"
+            );
             let message = body["message"].as_str().unwrap();
-            assert!(message.contains(needle), "{message:?} does not contain {needle:?}");
+            assert!(
+                message.contains(needle),
+                "{message:?} does not contain {needle:?}"
+            );
         }
         assert!(fx.coord().calls.is_empty());
     }
