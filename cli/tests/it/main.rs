@@ -20,6 +20,20 @@ fn free_port() -> u16 {
         .port()
 }
 
+async fn wait_healthy(base: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let http = reqwest::Client::new();
+    loop {
+        if let Ok(r) = http.get(format!("{base}/healthz")).send().await
+            && r.status().is_success()
+        {
+            return;
+        }
+        assert!(Instant::now() < deadline, "{base} did not become healthy");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 async fn start(data_dir: &std::path::Path, port: u16) -> Standalone {
     let child = Command::new(env!("CARGO_BIN_EXE_jcs"))
         .args(["--log", "warn", "standalone", "--listen"])
@@ -47,15 +61,17 @@ async fn start(data_dir: &std::path::Path, port: u16) -> Standalone {
     Standalone { child, base }
 }
 
-fn terminate(mut s: Standalone) {
-    let pid = s.child.id().to_string();
+fn terminate(s: Standalone) {
+    stop(s.child);
+}
+
+/// SIGTERM, then expect a clean exit.
+fn stop(mut child: Child) {
+    let pid = child.id().to_string();
     let ok = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
     assert!(ok.success());
-    let status = s.child.wait().unwrap();
-    assert!(
-        status.success(),
-        "jcs standalone exited with {status} on SIGTERM"
-    );
+    let status = child.wait().unwrap();
+    assert!(status.success(), "jcs exited with {status} on SIGTERM");
 }
 
 async fn post(http: &reqwest::Client, url: String, body: serde_json::Value) -> serde_json::Value {
@@ -140,4 +156,109 @@ async fn standalone_keeps_objects_across_a_restart() {
         .unwrap();
     assert_eq!(list["data"]["objects"][0]["path"], "dir/data.bin");
     terminate(s);
+}
+
+fn role(name: &str, config: &std::path::Path) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_jcs"))
+        .args(["--log", "warn", name, "--config"])
+        .arg(config)
+        .stdin(Stdio::null())
+        .spawn()
+        .unwrap()
+}
+
+/// The three cluster roles as separate processes, configured by TOML files.
+#[tokio::test]
+async fn cluster_roles_run_as_separate_processes() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("cluster.secret");
+    std::fs::write(&secret, "0123456789abcdef0123456789abcdef").unwrap();
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let (cp, ap, gp) = (free_port(), free_port(), free_port());
+    let write = |name: &str, text: String| {
+        let p = dir.path().join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    };
+    let coord = write(
+        "coordinator.toml",
+        format!(
+            "listen = \"127.0.0.1:{cp}\"\ncluster_secret_file = {secret:?}\n[meta]\nbackend = \"redb\"\npath = {:?}\n",
+            dir.path().join("meta.redb")
+        ),
+    );
+    let agent = write(
+        "agent.toml",
+        format!(
+            "name = \"a1\"\nlisten = \"127.0.0.1:{ap}\"\ncoordinator = \"127.0.0.1:{cp}\"\ncluster_secret_file = {secret:?}\n[[spaces]]\nname = \"s1\"\npath = {:?}\n",
+            dir.path().join("space")
+        ),
+    );
+    let gateway = write(
+        "gateway.toml",
+        format!("listen = \"127.0.0.1:{gp}\"\ncoordinator = \"127.0.0.1:{cp}\"\n"),
+    );
+    let children = vec![
+        role("coordinator", &coord),
+        role("agent", &agent),
+        role("gateway", &gateway),
+    ];
+    let base = format!("http://127.0.0.1:{gp}");
+    wait_healthy(&base).await;
+
+    let http = reqwest::Client::new();
+    let b = post(
+        &http,
+        format!("{base}/v1/bucket/create"),
+        serde_json::json!({"name": "b"}),
+    )
+    .await;
+    let bucket = b["bucket"]["bucketID"].as_u64().unwrap();
+    let p = post(
+        &http,
+        format!("{base}/v1/package/create"),
+        serde_json::json!({"bucketID": bucket, "name": "p"}),
+    )
+    .await;
+    let package = p["package"]["packageID"].as_u64().unwrap();
+    // The agent registers asynchronously: retry the upload until a space is live.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let object = loop {
+        let form = reqwest::multipart::Form::new()
+            .text(
+                "info",
+                serde_json::json!({"packageID": package}).to_string(),
+            )
+            .part(
+                "files",
+                reqwest::multipart::Part::bytes(b"hello cluster".to_vec()).file_name("x"),
+            );
+        let v: serde_json::Value = http
+            .post(format!("{base}/v1/object/upload"))
+            .multipart(form)
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        if v["code"] == "OK" {
+            break v["data"]["uploadeds"][0]["objectID"].as_u64().unwrap();
+        }
+        assert!(Instant::now() < deadline, "upload never succeeded: {v}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    let got = http
+        .get(format!("{base}/v1/object/download?objectID={object}"))
+        .send()
+        .await
+        .unwrap()
+        .bytes()
+        .await
+        .unwrap();
+    assert_eq!(&got[..], b"hello cluster");
+    for c in children.into_iter().rev() {
+        stop(c);
+    }
 }
