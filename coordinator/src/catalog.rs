@@ -2,6 +2,9 @@
 //! user spaces. Every uniqueness rule is enforced in the transaction that writes the row.
 
 pub mod keys;
+pub mod listing;
+pub mod multipart;
+pub mod mutate;
 pub mod object;
 pub mod package;
 pub mod rows;
@@ -23,8 +26,8 @@ use rows::BucketRow;
 /// How often an optimistic (read, compare, write) loop retries before giving up.
 pub(crate) const MAX_ATTEMPTS: usize = 32;
 
-/// Operations per deletion step of a bulk job (well under etcd's 128).
-pub(crate) const DELETE_BATCH: usize = 50;
+/// Objects per deletion step of a bulk job: 3 operations each, well under etcd's 128.
+pub(crate) const DELETE_BATCH: usize = 40;
 
 #[derive(Clone)]
 pub struct Catalog {

@@ -65,6 +65,15 @@ pub struct CoordinatorConfig {
     /// A pending upload not committed within this time is forgotten.
     #[serde(with = "humantime_serde")]
     pub upload_expiry: Duration,
+    /// How often shard garbage collection runs.
+    #[serde(with = "humantime_serde")]
+    pub gc_interval: Duration,
+    /// Unreferenced shards younger than this are kept (at least `upload_expiry`).
+    #[serde(with = "humantime_serde")]
+    pub gc_grace: Duration,
+    /// Multipart uploads not completed within this time are deleted with their parts.
+    #[serde(with = "humantime_serde")]
+    pub multipart_expiry: Duration,
 }
 
 impl Default for CoordinatorConfig {
@@ -79,6 +88,9 @@ impl Default for CoordinatorConfig {
             agent_ttl: Duration::from_secs(10),
             ticket_ttl: Duration::from_secs(3600),
             upload_expiry: Duration::from_secs(24 * 3600),
+            gc_interval: Duration::from_secs(3600),
+            gc_grace: Duration::from_secs(24 * 3600),
+            multipart_expiry: Duration::from_secs(7 * 24 * 3600),
         }
     }
 }
@@ -98,6 +110,15 @@ impl CoordinatorConfig {
         }
         if self.ticket_ttl.is_zero() || self.upload_expiry < self.ticket_ttl {
             return Err("ticket_ttl must be > 0 and upload_expiry at least ticket_ttl".into());
+        }
+        if self.gc_grace < self.upload_expiry {
+            return Err(
+                "gc_grace must be at least upload_expiry (it protects uploads not yet committed)"
+                    .into(),
+            );
+        }
+        if self.gc_interval.is_zero() || self.multipart_expiry.is_zero() {
+            return Err("gc_interval and multipart_expiry must be > 0".into());
         }
         self.secret().map(|_| ())
     }

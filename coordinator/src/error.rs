@@ -33,6 +33,12 @@ pub enum Error {
     #[snafu(display("gave up after {attempts} conflicting concurrent updates of {what}"))]
     Contention { what: String, attempts: usize },
 
+    #[snafu(display("the shard of this upload is being garbage-collected; upload it again"))]
+    ShardCollecting,
+
+    #[snafu(display("agent request failed"))]
+    Agent { source: client::Error },
+
     #[snafu(display("failed to start: {message}"))]
     Startup { message: String },
 
@@ -50,10 +56,11 @@ impl CodedError for Error {
             Error::AlreadyExists { .. } => ErrorCode::AlreadyExists,
             Error::NoLiveSpace { .. } | Error::AgentDown { .. } => ErrorCode::Unavailable,
             Error::Meta { source } => source.code(),
+            Error::Agent { source } => common::CodedError::code(source),
             Error::DecodeRow { .. } | Error::Startup { .. } | Error::Serve { .. } => {
                 ErrorCode::Internal
             }
-            Error::Contention { .. } => ErrorCode::Conflict,
+            Error::Contention { .. } | Error::ShardCollecting => ErrorCode::Conflict,
         }
     }
 }

@@ -5,6 +5,7 @@
 pub mod catalog;
 pub mod config;
 pub mod error;
+pub mod gc;
 pub mod ids;
 pub mod placement;
 pub mod registry;

@@ -13,6 +13,7 @@ use tokio_util::sync::CancellationToken;
 use crate::catalog::Catalog;
 use crate::config::{CoordinatorConfig, MetaConfig};
 use crate::error::{Error, Result, ServeSnafu};
+use crate::gc::Gc;
 use crate::registry::Registry;
 use crate::service::Service;
 use crate::tickets::TicketSigner;
@@ -22,6 +23,10 @@ const SWEEP_EVERY: Duration = Duration::from_secs(60);
 
 pub struct Coordinator {
     service: Arc<Service>,
+    gc: Gc,
+    gc_interval: Duration,
+    gc_grace: Duration,
+    multipart_expiry: Duration,
 }
 
 /// Open the metadata store a config names, wrapped in the cluster's key prefix.
@@ -56,10 +61,19 @@ impl Coordinator {
         let secret = config
             .secret()
             .map_err(|message| Error::Startup { message })?;
+        let catalog = Catalog::new(meta);
+        let registry = Arc::new(Registry::new(config.agent_ttl));
+        let signer = TicketSigner::new(secret);
+        let gc = Gc {
+            catalog: catalog.clone(),
+            registry: registry.clone(),
+            signer: signer.clone(),
+            agents: client::AgentPool::new(client::ChannelOptions::default()),
+        };
         let service = Service {
-            catalog: Catalog::new(meta),
-            registry: Arc::new(Registry::new(config.agent_ttl)),
-            signer: TicketSigner::new(secret),
+            catalog,
+            registry,
+            signer,
             ticket_ttl: config.ticket_ttl,
             upload_expiry: config.upload_expiry,
             heartbeat_interval: config.heartbeat_interval,
@@ -67,7 +81,16 @@ impl Coordinator {
         };
         Ok(Coordinator {
             service: Arc::new(service),
+            gc,
+            gc_interval: config.gc_interval,
+            gc_grace: config.gc_grace,
+            multipart_expiry: config.multipart_expiry,
         })
+    }
+
+    /// A handle on shard garbage collection, e.g. to run a pass on demand.
+    pub fn gc(&self) -> Gc {
+        self.gc.clone()
     }
 
     pub fn catalog(&self) -> &Catalog {
@@ -78,7 +101,17 @@ impl Coordinator {
     /// interrupted deletions and sweeps expired uploads (single node: always the leader).
     pub async fn serve(self, listener: TcpListener, shutdown: CancellationToken) -> Result<()> {
         let catalog = self.service.catalog.clone();
-        let housekeeping = tokio::spawn(housekeeping(catalog, shutdown.clone()));
+        let housekeeping = tokio::spawn(housekeeping(
+            catalog,
+            self.multipart_expiry,
+            shutdown.clone(),
+        ));
+        let gc = tokio::spawn(crate::gc::run(
+            self.gc,
+            self.gc_interval,
+            self.gc_grace,
+            shutdown.clone(),
+        ));
         let svc = CoordinatorServiceServer::from_arc(self.service)
             .max_decoding_message_size(proto::MAX_MESSAGE_SIZE)
             .max_encoding_message_size(proto::MAX_MESSAGE_SIZE);
@@ -93,11 +126,12 @@ impl Coordinator {
             .context(ServeSnafu);
         shutdown.cancel();
         let _ = housekeeping.await;
+        let _ = gc.await;
         result
     }
 }
 
-async fn housekeeping(catalog: Catalog, shutdown: CancellationToken) {
+async fn housekeeping(catalog: Catalog, multipart_expiry: Duration, shutdown: CancellationToken) {
     match catalog.resume_jobs().await {
         Ok(0) => {}
         Ok(n) => tracing::info!(jobs = n, "resumed interrupted deletions"),
@@ -110,10 +144,19 @@ async fn housekeeping(catalog: Catalog, shutdown: CancellationToken) {
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(SWEEP_EVERY) => {}
         }
-        match catalog.sweep_uploads(common::time::now_ms()).await {
+        let now = common::time::now_ms();
+        match catalog.sweep_uploads(now).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(uploads = n, "forgot expired uploads"),
             Err(e) => tracing::warn!(error = %common::error::ErrorChain(&e), "upload sweep failed"),
+        }
+        let max_age = i64::try_from(multipart_expiry.as_millis()).unwrap_or(i64::MAX);
+        match catalog.sweep_multipart(now, max_age).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(multipart_uploads = n, "cleaned up multipart uploads"),
+            Err(e) => {
+                tracing::warn!(error = %common::error::ErrorChain(&e), "multipart sweep failed")
+            }
         }
     }
 }

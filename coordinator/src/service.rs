@@ -4,12 +4,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use common::{BucketId, ObjectId, PackageId, SpaceId, UploadId, UserId};
+use common::{AgentId, BucketId, ObjectId, PackageId, SpaceId, UploadId, UserId};
 use proto::coordinator as pb;
 use proto::coordinator::coordinator_service_server::CoordinatorService;
 use tonic::{Request, Response, Status};
 
 use crate::catalog::Catalog;
+use crate::catalog::listing::ListByPath;
 use crate::catalog::rows::{BucketRow, ObjectRow, PackageRow};
 use crate::catalog::space::SpaceDecl;
 use crate::error::{Error, bad, not_found};
@@ -77,7 +78,44 @@ pub(crate) fn object_pb(o: ObjectRow) -> pb::Object {
     }
 }
 
+/// The message of a failed batch entry (internal details stay in the log).
+fn entry_error(e: &Error) -> String {
+    if common::CodedError::code(e) == common::ErrorCode::Internal {
+        tracing::error!(error = %common::error::ErrorChain(e), "batch entry failed");
+        "internal error".to_owned()
+    } else {
+        e.to_string()
+    }
+}
+
 impl Service {
+    /// Choose a live space for new content (see [`placement`]).
+    fn place(&self, affinity: Option<SpaceId>) -> Result<(SpaceId, AgentId, String), Error> {
+        let live = self.registry.live_spaces();
+        let ids: Vec<SpaceId> = live.iter().map(|(s, _, _)| *s).collect();
+        let turn = self.turn.fetch_add(1, Ordering::Relaxed);
+        let space = placement::choose(&ids, affinity, turn).ok_or_else(|| Error::NoLiveSpace {
+            reason: "no agent serving a user space is alive".into(),
+        })?;
+        live.into_iter()
+            .find(|(s, _, _)| *s == space)
+            .ok_or_else(|| Error::NoLiveSpace {
+                reason: format!("space {space} vanished"),
+            })
+    }
+
+    /// The agent serving `space`, which must be live (parts and completions go to the
+    /// multipart object's space).
+    async fn space_agent(&self, space: SpaceId) -> Result<(AgentId, String), Error> {
+        let row = self
+            .catalog
+            .get_space(space)
+            .await?
+            .ok_or_else(|| not_found(format!("user space {space}")))?;
+        let address = self.space_address(space).await?;
+        Ok((row.agent_id, address))
+    }
+
     /// Where to read `space` from: the address of its agent, unless that agent is down.
     async fn space_address(&self, space: SpaceId) -> Result<String, Error> {
         let row = self
@@ -271,20 +309,8 @@ impl CoordinatorService for Service {
         let r = req.into_inner();
         let package = PackageId(id_arg(r.package_id, "packageID")?);
         common::path::validate_object_path(&r.path).map_err(bad)?;
-        let live = self.registry.live_spaces();
-        let ids: Vec<SpaceId> = live.iter().map(|(s, _, _)| *s).collect();
         let affinity = (r.affinity != 0).then_some(SpaceId(r.affinity));
-        let turn = self.turn.fetch_add(1, Ordering::Relaxed);
-        let space = placement::choose(&ids, affinity, turn).ok_or_else(|| Error::NoLiveSpace {
-            reason: "no agent serving a user space is alive".into(),
-        })?;
-        let (_, agent_id, address) = live
-            .iter()
-            .find(|(s, _, _)| *s == space)
-            .cloned()
-            .ok_or_else(|| Error::NoLiveSpace {
-                reason: format!("space {space} vanished"),
-            })?;
+        let (space, agent_id, address) = self.place(affinity)?;
         let now = common::time::now_ms();
         let upload_expires = now + ms(self.upload_expiry);
         let up = self
@@ -325,13 +351,21 @@ impl CoordinatorService for Service {
         &self,
         req: Request<pb::ResolveObjectRequest>,
     ) -> Res<pb::ResolveObjectResponse> {
-        let id = ObjectId(id_arg(req.into_inner().object_id, "objectID")?);
-        let o = self
-            .catalog
-            .get_object(id)
-            .await?
-            .ok_or_else(|| not_found(format!("object {id}")))?
-            .row;
+        let r = req.into_inner();
+        let o = if r.object_id != 0 {
+            let id = ObjectId(r.object_id);
+            self.catalog
+                .get_object(id)
+                .await?
+                .ok_or_else(|| not_found(format!("object {id}")))?
+                .row
+        } else {
+            let package = PackageId(id_arg(r.package_id, "packageID")?);
+            if r.path.is_empty() {
+                return Err(bad("path is missing").into());
+            }
+            self.catalog.get_object_by_path(package, &r.path).await?
+        };
         let address = self.space_address(o.space_id).await?;
         let ticket = self.signer.get(
             o.space_id,
@@ -342,6 +376,154 @@ impl CoordinatorService for Service {
             object: Some(object_pb(o)),
             agent_address: address,
             ticket: Some(ticket),
+        }))
+    }
+
+    async fn list_by_path(
+        &self,
+        req: Request<pb::ListByPathRequest>,
+    ) -> Res<pb::ListByPathResponse> {
+        let r = req.into_inner();
+        let package = PackageId(id_arg(r.package_id, "packageID")?);
+        let page = self
+            .catalog
+            .list_by_path(
+                package,
+                &ListByPath {
+                    path: r.path,
+                    is_prefix: r.is_prefix,
+                    no_recursive: r.no_recursive,
+                    max_keys: r.max_keys as usize,
+                    continuation_token: r.continuation_token,
+                },
+            )
+            .await?;
+        Ok(Response::new(pb::ListByPathResponse {
+            objects: page.objects.into_iter().map(object_pb).collect(),
+            common_prefixes: page.common_prefixes,
+            is_truncated: page.is_truncated,
+            next_continuation_token: page.next_continuation_token,
+        }))
+    }
+
+    async fn move_objects(
+        &self,
+        req: Request<pb::MoveObjectsRequest>,
+    ) -> Res<pb::MoveObjectsResponse> {
+        let mut resp = pb::MoveObjectsResponse::default();
+        for m in req.into_inner().movings {
+            let result = match (m.object_id, m.package_id) {
+                (0, _) => Err(bad("objectID is missing or 0")),
+                (_, 0) => Err(bad("packageID is missing or 0")),
+                (o, p) => {
+                    self.catalog
+                        .move_object(ObjectId(o), PackageId(p), &m.path)
+                        .await
+                }
+            };
+            match result {
+                Ok(_) => resp.successes.push(m.object_id),
+                Err(e) => resp.failures.push(pb::MoveFailure {
+                    object_id: m.object_id,
+                    message: entry_error(&e),
+                }),
+            }
+        }
+        Ok(Response::new(resp))
+    }
+
+    async fn clone_objects(
+        &self,
+        req: Request<pb::CloneObjectsRequest>,
+    ) -> Res<pb::CloneObjectsResponse> {
+        let mut resp = pb::CloneObjectsResponse::default();
+        for c in req.into_inner().clonings {
+            let result = match (c.object_id, c.new_package_id) {
+                (0, _) => Err(bad("objectID is missing or 0")),
+                (_, 0) => Err(bad("newPackageID is missing or 0")),
+                (o, p) => {
+                    self.catalog
+                        .clone_object(ObjectId(o), PackageId(p), &c.new_path)
+                        .await
+                }
+            };
+            resp.results.push(match result {
+                Ok(row) => pb::CloneResult {
+                    object: Some(object_pb(row)),
+                    error: String::new(),
+                },
+                Err(e) => pb::CloneResult {
+                    object: None,
+                    error: entry_error(&e),
+                },
+            });
+        }
+        Ok(Response::new(resp))
+    }
+
+    async fn new_multipart_upload(
+        &self,
+        req: Request<pb::NewMultipartUploadRequest>,
+    ) -> Res<pb::ObjectResponse> {
+        let r = req.into_inner();
+        let package = PackageId(id_arg(r.package_id, "packageID")?);
+        common::path::validate_object_path(&r.path).map_err(bad)?;
+        let (space, _, _) = self.place(None)?;
+        let o = self
+            .catalog
+            .new_multipart_upload(package, &r.path, space)
+            .await?;
+        Ok(Response::new(pb::ObjectResponse {
+            object: Some(object_pb(o)),
+        }))
+    }
+
+    async fn begin_upload_part(
+        &self,
+        req: Request<pb::BeginUploadPartRequest>,
+    ) -> Res<pb::BeginUploadResponse> {
+        let r = req.into_inner();
+        let id = ObjectId(id_arg(r.object_id, "objectID")?);
+        let now = common::time::now_ms();
+        let up = self
+            .catalog
+            .begin_upload_part(id, r.index, now + ms(self.upload_expiry))
+            .await?;
+        let (agent_id, address) = self.space_agent(up.space_id).await?;
+        let expires = now + ms(self.ticket_ttl);
+        Ok(Response::new(pb::BeginUploadResponse {
+            upload_id: up.upload_id.0,
+            agent_id: agent_id.0,
+            agent_address: address,
+            space_id: up.space_id.0,
+            ticket: Some(self.signer.put(up.space_id, up.upload_id, 0, expires)),
+            expires_at_ms: expires,
+        }))
+    }
+
+    async fn begin_complete_multipart_upload(
+        &self,
+        req: Request<pb::CompleteMultipartUploadRequest>,
+    ) -> Res<pb::BeginUploadResponse> {
+        let r = req.into_inner();
+        let id = ObjectId(id_arg(r.object_id, "objectID")?);
+        let now = common::time::now_ms();
+        let (up, hashes) = self
+            .catalog
+            .begin_complete(id, &r.indexes, now + ms(self.upload_expiry))
+            .await?;
+        let (agent_id, address) = self.space_agent(up.space_id).await?;
+        let expires = now + ms(self.ticket_ttl);
+        Ok(Response::new(pb::BeginUploadResponse {
+            upload_id: up.upload_id.0,
+            agent_id: agent_id.0,
+            agent_address: address,
+            space_id: up.space_id.0,
+            ticket: Some(
+                self.signer
+                    .concat(up.space_id, up.upload_id, hashes, expires),
+            ),
+            expires_at_ms: expires,
         }))
     }
 

@@ -15,7 +15,20 @@ impl TicketSigner {
         TicketSigner { secret }
     }
 
-    fn sign(&self, body: TicketBody) -> Ticket {
+    fn sign(
+        &self,
+        kind: Kind,
+        space: SpaceId,
+        expires_at_ms: i64,
+        fill: impl FnOnce(&mut TicketBody),
+    ) -> Ticket {
+        let mut body = TicketBody {
+            kind: kind as i32,
+            space_id: space.0,
+            expires_at_ms,
+            ..TicketBody::default()
+        };
+        fill(&mut body);
         let body = body.encode_to_vec();
         Ticket {
             signature: common::ticket::sign(&self.secret, &body),
@@ -31,25 +44,43 @@ impl TicketSigner {
         max_size: u64,
         expires_at_ms: i64,
     ) -> Ticket {
-        self.sign(TicketBody {
-            kind: Kind::Put as i32,
-            space_id: space.0,
-            upload_id: upload.0,
-            shard_hash: String::new(),
-            max_size,
-            expires_at_ms,
+        self.sign(Kind::Put, space, expires_at_ms, |b| {
+            b.upload_id = upload.0;
+            b.max_size = max_size;
         })
     }
 
     /// Permission to read shard `hash` from `space`.
     pub fn get(&self, space: SpaceId, hash: &str, expires_at_ms: i64) -> Ticket {
-        self.sign(TicketBody {
-            kind: Kind::Get as i32,
-            space_id: space.0,
-            upload_id: 0,
-            shard_hash: hash.to_owned(),
-            max_size: 0,
-            expires_at_ms,
+        self.sign(Kind::Get, space, expires_at_ms, |b| {
+            b.shard_hash = hash.to_owned()
+        })
+    }
+
+    /// Permission to write the concatenation of `sources` into `space` for upload `upload`.
+    pub fn concat(
+        &self,
+        space: SpaceId,
+        upload: UploadId,
+        sources: Vec<String>,
+        expires_at_ms: i64,
+    ) -> Ticket {
+        self.sign(Kind::Concat, space, expires_at_ms, |b| {
+            b.upload_id = upload.0;
+            b.source_hashes = sources;
+        })
+    }
+
+    /// Permission to list the shards of `space`.
+    pub fn list(&self, space: SpaceId, expires_at_ms: i64) -> Ticket {
+        self.sign(Kind::List, space, expires_at_ms, |_| {})
+    }
+
+    /// Permission to delete shard `hash` of `space` if untouched since `cutoff_ms`.
+    pub fn delete(&self, space: SpaceId, hash: &str, cutoff_ms: i64, expires_at_ms: i64) -> Ticket {
+        self.sign(Kind::Delete, space, expires_at_ms, |b| {
+            b.shard_hash = hash.to_owned();
+            b.not_modified_since_ms = cutoff_ms;
         })
     }
 }
@@ -74,5 +105,22 @@ mod tests {
             &t.body,
             &t.signature
         ));
+    }
+
+    #[test]
+    fn concat_and_delete_tickets_carry_their_fields() {
+        let signer = TicketSigner::new(Secret::new("k"));
+        let t = signer.concat(SpaceId(1), UploadId(5), vec!["x".into(), "x".into()], 9);
+        let body = TicketBody::decode(t.body.as_slice()).unwrap();
+        assert_eq!(
+            (body.kind(), body.upload_id, body.source_hashes.len()),
+            (Kind::Concat, 5, 2)
+        );
+        let t = signer.delete(SpaceId(1), "h", 1234, 9);
+        let body = TicketBody::decode(t.body.as_slice()).unwrap();
+        assert_eq!(
+            (body.kind(), body.not_modified_since_ms),
+            (Kind::Delete, 1234)
+        );
     }
 }

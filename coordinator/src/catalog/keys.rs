@@ -15,6 +15,12 @@
 //! v1/agent-name/{name}                   → agent_id
 //! v1/space/{space_id}                    SpaceRow           (user spaces)
 //! v1/space-name/{name}                   → space_id
+//! v1/shard-ref/{space_id}/{sha256}/{holder}  one key per holder of a shard: `o{object_id}`
+//!                                        for an object, `p{object_id}-{index}` for a part
+//! v1/shard-gc/{space_id}/{sha256}        marker while GC deletes that shard; commits that
+//!                                        would reference it compare its absence
+//! v1/mpu/{object_id}                     MpuRow: a multipart upload in progress
+//! v1/mpart/{object_id}/{index}           PartRow: one uploaded part
 //! v1/job/delete-bucket/{bucket_id}       tombstone: packages still being deleted
 //! v1/job/delete-package/{package_id}     tombstone: objects still being deleted
 //! ```
@@ -113,6 +119,42 @@ pub fn delete_package_job(id: PackageId) -> Vec<u8> {
 
 pub fn delete_package_job_prefix() -> Vec<u8> {
     b"v1/job/delete-package/".to_vec()
+}
+
+pub fn shard_ref_prefix(space: SpaceId, sha256: &str) -> Vec<u8> {
+    format!("v1/shard-ref/{}/{sha256}/", space.key()).into_bytes()
+}
+
+pub fn object_ref(space: SpaceId, sha256: &str, object: ObjectId) -> Vec<u8> {
+    let mut k = shard_ref_prefix(space, sha256);
+    k.extend_from_slice(format!("o{}", object.key()).as_bytes());
+    k
+}
+
+pub fn part_ref(space: SpaceId, sha256: &str, object: ObjectId, index: u32) -> Vec<u8> {
+    let mut k = shard_ref_prefix(space, sha256);
+    k.extend_from_slice(format!("p{}-{index:010}", object.key()).as_bytes());
+    k
+}
+
+pub fn shard_gc(space: SpaceId, sha256: &str) -> Vec<u8> {
+    format!("v1/shard-gc/{}/{sha256}", space.key()).into_bytes()
+}
+
+pub fn mpu(object: ObjectId) -> Vec<u8> {
+    format!("v1/mpu/{}", object.key()).into_bytes()
+}
+
+pub fn mpu_prefix() -> Vec<u8> {
+    b"v1/mpu/".to_vec()
+}
+
+pub fn part(object: ObjectId, index: u32) -> Vec<u8> {
+    format!("v1/mpart/{}/{index:010}", object.key()).into_bytes()
+}
+
+pub fn part_prefix(object: ObjectId) -> Vec<u8> {
+    format!("v1/mpart/{}/", object.key()).into_bytes()
 }
 
 /// The id at the end of a key such as `v1/job/delete-package/000…42`.

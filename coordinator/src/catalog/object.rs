@@ -8,14 +8,16 @@
 use common::{ObjectId, PackageId, SpaceId, UploadId};
 use meta::{Compare, Op, Txn};
 
-use super::rows::{ObjectIdRow, ObjectRow, PackageRow, UploadRow, UploadState, VERSION};
+use super::rows::{
+    NONE, ObjectIdRow, ObjectRow, PackageRow, UploadRow, UploadState, UploadTarget, VERSION,
+};
 use super::{Catalog, MAX_ATTEMPTS, Versioned, decode, encode, keys};
 use crate::error::{Error, Result, bad, not_found};
 
 /// Largest page `list_objects` returns.
 pub const MAX_LIST_LIMIT: usize = 1000;
 
-fn is_sha256_hex(s: &str) -> bool {
+pub(crate) fn is_sha256_hex(s: &str) -> bool {
     s.len() == 64
         && s.bytes()
             .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
@@ -81,32 +83,64 @@ impl Catalog {
         Ok(obj.filter(|o| o.row.object_id == id))
     }
 
-    /// Delete objects by id; ids that do not exist are skipped.
+    /// The object at `path` in `package`; NotFound names whichever is missing.
+    pub async fn get_object_by_path(&self, package: PackageId, path: &str) -> Result<ObjectRow> {
+        self.get_package(package).await?;
+        self.get_row::<ObjectRow>(&keys::object(package, path))
+            .await?
+            .map(|o| o.row)
+            .ok_or_else(|| not_found(format!("object {path:?} in package {package}")))
+    }
+
+    /// Delete objects by id; ids that do not exist are skipped. The shard references go in
+    /// the same transaction; parts of unfinished multipart uploads are swept afterwards.
     pub async fn delete_objects(&self, ids: &[ObjectId]) -> Result<()> {
         for &id in ids {
+            let mut done = false;
             for _ in 0..MAX_ATTEMPTS {
                 let Some(idx) = self.get_row::<ObjectIdRow>(&keys::object_id(id)).await? else {
+                    done = true;
                     break;
                 };
                 let obj_key = keys::object(idx.row.package_id, &idx.row.path);
                 let obj = self.get_row::<ObjectRow>(&obj_key).await?;
                 let mut when = vec![Compare::ModRev(keys::object_id(id), idx.rev)];
                 let mut then = vec![Op::Delete(keys::object_id(id))];
-                if let Some(obj) = obj.filter(|o| o.row.object_id == id) {
-                    when.push(Compare::ModRev(obj_key.clone(), obj.rev));
-                    then.push(Op::Delete(obj_key));
+                match obj {
+                    Some(obj) if obj.row.object_id == id => {
+                        when.push(Compare::ModRev(obj_key.clone(), obj.rev));
+                        then.push(Op::Delete(obj_key));
+                        if !obj.row.is_multipart() {
+                            then.push(Op::Delete(keys::object_ref(
+                                obj.row.space_id,
+                                &obj.row.sha256,
+                                id,
+                            )));
+                        }
+                    }
+                    // A stale index entry (the row is gone or belongs to another id).
+                    Some(other) => when.push(Compare::ModRev(obj_key, other.rev)),
+                    None => when.push(Compare::Absent(obj_key)),
                 }
-                let res = self
+                if self
                     .meta
                     .txn(Txn {
                         when,
                         then,
                         otherwise: vec![],
                     })
-                    .await?;
-                if res.succeeded {
+                    .await?
+                    .succeeded
+                {
+                    done = true;
                     break;
                 }
+            }
+            if !done {
+                return Err(Error::Contention {
+                    what: format!("object {id}"),
+                    attempts: MAX_ATTEMPTS,
+                });
             }
         }
         Ok(())
@@ -122,6 +156,18 @@ impl Catalog {
     ) -> Result<UploadRow> {
         common::path::validate_object_path(path).map_err(bad)?;
         self.get_package(package).await?;
+        self.put_upload(package, path, space, UploadTarget::Object, expires_at_ms)
+            .await
+    }
+
+    pub(crate) async fn put_upload(
+        &self,
+        package: PackageId,
+        path: &str,
+        space: SpaceId,
+        target: UploadTarget,
+        expires_at_ms: i64,
+    ) -> Result<UploadRow> {
         let id = UploadId(self.ids.next("upload").await?);
         let row = UploadRow {
             v: VERSION,
@@ -129,6 +175,7 @@ impl Catalog {
             package_id: package,
             path: path.to_owned(),
             space_id: space,
+            target,
             state: UploadState::Pending,
             object_id: None,
             create_time_ms: common::time::now_ms(),
@@ -138,8 +185,8 @@ impl Catalog {
         Ok(row)
     }
 
-    /// Publish upload `id` as the object at its path. Idempotent: committing a committed
-    /// upload again returns its object.
+    /// Publish upload `id`: the object at its path, a part, or a completed multipart
+    /// object. Idempotent: committing a committed upload again returns its object.
     pub async fn commit_upload(&self, id: UploadId, size: u64, sha256: &str) -> Result<ObjectRow> {
         if !is_sha256_hex(sha256) {
             return Err(bad(format!(
@@ -163,63 +210,21 @@ impl Catalog {
             if up.row.expires_at_ms < common::time::now_ms() {
                 return Err(not_found(format!("upload {id} (expired)")));
             }
-            let pkg = self.get_package(up.row.package_id).await?;
-            let obj_key = keys::object(up.row.package_id, &up.row.path);
-            let existing = self.get_row::<ObjectRow>(&obj_key).await?;
-            let now = common::time::now_ms();
-            let mut when = vec![
-                Compare::ModRev(keys::upload(id), up.rev),
-                Compare::ModRev(keys::package(up.row.package_id), pkg.rev),
-            ];
-            let (object_id, create_time_ms) = match &existing {
-                Some(o) => {
-                    when.push(Compare::ModRev(obj_key.clone(), o.rev));
-                    (o.row.object_id, o.row.create_time_ms)
+            let attempt = match up.row.target {
+                UploadTarget::Object => self.try_commit_object(&up, size, sha256).await?,
+                UploadTarget::Part { object_id, index } => {
+                    self.try_commit_part(&up, object_id, index, size, sha256)
+                        .await?
                 }
-                None => {
-                    when.push(Compare::Absent(obj_key.clone()));
-                    (ObjectId(self.ids.next("object").await?), now)
+                UploadTarget::Complete { object_id } => {
+                    self.try_commit_complete(&up, object_id, size, sha256)
+                        .await?
                 }
             };
-            let row = ObjectRow {
-                v: VERSION,
-                object_id,
-                package_id: up.row.package_id,
-                path: up.row.path.clone(),
-                size,
-                sha256: sha256.to_owned(),
-                space_id: up.row.space_id,
-                redundancy: "none".to_owned(),
-                create_time_ms,
-                update_time_ms: now,
-            };
-            let committed = UploadRow {
-                state: UploadState::Committed,
-                object_id: Some(object_id),
-                ..up.row.clone()
-            };
-            let mut then = vec![
-                Op::Put(obj_key, encode(&row)),
-                Op::Put(keys::upload(id), encode(&committed)),
-            ];
-            if existing.is_none() {
-                then.push(Op::Put(
-                    keys::object_id(object_id),
-                    encode(&ObjectIdRow {
-                        package_id: row.package_id,
-                        path: row.path.clone(),
-                    }),
-                ));
-            }
-            let res = self
-                .meta
-                .txn(Txn {
-                    when,
-                    then,
-                    otherwise: vec![],
-                })
-                .await?;
-            if res.succeeded {
+            if let Some(row) = attempt {
+                if let UploadTarget::Complete { object_id } = up.row.target {
+                    self.purge_parts(object_id).await?;
+                }
                 return Ok(row);
             }
         }
@@ -227,6 +232,89 @@ impl Catalog {
             what: format!("upload {id}"),
             attempts: MAX_ATTEMPTS,
         })
+    }
+
+    /// One optimistic attempt; `None` when a compare failed and the caller should retry.
+    async fn try_commit_object(
+        &self,
+        up: &Versioned<UploadRow>,
+        size: u64,
+        sha256: &str,
+    ) -> Result<Option<ObjectRow>> {
+        let u = &up.row;
+        let pkg = self.get_package(u.package_id).await?;
+        let obj_key = keys::object(u.package_id, &u.path);
+        let existing = self.get_row::<ObjectRow>(&obj_key).await?;
+        let now = common::time::now_ms();
+        let mut when = vec![
+            Compare::ModRev(keys::upload(u.upload_id), up.rev),
+            Compare::ModRev(keys::package(u.package_id), pkg.rev),
+            Compare::Absent(keys::shard_gc(u.space_id, sha256)),
+        ];
+        let (object_id, create_time_ms) = match &existing {
+            Some(o) => {
+                when.push(Compare::ModRev(obj_key.clone(), o.rev));
+                (o.row.object_id, o.row.create_time_ms)
+            }
+            None => {
+                when.push(Compare::Absent(obj_key.clone()));
+                (ObjectId(self.ids.next("object").await?), now)
+            }
+        };
+        let row = ObjectRow {
+            v: VERSION,
+            object_id,
+            package_id: u.package_id,
+            path: u.path.clone(),
+            size,
+            sha256: sha256.to_owned(),
+            space_id: u.space_id,
+            redundancy: NONE.to_owned(),
+            create_time_ms,
+            update_time_ms: now,
+        };
+        let mut then = vec![
+            Op::Put(obj_key, encode(&row)),
+            Op::Put(keys::upload(u.upload_id), encode(&committed(u, object_id))),
+        ];
+        let new_ref = keys::object_ref(u.space_id, sha256, object_id);
+        let old_ref = existing
+            .as_ref()
+            .filter(|o| !o.row.is_multipart())
+            .map(|o| keys::object_ref(o.row.space_id, &o.row.sha256, object_id));
+        if old_ref.as_ref() != Some(&new_ref) {
+            then.push(Op::Put(new_ref, Vec::new()));
+            if let Some(old) = old_ref {
+                then.push(Op::Delete(old));
+            }
+        }
+        if existing.is_none() {
+            then.push(Op::Put(
+                keys::object_id(object_id),
+                encode(&ObjectIdRow {
+                    package_id: row.package_id,
+                    path: row.path.clone(),
+                }),
+            ));
+        }
+        let res = self
+            .meta
+            .txn(Txn {
+                when,
+                then,
+                otherwise: vec![],
+            })
+            .await?;
+        if !res.succeeded
+            && self
+                .meta
+                .get(&keys::shard_gc(u.space_id, sha256))
+                .await?
+                .is_some()
+        {
+            return Err(Error::ShardCollecting);
+        }
+        Ok(res.succeeded.then_some(row))
     }
 
     /// Forget a pending upload; committed or unknown uploads are left alone.
@@ -264,6 +352,15 @@ impl Catalog {
             }
         }
         Ok(n)
+    }
+}
+
+/// The upload row after its commit produced `object_id`.
+pub(crate) fn committed(u: &UploadRow, object_id: ObjectId) -> UploadRow {
+    UploadRow {
+        state: UploadState::Committed,
+        object_id: Some(object_id),
+        ..u.clone()
     }
 }
 

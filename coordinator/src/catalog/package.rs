@@ -122,6 +122,13 @@ impl Catalog {
             for kv in &page.kvs {
                 let row: super::rows::ObjectRow = decode(kv)?;
                 ops.push(Op::Delete(kv.key.clone()));
+                if !row.is_multipart() {
+                    ops.push(Op::Delete(keys::object_ref(
+                        row.space_id,
+                        &row.sha256,
+                        row.object_id,
+                    )));
+                }
                 // Only drop the id index if it still points here (the object may have moved).
                 let idx = self.meta.get(&keys::object_id(row.object_id)).await?;
                 if let Some(idx) = idx {

@@ -53,6 +53,54 @@ pub struct ObjectIdRow {
     pub path: String,
 }
 
+/// `redundancy` of an object whose content is still being uploaded in parts.
+pub const MULTIPART: &str = "multipartUpload";
+/// `redundancy` of a plain object stored as one shard.
+pub const NONE: &str = "none";
+/// The hash a multipart object reports until it is completed.
+pub const ZERO_HASH: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+impl ObjectRow {
+    pub fn is_multipart(&self) -> bool {
+        self.redundancy == MULTIPART
+    }
+}
+
+/// What a committed upload produces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(tag = "type", rename_all = "lowercase")]
+pub enum UploadTarget {
+    /// The object at the upload's path (created or replaced).
+    #[default]
+    Object,
+    /// Part `index` of multipart object `object_id`.
+    Part { object_id: ObjectId, index: u32 },
+    /// The concatenated content of multipart object `object_id`.
+    Complete { object_id: ObjectId },
+}
+
+/// A multipart upload in progress (`v1/mpu/{object_id}`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MpuRow {
+    #[serde(default = "v1")]
+    pub v: u32,
+    pub object_id: ObjectId,
+    pub create_time_ms: i64,
+}
+
+/// One uploaded part (`v1/mpart/{object_id}/{index}`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartRow {
+    #[serde(default = "v1")]
+    pub v: u32,
+    pub object_id: ObjectId,
+    pub index: u32,
+    pub space_id: SpaceId,
+    pub size: u64,
+    pub sha256: String,
+    pub update_time_ms: i64,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum UploadState {
@@ -68,6 +116,9 @@ pub struct UploadRow {
     pub package_id: PackageId,
     pub path: String,
     pub space_id: SpaceId,
+    /// What the commit produces; absent in rows written before multipart existed.
+    #[serde(default)]
+    pub target: UploadTarget,
     pub state: UploadState,
     /// The object the commit produced (state = committed), for idempotent retries.
     #[serde(default)]
@@ -112,6 +163,7 @@ mod tests {
         let u: UploadRow =
             serde_json::from_str(include_str!("../../tests/golden/upload_v1.json")).unwrap();
         assert_eq!(u.state, UploadState::Pending);
+        assert_eq!(u.target, UploadTarget::Object);
         assert_eq!(u.object_id, None);
         let b: BucketRow =
             serde_json::from_str(r#"{"bucket_id":1,"user_id":1,"name":"b","create_time_ms":5}"#)
