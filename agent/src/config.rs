@@ -81,6 +81,8 @@ impl AgentConfig {
             return Err("spaces: at least one space must be configured".to_owned());
         }
         let mut names = HashSet::new();
+        // Two spaces on one directory would not share their shard locks (GC safety).
+        let mut paths = HashSet::new();
         for (i, space) in self.spaces.iter().enumerate() {
             if space.name.trim().is_empty() {
                 return Err(format!("spaces[{i}].name must not be empty"));
@@ -90,6 +92,14 @@ impl AgentConfig {
             }
             if !names.insert(space.name.as_str()) {
                 return Err(format!("spaces[{i}].name {:?} is used twice", space.name));
+            }
+            let path = std::path::absolute(&space.path).unwrap_or_else(|_| space.path.clone());
+            let path: PathBuf = path.components().collect();
+            if !paths.insert(path) {
+                return Err(format!(
+                    "spaces[{i}].path {} is used twice",
+                    space.path.display()
+                ));
             }
         }
         let has_inline = self.cluster_secret.as_ref().is_some_and(|s| !s.is_empty());
@@ -175,6 +185,13 @@ mod tests {
         let mut c = valid();
         c.spaces.push(c.spaces[0].clone());
         assert!(c.validate().unwrap_err().contains("used twice"));
+
+        let mut c = valid();
+        let mut twin = c.spaces[0].clone();
+        twin.name = "twin".into();
+        twin.path = twin.path.join("./");
+        c.spaces.push(twin);
+        assert!(c.validate().unwrap_err().contains("path"));
 
         let mut c = valid();
         c.spaces[0].name = " ".into();

@@ -112,6 +112,36 @@ pub enum Error {
         expected: u64,
     },
 
+    /// Setting a shard's modification time (dedup touch, finalize) failed.
+    #[snafu(display("failed to touch shard {hash}"))]
+    TouchShard {
+        hash: String,
+        source: std::io::Error,
+    },
+
+    /// The blocking task touching a shard panicked or was cancelled.
+    #[snafu(display("shard touch task failed"))]
+    TouchTask { source: tokio::task::JoinError },
+
+    /// Listing the shards of a space failed.
+    #[snafu(display("failed to list shards of space {space}"))]
+    ListShards {
+        space: String,
+        source: opendal::Error,
+    },
+
+    /// Stating or removing a shard for deletion failed.
+    #[snafu(display("failed to delete shard {hash}"))]
+    DeleteShard {
+        hash: String,
+        source: opendal::Error,
+    },
+
+    /// A concat was stopped before it finished (agent shutting down or caller gone);
+    /// nothing was stored.
+    #[snafu(display("concat interrupted; nothing was stored"))]
+    Interrupted,
+
     /// The requested offset lies past the end of the shard.
     #[snafu(display("offset {offset} is past the end of the shard ({size} bytes)"))]
     RangeOutOfBounds { offset: u64, size: u64 },
@@ -148,6 +178,16 @@ fn storage_code(err: &opendal::Error) -> ErrorCode {
     }
 }
 
+/// Code of a local filesystem error (the touch done with `std::fs`).
+fn io_code(err: &std::io::Error) -> ErrorCode {
+    // `std::io::ErrorKind` is non-exhaustive, so this match needs a catch-all.
+    match err.kind() {
+        std::io::ErrorKind::NotFound => ErrorCode::NotFound,
+        std::io::ErrorKind::PermissionDenied => ErrorCode::PermissionDenied,
+        _ => ErrorCode::Internal,
+    }
+}
+
 impl CodedError for Error {
     fn code(&self) -> ErrorCode {
         match self {
@@ -172,6 +212,11 @@ impl CodedError for Error {
             Error::ReadShard { source, .. } => storage_code(source),
             Error::ShardNotFound { .. } => ErrorCode::NotFound,
             Error::ShardTruncated { .. } => ErrorCode::Internal,
+            Error::TouchShard { source, .. } => io_code(source),
+            Error::TouchTask { .. } => ErrorCode::Internal,
+            Error::ListShards { source, .. } => storage_code(source),
+            Error::DeleteShard { source, .. } => storage_code(source),
+            Error::Interrupted => ErrorCode::Unavailable,
             Error::RangeOutOfBounds { .. } => ErrorCode::BadArgument,
             Error::CoordinatorClient { source } => source.code(),
             Error::Register { source } => source.code(),
@@ -201,6 +246,11 @@ mod tests {
         assert_eq!(storage_code(&tmp), ErrorCode::Unavailable);
         let other = opendal::Error::new(opendal::ErrorKind::Unexpected, "x");
         assert_eq!(storage_code(&other), ErrorCode::Internal);
+
+        let nf = std::io::Error::from(std::io::ErrorKind::NotFound);
+        assert_eq!(io_code(&nf), ErrorCode::NotFound);
+        let other = std::io::Error::other("disk on fire");
+        assert_eq!(io_code(&other), ErrorCode::Internal);
     }
 
     #[test]

@@ -6,7 +6,10 @@ use common::secret::Secret;
 use futures::StreamExt;
 use proto::agent::agent_service_server::AgentService;
 use proto::agent::put_shard_request::Msg;
-use proto::agent::{Chunk, GetShardRequest, PutShardRequest, PutShardResponse};
+use proto::agent::{
+    Chunk, ConcatShardsRequest, DeleteShardRequest, DeleteShardResponse, GetShardRequest,
+    ListShardsRequest, PutShardRequest, PutShardResponse, ShardInfo,
+};
 use proto::common::ticket_body::Kind;
 use snafu::{ResultExt, ensure};
 use tokio::sync::mpsc;
@@ -19,13 +22,15 @@ use crate::error::{
     BadRequestSnafu, ChunkTooLargeSnafu, Error, InvalidShardHashSnafu, ReceivePutSnafu, Result,
     ShardTooLargeSnafu, ShuttingDownSnafu, StreamAbortedSnafu, WriterTaskSnafu,
 };
-use crate::store::{PutItem, SpaceRegistry, Stored, is_valid_hash};
+use crate::store::{PutItem, ShardEntry, SpaceRegistry, Stored, is_valid_hash};
 use crate::ticket;
 
 /// Chunks buffered between the gRPC request stream and the shard writer.
 const PUT_CHANNEL_CAPACITY: usize = 4;
 /// Chunks read ahead of the gRPC response stream.
 const GET_CHANNEL_CAPACITY: usize = 4;
+/// Shard entries listed ahead of the gRPC response stream.
+const LIST_CHANNEL_CAPACITY: usize = 16;
 
 /// gRPC face of the agent.
 pub struct AgentGrpc {
@@ -87,6 +92,105 @@ impl AgentGrpc {
             "shard stored"
         );
         Ok(stored)
+    }
+
+    async fn concat(&self, req: ConcatShardsRequest) -> Result<Stored> {
+        let body = ticket::verify(
+            &self.secret,
+            req.ticket.as_ref(),
+            Kind::Concat,
+            common::time::now_ms(),
+        )?;
+        let space_id = SpaceId(body.space_id);
+        let store = self.spaces.get(space_id)?;
+        let max_size = (body.max_size > 0).then_some(body.max_size);
+        let parts = body.source_hashes.len();
+
+        // The concat runs as its own task so that its temp file is removed even when this
+        // handler is dropped (client gone): dropping the guard cancels it.
+        let cancel = self.shutdown.child_token();
+        let _cancel_on_drop = cancel.clone().drop_guard();
+        let sources = body.source_hashes;
+        let stored = tokio::spawn(async move { store.concat(&sources, max_size, &cancel).await })
+            .await
+            .context(WriterTaskSnafu)??;
+        debug!(
+            space_id = %space_id,
+            upload_id = body.upload_id,
+            parts,
+            size = stored.size,
+            hash = %stored.sha256,
+            "shards concatenated"
+        );
+        Ok(stored)
+    }
+
+    async fn delete(&self, req: DeleteShardRequest) -> Result<bool> {
+        let body = ticket::verify(
+            &self.secret,
+            req.ticket.as_ref(),
+            Kind::Delete,
+            common::time::now_ms(),
+        )?;
+        ensure!(
+            is_valid_hash(&body.shard_hash),
+            InvalidShardHashSnafu {
+                hash: body.shard_hash,
+            }
+        );
+        let store = self.spaces.get(SpaceId(body.space_id))?;
+        store
+            .delete_if_unmodified(&body.shard_hash, body.not_modified_since_ms)
+            .await
+    }
+}
+
+/// Stream `items` to the client through a channel of `capacity`, converting each with
+/// `convert`. An error up to the first item becomes the status of the call; later ones end
+/// the stream with that error, as does `shutdown`.
+async fn respond_with<T, M, S>(
+    mut items: S,
+    capacity: usize,
+    shutdown: CancellationToken,
+    convert: fn(T) -> M,
+) -> Result<ReceiverStream<Result<M, Status>>>
+where
+    S: futures::Stream<Item = Result<T>> + Unpin + Send + 'static,
+    T: Send + 'static,
+    M: Send + 'static,
+{
+    let first = items.next().await.transpose()?;
+    let (tx, rx) = mpsc::channel(capacity);
+    if let Some(first) = first {
+        tokio::spawn(async move {
+            if tx.send(Ok(convert(first))).await.is_err() {
+                return;
+            }
+            loop {
+                let next = tokio::select! {
+                    biased;
+                    () = shutdown.cancelled() => Some(Err(ShuttingDownSnafu.build())),
+                    next = items.next() => next,
+                };
+                let Some(item) = next else { break };
+                let failed = item.is_err();
+                let item = item.map(convert).map_err(|e: Error| Status::from(e));
+                // Never end early with OK: a cut-short stream must reach the client as an
+                // error, so the last send waits for room even while shutting down.
+                if tx.send(item).await.is_err() || failed {
+                    break;
+                }
+            }
+        });
+    }
+    Ok(ReceiverStream::new(rx))
+}
+
+fn shard_info(entry: ShardEntry) -> ShardInfo {
+    ShardInfo {
+        sha256: entry.sha256,
+        size: entry.size,
+        modified_ms: entry.modified_ms,
     }
 }
 
@@ -179,36 +283,54 @@ impl AgentService for AgentGrpc {
             .into());
         }
         let store = self.spaces.get(SpaceId(body.space_id))?;
-        let mut shard = store.read(&body.shard_hash, req.offset, req.length).await?;
-        // Errors up to the first chunk become the status of the call.
-        let first = shard.next().await.transpose()?;
+        let shard = store.read(&body.shard_hash, req.offset, req.length).await?;
+        let stream = respond_with(shard, GET_CHANNEL_CAPACITY, self.shutdown.clone(), |data| {
+            Chunk { data }
+        })
+        .await?;
+        Ok(Response::new(stream))
+    }
 
-        let (tx, rx) = mpsc::channel(GET_CHANNEL_CAPACITY);
-        if let Some(first) = first {
-            let shutdown = self.shutdown.clone();
-            tokio::spawn(async move {
-                if tx.send(Ok(Chunk { data: first })).await.is_err() {
-                    return;
-                }
-                loop {
-                    let next = tokio::select! {
-                        biased;
-                        () = shutdown.cancelled() => Some(Err(ShuttingDownSnafu.build())),
-                        next = shard.next() => next,
-                    };
-                    let Some(item) = next else { break };
-                    let failed = item.is_err();
-                    let item = item
-                        .map(|data| Chunk { data })
-                        .map_err(|e: Error| Status::from(e));
-                    // Never end early with OK: a truncated read must reach the client as an
-                    // error, so the last send waits for room even while shutting down.
-                    if tx.send(item).await.is_err() || failed {
-                        break;
-                    }
-                }
-            });
-        }
-        Ok(Response::new(ReceiverStream::new(rx)))
+    async fn concat_shards(
+        &self,
+        request: Request<ConcatShardsRequest>,
+    ) -> Result<Response<PutShardResponse>, Status> {
+        let stored = self.concat(request.into_inner()).await?;
+        Ok(Response::new(PutShardResponse {
+            size: stored.size,
+            sha256: stored.sha256,
+        }))
+    }
+
+    type ListShardsStream = ReceiverStream<Result<ShardInfo, Status>>;
+
+    async fn list_shards(
+        &self,
+        request: Request<ListShardsRequest>,
+    ) -> Result<Response<Self::ListShardsStream>, Status> {
+        let req = request.into_inner();
+        let body = ticket::verify(
+            &self.secret,
+            req.ticket.as_ref(),
+            Kind::List,
+            common::time::now_ms(),
+        )?;
+        let store = self.spaces.get(SpaceId(body.space_id))?;
+        let stream = respond_with(
+            store.list_shards(),
+            LIST_CHANNEL_CAPACITY,
+            self.shutdown.clone(),
+            shard_info,
+        )
+        .await?;
+        Ok(Response::new(stream))
+    }
+
+    async fn delete_shard(
+        &self,
+        request: Request<DeleteShardRequest>,
+    ) -> Result<Response<DeleteShardResponse>, Status> {
+        let deleted = self.delete(request.into_inner()).await?;
+        Ok(Response::new(DeleteShardResponse { deleted }))
     }
 }

@@ -4,24 +4,33 @@
 //! - `shards/<hash[0..2]>/<hash>`: shard bytes; `hash` is the lower-case hex SHA-256.
 //! - `tmp/<uuid>`: uploads in progress; renamed into `shards/` once complete, removed on
 //!   any failure, and swept at start-up when left over by a crash.
+//!
+//! A shard's modification time is the last time a put or concat produced its content
+//! ("finalize": rename into place, or touch when it was already stored). Garbage
+//! collection deletes a shard only when that time is before its cutoff, and finalize and
+//! delete of one hash are serialized by [`ShardLocks`], so a shard a put or concat has just
+//! returned cannot be deleted by a GC pass that started before it.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::{Arc, RwLock};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use common::SpaceId;
-use futures::{Stream, StreamExt};
+use futures::{Stream, StreamExt, TryStreamExt};
 use sha2::{Digest, Sha256};
 use snafu::{ResultExt, ensure};
+use tokio::sync::Mutex;
+use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::error::{
-    HashChunkSnafu, InvalidShardHashSnafu, NotRegisteredSnafu, OpenSpaceSnafu,
-    RangeOutOfBoundsSnafu, ReadShardSnafu, Result, ShardNotFoundSnafu, ShardTruncatedSnafu,
-    SpacePathSnafu, StreamAbortedSnafu, UnknownSpaceSnafu, WriteShardSnafu,
+    BadRequestSnafu, DeleteShardSnafu, Error, HashChunkSnafu, InvalidShardHashSnafu,
+    ListShardsSnafu, NotRegisteredSnafu, OpenSpaceSnafu, RangeOutOfBoundsSnafu, ReadShardSnafu,
+    Result, ShardNotFoundSnafu, ShardTooLargeSnafu, ShardTruncatedSnafu, SpacePathSnafu,
+    StreamAbortedSnafu, TouchShardSnafu, TouchTaskSnafu, UnknownSpaceSnafu, WriteShardSnafu,
 };
 
 /// Chunks at least this large are hashed on the blocking pool; smaller ones inline
@@ -50,15 +59,63 @@ pub struct Stored {
     pub sha256: String,
 }
 
+/// One shard found by [`SpaceStore::list_shards`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ShardEntry {
+    /// Lower-case hex SHA-256 (the shard's address).
+    pub sha256: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// Modification time (last write or dedup touch), Unix ms; 0 when the backend reports
+    /// none.
+    pub modified_ms: i64,
+}
+
 /// A stream of shard bytes, each chunk at most [`proto::CHUNK_SIZE`] bytes.
 pub type ShardStream = Pin<Box<dyn Stream<Item = Result<Bytes>> + Send + 'static>>;
 
-/// Shard store of one `Local` user space. Cheap to clone.
+/// A stream of the shards of a space, in no particular order.
+pub type ShardList = Pin<Box<dyn Stream<Item = Result<ShardEntry>> + Send + 'static>>;
+
+/// Number of lock stripes of [`ShardLocks`].
+const LOCK_STRIPES: usize = 64;
+
+/// Striped per-hash locks serializing the short "finalize" step of a put or concat
+/// (rename-or-touch) with the "check mtime, then delete" step of a delete. Held only around
+/// those steps, never while bytes stream.
+pub struct ShardLocks {
+    stripes: [Mutex<()>; LOCK_STRIPES],
+}
+
+impl ShardLocks {
+    fn new() -> ShardLocks {
+        ShardLocks {
+            stripes: std::array::from_fn(|_| Mutex::new(())),
+        }
+    }
+
+    /// The lock of `hash` (a valid hash: its first byte picks the stripe).
+    fn of(&self, hash: &str) -> &Mutex<()> {
+        let byte = u8::from_str_radix(hash.get(..2).unwrap_or("00"), 16).unwrap_or(0);
+        &self.stripes[usize::from(byte) % LOCK_STRIPES]
+    }
+}
+
+impl std::fmt::Debug for ShardLocks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ShardLocks")
+            .field("stripes", &LOCK_STRIPES)
+            .finish()
+    }
+}
+
+/// Shard store of one `Local` user space. Cheap to clone; clones share the shard locks.
 #[derive(Clone, Debug)]
 pub struct SpaceStore {
     name: String,
     root: PathBuf,
     op: opendal::Operator,
+    locks: Arc<ShardLocks>,
 }
 
 impl SpaceStore {
@@ -87,6 +144,7 @@ impl SpaceStore {
             name: name.to_owned(),
             root,
             op,
+            locks: Arc::new(ShardLocks::new()),
         })
     }
 
@@ -102,14 +160,83 @@ impl SpaceStore {
 
     /// Write one shard from `chunks`. The bytes go to a temp file while being hashed; on
     /// [`PutItem::Finish`] the temp file becomes `shards/<hash[0..2]>/<hash>` (or is dropped
-    /// when that shard already exists). On any error, or when `chunks` ends without
-    /// `Finish`, the temp file is removed and nothing appears under `shards/`.
+    /// when that shard already exists) and the shard's mtime is set to now. On any error,
+    /// or when `chunks` ends without `Finish`, the temp file is removed and nothing appears
+    /// under `shards/`.
     pub async fn put<S>(&self, chunks: S) -> Result<Stored>
     where
         S: Stream<Item = PutItem> + Unpin + Send,
     {
+        self.write_shard(chunks.map(Ok), None).await
+    }
+
+    /// Write one new shard that is the concatenation of the stored shards `sources`, in
+    /// order (duplicates allowed), through the same path as [`SpaceStore::put`]. Each
+    /// source is read ≤ [`proto::CHUNK_SIZE`] bytes at a time.
+    ///
+    /// Checked before anything is written: `sources` is not empty (`BadRequest`), every
+    /// hash is valid (`InvalidShardHash`), every source exists (`ShardNotFound` naming the
+    /// first missing one) and the total fits `max_size` (`ShardTooLarge`). `max_size` is
+    /// enforced again while streaming. When `cancel` fires the concat stops with
+    /// `Interrupted`; on any error the temp file is removed.
+    pub async fn concat(
+        &self,
+        sources: &[String],
+        max_size: Option<u64>,
+        cancel: &CancellationToken,
+    ) -> Result<Stored> {
+        ensure!(
+            !sources.is_empty(),
+            BadRequestSnafu {
+                message: "concat needs at least one source shard",
+            }
+        );
+        for hash in sources {
+            check_hash(hash)?;
+        }
+        let mut sizes: HashMap<&str, u64> = HashMap::new();
+        let mut total = 0u64;
+        for hash in sources {
+            let size = match sizes.get(hash.as_str()) {
+                Some(size) => *size,
+                None => {
+                    let size = self
+                        .stat(hash)
+                        .await?
+                        .ok_or_else(|| ShardNotFoundSnafu { hash }.build())?;
+                    sizes.insert(hash, size);
+                    size
+                }
+            };
+            total = total.saturating_add(size);
+        }
+        if let Some(max_size) = max_size {
+            ensure!(total <= max_size, ShardTooLargeSnafu { max_size });
+        }
+
+        let state = ConcatState {
+            store: self.clone(),
+            sources: sources.iter().cloned().collect(),
+            current: None,
+        };
+        let data = futures::stream::try_unfold(state, concat_next)
+            .map_ok(PutItem::Data)
+            .chain(futures::stream::once(async { Ok(PutItem::Finish) }));
+        // The writer stops at `Finish`, so the never-ending cancel arm is not waited for.
+        let interrupted = futures::stream::once(cancel.clone().cancelled_owned())
+            .map(|()| Err(Error::Interrupted));
+        let items = futures::stream::select(data, interrupted);
+        self.write_shard(Box::pin(items), max_size).await
+    }
+
+    /// Stream `items` into a temp file, then finalize it as a shard; removes the temp file
+    /// on any error.
+    async fn write_shard<S>(&self, items: S, max_size: Option<u64>) -> Result<Stored>
+    where
+        S: Stream<Item = Result<PutItem>> + Unpin + Send,
+    {
         let tmp = format!("tmp/{}", uuid::Uuid::new_v4());
-        match self.put_via(&tmp, chunks).await {
+        match self.write_via(&tmp, items, max_size).await {
             Ok(stored) => Ok(stored),
             Err(err) => {
                 if let Err(e) = self.op.delete(&tmp).await {
@@ -120,9 +247,9 @@ impl SpaceStore {
         }
     }
 
-    async fn put_via<S>(&self, tmp: &str, mut chunks: S) -> Result<Stored>
+    async fn write_via<S>(&self, tmp: &str, mut items: S, max_size: Option<u64>) -> Result<Stored>
     where
-        S: Stream<Item = PutItem> + Unpin + Send,
+        S: Stream<Item = Result<PutItem>> + Unpin + Send,
     {
         let space = self.name.as_str();
         let mut writer = self
@@ -133,12 +260,15 @@ impl SpaceStore {
         let mut hasher = Sha256::new();
         let mut size = 0u64;
         loop {
-            match chunks.next().await {
+            match items.next().await.transpose()? {
                 Some(PutItem::Data(data)) => {
                     if data.is_empty() {
                         continue;
                     }
                     size += data.len() as u64;
+                    if let Some(max_size) = max_size {
+                        ensure!(size <= max_size, ShardTooLargeSnafu { max_size });
+                    }
                     let (hashed, written) =
                         tokio::join!(hash_chunk(hasher, data.clone()), writer.write(data));
                     hasher = hashed?;
@@ -151,25 +281,124 @@ impl SpaceStore {
         writer.close().await.context(WriteShardSnafu { space })?;
 
         let sha256 = hex::encode(hasher.finalize());
-        let path = shard_path(&sha256);
-        let exists = self
-            .op
-            .exists(&path)
-            .await
-            .context(WriteShardSnafu { space })?;
+        self.finalize(tmp, &sha256).await?;
+        Ok(Stored { size, sha256 })
+    }
+
+    /// Make the complete temp file `tmp` shard `hash`: rename it into place, or drop it
+    /// when the shard already exists; either way the shard's mtime becomes now. Runs under
+    /// the hash's lock, so a concurrent [`SpaceStore::delete_if_unmodified`] either ran
+    /// before (the rename brings a fresh file) or sees the fresh mtime and refuses.
+    async fn finalize(&self, tmp: &str, hash: &str) -> Result<()> {
+        let space = self.name.as_str();
+        let path = shard_path(hash);
+        let exists = {
+            let _guard = self.locks.of(hash).lock().await;
+            let exists = self
+                .op
+                .exists(&path)
+                .await
+                .context(WriteShardSnafu { space })?;
+            if !exists {
+                // The fs backend creates the parent directory before renaming.
+                self.op
+                    .rename(tmp, &path)
+                    .await
+                    .context(WriteShardSnafu { space })?;
+            }
+            // A renamed file keeps the mtime of its last write, which may predate a GC
+            // cutoff; a deduplicated one may be arbitrarily old.
+            self.touch(hash).await?;
+            exists
+        };
         if exists {
-            debug!(space, hash = %sha256, "shard already stored");
+            debug!(space, hash, "shard already stored; touched");
             if let Err(e) = self.op.delete(tmp).await {
                 warn!(space, path = %tmp, error = %e, "failed to remove temp file");
             }
-        } else {
-            // The fs backend creates the parent directory before renaming.
-            self.op
-                .rename(tmp, &path)
-                .await
-                .context(WriteShardSnafu { space })?;
         }
-        Ok(Stored { size, sha256 })
+        Ok(())
+    }
+
+    /// Set the mtime of stored shard `hash` to now (opendal has no touch: `std::fs` on the
+    /// blocking pool).
+    async fn touch(&self, hash: &str) -> Result<()> {
+        let path = self.local_shard_path(hash);
+        tokio::task::spawn_blocking(move || {
+            std::fs::File::options()
+                .write(true)
+                .open(&path)?
+                .set_modified(SystemTime::now())
+        })
+        .await
+        .context(TouchTaskSnafu)?
+        .context(TouchShardSnafu { hash })
+    }
+
+    /// Local filesystem path of shard `hash` (a valid hash).
+    fn local_shard_path(&self, hash: &str) -> PathBuf {
+        self.root.join("shards").join(&hash[..2]).join(hash)
+    }
+
+    /// Delete shard `hash` when it exists and its mtime is before `not_modified_since_ms`
+    /// (Unix ms); `Ok(false)` when it is missing, as new or newer than the cutoff, or its
+    /// mtime is unknown. The check and the delete run under the hash's lock (see
+    /// [`SpaceStore::finalize`]). The emptied `shards/<hh>/` directory is left in place.
+    pub async fn delete_if_unmodified(
+        &self,
+        hash: &str,
+        not_modified_since_ms: i64,
+    ) -> Result<bool> {
+        check_hash(hash)?;
+        let path = shard_path(hash);
+        let _guard = self.locks.of(hash).lock().await;
+        let meta = match self.op.stat(&path).await {
+            Ok(meta) => meta,
+            Err(e) if e.kind() == opendal::ErrorKind::NotFound => return Ok(false),
+            Err(source) => return Err(source).context(DeleteShardSnafu { hash }),
+        };
+        let Some(modified) = meta.last_modified() else {
+            warn!(space = %self.name, hash, "shard has no modification time; not deleting");
+            return Ok(false);
+        };
+        let modified_ms = unix_ms(SystemTime::from(modified));
+        if modified_ms >= not_modified_since_ms {
+            debug!(
+                space = %self.name,
+                hash,
+                modified_ms,
+                not_modified_since_ms,
+                "shard modified since cutoff; kept"
+            );
+            return Ok(false);
+        }
+        self.op
+            .delete(&path)
+            .await
+            .context(DeleteShardSnafu { hash })?;
+        debug!(
+            space = %self.name,
+            hash,
+            modified_ms,
+            not_modified_since_ms,
+            "shard deleted"
+        );
+        Ok(true)
+    }
+
+    /// Every shard of the space (`shards/<hh>/<hash>`), streamed in no particular order: one
+    /// directory listing at a time, never the whole list in memory. Entries that are not
+    /// valid shards (bad names, files in the wrong directory, non-files) are skipped; a
+    /// shard deleted while listing may or may not appear.
+    pub fn list_shards(&self) -> ShardList {
+        let state = ListState {
+            op: self.op.clone(),
+            space: self.name.clone(),
+            outer: None,
+            inner: None,
+            started: false,
+        };
+        Box::pin(futures::stream::try_unfold(state, list_next))
     }
 
     /// Size of shard `hash`, or `None` when it is not stored.
@@ -282,6 +511,134 @@ impl SpaceRegistry {
     }
 }
 
+/// Progress of a shard listing: the lister of `shards/` and that of the current
+/// `shards/<hh>/` directory.
+struct ListState {
+    op: opendal::Operator,
+    space: String,
+    outer: Option<opendal::Lister>,
+    /// The current directory's two-hex-digit prefix and its lister.
+    inner: Option<(String, opendal::Lister)>,
+    started: bool,
+}
+
+async fn list_next(mut st: ListState) -> Result<Option<(ShardEntry, ListState)>> {
+    let space = st.space.as_str();
+    if !st.started {
+        st.started = true;
+        st.outer = Some(
+            st.op
+                .lister("shards/")
+                .await
+                .context(ListShardsSnafu { space })?,
+        );
+    }
+    loop {
+        if let Some((prefix, inner)) = &mut st.inner {
+            match inner.try_next().await.context(ListShardsSnafu { space })? {
+                Some(entry) => {
+                    if let Some(found) = shard_entry(&st.op, space, prefix, entry).await? {
+                        return Ok(Some((found, st)));
+                    }
+                }
+                None => st.inner = None,
+            }
+            continue;
+        }
+        let Some(outer) = &mut st.outer else {
+            return Ok(None);
+        };
+        let Some(entry) = outer.try_next().await.context(ListShardsSnafu { space })? else {
+            st.outer = None;
+            return Ok(None);
+        };
+        let Some(prefix) = entry
+            .name()
+            .strip_suffix('/')
+            .filter(|p| p.len() == 2 && is_lower_hex(p))
+        else {
+            continue;
+        };
+        if !entry.metadata().mode().is_dir() || entry.path() != format!("shards/{prefix}/") {
+            continue;
+        }
+        let prefix = prefix.to_owned();
+        match st.op.lister(entry.path()).await {
+            Ok(lister) => st.inner = Some((prefix, lister)),
+            // Removed meanwhile.
+            Err(e) if e.kind() == opendal::ErrorKind::NotFound => {}
+            Err(source) => return Err(source).context(ListShardsSnafu { space }),
+        }
+    }
+}
+
+/// The shard `entry` of directory `shards/<prefix>/` is, or `None` when it is not a valid
+/// shard (or vanished before it could be stated).
+async fn shard_entry(
+    op: &opendal::Operator,
+    space: &str,
+    prefix: &str,
+    entry: opendal::Entry,
+) -> Result<Option<ShardEntry>> {
+    let name = entry.name();
+    if !is_valid_hash(name) || &name[..2] != prefix || entry.path() != shard_path(name) {
+        return Ok(None);
+    }
+    let listed = entry.metadata();
+    if !listed.mode().is_file() {
+        return Ok(None);
+    }
+    // The fs lister reports size and mtime; other backends may need a stat.
+    let (size, modified) = match listed.last_modified() {
+        Some(modified) => (listed.content_length(), Some(modified)),
+        None => match op.stat(entry.path()).await {
+            Ok(meta) => (meta.content_length(), meta.last_modified()),
+            Err(e) if e.kind() == opendal::ErrorKind::NotFound => return Ok(None),
+            Err(source) => return Err(source).context(ListShardsSnafu { space }),
+        },
+    };
+    Ok(Some(ShardEntry {
+        sha256: name.to_owned(),
+        size,
+        modified_ms: modified.map_or(0, |m| unix_ms(SystemTime::from(m))),
+    }))
+}
+
+/// `t` in Unix milliseconds, rounded down (so `unix_ms(t) < cutoff` ⇔ `t < cutoff` for an
+/// integer cutoff).
+pub fn unix_ms(t: SystemTime) -> i64 {
+    match t.duration_since(UNIX_EPOCH) {
+        Ok(d) => i64::try_from(d.as_millis()).unwrap_or(i64::MAX),
+        Err(before) => {
+            let d = before.duration();
+            let ceil = d.as_millis() + u128::from(d.subsec_nanos() % 1_000_000 != 0);
+            i64::try_from(ceil).map_or(i64::MIN, |ms| -ms)
+        }
+    }
+}
+
+/// Progress of a concat: the sources still to read and the one being read.
+struct ConcatState {
+    store: SpaceStore,
+    sources: VecDeque<String>,
+    current: Option<ShardStream>,
+}
+
+async fn concat_next(mut st: ConcatState) -> Result<Option<(Bytes, ConcatState)>> {
+    loop {
+        if let Some(current) = &mut st.current {
+            match current.try_next().await? {
+                Some(data) => return Ok(Some((data, st))),
+                None => st.current = None,
+            }
+        }
+        let Some(hash) = st.sources.pop_front() else {
+            return Ok(None);
+        };
+        st.current = Some(st.store.read(&hash, 0, 0).await?);
+    }
+}
+
 /// Progress of a ranged read.
 struct ReadState {
     reader: opendal::Reader,
@@ -331,7 +688,11 @@ async fn hash_chunk(mut hasher: Sha256, data: Bytes) -> Result<Sha256> {
 
 /// Whether `hash` is 64 lower-case hex digits.
 pub fn is_valid_hash(hash: &str) -> bool {
-    hash.len() == 64 && hash.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    hash.len() == 64 && is_lower_hex(hash)
+}
+
+fn is_lower_hex(s: &str) -> bool {
+    s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
 fn check_hash(hash: &str) -> Result<()> {
@@ -606,5 +967,277 @@ mod tests {
             shard_path(&"ab".repeat(32)),
             format!("shards/ab/{}", "ab".repeat(32))
         );
+    }
+
+    fn set_mtime(path: &Path, t: SystemTime) {
+        std::fs::File::options()
+            .write(true)
+            .open(path)
+            .unwrap()
+            .set_modified(t)
+            .unwrap();
+    }
+
+    fn mtime_ms(path: &Path) -> i64 {
+        unix_ms(std::fs::metadata(path).unwrap().modified().unwrap())
+    }
+
+    async fn concat(store: &SpaceStore, sources: &[&str], max: Option<u64>) -> Result<Stored> {
+        let sources: Vec<String> = sources.iter().map(|s| s.to_string()).collect();
+        store.concat(&sources, max, &CancellationToken::new()).await
+    }
+
+    #[tokio::test]
+    async fn concat_streams_the_sources_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir);
+        let a = pattern(2 * proto::CHUNK_SIZE + 500);
+        let b = b"second part".to_vec();
+        let ha = put_all(&store, &a, proto::CHUNK_SIZE).await.unwrap().sha256;
+        let hb = put_all(&store, &b, 4).await.unwrap().sha256;
+        let he = put_all(&store, &[], 1).await.unwrap().sha256;
+
+        let stored = concat(&store, &[&ha, &he, &hb, &ha, &he], None)
+            .await
+            .unwrap();
+        let want = [a.as_slice(), &b, &a].concat();
+        assert_eq!(stored.size, want.len() as u64);
+        assert_eq!(stored.sha256, sha_hex(&want));
+        assert_eq!(
+            read_chunks(&store, &stored.sha256, 0, 0).await.concat(),
+            want
+        );
+        assert_eq!(files_under(&store.root().join("shards")).len(), 4);
+        assert!(files_under(&store.root().join("tmp")).is_empty());
+
+        // Only empty sources: a valid, empty shard. One source: the same shard again.
+        let empty = concat(&store, &[&he, &he], None).await.unwrap();
+        assert_eq!((empty.size, empty.sha256.as_str()), (0, he.as_str()));
+        let same = concat(&store, &[&hb], Some(b.len() as u64)).await.unwrap();
+        assert_eq!(same.sha256, hb);
+        assert_eq!(files_under(&store.root().join("shards")).len(), 4);
+    }
+
+    #[tokio::test]
+    async fn concat_refuses_before_writing_anything() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir);
+        let data = pattern(1000);
+        let h = put_all(&store, &data, 100).await.unwrap().sha256;
+        let missing = sha_hex(b"never stored");
+
+        let err = concat(&store, &[&h, &missing, &h], None).await.unwrap_err();
+        assert!(
+            matches!(&err, Error::ShardNotFound { hash } if *hash == missing),
+            "{err}"
+        );
+        assert_eq!(err.code(), ErrorCode::NotFound);
+        assert!(err.to_string().contains(&missing), "{err}");
+
+        let upper = h.to_uppercase();
+        let err = concat(&store, &[&h, &upper], None).await.unwrap_err();
+        assert!(matches!(err, Error::InvalidShardHash { .. }), "{err}");
+        // Hashes are all checked before any source is looked up.
+        let err = concat(&store, &[&missing, "nope"], None).await.unwrap_err();
+        assert!(matches!(err, Error::InvalidShardHash { .. }), "{err}");
+
+        let err = concat(&store, &[], None).await.unwrap_err();
+        assert_eq!(err.code(), ErrorCode::BadArgument, "{err}");
+
+        let err = concat(&store, &[&h, &h], Some(1999)).await.unwrap_err();
+        assert!(
+            matches!(err, Error::ShardTooLarge { max_size: 1999 }),
+            "{err}"
+        );
+        let ok = concat(&store, &[&h, &h], Some(2000)).await.unwrap();
+        assert_eq!(ok.size, 2000);
+
+        assert_eq!(files_under(&store.root().join("shards")).len(), 2);
+        assert!(files_under(&store.root().join("tmp")).is_empty());
+    }
+
+    #[tokio::test]
+    async fn interrupted_concat_removes_its_temp_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir);
+        let h = put_all(&store, &pattern(3 * proto::CHUNK_SIZE), proto::CHUNK_SIZE)
+            .await
+            .unwrap()
+            .sha256;
+        let cancel = CancellationToken::new();
+        cancel.cancel();
+        let err = store
+            .concat(&[h.clone(), h.clone()], None, &cancel)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::Interrupted), "{err}");
+        assert_eq!(err.code(), ErrorCode::Unavailable);
+        assert_eq!(files_under(&store.root().join("shards")).len(), 1);
+        assert!(files_under(&store.root().join("tmp")).is_empty());
+    }
+
+    #[tokio::test]
+    async fn list_yields_exactly_the_valid_shards() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir);
+        assert!(
+            store
+                .list_shards()
+                .try_collect::<Vec<_>>()
+                .await
+                .unwrap()
+                .is_empty()
+        );
+
+        let mut want = Vec::new();
+        for len in [0, 1, 100, 70_000] {
+            let stored = put_all(&store, &pattern(len), 1000).await.unwrap();
+            let path = store.local_shard_path(&stored.sha256);
+            want.push(ShardEntry {
+                sha256: stored.sha256,
+                size: len as u64,
+                modified_ms: mtime_ms(&path),
+            });
+        }
+        // Junk that must be skipped: a bad name, a shard in the wrong directory, a
+        // directory named like a shard, a non-hex directory, a stray file, a temp file.
+        let shards = store.root().join("shards");
+        let good = &want[1].sha256;
+        std::fs::write(shards.join(&good[..2]).join("junk"), b"x").unwrap();
+        let wrong_dir = shards.join(if &good[..2] == "00" { "01" } else { "00" });
+        std::fs::create_dir_all(&wrong_dir).unwrap();
+        std::fs::write(wrong_dir.join(good), b"x").unwrap();
+        std::fs::create_dir_all(shards.join("ff").join(format!("ff{}", &good[2..]))).unwrap();
+        std::fs::create_dir_all(shards.join("zz")).unwrap();
+        std::fs::write(shards.join("zz").join(good), b"x").unwrap();
+        std::fs::write(shards.join("README"), b"x").unwrap();
+        std::fs::create_dir_all(store.root().join("tmp")).unwrap();
+        std::fs::write(store.root().join("tmp").join(good), b"x").unwrap();
+
+        let mut got: Vec<ShardEntry> = store.list_shards().try_collect().await.unwrap();
+        got.sort_by(|a, b| a.sha256.cmp(&b.sha256));
+        want.sort_by(|a, b| a.sha256.cmp(&b.sha256));
+        assert_eq!(got, want);
+    }
+
+    #[tokio::test]
+    async fn delete_only_shards_older_than_the_cutoff() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir);
+        let h = put_all(&store, &pattern(100), 10).await.unwrap().sha256;
+        let path = store.local_shard_path(&h);
+        let written = mtime_ms(&path);
+
+        // Written at or after the cutoff: kept.
+        assert!(!store.delete_if_unmodified(&h, written).await.unwrap());
+        assert!(
+            !store
+                .delete_if_unmodified(&h, written - 1000)
+                .await
+                .unwrap()
+        );
+        assert!(path.exists());
+        // Written before the cutoff: deleted, once.
+        assert!(store.delete_if_unmodified(&h, written + 1).await.unwrap());
+        assert!(!path.exists());
+        assert!(!store.delete_if_unmodified(&h, written + 1).await.unwrap());
+
+        let err = store
+            .delete_if_unmodified("abc", i64::MAX)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::InvalidShardHash { .. }), "{err}");
+        // The shard can be stored again after a delete.
+        let again = put_all(&store, &pattern(100), 10).await.unwrap();
+        assert_eq!(again.sha256, h);
+        assert!(path.exists());
+    }
+
+    #[tokio::test]
+    async fn dedup_touches_the_existing_shard() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir);
+        let data = pattern(5000);
+        let h = put_all(&store, &data, 1000).await.unwrap().sha256;
+        let path = store.local_shard_path(&h);
+        let hour_ago = SystemTime::now() - Duration::from_secs(3600);
+        let cutoff = unix_ms(SystemTime::now() - Duration::from_secs(1800));
+
+        for second in ["put", "concat"] {
+            set_mtime(&path, hour_ago);
+            assert!(mtime_ms(&path) < cutoff);
+            let before = common::time::now_ms();
+            let stored = match second {
+                "put" => put_all(&store, &data, 333).await.unwrap(),
+                _ => concat(&store, &[&h], None).await.unwrap(),
+            };
+            assert_eq!(stored.sha256, h);
+            assert!(mtime_ms(&path) >= before, "{second} did not touch");
+            assert!(
+                !store.delete_if_unmodified(&h, cutoff).await.unwrap(),
+                "{second}"
+            );
+            assert!(path.exists());
+        }
+        // Without a touch the same cutoff deletes it.
+        set_mtime(&path, hour_ago);
+        assert!(store.delete_if_unmodified(&h, cutoff).await.unwrap());
+    }
+
+    #[tokio::test]
+    async fn listed_mtime_is_the_last_touch() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir);
+        let data = pattern(10);
+        let h = put_all(&store, &data, 10).await.unwrap().sha256;
+        let old = SystemTime::now() - Duration::from_secs(7200);
+        set_mtime(&store.local_shard_path(&h), old);
+        let listed: Vec<ShardEntry> = store.list_shards().try_collect().await.unwrap();
+        assert_eq!(listed[0].modified_ms, unix_ms(old));
+        let before = common::time::now_ms();
+        put_all(&store, &data, 3).await.unwrap();
+        let listed: Vec<ShardEntry> = store.list_shards().try_collect().await.unwrap();
+        assert!(listed[0].modified_ms >= before);
+    }
+
+    #[tokio::test]
+    async fn delete_waits_for_the_shard_lock() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir);
+        let h = put_all(&store, &pattern(10), 10).await.unwrap().sha256;
+        let guard = store.locks.of(&h).lock().await;
+        let delete = tokio::spawn({
+            let store = store.clone();
+            let h = h.clone();
+            async move { store.delete_if_unmodified(&h, i64::MAX).await }
+        });
+        for _ in 0..20 {
+            tokio::task::yield_now().await;
+        }
+        assert!(!delete.is_finished());
+        assert!(store.local_shard_path(&h).exists());
+        drop(guard);
+        assert!(delete.await.unwrap().unwrap());
+    }
+
+    #[test]
+    fn unix_ms_rounds_down() {
+        let at = |ms: u64, ns: u32| {
+            UNIX_EPOCH + Duration::from_millis(ms) + Duration::from_nanos(u64::from(ns))
+        };
+        assert_eq!(unix_ms(at(1500, 0)), 1500);
+        assert_eq!(unix_ms(at(1500, 999_999)), 1500);
+        assert_eq!(unix_ms(UNIX_EPOCH - Duration::from_nanos(1)), -1);
+        assert_eq!(unix_ms(UNIX_EPOCH - Duration::from_millis(2)), -2);
+    }
+
+    #[test]
+    fn lock_stripes_follow_the_first_byte() {
+        let locks = ShardLocks::new();
+        let a = "ab".repeat(32);
+        let b = format!("ab{}", "0".repeat(62));
+        let c = format!("ac{}", "0".repeat(62));
+        assert!(std::ptr::eq(locks.of(&a), locks.of(&b)));
+        assert!(!std::ptr::eq(locks.of(&a), locks.of(&c)));
     }
 }

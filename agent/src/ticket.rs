@@ -1,5 +1,8 @@
 //! Verification of coordinator-signed tickets, done locally with the cluster secret (no call
 //! back to the coordinator). Pure functions of the ticket, the secret and the clock.
+//!
+//! Kinds by RPC: PutShard `PUT`, GetShard `GET`, ConcatShards `CONCAT`, ListShards `LIST`,
+//! DeleteShard `DELETE`. A ticket is good for exactly its own kind.
 
 use common::secret::Secret;
 use prost::Message;
@@ -79,6 +82,8 @@ mod tests {
             shard_hash: String::new(),
             max_size: 100,
             expires_at_ms,
+            source_hashes: vec![],
+            not_modified_since_ms: 0,
         }
     }
 
@@ -130,5 +135,37 @@ mod tests {
                 expires_at_ms: 2000
             }
         ));
+    }
+
+    #[test]
+    fn each_kind_is_good_only_for_itself() {
+        let s = Secret::new("k");
+        let kinds = [
+            Kind::Unspecified,
+            Kind::Put,
+            Kind::Get,
+            Kind::Concat,
+            Kind::List,
+            Kind::Delete,
+        ];
+        for ticket_kind in kinds {
+            let t = sign(&s, &body(ticket_kind, 2000));
+            for expected in &kinds[1..] {
+                let got = verify(&s, Some(&t), *expected, 1000);
+                if ticket_kind == *expected {
+                    assert_eq!(got.unwrap().kind, ticket_kind as i32);
+                } else {
+                    let err = got.unwrap_err();
+                    assert_eq!(err.code(), ErrorCode::PermissionDenied, "{err}");
+                    assert!(err.to_string().contains(expected.as_str_name()), "{err}");
+                }
+            }
+        }
+        // An unknown kind number is refused too, and named by its number.
+        let mut unknown = body(Kind::Put, 2000);
+        unknown.kind = 42;
+        let err = verify(&s, Some(&sign(&s, &unknown)), Kind::Delete, 1000).unwrap_err();
+        assert_eq!(err.code(), ErrorCode::PermissionDenied);
+        assert!(err.to_string().contains("42"), "{err}");
     }
 }

@@ -105,6 +105,7 @@ impl TestClusterBuilder {
 }
 
 struct RunningCoordinator {
+    gc: coordinator::gc::Gc,
     token: CancellationToken,
     handle: JoinHandle<Result<(), coordinator::Error>>,
 }
@@ -154,9 +155,10 @@ impl TestCluster {
             .unwrap();
         let coord = coordinator::Coordinator::build(&self.coord_config, meta.clone()).unwrap();
         let token = self.shutdown.child_token();
+        let gc = coord.gc();
         let handle = tokio::spawn(coord.serve(listener, token.clone()));
         self.meta = Some(meta);
-        self.coord = Some(RunningCoordinator { token, handle });
+        self.coord = Some(RunningCoordinator { gc, token, handle });
     }
 
     async fn start_agent(&mut self, i: usize) {
@@ -199,6 +201,17 @@ impl TestCluster {
         })
         .await;
         assert!(ok, "agents did not register within 20 s");
+    }
+
+    /// Run one shard GC pass now with the given grace period.
+    pub async fn run_gc(&self, grace: Duration) -> coordinator::gc::GcReport {
+        self.coord
+            .as_ref()
+            .unwrap()
+            .gc
+            .collect(grace)
+            .await
+            .unwrap()
     }
 
     /// Stop the coordinator and start a new one on the same address and metadata.

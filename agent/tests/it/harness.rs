@@ -134,6 +134,42 @@ impl CoordinatorService for FakeCoordinator {
     ) -> Result<Response<ResolveObjectResponse>, Status> {
         unimplemented()
     }
+    async fn list_by_path(
+        &self,
+        _: Request<ListByPathRequest>,
+    ) -> Result<Response<ListByPathResponse>, Status> {
+        unimplemented()
+    }
+    async fn move_objects(
+        &self,
+        _: Request<MoveObjectsRequest>,
+    ) -> Result<Response<MoveObjectsResponse>, Status> {
+        unimplemented()
+    }
+    async fn clone_objects(
+        &self,
+        _: Request<CloneObjectsRequest>,
+    ) -> Result<Response<CloneObjectsResponse>, Status> {
+        unimplemented()
+    }
+    async fn new_multipart_upload(
+        &self,
+        _: Request<NewMultipartUploadRequest>,
+    ) -> Result<Response<ObjectResponse>, Status> {
+        unimplemented()
+    }
+    async fn begin_upload_part(
+        &self,
+        _: Request<BeginUploadPartRequest>,
+    ) -> Result<Response<BeginUploadResponse>, Status> {
+        unimplemented()
+    }
+    async fn begin_complete_multipart_upload(
+        &self,
+        _: Request<CompleteMultipartUploadRequest>,
+    ) -> Result<Response<BeginUploadResponse>, Status> {
+        unimplemented()
+    }
     async fn register_agent(
         &self,
         request: Request<RegisterAgentRequest>,
@@ -257,6 +293,11 @@ impl TestAgent {
         self.ticket(&get_body(FIRST_SPACE_ID, hash))
     }
 
+    /// Local path of shard `hash` in the agent's space.
+    pub fn shard_path(&self, hash: &str) -> PathBuf {
+        self.space_dir.join("shards").join(&hash[..2]).join(hash)
+    }
+
     /// Files under the space's `shards/` and `tmp/` directories.
     pub fn stored_files(&self) -> (Vec<PathBuf>, Vec<PathBuf>) {
         (
@@ -284,25 +325,45 @@ pub fn sign(secret: &Secret, body: &TicketBody) -> Ticket {
     }
 }
 
+/// A ticket body of `kind` for `space_id`, valid for a minute, other fields empty.
+pub fn body(kind: Kind, space_id: u64) -> TicketBody {
+    TicketBody {
+        kind: kind as i32,
+        space_id,
+        expires_at_ms: common::time::now_ms() + 60_000,
+        ..TicketBody::default()
+    }
+}
+
 pub fn put_body(space_id: u64, max_size: u64) -> TicketBody {
     TicketBody {
-        kind: Kind::Put as i32,
-        space_id,
         upload_id: 1,
-        shard_hash: String::new(),
         max_size,
-        expires_at_ms: common::time::now_ms() + 60_000,
+        ..body(Kind::Put, space_id)
     }
 }
 
 pub fn get_body(space_id: u64, hash: &str) -> TicketBody {
     TicketBody {
-        kind: Kind::Get as i32,
-        space_id,
-        upload_id: 0,
         shard_hash: hash.to_owned(),
-        max_size: 0,
-        expires_at_ms: common::time::now_ms() + 60_000,
+        ..body(Kind::Get, space_id)
+    }
+}
+
+pub fn concat_body(space_id: u64, sources: &[&str], max_size: u64) -> TicketBody {
+    TicketBody {
+        upload_id: 2,
+        source_hashes: sources.iter().map(|s| s.to_string()).collect(),
+        max_size,
+        ..body(Kind::Concat, space_id)
+    }
+}
+
+pub fn delete_body(space_id: u64, hash: &str, not_modified_since_ms: i64) -> TicketBody {
+    TicketBody {
+        shard_hash: hash.to_owned(),
+        not_modified_since_ms,
+        ..body(Kind::Delete, space_id)
     }
 }
 

@@ -6,7 +6,9 @@
 mod bad_input;
 mod cluster;
 mod disconnect;
+mod object_api;
 mod objects;
+mod races;
 
 /// Deterministic pseudo-random bytes (xorshift), so failures are reproducible.
 pub fn data(seed: u64, len: usize) -> Vec<u8> {

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# 4 KiB uploads by 16 concurrent clients through the gateway on etcd, next to raw etcd puts
+# of 4 KiB values with the same concurrency, in the same run. Starts its own etcd.
+#   bench/small-uploads.sh [N] [CONCURRENCY]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/lib.sh
+ensure_protoc
+ensure_packages etcd-server etcd-client
+read -r ETCD_PID ETCD_DIR ETCD_ENDPOINT < <(scripts/start-etcd.sh)
+trap 'kill "$ETCD_PID" 2>/dev/null || true; wait "$ETCD_PID" 2>/dev/null || true; rm -rf "$ETCD_DIR"' EXIT
+export JCS_TEST_ETCD_ENDPOINTS="$ETCD_ENDPOINT"
+RUST_LOG=${RUST_LOG:-warn} cargo run --release --locked -p integration-tests --example bench_small_uploads -- "${1:-3000}" "${2:-16}"

@@ -1,0 +1,153 @@
+//! Races on etcd and redb: concurrent uploads of one path leave one winner and no orphan
+//! reference; move/clone/delete racing with uploads never leave an object pointing at a
+//! missing shard, even after garbage collection.
+
+use std::time::Duration;
+
+use integration_tests::api::file_hash;
+use integration_tests::{Api, Meta, TestCluster};
+use serde_json::json;
+
+use crate::data;
+
+/// Every shard reference belongs to a listed object and every listed object downloads
+/// with its reported hash.
+async fn assert_consistent(c: &TestCluster, package: u64) {
+    let api = c.api();
+    let objects = api.package_objects(package).await;
+    let refs = c
+        .meta()
+        .range(meta::Range::prefix(b"v1/shard-ref/".to_vec()))
+        .await
+        .unwrap()
+        .kvs
+        .len();
+    assert_eq!(
+        refs,
+        objects.len(),
+        "shard references must match objects one to one"
+    );
+    for o in &objects {
+        let id = o["objectID"].as_u64().unwrap();
+        let body = api.download_all(id).await;
+        assert_eq!(
+            file_hash(&body),
+            o["fileHash"].as_str().unwrap(),
+            "object {o}"
+        );
+    }
+}
+
+async fn same_path_uploads_leave_one_winner(meta: Meta) {
+    let Some(c) = TestCluster::builder().meta(meta).agents(2).build().await else {
+        return;
+    };
+    let api = c.api().clone();
+    let bucket = api.create_bucket("race").await;
+    let p = api.create_package(bucket, "p").await;
+    let mut contents = Vec::new();
+    let mut tasks = Vec::new();
+    for client in 0..4u64 {
+        let api = api.clone();
+        let d = data(1000 + client, 50_000 + client as usize);
+        contents.push(file_hash(&d));
+        tasks.push(tokio::spawn(async move {
+            for _ in 0..5 {
+                let (status, v) = api
+                    .post_form(
+                        "/v1/object/upload",
+                        Api::upload_form(p, &[("same", d.clone())]),
+                    )
+                    .await;
+                // A lost race may be reported as a conflict; it must never be a 500.
+                assert!(v["code"] == "OK" || status.as_u16() == 409, "{status} {v}");
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let objects = api.package_objects(p).await;
+    assert_eq!(objects.len(), 1);
+    assert!(contents.contains(&objects[0]["fileHash"].as_str().unwrap().to_owned()));
+    assert_consistent(&c, p).await;
+    c.run_gc(Duration::ZERO).await;
+    assert_consistent(&c, p).await;
+    c.shutdown().await;
+}
+
+async fn move_clone_delete_racing_uploads(meta: Meta) {
+    let Some(c) = TestCluster::builder().meta(meta).build().await else {
+        return;
+    };
+    let api = c.api().clone();
+    let bucket = api.create_bucket("race").await;
+    let p = api.create_package(bucket, "p").await;
+    api.upload(p, &[("x", data(1, 1000))]).await;
+    let x_id = api.package_objects(p).await[0]["objectID"]
+        .as_u64()
+        .unwrap();
+
+    let uploader = {
+        let api = api.clone();
+        tokio::spawn(async move {
+            for i in 0..15u64 {
+                api.upload(p, &[("x", data(100 + i, 20_000))]).await;
+            }
+        })
+    };
+    let cloner = {
+        let api = api.clone();
+        tokio::spawn(async move {
+            for i in 0..15 {
+                let d = Api::ok(
+                    api.post("/v1/object/clone", json!({"clonings": [{"objectID": x_id, "newPath": format!("c{i}"), "newPackageID": p}]}))
+                        .await,
+                );
+                let clone = d["objects"][0]["objectID"].as_u64().unwrap();
+                // Move every clone, delete every third.
+                let d = Api::ok(
+                    api.post("/v1/object/move", json!({"movings": [{"objectID": clone, "packageID": p, "path": format!("m/{i}")}]}))
+                        .await,
+                );
+                assert_eq!(d["successes"], json!([clone]));
+                if i % 3 == 0 {
+                    Api::ok(
+                        api.post("/v1/object/delete", json!({"objectIDs": [clone]}))
+                            .await,
+                    );
+                }
+            }
+        })
+    };
+    uploader.await.unwrap();
+    cloner.await.unwrap();
+    assert_consistent(&c, p).await;
+    let report = c.run_gc(Duration::ZERO).await;
+    assert!(
+        report.deleted > 0,
+        "replaced versions are collected: {report:?}"
+    );
+    assert_consistent(&c, p).await;
+    c.shutdown().await;
+}
+
+#[tokio::test]
+async fn same_path_uploads_on_etcd() {
+    same_path_uploads_leave_one_winner(Meta::Etcd).await;
+}
+
+#[tokio::test]
+async fn same_path_uploads_on_redb() {
+    same_path_uploads_leave_one_winner(Meta::Redb).await;
+}
+
+#[tokio::test]
+async fn move_clone_delete_race_uploads_on_etcd() {
+    move_clone_delete_racing_uploads(Meta::Etcd).await;
+}
+
+#[tokio::test]
+async fn move_clone_delete_race_uploads_on_redb() {
+    move_clone_delete_racing_uploads(Meta::Redb).await;
+}
