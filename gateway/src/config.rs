@@ -17,7 +17,8 @@ pub struct GatewayConfig {
     pub default_user_id: u64,
     /// Most `files` parts accepted in one upload request.
     pub max_upload_files: usize,
-    /// Deadline of a metadata request (everything except upload and download), e.g. `"30s"`.
+    /// Deadline of a metadata request (everything except the byte-moving endpoints: upload,
+    /// uploadPart, download, downloadByPath, completeMultipartUpload), e.g. `"30s"`.
     #[serde(with = "humantime_serde")]
     pub request_timeout: Duration,
 }

@@ -1,7 +1,8 @@
-//! Object bytes: multipart upload streamed to an agent's `PutShard`, and ranged download
-//! streamed from an agent's `GetShard`. Nothing here buffers a whole object: an upload
-//! holds at most one re-chunking buffer plus [`PUT_CHANNEL_CAPACITY`] chunks of at most
-//! [`proto::CHUNK_SIZE`] bytes per request.
+//! Object bytes: upload files and multipart-upload parts streamed to an agent's `PutShard`,
+//! multipart completion (the agent's `ConcatShards`), and ranged download (by id or by
+//! path) streamed from an agent's `GetShard`. Nothing here buffers a whole object: an
+//! upload holds at most one re-chunking buffer plus [`PUT_CHANNEL_CAPACITY`] chunks of at
+//! most [`proto::CHUNK_SIZE`] bytes per request.
 
 use std::io;
 
@@ -14,10 +15,16 @@ use bytes::{Bytes, BytesMut};
 use client::{AgentClient, CoordinatorClient};
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC};
 use proto::agent::put_shard_request::Msg;
-use proto::agent::{Chunk, Finish, GetShardRequest, PutShardRequest, PutShardResponse};
+use proto::agent::{
+    Chunk, ConcatShardsRequest, Finish, GetShardRequest, PutShardRequest, PutShardResponse,
+};
 use proto::common::Ticket;
-use proto::coordinator::{AbortUploadRequest, BeginUploadRequest, CommitUploadRequest};
+use proto::coordinator::{
+    self as pb, AbortUploadRequest, BeginUploadPartRequest, BeginUploadRequest,
+    BeginUploadResponse, CommitUploadRequest, CompleteMultipartUploadRequest, ResolveObjectRequest,
+};
 use serde::Deserialize;
+use serde::de::DeserializeOwned;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 
@@ -32,6 +39,9 @@ pub const PUT_CHANNEL_CAPACITY: usize = 4;
 
 /// Largest accepted `info` part.
 pub const MAX_INFO_BYTES: usize = 64 * 1024;
+
+/// Largest part index of a multipart upload (indexes run from 1).
+pub const MAX_PART_INDEX: u32 = 10_000;
 
 // ---------------------------------------------------------------------------------------
 // Pure helpers
@@ -110,6 +120,16 @@ fn check_range_args(
         .map(|l| u64::try_from(l).map_err(|_| format!("length must not be negative (got {l})")))
         .transpose()?;
     Ok((offset, length))
+}
+
+/// A multipart part index: an integer from 1 to [`MAX_PART_INDEX`]. The error names `field`.
+pub fn part_index(field: &str, value: i64) -> Result<u32, String> {
+    u32::try_from(value)
+        .ok()
+        .filter(|i| (1..=MAX_PART_INDEX).contains(i))
+        .ok_or_else(|| {
+            format!("field `{field}` must be an integer from 1 to {MAX_PART_INDEX} (got {value})")
+        })
 }
 
 /// RFC 5987 `attr-char`: everything else is percent-encoded in `filename*`.
@@ -209,7 +229,15 @@ struct UploadInfo {
     affinity: Option<u64>,
 }
 
-/// A file whose bytes the agent has stored, waiting for `CommitUpload`.
+/// The `info` part of an uploadPart request. Unknown fields are ignored.
+#[derive(Debug, Deserialize)]
+struct PartInfo {
+    #[serde(rename = "objectID")]
+    object_id: Option<u64>,
+    index: Option<i64>,
+}
+
+/// Bytes the agent has stored under a reserved upload, waiting for `CommitUpload`.
 #[derive(Debug)]
 struct Streamed {
     upload_id: u64,
@@ -282,6 +310,25 @@ async fn abort_uploads(mut coordinator: CoordinatorClient, ids: Vec<u64>) {
     }
 }
 
+/// Publish stored bytes with `CommitUpload`; on success the upload is no longer pending.
+async fn commit(
+    coordinator: &mut CoordinatorClient,
+    pending: &mut PendingUploads,
+    stored: Streamed,
+) -> Result<pb::Object, ApiError> {
+    let object = coordinator
+        .commit_upload(CommitUploadRequest {
+            upload_id: stored.upload_id,
+            size: stored.size,
+            sha256: stored.sha256,
+        })
+        .await
+        .map_err(ApiError::from)
+        .and_then(|r| required(r.into_inner().object, "object"))?;
+    pending.remove(stored.upload_id);
+    Ok(object)
+}
+
 fn multipart_error(err: &MultipartError) -> ApiError {
     ApiError::bad_argument(format!(
         "malformed multipart body: {}",
@@ -311,7 +358,7 @@ pub(crate) async fn upload(
     state: AppState,
     mut multipart: Multipart,
 ) -> Result<Vec<ObjectJson>, ApiError> {
-    let (package_id, affinity) = read_info(&mut multipart).await?;
+    let (package_id, affinity) = read_upload_info(&mut multipart).await?;
     let mut pending = PendingUploads::new(state.coordinator());
     let streamed =
         match stream_files(&state, &mut multipart, &mut pending, package_id, affinity).await {
@@ -325,23 +372,12 @@ pub(crate) async fn upload(
     let mut coordinator = state.coordinator();
     let mut objects = Vec::with_capacity(streamed.len());
     for file in streamed {
-        let committed = coordinator
-            .commit_upload(CommitUploadRequest {
-                upload_id: file.upload_id,
-                size: file.size,
-                sha256: file.sha256,
-            })
-            .await
-            .map_err(ApiError::from)
-            .and_then(|r| required(r.into_inner().object, "object"));
-        match committed {
-            Ok(object) => {
-                pending.remove(file.upload_id);
-                objects.push(ObjectJson::from(object));
-            }
+        let upload_id = file.upload_id;
+        match commit(&mut coordinator, &mut pending, file).await {
+            Ok(object) => objects.push(ObjectJson::from(object)),
             Err(err) => {
                 tracing::warn!(
-                    upload_id = file.upload_id,
+                    upload_id,
                     committed = objects.len(),
                     error = %err,
                     "commit failed; aborting the remaining uploads"
@@ -355,8 +391,8 @@ pub(crate) async fn upload(
     Ok(objects)
 }
 
-/// Read and check the leading `info` part; returns (package id, affinity).
-async fn read_info(multipart: &mut Multipart) -> Result<(u64, u64), ApiError> {
+/// Read the leading `info` part (at most [`MAX_INFO_BYTES`]) and parse it as `T`.
+async fn read_info<T: DeserializeOwned>(multipart: &mut Multipart) -> Result<T, ApiError> {
     let mut field = match multipart.next_field().await {
         Ok(Some(field)) => field,
         Ok(None) => {
@@ -388,10 +424,30 @@ async fn read_info(multipart: &mut Multipart) -> Result<(u64, u64), ApiError> {
         }
         buf.extend_from_slice(&chunk);
     }
-    let info: UploadInfo = parse_json(&buf, "`info` part")?;
-    let package_id = require_id("packageID", info.package_id)
-        .map_err(|e| ApiError::bad_argument(format!("invalid `info` part: {}", e.message)))?;
+    parse_json(&buf, "`info` part")
+}
+
+/// Prefix a field error with the `info` part it was found in.
+fn in_info(message: impl std::fmt::Display) -> ApiError {
+    ApiError::bad_argument(format!("invalid `info` part: {message}"))
+}
+
+/// Read and check the `info` part of an upload; returns (package id, affinity).
+async fn read_upload_info(multipart: &mut Multipart) -> Result<(u64, u64), ApiError> {
+    let info: UploadInfo = read_info(multipart).await?;
+    let package_id = require_id("packageID", info.package_id).map_err(|e| in_info(e.message))?;
     Ok((package_id, info.affinity.unwrap_or(0)))
+}
+
+/// Read and check the `info` part of an uploadPart request; returns (object id, index).
+async fn read_part_info(multipart: &mut Multipart) -> Result<(u64, u32), ApiError> {
+    let info: PartInfo = read_info(multipart).await?;
+    let object_id = require_id("objectID", info.object_id).map_err(|e| in_info(e.message))?;
+    let index = info
+        .index
+        .ok_or_else(|| in_info("missing field `index`"))
+        .and_then(|i| part_index("index", i).map_err(in_info))?;
+    Ok((object_id, index))
 }
 
 /// Stream every remaining part; all must be `files` parts.
@@ -433,24 +489,7 @@ fn check_file_part(
     index: usize,
     max_files: usize,
 ) -> Result<String, ApiError> {
-    match name {
-        Some("files") => {}
-        Some("info") => {
-            return Err(ApiError::bad_argument(
-                "the `info` part must be the first part and appear only once",
-            ));
-        }
-        Some(other) => {
-            return Err(ApiError::bad_argument(format!(
-                "unexpected part `{other}`: file parts must be named `files`"
-            )));
-        }
-        None => {
-            return Err(ApiError::bad_argument(
-                "a part has no name: file parts must be named `files`",
-            ));
-        }
-    }
+    check_files_name(name)?;
     if index >= max_files {
         return Err(ApiError::bad_argument(format!(
             "too many files in one request: at most {max_files} are accepted"
@@ -464,11 +503,27 @@ fn check_file_part(
     decode_object_path(file_name).map_err(ApiError::bad_argument)
 }
 
+/// A part after `info` must be named `files`.
+fn check_files_name(name: Option<&str>) -> Result<(), ApiError> {
+    match name {
+        Some("files") => Ok(()),
+        Some("info") => Err(ApiError::bad_argument(
+            "the `info` part must be the first part and appear only once",
+        )),
+        Some(other) => Err(ApiError::bad_argument(format!(
+            "unexpected part `{other}`: file parts must be named `files`"
+        ))),
+        None => Err(ApiError::bad_argument(
+            "a part has no name: file parts must be named `files`",
+        )),
+    }
+}
+
 /// Begin an upload for one file and stream its bytes to the agent.
 async fn stream_file(
     state: &AppState,
     pending: &mut PendingUploads,
-    mut field: Field<'_>,
+    field: Field<'_>,
     package_id: u64,
     affinity: u64,
     path: String,
@@ -482,13 +537,25 @@ async fn stream_file(
         })
         .await?
         .into_inner();
+    stream_reserved(state, pending, begin, field, &format!("file {path:?}")).await
+}
+
+/// Stream `field` to the agent of a reservation (`BeginUpload` or `BeginUploadPart`); the
+/// upload is pending from here on. `what` names the bytes in logs and errors.
+async fn stream_reserved(
+    state: &AppState,
+    pending: &mut PendingUploads,
+    begin: BeginUploadResponse,
+    mut field: Field<'_>,
+    what: &str,
+) -> Result<Streamed, ApiError> {
     pending.add(begin.upload_id);
     let upload_id = begin.upload_id;
-    tracing::debug!(upload_id, %path, agent = %begin.agent_address, "upload begun");
+    tracing::debug!(upload_id, what, agent = %begin.agent_address, "upload begun");
     let ticket = required(begin.ticket, "upload ticket")?;
     let agent = state.agents().get(&begin.agent_address)?;
-    let stored = put_shard(agent, ticket, &mut field, &path).await?;
-    tracing::debug!(upload_id, %path, size = stored.size, "file stored");
+    let stored = put_shard(agent, ticket, &mut field, what).await?;
+    tracing::debug!(upload_id, what, size = stored.size, "bytes stored");
     Ok(Streamed {
         upload_id,
         size: stored.size,
@@ -503,12 +570,13 @@ enum FeedError {
     AgentGone,
 }
 
-/// Drive a `PutShard` call fed from `field` through a bounded channel.
+/// Drive a `PutShard` call fed from `field` through a bounded channel. `what` names the
+/// bytes in errors (`file "a/b.txt"`, `part 2 of object 7`).
 async fn put_shard(
     mut agent: AgentClient,
     ticket: Ticket,
     field: &mut Field<'_>,
-    path: &str,
+    what: &str,
 ) -> Result<PutShardResponse, ApiError> {
     let (tx, rx) = mpsc::channel(PUT_CHANNEL_CAPACITY);
     let call = agent.put_shard(ReceiverStream::new(rx));
@@ -531,7 +599,7 @@ async fn put_shard(
             let stored = call.await?.into_inner();
             if stored.size != sent {
                 return Err(ApiError::internal(format!(
-                    "agent stored {} bytes of {path:?} but {sent} were sent",
+                    "agent stored {} bytes of {what} but {sent} were sent",
                     stored.size
                 )));
             }
@@ -544,7 +612,7 @@ async fn put_shard(
         Err(FeedError::Body(err)) => {
             // Dropping `call` cancels the RPC without `finish`: the agent discards the bytes.
             Err(ApiError::bad_argument(format!(
-                "failed to read the body of file {path:?}: {}",
+                "failed to read the body of {what}: {}",
                 multipart_detail(&err)
             )))
         }
@@ -583,24 +651,176 @@ async fn feed_field(
 }
 
 // ---------------------------------------------------------------------------------------
+// Multipart upload
+// ---------------------------------------------------------------------------------------
+
+/// Handle an uploadPart request: `info` (`objectID`, `index`) and exactly one `files` part
+/// (its filename is ignored), streamed to the agent like an upload file. The part is
+/// committed only after the whole body was read; on any failure it is aborted.
+pub(crate) async fn upload_part(state: AppState, mut multipart: Multipart) -> Result<(), ApiError> {
+    let (object_id, index) = read_part_info(&mut multipart).await?;
+    let mut pending = PendingUploads::new(state.coordinator());
+    let stored = match stream_part(&state, &mut multipart, &mut pending, object_id, index).await {
+        Ok(stored) => stored,
+        Err(err) => {
+            pending.abort_all().await;
+            return Err(err);
+        }
+    };
+    let size = stored.size;
+    match commit(&mut state.coordinator(), &mut pending, stored).await {
+        Ok(_) => {
+            tracing::info!(object_id, index, size, "part uploaded");
+            Ok(())
+        }
+        Err(err) => {
+            pending.abort_all().await;
+            Err(err)
+        }
+    }
+}
+
+/// Stream the one `files` part of an uploadPart request and check that nothing follows it.
+async fn stream_part(
+    state: &AppState,
+    multipart: &mut Multipart,
+    pending: &mut PendingUploads,
+    object_id: u64,
+    index: u32,
+) -> Result<Streamed, ApiError> {
+    let field = match multipart.next_field().await {
+        Ok(Some(field)) => field,
+        Ok(None) => {
+            return Err(ApiError::bad_argument(
+                "no `files` part: uploadPart needs exactly one file",
+            ));
+        }
+        Err(err) => return Err(multipart_error(&err)),
+    };
+    check_files_name(field.name())?;
+    let begin = state
+        .coordinator()
+        .begin_upload_part(BeginUploadPartRequest { object_id, index })
+        .await?
+        .into_inner();
+    let what = format!("part {index} of object {object_id}");
+    let stored = stream_reserved(state, pending, begin, field, &what).await?;
+    match multipart.next_field().await {
+        Ok(None) => Ok(stored),
+        Ok(Some(extra)) => Err(ApiError::bad_argument(format!(
+            "uploadPart takes exactly one `files` part, but another part{} follows it",
+            extra
+                .name()
+                .map(|name| format!(" (`{name}`)"))
+                .unwrap_or_default()
+        ))),
+        Err(err) => Err(multipart_error(&err)),
+    }
+}
+
+/// Complete a multipart upload: reserve it (`BeginCompleteMultipartUpload`, which checks
+/// the object and the indexes), have the agent concatenate the parts (`ConcatShards`), then
+/// publish the whole object (`CommitUpload`). Any failure after the reservation aborts it.
+pub(crate) async fn complete_multipart_upload(
+    state: AppState,
+    object_id: u64,
+    indexes: Vec<u32>,
+) -> Result<ObjectJson, ApiError> {
+    let parts = indexes.len();
+    let mut coordinator = state.coordinator();
+    let begin = coordinator
+        .begin_complete_multipart_upload(CompleteMultipartUploadRequest { object_id, indexes })
+        .await?
+        .into_inner();
+    let mut pending = PendingUploads::new(state.coordinator());
+    pending.add(begin.upload_id);
+    let upload_id = begin.upload_id;
+    match concat_and_commit(&state, &mut coordinator, &mut pending, begin).await {
+        Ok(object) => {
+            tracing::info!(
+                object_id,
+                parts,
+                size = object.size,
+                "multipart upload completed"
+            );
+            Ok(ObjectJson::from(object))
+        }
+        Err(err) => {
+            tracing::warn!(object_id, upload_id, error = %err, "completion failed; aborting it");
+            pending.abort_all().await;
+            Err(err)
+        }
+    }
+}
+
+async fn concat_and_commit(
+    state: &AppState,
+    coordinator: &mut CoordinatorClient,
+    pending: &mut PendingUploads,
+    begin: BeginUploadResponse,
+) -> Result<pb::Object, ApiError> {
+    let ticket = required(begin.ticket, "concat ticket")?;
+    let mut agent = state.agents().get(&begin.agent_address)?;
+    let stored = agent
+        .concat_shards(ConcatShardsRequest {
+            ticket: Some(ticket),
+        })
+        .await?
+        .into_inner();
+    let stored = Streamed {
+        upload_id: begin.upload_id,
+        size: stored.size,
+        sha256: stored.sha256,
+    };
+    commit(coordinator, pending, stored).await
+}
+
+// ---------------------------------------------------------------------------------------
 // Download
 // ---------------------------------------------------------------------------------------
 
-/// Resolve `object_id`, validate the range, then stream the bytes from the agent. Errors up
+/// The object a download reads: by id (`download`) or by package and path
+/// (`downloadByPath`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum ObjectRef {
+    /// `objectID`.
+    Id(u64),
+    /// `packageID` + `path`.
+    Path { package_id: u64, path: String },
+}
+
+impl From<ObjectRef> for ResolveObjectRequest {
+    fn from(target: ObjectRef) -> Self {
+        match target {
+            ObjectRef::Id(object_id) => ResolveObjectRequest {
+                object_id,
+                ..Default::default()
+            },
+            ObjectRef::Path { package_id, path } => ResolveObjectRequest {
+                package_id,
+                path,
+                ..Default::default()
+            },
+        }
+    }
+}
+
+/// Resolve `target`, validate the range, then stream the bytes from the agent. Errors up
 /// to and including the first chunk are envelopes; later ones abort the body.
 pub(crate) async fn download(
     state: &AppState,
-    object_id: u64,
+    target: ObjectRef,
     offset: Option<i64>,
     length: Option<i64>,
 ) -> Result<Response, ApiError> {
     check_range_args(offset, length).map_err(ApiError::bad_argument)?;
     let resolved = state
         .coordinator()
-        .resolve_object(proto::coordinator::ResolveObjectRequest { object_id })
+        .resolve_object(ResolveObjectRequest::from(target))
         .await?
         .into_inner();
     let object = required(resolved.object, "object")?;
+    let object_id = object.object_id;
     let (start, len) =
         compute_range(object.size, offset, length).map_err(ApiError::bad_argument)?;
     let disposition = HeaderValue::try_from(content_disposition(&object.path))
@@ -783,6 +1003,42 @@ mod tests {
             compute_range(10, None, Some(-5))
                 .unwrap_err()
                 .contains("length must not be negative")
+        );
+    }
+
+    #[test]
+    fn part_indexes_run_from_1_to_10000() {
+        assert_eq!(part_index("index", 1), Ok(1));
+        assert_eq!(part_index("index", 10_000), Ok(10_000));
+        for bad in [0, -1, 10_001, i64::MAX, i64::MIN, i64::from(u32::MAX) + 2] {
+            let err = part_index("indexes[3]", bad).unwrap_err();
+            assert_eq!(
+                err,
+                format!("field `indexes[3]` must be an integer from 1 to 10000 (got {bad})")
+            );
+        }
+    }
+
+    #[test]
+    fn object_refs_become_resolve_requests() {
+        assert_eq!(
+            ResolveObjectRequest::from(ObjectRef::Id(7)),
+            ResolveObjectRequest {
+                object_id: 7,
+                package_id: 0,
+                path: String::new()
+            }
+        );
+        assert_eq!(
+            ResolveObjectRequest::from(ObjectRef::Path {
+                package_id: 2,
+                path: "a/b".into()
+            }),
+            ResolveObjectRequest {
+                object_id: 0,
+                package_id: 2,
+                path: "a/b".into()
+            }
         );
     }
 

@@ -46,7 +46,8 @@ impl From<pb::Package> for PackageJson {
     }
 }
 
-/// `{"type": "none"}`.
+/// `{"type": <kind>}`: the coordinator's redundancy string as it is, `none` for ordinary
+/// objects and `multipartUpload` for a multipart upload that is not completed yet.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct RedundancyJson {
     #[serde(rename = "type")]
@@ -73,6 +74,8 @@ pub struct ObjectJson {
 }
 
 impl From<pb::Object> for ObjectJson {
+    /// Renders any redundancy string as `{"type": <string>}` (empty → `none`), and the
+    /// hash as is (a multipart object's 64 zeros become `Full000…0`).
     fn from(o: pb::Object) -> Self {
         let kind = if o.redundancy.is_empty() {
             "none".to_owned()
@@ -145,6 +148,26 @@ mod tests {
         assert_eq!(json.redundancy.kind, "none");
         assert_eq!(json.size, "0");
         assert_eq!(json.create_time, "1970-01-01T00:00:00.000Z");
+    }
+
+    #[test]
+    fn multipart_objects_render_their_redundancy_and_zero_hash() {
+        let o = pb::Object {
+            object_id: 1039,
+            package_id: 3,
+            path: "obj.txt".into(),
+            size: 0,
+            sha256: "0".repeat(64),
+            redundancy: "multipartUpload".into(),
+            ..Default::default()
+        };
+        let json = serde_json::to_value(ObjectJson::from(o)).unwrap();
+        assert_eq!(
+            json["redundancy"],
+            serde_json::json!({"type": "multipartUpload"})
+        );
+        assert_eq!(json["fileHash"], format!("Full{}", "0".repeat(64)));
+        assert_eq!(json["size"], "0");
     }
 
     #[test]

@@ -2,6 +2,7 @@
 //! fallbacks shared by all routes.
 
 pub mod bucket;
+pub mod multipart;
 pub mod object;
 pub mod package;
 

@@ -18,7 +18,7 @@ use tracing::Level;
 
 use crate::config::GatewayConfig;
 use crate::error::{ApiError, CoordinatorClientSnafu, Error, Result, ServeSnafu};
-use crate::routes::{self, bucket, object, package};
+use crate::routes::{self, bucket, multipart, object, package};
 use crate::state::AppState;
 
 /// Header carrying the request id (taken from the request when sane, else generated).
@@ -88,9 +88,10 @@ impl Gateway {
     }
 }
 
-/// The `/v1` application over `state`: metadata routes under a deadline, upload and download
-/// streaming without one (and without a body limit on upload), probes, and envelope
-/// fallbacks for unknown paths (404) and wrong methods (405).
+/// The `/v1` application over `state`: metadata routes under a deadline; the data routes
+/// (upload, uploadPart, download, downloadByPath, and completeMultipartUpload, whose agent
+/// copies bytes) without one, and without a body limit on upload and uploadPart; probes;
+/// and envelope fallbacks for unknown paths (404) and wrong methods (405).
 pub fn router(state: AppState) -> Router {
     let deadline = state.config().request_timeout;
     let metadata = Router::new()
@@ -110,13 +111,29 @@ pub fn router(state: AppState) -> Router {
             get(object::get_package_objects),
         )
         .route("/v1/object/delete", post(object::delete))
+        .route("/v1/object/listByPath", get(object::list_by_path))
+        .route("/v1/object/move", post(object::move_objects))
+        .route("/v1/object/clone", post(object::clone_objects))
+        .route(
+            "/v1/object/newMultipartUpload",
+            post(multipart::new_multipart_upload),
+        )
         .route_layer(middleware::from_fn_with_state(deadline, deadline_layer));
     let data = Router::new()
         .route(
             "/v1/object/upload",
             post(object::upload).layer(DefaultBodyLimit::disable()),
         )
-        .route("/v1/object/download", get(object::download));
+        .route("/v1/object/download", get(object::download))
+        .route("/v1/object/downloadByPath", get(object::download_by_path))
+        .route(
+            "/v1/object/uploadPart",
+            post(multipart::upload_part).layer(DefaultBodyLimit::disable()),
+        )
+        .route(
+            "/v1/object/completeMultipartUpload",
+            post(multipart::complete_multipart_upload),
+        );
     let probes = Router::new()
         .route("/healthz", get(routes::healthz))
         .route("/readyz", get(routes::readyz));

@@ -13,7 +13,10 @@ use bytes::Bytes;
 use futures::Stream;
 use proto::agent::agent_service_server::{AgentService, AgentServiceServer};
 use proto::agent::put_shard_request::Msg;
-use proto::agent::{Chunk, GetShardRequest, PutShardRequest, PutShardResponse};
+use proto::agent::{
+    Chunk, ConcatShardsRequest, DeleteShardRequest, DeleteShardResponse, GetShardRequest,
+    ListShardsRequest, PutShardRequest, PutShardResponse, ShardInfo,
+};
 use proto::common::Ticket;
 use proto::coordinator as pb;
 use proto::coordinator::coordinator_service_server::{
@@ -41,18 +44,95 @@ pub struct CoordState {
     pub packages: Vec<pb::Package>,
     /// (package id, path) → object.
     pub objects: BTreeMap<(u64, String), pb::Object>,
-    /// upload id → (package id, path).
-    pub pending: HashMap<u64, (u64, String)>,
+    /// upload id → what its commit publishes.
+    pub pending: HashMap<u64, PendingKind>,
+    /// (multipart object id, part index) → sha256 of the committed part.
+    pub parts: BTreeMap<(u64, u32), String>,
     pub begins: Vec<(u64, String, u64)>,
     pub commits: Vec<u64>,
     pub aborts: Vec<u64>,
     pub list_requests: Vec<String>,
+    /// Every `ListByPath` request, as received.
+    pub list_by_path_requests: Vec<pb::ListByPathRequest>,
+    /// Every `ResolveObject` request, as received.
+    pub resolves: Vec<pb::ResolveObjectRequest>,
+    /// Every `BeginCompleteMultipartUpload` request: (object id, indexes).
+    pub completes: Vec<(u64, Vec<u32>)>,
     pub agent_address: String,
     /// Largest page `ListObjects` returns.
     pub page_cap: usize,
     /// Commit of this path fails with Unavailable.
     pub fail_commit_path: Option<String>,
+    /// RPC name → the error code it fails with (for the RPCs that call `call_checked`).
+    pub fail_rpc: HashMap<&'static str, common::ErrorCode>,
 }
+
+/// What committing a pending upload publishes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PendingKind {
+    /// A whole object at (package id, path).
+    Object { package_id: u64, path: String },
+    /// Part `index` of multipart object `object_id`.
+    Part { object_id: u64, index: u32 },
+    /// The concatenated content of multipart object `object_id`.
+    Complete { object_id: u64 },
+}
+
+/// Redundancy string of an unfinished multipart object.
+pub const MULTIPART: &str = "multipartUpload";
+
+/// SHA-256 a multipart object reports until it is completed.
+pub const ZERO_SHA256: &str = "0000000000000000000000000000000000000000000000000000000000000000";
+
+/// Update time given to objects changed after creation.
+pub const LATER_MS: i64 = 1_750_760_000_000;
+
+fn coded(code: common::ErrorCode, message: impl Into<String>) -> Status {
+    common::error::status(code, message)
+}
+
+impl CoordState {
+    fn object_by_id(&self, id: u64) -> Option<&pb::Object> {
+        self.objects.values().find(|o| o.object_id == id)
+    }
+
+    /// The multipart object `id`, or the error the real coordinator would give.
+    fn multipart_object(&self, id: u64) -> Result<pb::Object, Status> {
+        let object = self.object_by_id(id).ok_or_else(|| {
+            coded(
+                common::ErrorCode::NotFound,
+                format!("object {id} not found"),
+            )
+        })?;
+        if object.redundancy != MULTIPART {
+            return Err(coded(
+                common::ErrorCode::BadArgument,
+                format!("object {id} is not a multipart upload"),
+            ));
+        }
+        Ok(object.clone())
+    }
+
+    /// A new object id (ids and other counters share `next_id`).
+    fn fresh_id(&mut self) -> u64 {
+        self.next_id += 1;
+        self.next_id
+    }
+
+    fn reservation(&self, upload_id: u64, ticket_body: String) -> pb::BeginUploadResponse {
+        pb::BeginUploadResponse {
+            upload_id,
+            agent_id: 1,
+            agent_address: self.agent_address.clone(),
+            space_id: 1,
+            ticket: Some(ticket(ticket_body)),
+            expires_at_ms: i64::MAX,
+        }
+    }
+}
+
+/// Prefix of the fake's continuation tokens (the rest is the last key returned).
+const TOKEN_PREFIX: &str = "after:";
 
 /// In-memory coordinator.
 #[derive(Clone, Default)]
@@ -64,6 +144,18 @@ impl FakeCoordinator {
         st.calls.push(name);
         st.next_id += 1;
         st
+    }
+
+    /// Like `call`, but fails with the code that `fail_rpc` holds for `name`, if any.
+    fn call_checked(
+        &self,
+        name: &'static str,
+    ) -> Result<std::sync::MutexGuard<'_, CoordState>, Status> {
+        let st = self.call(name);
+        match st.fail_rpc.get(name) {
+            Some(code) => Err(coded(*code, format!("{name} failed by the test"))),
+            None => Ok(st),
+        }
     }
 }
 
@@ -262,15 +354,16 @@ impl CoordinatorService for FakeCoordinator {
         let mut st = self.call("begin_upload");
         let upload_id = st.next_id;
         st.begins.push((r.package_id, r.path.clone(), r.affinity));
-        st.pending.insert(upload_id, (r.package_id, r.path));
-        Ok(GrpcResponse::new(pb::BeginUploadResponse {
+        st.pending.insert(
             upload_id,
-            agent_id: 1,
-            agent_address: st.agent_address.clone(),
-            space_id: 1,
-            ticket: Some(ticket(format!("put:{upload_id}"))),
-            expires_at_ms: i64::MAX,
-        }))
+            PendingKind::Object {
+                package_id: r.package_id,
+                path: r.path,
+            },
+        );
+        Ok(GrpcResponse::new(
+            st.reservation(upload_id, format!("put:{upload_id}")),
+        ))
     }
 
     async fn commit_upload(
@@ -279,28 +372,50 @@ impl CoordinatorService for FakeCoordinator {
     ) -> Result<GrpcResponse<pb::ObjectResponse>, Status> {
         let r = req.into_inner();
         let mut st = self.call("commit_upload");
-        let (package_id, path) = st
+        let kind = st
             .pending
             .remove(&r.upload_id)
             .ok_or_else(|| Status::not_found("no pending upload"))?;
-        if st.fail_commit_path.as_deref() == Some(path.as_str()) {
-            st.pending.insert(r.upload_id, (package_id, path));
-            return Err(Status::unavailable("commit refused by the test"));
-        }
-        st.commits.push(r.upload_id);
-        let object_id = st.next_id;
-        let object = pb::Object {
-            object_id,
-            package_id,
-            path: path.clone(),
-            size: r.size,
-            sha256: r.sha256,
-            redundancy: "none".into(),
-            create_time_ms: 1_750_753_888_514,
-            update_time_ms: 1_750_753_888_514,
-            space_id: 1,
+        let object = match kind {
+            PendingKind::Object { package_id, path } => {
+                if st.fail_commit_path.as_deref() == Some(path.as_str()) {
+                    st.pending
+                        .insert(r.upload_id, PendingKind::Object { package_id, path });
+                    return Err(Status::unavailable("commit refused by the test"));
+                }
+                let object_id = st.next_id;
+                let object = pb::Object {
+                    object_id,
+                    package_id,
+                    path: path.clone(),
+                    size: r.size,
+                    sha256: r.sha256,
+                    redundancy: "none".into(),
+                    create_time_ms: 1_750_753_888_514,
+                    update_time_ms: 1_750_753_888_514,
+                    space_id: 1,
+                };
+                st.objects.insert((package_id, path), object.clone());
+                object
+            }
+            PendingKind::Part { object_id, index } => {
+                let object = st.multipart_object(object_id)?;
+                st.parts.insert((object_id, index), r.sha256);
+                object
+            }
+            PendingKind::Complete { object_id } => {
+                let mut object = st.multipart_object(object_id)?;
+                object.size = r.size;
+                object.sha256 = r.sha256;
+                object.redundancy = "none".into();
+                object.update_time_ms = LATER_MS;
+                st.objects
+                    .insert((object.package_id, object.path.clone()), object.clone());
+                st.parts.retain(|(id, _), _| *id != object_id);
+                object
+            }
         };
-        st.objects.insert((package_id, path), object.clone());
+        st.commits.push(r.upload_id);
         Ok(GrpcResponse::new(pb::ObjectResponse {
             object: Some(object),
         }))
@@ -321,24 +436,260 @@ impl CoordinatorService for FakeCoordinator {
         &self,
         req: GrpcRequest<pb::ResolveObjectRequest>,
     ) -> Result<GrpcResponse<pb::ResolveObjectResponse>, Status> {
-        let id = req.into_inner().object_id;
-        let st = self.call("resolve_object");
-        let object = st
-            .objects
-            .values()
-            .find(|o| o.object_id == id)
-            .cloned()
-            .ok_or_else(|| {
-                common::error::status(
-                    common::ErrorCode::NotFound,
-                    format!("object {id} not found"),
-                )
-            })?;
+        let r = req.into_inner();
+        let mut st = self.call_checked("resolve_object")?;
+        st.resolves.push(r.clone());
+        let found = if r.object_id != 0 {
+            st.object_by_id(r.object_id).cloned()
+        } else {
+            st.objects.get(&(r.package_id, r.path.clone())).cloned()
+        };
+        let object = found.ok_or_else(|| {
+            coded(
+                common::ErrorCode::NotFound,
+                format!("object {} / {:?} not found", r.object_id, r.path),
+            )
+        })?;
         Ok(GrpcResponse::new(pb::ResolveObjectResponse {
             ticket: Some(ticket(object.sha256.clone())),
             object: Some(object),
             agent_address: st.agent_address.clone(),
         }))
+    }
+
+    async fn list_by_path(
+        &self,
+        req: GrpcRequest<pb::ListByPathRequest>,
+    ) -> Result<GrpcResponse<pb::ListByPathResponse>, Status> {
+        let r = req.into_inner();
+        let mut st = self.call_checked("list_by_path")?;
+        st.list_by_path_requests.push(r.clone());
+        let after = match r.continuation_token.as_str() {
+            "" => None,
+            token => Some(token.strip_prefix(TOKEN_PREFIX).ok_or_else(|| {
+                coded(
+                    common::ErrorCode::BadArgument,
+                    format!("invalid continuation token {token:?}"),
+                )
+            })?),
+        };
+        let max = match r.max_keys {
+            0 => 1000,
+            n => n.min(1000),
+        } as usize;
+        // (key, entry): an object, or a folded common prefix. Keys come out sorted.
+        let mut entries: Vec<(String, Option<pb::Object>)> = Vec::new();
+        for ((pkg, path), object) in &st.objects {
+            let matches = if r.is_prefix {
+                path.starts_with(&r.path)
+            } else {
+                *path == r.path
+            };
+            if *pkg != r.package_id || !matches {
+                continue;
+            }
+            let folded = r
+                .no_recursive
+                .then(|| path[r.path.len()..].find('/'))
+                .flatten()
+                .map(|slash| path[..r.path.len() + slash + 1].to_owned());
+            match folded {
+                Some(prefix) if entries.last().is_some_and(|(k, _)| *k == prefix) => {}
+                Some(prefix) => entries.push((prefix, None)),
+                None => entries.push((path.clone(), Some(object.clone()))),
+            }
+        }
+        let mut rest = entries
+            .into_iter()
+            .filter(|(key, _)| after.is_none_or(|a| key.as_str() > a));
+        let page: Vec<_> = rest.by_ref().take(max).collect();
+        let is_truncated = rest.next().is_some();
+        let next_continuation_token = match page.last() {
+            Some((key, _)) if is_truncated => format!("{TOKEN_PREFIX}{key}"),
+            _ => String::new(),
+        };
+        let mut resp = pb::ListByPathResponse {
+            is_truncated,
+            next_continuation_token,
+            ..Default::default()
+        };
+        for (key, object) in page {
+            match object {
+                Some(object) => resp.objects.push(object),
+                None => resp.common_prefixes.push(key),
+            }
+        }
+        Ok(GrpcResponse::new(resp))
+    }
+
+    async fn move_objects(
+        &self,
+        req: GrpcRequest<pb::MoveObjectsRequest>,
+    ) -> Result<GrpcResponse<pb::MoveObjectsResponse>, Status> {
+        let r = req.into_inner();
+        let mut st = self.call_checked("move_objects")?;
+        let mut resp = pb::MoveObjectsResponse::default();
+        for m in r.movings {
+            let failure = |message: String| pb::MoveFailure {
+                object_id: m.object_id,
+                message,
+            };
+            if let Err(e) = common::path::validate_object_path(&m.path) {
+                resp.failures.push(failure(e));
+                continue;
+            }
+            let Some(object) = st.object_by_id(m.object_id).cloned() else {
+                resp.failures.push(failure("object not found".into()));
+                continue;
+            };
+            let target = (m.package_id, m.path.clone());
+            if st
+                .objects
+                .get(&target)
+                .is_some_and(|o| o.object_id != m.object_id)
+            {
+                resp.failures.push(failure("target path is taken".into()));
+                continue;
+            }
+            st.objects.remove(&(object.package_id, object.path.clone()));
+            let moved = pb::Object {
+                package_id: m.package_id,
+                path: m.path,
+                ..object
+            };
+            st.objects.insert(target, moved);
+            resp.successes.push(m.object_id);
+        }
+        Ok(GrpcResponse::new(resp))
+    }
+
+    async fn clone_objects(
+        &self,
+        req: GrpcRequest<pb::CloneObjectsRequest>,
+    ) -> Result<GrpcResponse<pb::CloneObjectsResponse>, Status> {
+        let r = req.into_inner();
+        let mut st = self.call_checked("clone_objects")?;
+        let mut results = Vec::new();
+        for c in r.clonings {
+            let failed = |error: &str| pb::CloneResult {
+                object: None,
+                error: error.to_owned(),
+            };
+            let target = (c.new_package_id, c.new_path.clone());
+            let result = match st.object_by_id(c.object_id).cloned() {
+                _ if common::path::validate_object_path(&c.new_path).is_err() => {
+                    failed("invalid path")
+                }
+                None => failed("object not found"),
+                Some(_) if st.objects.contains_key(&target) => failed("target path is taken"),
+                Some(source) => {
+                    let object = pb::Object {
+                        object_id: st.fresh_id(),
+                        package_id: c.new_package_id,
+                        path: c.new_path,
+                        create_time_ms: LATER_MS,
+                        update_time_ms: LATER_MS,
+                        ..source
+                    };
+                    st.objects.insert(target, object.clone());
+                    pb::CloneResult {
+                        object: Some(object),
+                        error: String::new(),
+                    }
+                }
+            };
+            results.push(result);
+        }
+        Ok(GrpcResponse::new(pb::CloneObjectsResponse { results }))
+    }
+
+    async fn new_multipart_upload(
+        &self,
+        req: GrpcRequest<pb::NewMultipartUploadRequest>,
+    ) -> Result<GrpcResponse<pb::ObjectResponse>, Status> {
+        let r = req.into_inner();
+        let mut st = self.call_checked("new_multipart_upload")?;
+        let key = (r.package_id, r.path.clone());
+        if st.objects.contains_key(&key) {
+            return Err(coded(
+                common::ErrorCode::AlreadyExists,
+                format!("path {:?} is taken", r.path),
+            ));
+        }
+        let object = pb::Object {
+            object_id: st.next_id,
+            package_id: r.package_id,
+            path: r.path,
+            size: 0,
+            sha256: ZERO_SHA256.into(),
+            redundancy: MULTIPART.into(),
+            create_time_ms: 1_750_753_888_514,
+            update_time_ms: 1_750_753_888_514,
+            space_id: 1,
+        };
+        st.objects.insert(key, object.clone());
+        Ok(GrpcResponse::new(pb::ObjectResponse {
+            object: Some(object),
+        }))
+    }
+
+    async fn begin_upload_part(
+        &self,
+        req: GrpcRequest<pb::BeginUploadPartRequest>,
+    ) -> Result<GrpcResponse<pb::BeginUploadResponse>, Status> {
+        let r = req.into_inner();
+        let mut st = self.call_checked("begin_upload_part")?;
+        st.multipart_object(r.object_id)?;
+        let upload_id = st.next_id;
+        st.pending.insert(
+            upload_id,
+            PendingKind::Part {
+                object_id: r.object_id,
+                index: r.index,
+            },
+        );
+        Ok(GrpcResponse::new(
+            st.reservation(upload_id, format!("put:{upload_id}")),
+        ))
+    }
+
+    async fn begin_complete_multipart_upload(
+        &self,
+        req: GrpcRequest<pb::CompleteMultipartUploadRequest>,
+    ) -> Result<GrpcResponse<pb::BeginUploadResponse>, Status> {
+        let r = req.into_inner();
+        let mut st = self.call_checked("begin_complete_multipart_upload")?;
+        st.completes.push((r.object_id, r.indexes.clone()));
+        st.multipart_object(r.object_id)?;
+        if r.indexes.is_empty() {
+            return Err(coded(common::ErrorCode::BadArgument, "no parts listed"));
+        }
+        let hashes = r
+            .indexes
+            .iter()
+            .map(|index| {
+                st.parts
+                    .get(&(r.object_id, *index))
+                    .cloned()
+                    .ok_or_else(|| {
+                        coded(
+                            common::ErrorCode::BadArgument,
+                            format!("part {index} of object {} was not uploaded", r.object_id),
+                        )
+                    })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let upload_id = st.next_id;
+        st.pending.insert(
+            upload_id,
+            PendingKind::Complete {
+                object_id: r.object_id,
+            },
+        );
+        Ok(GrpcResponse::new(st.reservation(
+            upload_id,
+            format!("{CONCAT_PREFIX}{}", hashes.join(",")),
+        )))
     }
 
     async fn register_agent(
@@ -368,13 +719,21 @@ pub struct AgentState {
     pub fail_get_after_chunks: Option<usize>,
     /// Size of the chunks GetShard sends (0 = 64 KiB).
     pub get_chunk_size: usize,
+    /// Source hashes of every successful `ConcatShards`.
+    pub concats: Vec<Vec<String>>,
+    /// `ConcatShards` fails with Unavailable.
+    pub fail_concat: bool,
 }
+
+/// Prefix of the fake's concat ticket bodies (the rest is the comma-separated hashes).
+pub const CONCAT_PREFIX: &str = "concat:";
 
 /// In-memory agent.
 #[derive(Clone, Default)]
 pub struct FakeAgent(pub Arc<Mutex<AgentState>>);
 
 type ChunkStream = Pin<Box<dyn Stream<Item = Result<Chunk, Status>> + Send>>;
+type ShardInfoStream = Pin<Box<dyn Stream<Item = Result<ShardInfo, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl AgentService for FakeAgent {
@@ -462,6 +821,55 @@ impl AgentService for FakeAgent {
         }
         Ok(GrpcResponse::new(Box::pin(futures::stream::iter(items))))
     }
+
+    async fn concat_shards(
+        &self,
+        req: GrpcRequest<ConcatShardsRequest>,
+    ) -> Result<GrpcResponse<PutShardResponse>, Status> {
+        let body = req.into_inner().ticket.unwrap_or_default().body;
+        let body = String::from_utf8(body).map_err(|_| Status::invalid_argument("ticket"))?;
+        let hashes: Vec<String> = body
+            .strip_prefix(CONCAT_PREFIX)
+            .ok_or_else(|| Status::permission_denied("not a concat ticket"))?
+            .split(',')
+            .map(str::to_owned)
+            .collect();
+        let mut st = lock(&self.0);
+        if st.fail_concat {
+            return Err(Status::unavailable("concat refused by the test"));
+        }
+        let mut data = Vec::new();
+        for hash in &hashes {
+            let shard = st
+                .shards
+                .get(hash)
+                .ok_or_else(|| Status::not_found(format!("no shard {hash}")))?;
+            data.extend_from_slice(shard);
+        }
+        let sha256 = hex::encode(Sha256::digest(&data));
+        let size = data.len() as u64;
+        st.shards.insert(sha256.clone(), data);
+        st.concats.push(hashes);
+        Ok(GrpcResponse::new(PutShardResponse { size, sha256 }))
+    }
+
+    type ListShardsStream = ShardInfoStream;
+
+    /// Garbage collection only: the gateway never lists shards.
+    async fn list_shards(
+        &self,
+        _req: GrpcRequest<ListShardsRequest>,
+    ) -> Result<GrpcResponse<ShardInfoStream>, Status> {
+        Err(Status::unimplemented("list_shards"))
+    }
+
+    /// Garbage collection only: the gateway never deletes shards.
+    async fn delete_shard(
+        &self,
+        _req: GrpcRequest<DeleteShardRequest>,
+    ) -> Result<GrpcResponse<DeleteShardResponse>, Status> {
+        Err(Status::unimplemented("delete_shard"))
+    }
 }
 
 /// A fake coordinator and agent on loopback, and gateway state pointing at them.
@@ -504,6 +912,28 @@ impl Fixture {
 
     pub fn agent(&self) -> std::sync::MutexGuard<'_, AgentState> {
         lock(&self.agent.0)
+    }
+
+    /// Store `content` as object `path` of package `package_id` directly in the fakes (no
+    /// gateway call); returns the object.
+    pub fn seed(&self, package_id: u64, path: &str, content: &[u8]) -> pb::Object {
+        let sha256 = sha256_hex(content);
+        self.agent().shards.insert(sha256.clone(), content.to_vec());
+        let mut st = self.coord();
+        let object = pb::Object {
+            object_id: st.fresh_id(),
+            package_id,
+            path: path.to_owned(),
+            size: content.len() as u64,
+            sha256,
+            redundancy: "none".into(),
+            create_time_ms: 1_750_753_888_514,
+            update_time_ms: 1_750_753_888_514,
+            space_id: 1,
+        };
+        st.objects
+            .insert((package_id, path.to_owned()), object.clone());
+        object
     }
 }
 
@@ -597,7 +1027,12 @@ pub fn multipart_body(parts: &[Part<'_>]) -> Vec<u8> {
 }
 
 pub fn upload_request(body: Body) -> Request<Body> {
-    Request::post("/v1/object/upload")
+    multipart_request("/v1/object/upload", body)
+}
+
+/// A multipart/form-data POST of `body` (built with [`multipart_body`]) to `uri`.
+pub fn multipart_request(uri: &str, body: Body) -> Request<Body> {
+    Request::post(uri)
         .header(
             "content-type",
             format!("multipart/form-data; boundary={BOUNDARY}"),

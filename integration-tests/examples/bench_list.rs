@@ -12,8 +12,15 @@ use integration_tests::{Api, Meta, TestCluster};
 
 #[tokio::main]
 async fn main() {
-    let n: usize = std::env::args().nth(1).map(|s| s.parse().unwrap()).unwrap_or(100_000);
-    let c = TestCluster::builder().meta(Meta::Redb).build().await.unwrap();
+    let n: usize = std::env::args()
+        .nth(1)
+        .map(|s| s.parse().unwrap())
+        .unwrap_or(100_000);
+    let c = TestCluster::builder()
+        .meta(Meta::Redb)
+        .build()
+        .await
+        .unwrap();
     let api = c.api().clone();
     let bucket = api.create_bucket("bench").await;
     let p = api.create_package(bucket, "list").await;
@@ -29,7 +36,10 @@ async fn main() {
                 let names: Vec<String> = (r * per_request..((r + 1) * per_request).min(n))
                     .map(|i| format!("dir{:03}/obj{i:08}", i % 100))
                     .collect();
-                let files: Vec<(&str, Vec<u8>)> = names.iter().map(|s| (s.as_str(), s.as_bytes().to_vec())).collect();
+                let files: Vec<(&str, Vec<u8>)> = names
+                    .iter()
+                    .map(|s| (s.as_str(), s.as_bytes().to_vec()))
+                    .collect();
                 api.upload(p, &files).await;
             }));
         }
@@ -44,7 +54,9 @@ async fn main() {
     let mut listed = 0;
     let mut pages = 0;
     loop {
-        let q = format!("/v1/object/listByPath?packageID={p}&path=&isPrefix=true&maxKeys=1000&continuationToken={token}");
+        let q = format!(
+            "/v1/object/listByPath?packageID={p}&path=&isPrefix=true&maxKeys=1000&continuationToken={token}"
+        );
         let d = Api::ok(api.get(&q).await);
         listed += d["objects"].as_array().unwrap().len();
         pages += 1;
@@ -63,7 +75,12 @@ async fn main() {
     let end = meta::prefix_end(b"v1/object/");
     loop {
         let page = meta
-            .range(meta::Range { start: start.clone(), end: end.clone(), limit: 1000, keys_only: false })
+            .range(meta::Range {
+                start: start.clone(),
+                end: end.clone(),
+                limit: 1000,
+                keys_only: false,
+            })
             .await
             .unwrap();
         scanned += page.kvs.len();
@@ -77,11 +94,35 @@ async fn main() {
     assert_eq!(scanned, n);
 
     let rate = |d: std::time::Duration| n as f64 / d.as_secs_f64();
-    println!("objects: {n} (loaded in {:.1} s, {:.0} uploads/s)", load.as_secs_f64(), rate(load));
+    println!(
+        "objects: {n} (loaded in {:.1} s, {:.0} uploads/s)",
+        load.as_secs_f64(),
+        rate(load)
+    );
     println!("{:<40} {:>10} {:>14}", "step", "seconds", "objects/s");
-    println!("{:<40} {:>10.3} {:>14.0}", "raw metadata range scan (baseline)", raw.as_secs_f64(), rate(raw));
-    println!("{:<40} {:>10.3} {:>14.0}", format!("listByPath, {pages} pages of 1000"), list.as_secs_f64(), rate(list));
-    println!("ratio listByPath / raw scan: {:.2}", raw.as_secs_f64() / list.as_secs_f64());
-    println!("goal: >= 50000 objects/s -> {}", if rate(list) >= 50_000.0 { "met" } else { "NOT met" });
+    println!(
+        "{:<40} {:>10.3} {:>14.0}",
+        "raw metadata range scan (baseline)",
+        raw.as_secs_f64(),
+        rate(raw)
+    );
+    println!(
+        "{:<40} {:>10.3} {:>14.0}",
+        format!("listByPath, {pages} pages of 1000"),
+        list.as_secs_f64(),
+        rate(list)
+    );
+    println!(
+        "ratio listByPath / raw scan: {:.2}",
+        raw.as_secs_f64() / list.as_secs_f64()
+    );
+    println!(
+        "goal: >= 50000 objects/s -> {}",
+        if rate(list) >= 50_000.0 {
+            "met"
+        } else {
+            "NOT met"
+        }
+    );
     c.shutdown().await;
 }

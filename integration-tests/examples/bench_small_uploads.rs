@@ -18,14 +18,18 @@ async fn main() {
     let mut args = std::env::args().skip(1);
     let n: usize = args.next().map(|s| s.parse().unwrap()).unwrap_or(3000);
     let conc: usize = args.next().map(|s| s.parse().unwrap()).unwrap_or(16);
-    let endpoints = integration_tests::etcd::endpoints().expect("JCS_TEST_ETCD_ENDPOINTS must be set");
+    let endpoints =
+        integration_tests::etcd::endpoints().expect("JCS_TEST_ETCD_ENDPOINTS must be set");
     let value = vec![7u8; 4096];
 
     // Baseline: raw puts.
     let store = Arc::new(
-        meta::EtcdStore::connect(meta::EtcdOptions { endpoints: endpoints.clone(), ..Default::default() })
-            .await
-            .unwrap(),
+        meta::EtcdStore::connect(meta::EtcdOptions {
+            endpoints: endpoints.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap(),
     );
     let prefix = format!("bench-raw-{}/", uuid::Uuid::new_v4());
     let t = Instant::now();
@@ -36,7 +40,10 @@ async fn main() {
         let prefix = prefix.clone();
         tasks.push(tokio::spawn(async move {
             for i in (w..n).step_by(conc) {
-                store.put(format!("{prefix}{i:08}").into_bytes(), value.clone()).await.unwrap();
+                store
+                    .put(format!("{prefix}{i:08}").into_bytes(), value.clone())
+                    .await
+                    .unwrap();
             }
         }));
     }
@@ -46,7 +53,11 @@ async fn main() {
     let raw = t.elapsed();
 
     // JCS uploads: one 4 KiB file per request.
-    let c = TestCluster::builder().meta(Meta::Etcd).build().await.unwrap();
+    let c = TestCluster::builder()
+        .meta(Meta::Etcd)
+        .build()
+        .await
+        .unwrap();
     let api = c.api().clone();
     let bucket = api.create_bucket("bench").await;
     let p = api.create_package(bucket, "small").await;
@@ -60,7 +71,12 @@ async fn main() {
                 let mut v = value.clone();
                 v[..8].copy_from_slice(&(i as u64).to_le_bytes());
                 let name = format!("f{i:08}");
-                let (_, r) = api.post_form("/v1/object/upload", Api::upload_form(p, &[(name.as_str(), v)])).await;
+                let (_, r) = api
+                    .post_form(
+                        "/v1/object/upload",
+                        Api::upload_form(p, &[(name.as_str(), v)]),
+                    )
+                    .await;
                 assert_eq!(r["code"], "OK", "{r}");
             }
         }));
@@ -72,11 +88,27 @@ async fn main() {
     assert_eq!(api.package_objects(p).await.len(), n);
 
     let rate = |d: std::time::Duration| n as f64 / d.as_secs_f64();
-    println!("{n} x 4 KiB, concurrency {conc}, etcd at {}", endpoints.join(","));
+    println!(
+        "{n} x 4 KiB, concurrency {conc}, etcd at {}",
+        endpoints.join(",")
+    );
     println!("{:<36} {:>10} {:>12}", "step", "seconds", "ops/s");
-    println!("{:<36} {:>10.3} {:>12.0}", "raw etcd put (baseline)", raw.as_secs_f64(), rate(raw));
-    println!("{:<36} {:>10.3} {:>12.0}", "jcs upload (HTTP, 1 file/request)", jcs.as_secs_f64(), rate(jcs));
+    println!(
+        "{:<36} {:>10.3} {:>12.0}",
+        "raw etcd put (baseline)",
+        raw.as_secs_f64(),
+        rate(raw)
+    );
+    println!(
+        "{:<36} {:>10.3} {:>12.0}",
+        "jcs upload (HTTP, 1 file/request)",
+        jcs.as_secs_f64(),
+        rate(jcs)
+    );
     let ratio = raw.as_secs_f64() / jcs.as_secs_f64();
-    println!("ratio jcs / raw: {ratio:.2} (goal >= 0.30: {})", if ratio >= 0.3 { "met" } else { "NOT met" });
+    println!(
+        "ratio jcs / raw: {ratio:.2} (goal >= 0.30: {})",
+        if ratio >= 0.3 { "met" } else { "NOT met" }
+    );
     c.shutdown().await;
 }

@@ -216,9 +216,11 @@ impl TestCluster {
 
     /// Stop the coordinator and start a new one on the same address and metadata.
     pub async fn restart_coordinator(&mut self) {
-        let running = self.coord.take().unwrap();
-        running.token.cancel();
-        running.handle.await.unwrap().unwrap();
+        let RunningCoordinator { gc, token, handle } = self.coord.take().unwrap();
+        token.cancel();
+        handle.await.unwrap().unwrap();
+        // Every handle on the store must be gone before redb can open the file again.
+        drop(gc);
         self.meta = None;
         let listener = bind_retry(self.coord_config.listen).await;
         self.start_coordinator(listener).await;

@@ -1,13 +1,16 @@
-//! `/v1/object/*`: upload and download (streaming, see [`crate::data_path`]), listing and
-//! deletion.
+//! `/v1/object/*`: upload and download (streaming, see [`crate::data_path`]), listing,
+//! move, clone and deletion. Multipart uploads are in [`crate::routes::multipart`].
 
 use axum::extract::State;
 use axum::response::Response;
-use proto::coordinator::{DeleteObjectsRequest, ListObjectsRequest};
+use proto::coordinator::{
+    CloneObjectsRequest, Cloning, DeleteObjectsRequest, ListByPathRequest, ListObjectsRequest,
+    MoveObjectsRequest, Moving,
+};
 use serde::{Deserialize, Serialize};
 use tracing::Instrument;
 
-use crate::data_path;
+use crate::data_path::{self, ObjectRef};
 use crate::error::{ApiError, ApiOk};
 use crate::extract::{ApiJson, ApiMultipart, ApiQuery};
 use crate::model::ObjectJson;
@@ -26,6 +29,33 @@ pub(crate) struct DownloadQuery {
     length: Option<i64>,
 }
 
+/// Query of `GET /v1/object/downloadByPath`.
+#[derive(Debug, Deserialize)]
+pub(crate) struct DownloadByPathQuery {
+    #[serde(rename = "packageID")]
+    package_id: Option<u64>,
+    path: Option<String>,
+    offset: Option<i64>,
+    length: Option<i64>,
+}
+
+/// Query of `GET /v1/object/listByPath`. The flags and `maxKeys` are taken as text so that
+/// their errors can name the field and say what is accepted.
+#[derive(Debug, Deserialize)]
+pub(crate) struct ListByPathQuery {
+    #[serde(rename = "packageID")]
+    package_id: Option<u64>,
+    path: Option<String>,
+    #[serde(rename = "isPrefix")]
+    is_prefix: Option<String>,
+    #[serde(rename = "noRecursive")]
+    no_recursive: Option<String>,
+    #[serde(rename = "maxKeys")]
+    max_keys: Option<String>,
+    #[serde(rename = "continuationToken")]
+    continuation_token: Option<String>,
+}
+
 /// Query of `GET /v1/object/getPackageObjects`.
 #[derive(Debug, Deserialize)]
 pub(crate) struct PackageObjectsQuery {
@@ -38,6 +68,63 @@ pub(crate) struct PackageObjectsQuery {
 pub(crate) struct DeleteBody {
     #[serde(rename = "objectIDs")]
     object_ids: Vec<u64>,
+}
+
+/// One entry of `POST /v1/object/move`.
+#[derive(Debug, Deserialize)]
+pub(crate) struct MovingJson {
+    #[serde(rename = "objectID")]
+    object_id: Option<u64>,
+    #[serde(rename = "packageID")]
+    package_id: Option<u64>,
+    path: Option<String>,
+}
+
+/// Body of `POST /v1/object/move`.
+#[derive(Debug, Deserialize)]
+pub(crate) struct MoveBody {
+    movings: Vec<MovingJson>,
+}
+
+/// One entry of `POST /v1/object/clone`.
+#[derive(Debug, Deserialize)]
+pub(crate) struct CloningJson {
+    #[serde(rename = "objectID")]
+    object_id: Option<u64>,
+    #[serde(rename = "newPath")]
+    new_path: Option<String>,
+    #[serde(rename = "newPackageID")]
+    new_package_id: Option<u64>,
+}
+
+/// Body of `POST /v1/object/clone`.
+#[derive(Debug, Deserialize)]
+pub(crate) struct CloneBody {
+    clonings: Vec<CloningJson>,
+}
+
+/// `data` of listByPath: all four fields are always present.
+#[derive(Debug, Serialize)]
+pub(crate) struct ListByPathData {
+    #[serde(rename = "nextContinuationToken")]
+    next_continuation_token: String,
+    #[serde(rename = "isTruncated")]
+    is_truncated: bool,
+    #[serde(rename = "commonPrefixes")]
+    common_prefixes: Vec<String>,
+    objects: Vec<ObjectJson>,
+}
+
+/// `data` of move: the ids that were moved.
+#[derive(Debug, Serialize)]
+pub(crate) struct MoveData {
+    successes: Vec<u64>,
+}
+
+/// `data` of clone: one entry per request entry, in order; `null` where it failed.
+#[derive(Debug, Serialize)]
+pub(crate) struct CloneData {
+    objects: Vec<Option<ObjectJson>>,
 }
 
 /// `data` of upload.
@@ -71,7 +158,215 @@ pub(crate) async fn download(
     ApiQuery(query): ApiQuery<DownloadQuery>,
 ) -> Result<Response, ApiError> {
     let object_id = require_id("objectID", query.object_id)?;
-    data_path::download(&state, object_id, query.offset, query.length).await
+    data_path::download(&state, ObjectRef::Id(object_id), query.offset, query.length).await
+}
+
+/// `GET /v1/object/downloadByPath?packageID=&path=&offset=&length=`: like download, with the
+/// object named by its package and path.
+pub(crate) async fn download_by_path(
+    State(state): State<AppState>,
+    ApiQuery(query): ApiQuery<DownloadByPathQuery>,
+) -> Result<Response, ApiError> {
+    let package_id = require_id("packageID", query.package_id)?;
+    let path = query
+        .path
+        .ok_or_else(|| ApiError::bad_argument("missing field `path`"))?;
+    common::path::validate_object_path(&path)
+        .map_err(|e| ApiError::bad_argument(format!("invalid field `path`: {e}")))?;
+    data_path::download(
+        &state,
+        ObjectRef::Path { package_id, path },
+        query.offset,
+        query.length,
+    )
+    .await
+}
+
+/// A boolean query parameter, read like Go's `strconv.ParseBool` (`true`/`false`, `1`/`0`,
+/// `t`/`f`, `TRUE`/`FALSE`, `True`/`False`); absent or empty is `false`.
+pub(crate) fn parse_bool(field: &str, value: Option<&str>) -> Result<bool, ApiError> {
+    match value.unwrap_or("") {
+        "" | "false" | "0" | "f" | "F" | "FALSE" | "False" => Ok(false),
+        "true" | "1" | "t" | "T" | "TRUE" | "True" => Ok(true),
+        other => Err(ApiError::bad_argument(format!(
+            "invalid query string: `{field}` must be `true` or `false` (got {other:?})"
+        ))),
+    }
+}
+
+/// `maxKeys`: a non-negative integer; absent, empty and `0` mean the default (sent as 0).
+/// Values beyond `u32` saturate; the coordinator caps every page at 1000 anyway.
+pub(crate) fn parse_max_keys(value: Option<&str>) -> Result<u32, ApiError> {
+    let text = value.unwrap_or("");
+    if text.is_empty() {
+        return Ok(0);
+    }
+    if !text.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(ApiError::bad_argument(format!(
+            "invalid query string: `maxKeys` must be a non-negative integer (got {text:?})"
+        )));
+    }
+    // All digits: only overflow can fail, and it saturates.
+    let n: u64 = text.parse().unwrap_or(u64::MAX);
+    Ok(u32::try_from(n).unwrap_or(u32::MAX))
+}
+
+/// `GET /v1/object/listByPath`: one page of an S3-style listing (see `ListByPath`).
+pub(crate) async fn list_by_path(
+    State(state): State<AppState>,
+    ApiQuery(query): ApiQuery<ListByPathQuery>,
+) -> Result<ApiOk<ListByPathData>, ApiError> {
+    let package_id = require_id("packageID", query.package_id)?;
+    let is_prefix = parse_bool("isPrefix", query.is_prefix.as_deref())?;
+    let no_recursive = parse_bool("noRecursive", query.no_recursive.as_deref())?;
+    let max_keys = parse_max_keys(query.max_keys.as_deref())?;
+    let path = match query.path {
+        Some(path) if !path.is_empty() || is_prefix => path,
+        None if is_prefix => String::new(),
+        Some(_) => {
+            return Err(ApiError::bad_argument(
+                "field `path` must not be empty unless isPrefix=true",
+            ));
+        }
+        None => return Err(ApiError::bad_argument("missing field `path`")),
+    };
+    let page = state
+        .coordinator()
+        .list_by_path(ListByPathRequest {
+            package_id,
+            path,
+            is_prefix,
+            no_recursive,
+            max_keys,
+            continuation_token: query.continuation_token.unwrap_or_default(),
+        })
+        .await?
+        .into_inner();
+    if page.is_truncated && page.next_continuation_token.is_empty() {
+        return Err(ApiError::internal(
+            "coordinator returned a truncated listing without a continuation token",
+        ));
+    }
+    Ok(ApiOk(ListByPathData {
+        next_continuation_token: if page.is_truncated {
+            page.next_continuation_token
+        } else {
+            String::new()
+        },
+        is_truncated: page.is_truncated,
+        common_prefixes: page.common_prefixes,
+        objects: page.objects.into_iter().map(ObjectJson::from).collect(),
+    }))
+}
+
+/// `POST /v1/object/move`: metadata only. Each entry succeeds or fails on its own (a bad
+/// path, an unknown object or a taken target fails just that entry); failures are logged
+/// and left out of `successes`. Malformed entries (a missing field, an id of 0) reject the
+/// whole request before the coordinator is called.
+pub(crate) async fn move_objects(
+    State(state): State<AppState>,
+    ApiJson(body): ApiJson<MoveBody>,
+) -> Result<ApiOk<MoveData>, ApiError> {
+    let movings = body
+        .movings
+        .into_iter()
+        .enumerate()
+        .map(|(i, m)| {
+            Ok(Moving {
+                object_id: require_id(&format!("movings[{i}].objectID"), m.object_id)?,
+                package_id: require_id(&format!("movings[{i}].packageID"), m.package_id)?,
+                path: m.path.ok_or_else(|| {
+                    ApiError::bad_argument(format!("missing field `movings[{i}].path`"))
+                })?,
+            })
+        })
+        .collect::<Result<Vec<_>, ApiError>>()?;
+    if movings.is_empty() {
+        return Ok(ApiOk(MoveData {
+            successes: Vec::new(),
+        }));
+    }
+    let requested = movings.len();
+    let resp = state
+        .coordinator()
+        .move_objects(MoveObjectsRequest { movings })
+        .await?
+        .into_inner();
+    for failure in &resp.failures {
+        tracing::info!(
+            object_id = failure.object_id,
+            reason = %failure.message,
+            "object not moved"
+        );
+    }
+    tracing::info!(
+        requested,
+        moved = resp.successes.len(),
+        failed = resp.failures.len(),
+        "objects moved"
+    );
+    Ok(ApiOk(MoveData {
+        successes: resp.successes,
+    }))
+}
+
+/// `POST /v1/object/clone`: new objects sharing the sources' bytes. The answer has one
+/// entry per request entry, in order; an entry that failed is `null` (the reason is
+/// logged). Malformed entries reject the whole request.
+pub(crate) async fn clone_objects(
+    State(state): State<AppState>,
+    ApiJson(body): ApiJson<CloneBody>,
+) -> Result<ApiOk<CloneData>, ApiError> {
+    let clonings = body
+        .clonings
+        .into_iter()
+        .enumerate()
+        .map(|(i, c)| {
+            Ok(Cloning {
+                object_id: require_id(&format!("clonings[{i}].objectID"), c.object_id)?,
+                new_path: c.new_path.ok_or_else(|| {
+                    ApiError::bad_argument(format!("missing field `clonings[{i}].newPath`"))
+                })?,
+                new_package_id: require_id(
+                    &format!("clonings[{i}].newPackageID"),
+                    c.new_package_id,
+                )?,
+            })
+        })
+        .collect::<Result<Vec<_>, ApiError>>()?;
+    if clonings.is_empty() {
+        return Ok(ApiOk(CloneData {
+            objects: Vec::new(),
+        }));
+    }
+    let requested = clonings.len();
+    let sources: Vec<u64> = clonings.iter().map(|c| c.object_id).collect();
+    let resp = state
+        .coordinator()
+        .clone_objects(CloneObjectsRequest { clonings })
+        .await?
+        .into_inner();
+    if resp.results.len() != requested {
+        return Err(ApiError::internal(format!(
+            "coordinator answered {} clone results for {requested} entries",
+            resp.results.len()
+        )));
+    }
+    let objects: Vec<Option<ObjectJson>> = resp
+        .results
+        .into_iter()
+        .zip(sources)
+        .map(|(result, source)| match result.object {
+            Some(object) => Some(ObjectJson::from(object)),
+            None => {
+                tracing::info!(object_id = source, reason = %result.error, "object not cloned");
+                None
+            }
+        })
+        .collect();
+    let cloned = objects.iter().filter(|o| o.is_some()).count();
+    tracing::info!(requested, cloned, "objects cloned");
+    Ok(ApiOk(CloneData { objects }))
 }
 
 /// `GET /v1/object/getPackageObjects?packageID=`: every object of the package, by path.
@@ -487,20 +782,21 @@ mod tests {
         call(fx.app(), http_get(&format!("/v1/object/download?{query}"))).await
     }
 
-    #[tokio::test]
-    async fn download_streams_the_requested_range() {
-        let fx = fixture().await;
-        let id = put(&fx, "dir%2Fh%C3%A9llo.txt", b"0123456789").await;
+    /// Check the range table of `/v1/object/<endpoint>?<target>&...` on an object holding
+    /// `0123456789` at `dir/héllo.txt`.
+    async fn check_ranges(fx: &Fixture, endpoint: &str, target: &str) {
         fx.agent().get_chunk_size = 3;
-        for (query, expected) in [
-            (format!("objectID={id}"), &b"0123456789"[..]),
-            (format!("objectID={id}&offset=3"), b"3456789"),
-            (format!("objectID={id}&offset=3&length=4"), b"3456"),
-            (format!("objectID={id}&offset=8&length=100"), b"89"),
-            (format!("objectID={id}&offset=10"), b""),
-            (format!("objectID={id}&length=0"), b""),
+        for (range, expected) in [
+            ("", &b"0123456789"[..]),
+            ("&offset=3", b"3456789"),
+            ("&offset=3&length=4", b"3456"),
+            ("&offset=8&length=100", b"89"),
+            ("&offset=10", b""),
+            ("&length=0", b""),
         ] {
-            let resp = download(&fx, &query).await;
+            let query = format!("{target}{range}");
+            let uri = format!("/v1/object/{endpoint}?{query}");
+            let resp = call(fx.app(), http_get(&uri)).await;
             assert_eq!(resp.status(), 200, "{query}");
             let headers = resp.headers().clone();
             assert_eq!(headers["content-type"], "application/octet-stream");
@@ -515,6 +811,13 @@ mod tests {
             );
             assert_eq!(body_bytes(resp).await, expected, "{query}");
         }
+    }
+
+    #[tokio::test]
+    async fn download_streams_the_requested_range() {
+        let fx = fixture().await;
+        let id = put(&fx, "dir%2Fh%C3%A9llo.txt", b"0123456789").await;
+        check_ranges(&fx, "download", &format!("objectID={id}")).await;
     }
 
     #[tokio::test]
@@ -682,5 +985,508 @@ mod tests {
                 "{message:?} does not contain {needle:?}"
             );
         }
+    }
+
+    async fn get_json(fx: &Fixture, uri: &str) -> (u16, serde_json::Value) {
+        json(call(fx.app(), http_get(uri)).await).await
+    }
+
+    async fn post(fx: &Fixture, uri: &str, body: &str) -> (u16, serde_json::Value) {
+        json(call(fx.app(), post_json(uri, body)).await).await
+    }
+
+    /// A 400 `BadArgument` envelope whose message contains `needle`.
+    fn assert_bad(status: u16, body: &serde_json::Value, needle: &str) {
+        assert_eq!(
+            (status, body["code"].as_str()),
+            (400, Some("BadArgument")),
+            "{body}"
+        );
+        let message = body["message"].as_str().unwrap();
+        assert!(
+            message.contains(needle),
+            "{message:?} does not contain {needle:?}"
+        );
+    }
+
+    #[test]
+    fn bools_and_max_keys_parse_like_go() {
+        use super::{parse_bool, parse_max_keys};
+        for t in ["true", "1", "t", "T", "TRUE", "True"] {
+            assert_eq!(parse_bool("isPrefix", Some(t)), Ok(true), "{t}");
+        }
+        for f in ["false", "0", "f", "F", "FALSE", "False", ""] {
+            assert_eq!(parse_bool("isPrefix", Some(f)), Ok(false), "{f}");
+        }
+        assert_eq!(parse_bool("isPrefix", None), Ok(false));
+        for bad in ["yes", "2", "tRuE", " true"] {
+            let err = parse_bool("noRecursive", Some(bad)).unwrap_err();
+            assert!(err.message.contains("`noRecursive`"), "{}", err.message);
+        }
+        assert_eq!(parse_max_keys(None), Ok(0));
+        assert_eq!(parse_max_keys(Some("")), Ok(0));
+        assert_eq!(parse_max_keys(Some("0")), Ok(0));
+        assert_eq!(parse_max_keys(Some("17")), Ok(17));
+        assert_eq!(parse_max_keys(Some("4294967296")), Ok(u32::MAX));
+        assert_eq!(
+            parse_max_keys(Some("99999999999999999999999")),
+            Ok(u32::MAX)
+        );
+        for bad in ["-1", "1.5", "abc", "+3", " 3"] {
+            let err = parse_max_keys(Some(bad)).unwrap_err();
+            assert!(err.message.contains("`maxKeys`"), "{}", err.message);
+        }
+    }
+
+    /// Package 1: `a/1.txt`, `a/2.txt`, `a/b/x`, `a/b/y`, `a/c/z`, `b.txt`; package 2: `a/q`.
+    fn seed_tree(fx: &Fixture) -> Vec<proto::coordinator::Object> {
+        ["a/1.txt", "a/2.txt", "a/b/x", "a/b/y", "a/c/z", "b.txt"]
+            .iter()
+            .map(|path| fx.seed(1, path, path.as_bytes()))
+            .chain(std::iter::once(fx.seed(2, "a/q", b"q")))
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn list_by_path_folds_directories_golden() {
+        let fx = fixture().await;
+        let objects = seed_tree(&fx);
+        let (status, body) = get_json(
+            &fx,
+            "/v1/object/listByPath?packageID=1&path=a%2F&isPrefix=true&noRecursive=true",
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+        let hash = |s: &str| format!("Full{}", sha256_hex(s.as_bytes()).to_uppercase());
+        let object = |o: &proto::coordinator::Object| {
+            json!({
+                "objectID": o.object_id, "packageID": 1, "path": o.path,
+                "size": o.size.to_string(), "fileHash": hash(&o.path),
+                "redundancy": {"type": "none"},
+                "createTime": "2025-06-24T08:31:28.514Z",
+                "updateTime": "2025-06-24T08:31:28.514Z"
+            })
+        };
+        assert_eq!(
+            body,
+            json!({"code": "OK", "message": "", "data": {
+                "nextContinuationToken": "",
+                "isTruncated": false,
+                "commonPrefixes": ["a/b/", "a/c/"],
+                "objects": [object(&objects[0]), object(&objects[1])],
+            }})
+        );
+        assert_eq!(
+            fx.coord().list_by_path_requests,
+            [proto::coordinator::ListByPathRequest {
+                package_id: 1,
+                path: "a/".into(),
+                is_prefix: true,
+                no_recursive: true,
+                max_keys: 0,
+                continuation_token: String::new(),
+            }]
+        );
+    }
+
+    #[tokio::test]
+    async fn list_by_path_exact_and_empty_results_keep_every_field() {
+        let fx = fixture().await;
+        seed_tree(&fx);
+        let (status, body) = get_json(&fx, "/v1/object/listByPath?packageID=1&path=b.txt").await;
+        assert_eq!(status, 200, "{body}");
+        let data = &body["data"];
+        assert_eq!(data["objects"].as_array().unwrap().len(), 1);
+        assert_eq!(data["objects"][0]["path"], "b.txt");
+        assert_eq!(data["commonPrefixes"], json!([]));
+        // An exact path that names a "directory" matches nothing: all four fields remain.
+        for query in [
+            "packageID=1&path=a&isPrefix=false",
+            "packageID=1&path=zzz&isPrefix=1",
+            "packageID=9&isPrefix=true",
+        ] {
+            let (status, body) = get_json(&fx, &format!("/v1/object/listByPath?{query}")).await;
+            assert_eq!(status, 200, "{query}: {body}");
+            assert_eq!(
+                body["data"],
+                json!({"nextContinuationToken": "", "isTruncated": false,
+                       "commonPrefixes": [], "objects": []}),
+                "{query}"
+            );
+        }
+        let requests = fx.coord().list_by_path_requests.clone();
+        assert!(!requests[1].is_prefix && requests[2].is_prefix);
+        assert_eq!(
+            requests[3].path, "",
+            "isPrefix without path = whole package"
+        );
+    }
+
+    #[tokio::test]
+    async fn list_by_path_pages_with_opaque_tokens() {
+        let fx = fixture().await;
+        seed_tree(&fx);
+        let mut token = String::new();
+        let mut seen = Vec::new();
+        let mut pages = 0;
+        loop {
+            let uri = format!(
+                "/v1/object/listByPath?packageID=1&isPrefix=True&noRecursive=1&maxKeys=1&continuationToken={}",
+                percent_encoding::utf8_percent_encode(&token, percent_encoding::NON_ALPHANUMERIC)
+            );
+            let (status, body) = get_json(&fx, &uri).await;
+            assert_eq!(status, 200, "{body}");
+            let data = &body["data"];
+            let entries = data["commonPrefixes"].as_array().unwrap().len()
+                + data["objects"].as_array().unwrap().len();
+            assert_eq!(entries, 1, "{data}");
+            for p in data["commonPrefixes"].as_array().unwrap() {
+                seen.push(p.as_str().unwrap().to_owned());
+            }
+            for o in data["objects"].as_array().unwrap() {
+                seen.push(o["path"].as_str().unwrap().to_owned());
+            }
+            pages += 1;
+            if !data["isTruncated"].as_bool().unwrap() {
+                assert_eq!(data["nextContinuationToken"], "");
+                break;
+            }
+            token = data["nextContinuationToken"].as_str().unwrap().to_owned();
+            assert!(!token.is_empty());
+        }
+        seen.sort();
+        assert_eq!(seen, ["a/", "b.txt"], "no entry repeated or skipped");
+        assert_eq!(pages, 2, "the folded prefix ends the first page");
+
+        // Recursive, 2 per page: 6 objects in 3 pages, the tokens passed back verbatim.
+        let mut token = String::new();
+        let mut paths = Vec::new();
+        loop {
+            let uri = format!(
+                "/v1/object/listByPath?packageID=1&path=&isPrefix=true&maxKeys=2&continuationToken={token}"
+            );
+            let (_, body) = get_json(&fx, &uri).await;
+            let data = &body["data"];
+            for o in data["objects"].as_array().unwrap() {
+                paths.push(o["path"].as_str().unwrap().to_owned());
+            }
+            if data["isTruncated"] == false {
+                break;
+            }
+            token = percent_encoding::utf8_percent_encode(
+                data["nextContinuationToken"].as_str().unwrap(),
+                percent_encoding::NON_ALPHANUMERIC,
+            )
+            .to_string();
+        }
+        assert_eq!(
+            paths,
+            ["a/1.txt", "a/2.txt", "a/b/x", "a/b/y", "a/c/z", "b.txt"]
+        );
+        let tokens: Vec<_> = fx
+            .coord()
+            .list_by_path_requests
+            .iter()
+            .map(|r| (r.continuation_token.clone(), r.max_keys))
+            .collect();
+        assert_eq!(
+            tokens,
+            [
+                (String::new(), 1),
+                ("after:a/".to_owned(), 1),
+                (String::new(), 2),
+                ("after:a/2.txt".to_owned(), 2),
+                ("after:a/b/y".to_owned(), 2)
+            ]
+        );
+    }
+
+    #[tokio::test]
+    async fn list_by_path_rejects_bad_queries_before_the_coordinator() {
+        let fx = fixture().await;
+        for (query, needle) in [
+            ("path=a", "missing field `packageID`"),
+            ("packageID=0&path=a", "`packageID` must be a positive id"),
+            ("packageID=x&path=a", "invalid query string: packageID"),
+            ("packageID=1", "missing field `path`"),
+            (
+                "packageID=1&path=",
+                "`path` must not be empty unless isPrefix=true",
+            ),
+            (
+                "packageID=1&path=a&isPrefix=yes",
+                "`isPrefix` must be `true` or `false`",
+            ),
+            (
+                "packageID=1&path=a&noRecursive=2",
+                "`noRecursive` must be `true` or `false`",
+            ),
+            (
+                "packageID=1&path=a&maxKeys=-1",
+                "`maxKeys` must be a non-negative integer",
+            ),
+            (
+                "packageID=1&path=a&maxKeys=ten",
+                "`maxKeys` must be a non-negative integer",
+            ),
+        ] {
+            let (status, body) = get_json(&fx, &format!("/v1/object/listByPath?{query}")).await;
+            assert_bad(status, &body, needle);
+        }
+        assert!(fx.coord().calls.is_empty(), "{:?}", fx.coord().calls);
+    }
+
+    #[tokio::test]
+    async fn list_by_path_passes_coordinator_errors_through() {
+        let fx = fixture().await;
+        // The fake refuses tokens it did not issue, as BadArgument.
+        let (status, body) = get_json(
+            &fx,
+            "/v1/object/listByPath?packageID=1&isPrefix=true&continuationToken=forged",
+        )
+        .await;
+        assert_bad(status, &body, "invalid continuation token \"forged\"");
+        fx.coord()
+            .fail_rpc
+            .insert("list_by_path", common::ErrorCode::NotFound);
+        let (status, body) = get_json(&fx, "/v1/object/listByPath?packageID=7&path=a").await;
+        assert_eq!(
+            (status, body),
+            (
+                404,
+                json!({"code": "DataNotFound", "message": "list_by_path failed by the test", "data": null})
+            )
+        );
+    }
+
+    #[tokio::test]
+    async fn download_by_path_shares_the_range_logic() {
+        let fx = fixture().await;
+        put(&fx, "dir%2Fh%C3%A9llo.txt", b"0123456789").await;
+        check_ranges(
+            &fx,
+            "downloadByPath",
+            "packageID=1&path=dir%2Fh%C3%A9llo.txt",
+        )
+        .await;
+        let resolves = fx.coord().resolves.clone();
+        assert!(
+            resolves
+                .iter()
+                .all(|r| r.object_id == 0 && r.package_id == 1 && r.path == "dir/héllo.txt"),
+            "{resolves:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn download_by_path_errors_are_envelopes() {
+        let fx = fixture().await;
+        put(&fx, "f", b"0123456789").await;
+        let calls_before = fx.coord().calls.len();
+        for (query, needle) in [
+            ("path=f", "missing field `packageID`"),
+            ("packageID=0&path=f", "`packageID` must be a positive id"),
+            ("packageID=1", "missing field `path`"),
+            ("packageID=1&path=", "invalid field `path`: path is empty"),
+            ("packageID=1&path=a%2F..%2Ff", "'..' segment"),
+            (
+                "packageID=1&path=f&offset=-1",
+                "offset must not be negative",
+            ),
+            (
+                "packageID=1&path=f&length=x",
+                "invalid query string: length",
+            ),
+        ] {
+            let (status, body) = get_json(&fx, &format!("/v1/object/downloadByPath?{query}")).await;
+            assert_bad(status, &body, needle);
+        }
+        assert_eq!(fx.coord().calls.len(), calls_before);
+
+        let (status, body) = get_json(
+            &fx,
+            "/v1/object/downloadByPath?packageID=1&path=f&offset=11",
+        )
+        .await;
+        assert_eq!(status, 400);
+        assert_eq!(
+            body["message"],
+            "offset 11 is past the end of the object (size 10)"
+        );
+        for query in ["packageID=1&path=nope", "packageID=2&path=f"] {
+            let (status, body) = get_json(&fx, &format!("/v1/object/downloadByPath?{query}")).await;
+            assert_eq!((status, body["code"].as_str()), (404, Some("DataNotFound")));
+        }
+    }
+
+    #[tokio::test]
+    async fn move_keeps_identity_and_reports_only_successes() {
+        let fx = fixture().await;
+        let a = fx.seed(1, "m/a", b"a");
+        let b = fx.seed(1, "m/b", b"b");
+        let taken = fx.seed(2, "taken", b"t");
+        let body = format!(
+            r#"{{"movings": [
+                {{"objectID": {}, "packageID": 2, "path": "n/a2"}},
+                {{"objectID": {}, "packageID": 1, "path": "../bad"}},
+                {{"objectID": 424242, "packageID": 1, "path": "x"}},
+                {{"objectID": {}, "packageID": 2, "path": "taken"}}
+            ]}}"#,
+            a.object_id, b.object_id, b.object_id
+        );
+        let (status, resp) = post(&fx, "/v1/object/move", &body).await;
+        assert_eq!(
+            (status, resp),
+            (
+                200,
+                json!({"code": "OK", "message": "", "data": {"successes": [a.object_id]}})
+            )
+        );
+        let coord = fx.coord();
+        let moved = &coord.objects[&(2, "n/a2".to_owned())];
+        assert_eq!(moved.object_id, a.object_id);
+        assert_eq!(moved.create_time_ms, a.create_time_ms);
+        assert_eq!(moved.update_time_ms, a.update_time_ms);
+        assert!(!coord.objects.contains_key(&(1, "m/a".to_owned())));
+        assert_eq!(coord.objects[&(1, "m/b".to_owned())].object_id, b.object_id);
+        assert_eq!(
+            coord.objects[&(2, "taken".to_owned())].object_id,
+            taken.object_id
+        );
+    }
+
+    #[tokio::test]
+    async fn move_validates_entries_and_passes_errors_through() {
+        let fx = fixture().await;
+        let (status, body) = post(&fx, "/v1/object/move", r#"{"movings": []}"#).await;
+        assert_eq!(
+            (status, body["data"].clone()),
+            (200, json!({"successes": []}))
+        );
+        for (body, needle) in [
+            ("{}", "missing field `movings`"),
+            (r#"{"movings": {}}"#, "movings: invalid type"),
+            (
+                r#"{"movings": [{"packageID": 1, "path": "a"}]}"#,
+                "missing field `movings[0].objectID`",
+            ),
+            (
+                r#"{"movings": [{"objectID": 1, "packageID": 1, "path": "a"}, {"objectID": 0, "packageID": 1, "path": "a"}]}"#,
+                "`movings[1].objectID` must be a positive id",
+            ),
+            (
+                r#"{"movings": [{"objectID": 1, "path": "a"}]}"#,
+                "missing field `movings[0].packageID`",
+            ),
+            (
+                r#"{"movings": [{"objectID": 1, "packageID": 1}]}"#,
+                "missing field `movings[0].path`",
+            ),
+            (
+                r#"{"movings": [{"objectID": "1", "packageID": 1, "path": "a"}]}"#,
+                "movings[0].objectID: invalid type",
+            ),
+        ] {
+            let (status, resp) = post(&fx, "/v1/object/move", body).await;
+            assert_bad(status, &resp, needle);
+        }
+        assert!(fx.coord().calls.is_empty(), "{:?}", fx.coord().calls);
+        fx.coord()
+            .fail_rpc
+            .insert("move_objects", common::ErrorCode::Unavailable);
+        let (status, body) = post(
+            &fx,
+            "/v1/object/move",
+            r#"{"movings": [{"objectID": 1, "packageID": 1, "path": "a"}]}"#,
+        )
+        .await;
+        assert_eq!(
+            (status, body["code"].as_str()),
+            (503, Some("OperationFailed"))
+        );
+    }
+
+    #[tokio::test]
+    async fn clone_answers_one_entry_per_request_with_nulls() {
+        let fx = fixture().await;
+        let src = fx.seed(1, "src.txt", b"cloned bytes");
+        let body = format!(
+            r#"{{"clonings": [
+                {{"objectID": {id}, "newPath": "c/1.txt", "newPackageID": 3}},
+                {{"objectID": 424242, "newPath": "c/2.txt", "newPackageID": 3}},
+                {{"objectID": {id}, "newPath": "c/1.txt", "newPackageID": 3}},
+                {{"objectID": {id}, "newPath": "c//bad", "newPackageID": 3}},
+                {{"objectID": {id}, "newPath": "c/3.txt", "newPackageID": 1}}
+            ]}}"#,
+            id = src.object_id
+        );
+        let (status, resp) = post(&fx, "/v1/object/clone", &body).await;
+        assert_eq!(status, 200, "{resp}");
+        let objects = resp["data"]["objects"].as_array().unwrap();
+        assert_eq!(objects.len(), 5);
+        assert!(objects[1].is_null() && objects[2].is_null() && objects[3].is_null());
+        let first = &objects[0];
+        let new_id = first["objectID"].as_u64().unwrap();
+        assert_ne!(new_id, src.object_id);
+        assert_eq!(
+            first,
+            &json!({
+                "objectID": new_id, "packageID": 3, "path": "c/1.txt", "size": "12",
+                "fileHash": format!("Full{}", sha256_hex(b"cloned bytes").to_uppercase()),
+                "redundancy": {"type": "none"},
+                "createTime": "2025-06-24T10:13:20.000Z",
+                "updateTime": "2025-06-24T10:13:20.000Z"
+            })
+        );
+        assert_eq!(objects[4]["path"], "c/3.txt");
+        assert_eq!(objects[4]["packageID"], 1);
+        // The source is untouched.
+        assert_eq!(
+            fx.coord().objects[&(1, "src.txt".to_owned())].object_id,
+            src.object_id
+        );
+    }
+
+    #[tokio::test]
+    async fn clone_validates_entries_and_passes_errors_through() {
+        let fx = fixture().await;
+        let (status, body) = post(&fx, "/v1/object/clone", r#"{"clonings": []}"#).await;
+        assert_eq!(
+            (status, body["data"].clone()),
+            (200, json!({"objects": []}))
+        );
+        for (body, needle) in [
+            ("{}", "missing field `clonings`"),
+            (
+                r#"{"clonings": [{"newPath": "a", "newPackageID": 1}]}"#,
+                "missing field `clonings[0].objectID`",
+            ),
+            (
+                r#"{"clonings": [{"objectID": 1, "newPackageID": 1}]}"#,
+                "missing field `clonings[0].newPath`",
+            ),
+            (
+                r#"{"clonings": [{"objectID": 1, "newPath": "a", "newPackageID": 0}]}"#,
+                "`clonings[0].newPackageID` must be a positive id",
+            ),
+            (
+                r#"{"clonings": [{"objectID": 1, "newPath": 5, "newPackageID": 1}]}"#,
+                "clonings[0].newPath: invalid type",
+            ),
+        ] {
+            let (status, resp) = post(&fx, "/v1/object/clone", body).await;
+            assert_bad(status, &resp, needle);
+        }
+        assert!(fx.coord().calls.is_empty(), "{:?}", fx.coord().calls);
+        fx.coord()
+            .fail_rpc
+            .insert("clone_objects", common::ErrorCode::NotFound);
+        let (status, body) = post(
+            &fx,
+            "/v1/object/clone",
+            r#"{"clonings": [{"objectID": 1, "newPath": "a", "newPackageID": 1}]}"#,
+        )
+        .await;
+        assert_eq!((status, body["code"].as_str()), (404, Some("DataNotFound")));
     }
 }
