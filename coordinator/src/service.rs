@@ -4,7 +4,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
-use common::{AgentId, BucketId, ObjectId, PackageId, SpaceId, UploadId, UserId};
+use common::{AgentId, BucketId, ObjectId, PackageId, SpaceId, UserId};
 use proto::coordinator as pb;
 use proto::coordinator::coordinator_service_server::CoordinatorService;
 use tonic::{Request, Response, Status};
@@ -326,6 +326,7 @@ impl CoordinatorService for Service {
             space_id: space.0,
             ticket: Some(ticket),
             expires_at_ms: ticket_expires,
+            commit_token: self.signer.commit_token(&up),
         }))
     }
 
@@ -334,17 +335,15 @@ impl CoordinatorService for Service {
         req: Request<pb::CommitUploadRequest>,
     ) -> Res<pb::ObjectResponse> {
         let r = req.into_inner();
-        let id = UploadId(id_arg(r.upload_id, "uploadID")?);
-        let o = self.catalog.commit_upload(id, r.size, &r.sha256).await?;
+        let up = self
+            .signer
+            .open_commit_token(&r.commit_token)
+            .filter(|u| u.upload_id.0 == r.upload_id)
+            .ok_or_else(|| bad("commit_token is missing, forged, or belongs to another upload"))?;
+        let o = self.catalog.commit_upload(&up, r.size, &r.sha256).await?;
         Ok(Response::new(pb::ObjectResponse {
             object: Some(object_pb(o)),
         }))
-    }
-
-    async fn abort_upload(&self, req: Request<pb::AbortUploadRequest>) -> Res<pb::Empty> {
-        let id = UploadId(id_arg(req.into_inner().upload_id, "uploadID")?);
-        self.catalog.abort_upload(id).await?;
-        Ok(Response::new(pb::Empty {}))
     }
 
     async fn resolve_object(
@@ -498,6 +497,7 @@ impl CoordinatorService for Service {
             space_id: up.space_id.0,
             ticket: Some(self.signer.put(up.space_id, up.upload_id, 0, expires)),
             expires_at_ms: expires,
+            commit_token: self.signer.commit_token(&up),
         }))
     }
 
@@ -524,6 +524,7 @@ impl CoordinatorService for Service {
                     .concat(up.space_id, up.upload_id, hashes, expires),
             ),
             expires_at_ms: expires,
+            commit_token: self.signer.commit_token(&up),
         }))
     }
 

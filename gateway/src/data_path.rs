@@ -20,8 +20,8 @@ use proto::agent::{
 };
 use proto::common::Ticket;
 use proto::coordinator::{
-    self as pb, AbortUploadRequest, BeginUploadPartRequest, BeginUploadRequest,
-    BeginUploadResponse, CommitUploadRequest, CompleteMultipartUploadRequest, ResolveObjectRequest,
+    self as pb, BeginUploadPartRequest, BeginUploadRequest, BeginUploadResponse,
+    CommitUploadRequest, CompleteMultipartUploadRequest, ResolveObjectRequest,
 };
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
@@ -238,95 +238,33 @@ struct PartInfo {
 }
 
 /// Bytes the agent has stored under a reserved upload, waiting for `CommitUpload`.
+///
+/// A reservation writes no metadata: if it is never committed (any failure, or the request
+/// task being cancelled) nothing needs undoing, and shard GC reclaims the stored bytes.
 #[derive(Debug)]
 struct Streamed {
     upload_id: u64,
+    /// From the begin call; passed back unchanged in `CommitUpload`.
+    commit_token: Vec<u8>,
     size: u64,
     sha256: String,
 }
 
-/// Uploads begun but neither committed nor aborted. Dropping the set (for example when the
-/// request task is cancelled) aborts them in the background.
-struct PendingUploads {
-    coordinator: CoordinatorClient,
-    ids: Vec<u64>,
-}
-
-impl PendingUploads {
-    fn new(coordinator: CoordinatorClient) -> Self {
-        PendingUploads {
-            coordinator,
-            ids: Vec::new(),
-        }
-    }
-
-    fn add(&mut self, upload_id: u64) {
-        self.ids.push(upload_id);
-    }
-
-    fn remove(&mut self, upload_id: u64) {
-        self.ids.retain(|id| *id != upload_id);
-    }
-
-    async fn abort_all(&mut self) {
-        let ids = std::mem::take(&mut self.ids);
-        abort_uploads(self.coordinator.clone(), ids).await;
-    }
-}
-
-impl Drop for PendingUploads {
-    fn drop(&mut self) {
-        if self.ids.is_empty() {
-            return;
-        }
-        let ids = std::mem::take(&mut self.ids);
-        match tokio::runtime::Handle::try_current() {
-            Ok(handle) => {
-                handle.spawn(abort_uploads(self.coordinator.clone(), ids));
-            }
-            Err(_) => {
-                tracing::warn!(
-                    ?ids,
-                    "cannot abort pending uploads without a runtime; they will expire"
-                );
-            }
-        }
-    }
-}
-
-async fn abort_uploads(mut coordinator: CoordinatorClient, ids: Vec<u64>) {
-    for upload_id in ids {
-        match coordinator
-            .abort_upload(AbortUploadRequest { upload_id })
-            .await
-        {
-            Ok(_) => tracing::debug!(upload_id, "upload aborted"),
-            Err(status) => tracing::warn!(
-                upload_id,
-                error = %status.message(),
-                "failed to abort upload; it will expire"
-            ),
-        }
-    }
-}
-
-/// Publish stored bytes with `CommitUpload`; on success the upload is no longer pending.
+/// Publish stored bytes with `CommitUpload`.
 async fn commit(
     coordinator: &mut CoordinatorClient,
-    pending: &mut PendingUploads,
     stored: Streamed,
 ) -> Result<pb::Object, ApiError> {
-    let object = coordinator
+    coordinator
         .commit_upload(CommitUploadRequest {
             upload_id: stored.upload_id,
             size: stored.size,
             sha256: stored.sha256,
+            commit_token: stored.commit_token,
         })
         .await
         .map_err(ApiError::from)
-        .and_then(|r| required(r.into_inner().object, "object"))?;
-    pending.remove(stored.upload_id);
-    Ok(object)
+        .and_then(|r| required(r.into_inner().object, "object"))
 }
 
 fn multipart_error(err: &MultipartError) -> ApiError {
@@ -353,36 +291,30 @@ fn multipart_detail(err: &MultipartError) -> String {
 
 /// Handle a whole upload request: `info` first, then every `files` part streamed to an
 /// agent; commits happen only after the body has been read completely and every file was
-/// stored, in request order. On any earlier failure every pending upload is aborted.
+/// stored, in request order. On any earlier failure nothing is committed (the reservations
+/// leave no metadata). A failed commit stops there: the files committed before it stay.
 pub(crate) async fn upload(
     state: AppState,
     mut multipart: Multipart,
 ) -> Result<Vec<ObjectJson>, ApiError> {
     let (package_id, affinity) = read_upload_info(&mut multipart).await?;
-    let mut pending = PendingUploads::new(state.coordinator());
-    let streamed =
-        match stream_files(&state, &mut multipart, &mut pending, package_id, affinity).await {
-            Ok(streamed) => streamed,
-            Err(err) => {
-                pending.abort_all().await;
-                return Err(err);
-            }
-        };
+    let streamed = stream_files(&state, &mut multipart, package_id, affinity).await?;
 
     let mut coordinator = state.coordinator();
     let mut objects = Vec::with_capacity(streamed.len());
+    let total = streamed.len();
     for file in streamed {
         let upload_id = file.upload_id;
-        match commit(&mut coordinator, &mut pending, file).await {
+        match commit(&mut coordinator, file).await {
             Ok(object) => objects.push(ObjectJson::from(object)),
             Err(err) => {
                 tracing::warn!(
                     upload_id,
                     committed = objects.len(),
+                    uncommitted = total - objects.len(),
                     error = %err,
-                    "commit failed; aborting the remaining uploads"
+                    "commit failed; the remaining uploads are not committed"
                 );
-                pending.abort_all().await;
                 return Err(err);
             }
         }
@@ -454,7 +386,6 @@ async fn read_part_info(multipart: &mut Multipart) -> Result<(u64, u32), ApiErro
 async fn stream_files(
     state: &AppState,
     multipart: &mut Multipart,
-    pending: &mut PendingUploads,
     package_id: u64,
     affinity: u64,
 ) -> Result<Vec<Streamed>, ApiError> {
@@ -467,7 +398,7 @@ async fn stream_files(
             Err(err) => return Err(multipart_error(&err)),
         };
         let path = file_part_path(&field, streamed.len(), max_files)?;
-        let file = stream_file(state, pending, field, package_id, affinity, path).await?;
+        let file = stream_file(state, field, package_id, affinity, path).await?;
         streamed.push(file);
     }
     if streamed.is_empty() {
@@ -522,7 +453,6 @@ fn check_files_name(name: Option<&str>) -> Result<(), ApiError> {
 /// Begin an upload for one file and stream its bytes to the agent.
 async fn stream_file(
     state: &AppState,
-    pending: &mut PendingUploads,
     field: Field<'_>,
     package_id: u64,
     affinity: u64,
@@ -537,19 +467,17 @@ async fn stream_file(
         })
         .await?
         .into_inner();
-    stream_reserved(state, pending, begin, field, &format!("file {path:?}")).await
+    stream_reserved(state, begin, field, &format!("file {path:?}")).await
 }
 
-/// Stream `field` to the agent of a reservation (`BeginUpload` or `BeginUploadPart`); the
-/// upload is pending from here on. `what` names the bytes in logs and errors.
+/// Stream `field` to the agent of a reservation (`BeginUpload` or `BeginUploadPart`) and
+/// return what `CommitUpload` needs. `what` names the bytes in logs and errors.
 async fn stream_reserved(
     state: &AppState,
-    pending: &mut PendingUploads,
     begin: BeginUploadResponse,
     mut field: Field<'_>,
     what: &str,
 ) -> Result<Streamed, ApiError> {
-    pending.add(begin.upload_id);
     let upload_id = begin.upload_id;
     tracing::debug!(upload_id, what, agent = %begin.agent_address, "upload begun");
     let ticket = required(begin.ticket, "upload ticket")?;
@@ -558,6 +486,7 @@ async fn stream_reserved(
     tracing::debug!(upload_id, what, size = stored.size, "bytes stored");
     Ok(Streamed {
         upload_id,
+        commit_token: begin.commit_token,
         size: stored.size,
         sha256: stored.sha256,
     })
@@ -656,35 +585,20 @@ async fn feed_field(
 
 /// Handle an uploadPart request: `info` (`objectID`, `index`) and exactly one `files` part
 /// (its filename is ignored), streamed to the agent like an upload file. The part is
-/// committed only after the whole body was read; on any failure it is aborted.
+/// committed only after the whole body was read; on any failure it is not committed.
 pub(crate) async fn upload_part(state: AppState, mut multipart: Multipart) -> Result<(), ApiError> {
     let (object_id, index) = read_part_info(&mut multipart).await?;
-    let mut pending = PendingUploads::new(state.coordinator());
-    let stored = match stream_part(&state, &mut multipart, &mut pending, object_id, index).await {
-        Ok(stored) => stored,
-        Err(err) => {
-            pending.abort_all().await;
-            return Err(err);
-        }
-    };
+    let stored = stream_part(&state, &mut multipart, object_id, index).await?;
     let size = stored.size;
-    match commit(&mut state.coordinator(), &mut pending, stored).await {
-        Ok(_) => {
-            tracing::info!(object_id, index, size, "part uploaded");
-            Ok(())
-        }
-        Err(err) => {
-            pending.abort_all().await;
-            Err(err)
-        }
-    }
+    commit(&mut state.coordinator(), stored).await?;
+    tracing::info!(object_id, index, size, "part uploaded");
+    Ok(())
 }
 
 /// Stream the one `files` part of an uploadPart request and check that nothing follows it.
 async fn stream_part(
     state: &AppState,
     multipart: &mut Multipart,
-    pending: &mut PendingUploads,
     object_id: u64,
     index: u32,
 ) -> Result<Streamed, ApiError> {
@@ -704,7 +618,7 @@ async fn stream_part(
         .await?
         .into_inner();
     let what = format!("part {index} of object {object_id}");
-    let stored = stream_reserved(state, pending, begin, field, &what).await?;
+    let stored = stream_reserved(state, begin, field, &what).await?;
     match multipart.next_field().await {
         Ok(None) => Ok(stored),
         Ok(Some(extra)) => Err(ApiError::bad_argument(format!(
@@ -720,7 +634,8 @@ async fn stream_part(
 
 /// Complete a multipart upload: reserve it (`BeginCompleteMultipartUpload`, which checks
 /// the object and the indexes), have the agent concatenate the parts (`ConcatShards`), then
-/// publish the whole object (`CommitUpload`). Any failure after the reservation aborts it.
+/// publish the whole object (`CommitUpload`). On any failure nothing is committed: the
+/// object stays an unfinished multipart upload with its parts.
 pub(crate) async fn complete_multipart_upload(
     state: AppState,
     object_id: u64,
@@ -732,10 +647,8 @@ pub(crate) async fn complete_multipart_upload(
         .begin_complete_multipart_upload(CompleteMultipartUploadRequest { object_id, indexes })
         .await?
         .into_inner();
-    let mut pending = PendingUploads::new(state.coordinator());
-    pending.add(begin.upload_id);
     let upload_id = begin.upload_id;
-    match concat_and_commit(&state, &mut coordinator, &mut pending, begin).await {
+    match concat_and_commit(&state, &mut coordinator, begin).await {
         Ok(object) => {
             tracing::info!(
                 object_id,
@@ -746,8 +659,7 @@ pub(crate) async fn complete_multipart_upload(
             Ok(ObjectJson::from(object))
         }
         Err(err) => {
-            tracing::warn!(object_id, upload_id, error = %err, "completion failed; aborting it");
-            pending.abort_all().await;
+            tracing::warn!(object_id, upload_id, error = %err, "completion failed");
             Err(err)
         }
     }
@@ -756,7 +668,6 @@ pub(crate) async fn complete_multipart_upload(
 async fn concat_and_commit(
     state: &AppState,
     coordinator: &mut CoordinatorClient,
-    pending: &mut PendingUploads,
     begin: BeginUploadResponse,
 ) -> Result<pb::Object, ApiError> {
     let ticket = required(begin.ticket, "concat ticket")?;
@@ -769,10 +680,11 @@ async fn concat_and_commit(
         .into_inner();
     let stored = Streamed {
         upload_id: begin.upload_id,
+        commit_token: begin.commit_token,
         size: stored.size,
         sha256: stored.sha256,
     };
-    commit(coordinator, pending, stored).await
+    commit(coordinator, stored).await
 }
 
 // ---------------------------------------------------------------------------------------

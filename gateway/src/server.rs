@@ -79,6 +79,12 @@ impl Gateway {
             coordinator = %self.state.config().coordinator,
             "gateway listening"
         );
+        use axum::serve::ListenerExt;
+        let listener = listener.tap_io(|tcp| {
+            if let Err(e) = tcp.set_nodelay(true) {
+                tracing::debug!(error = %e, "cannot set TCP_NODELAY");
+            }
+        });
         axum::serve(listener, self.router())
             .with_graceful_shutdown(shutdown.cancelled_owned())
             .await

@@ -44,13 +44,16 @@ pub struct CoordState {
     pub packages: Vec<pb::Package>,
     /// (package id, path) → object.
     pub objects: BTreeMap<(u64, String), pb::Object>,
-    /// upload id → what its commit publishes.
-    pub pending: HashMap<u64, PendingKind>,
+    /// upload id → what its commit publishes. The real coordinator stores nothing at begin
+    /// (it signs this into the commit token); the fake remembers it instead. Only a commit
+    /// removes an entry: an upload that is never committed stays here, as its bytes stay on
+    /// the agent until shard GC.
+    pub reservations: HashMap<u64, PendingKind>,
     /// (multipart object id, part index) → sha256 of the committed part.
     pub parts: BTreeMap<(u64, u32), String>,
     pub begins: Vec<(u64, String, u64)>,
+    /// Upload ids committed, in order.
     pub commits: Vec<u64>,
-    pub aborts: Vec<u64>,
     pub list_requests: Vec<String>,
     /// Every `ListByPath` request, as received.
     pub list_by_path_requests: Vec<pb::ListByPathRequest>,
@@ -67,7 +70,7 @@ pub struct CoordState {
     pub fail_rpc: HashMap<&'static str, common::ErrorCode>,
 }
 
-/// What committing a pending upload publishes.
+/// What committing a reserved upload publishes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PendingKind {
     /// A whole object at (package id, path).
@@ -127,8 +130,14 @@ impl CoordState {
             space_id: 1,
             ticket: Some(ticket(ticket_body)),
             expires_at_ms: i64::MAX,
+            commit_token: commit_token(upload_id),
         }
     }
+}
+
+/// The commit token the fake issues for `upload_id`; `CommitUpload` requires exactly it.
+pub fn commit_token(upload_id: u64) -> Vec<u8> {
+    format!("commit:{upload_id}").into_bytes()
 }
 
 /// Prefix of the fake's continuation tokens (the rest is the last key returned).
@@ -354,7 +363,7 @@ impl CoordinatorService for FakeCoordinator {
         let mut st = self.call("begin_upload");
         let upload_id = st.next_id;
         st.begins.push((r.package_id, r.path.clone(), r.affinity));
-        st.pending.insert(
+        st.reservations.insert(
             upload_id,
             PendingKind::Object {
                 package_id: r.package_id,
@@ -372,14 +381,24 @@ impl CoordinatorService for FakeCoordinator {
     ) -> Result<GrpcResponse<pb::ObjectResponse>, Status> {
         let r = req.into_inner();
         let mut st = self.call("commit_upload");
+        if r.commit_token != commit_token(r.upload_id) {
+            return Err(coded(
+                common::ErrorCode::BadArgument,
+                format!(
+                    "invalid commit token {:?} for upload {}",
+                    String::from_utf8_lossy(&r.commit_token),
+                    r.upload_id
+                ),
+            ));
+        }
         let kind = st
-            .pending
+            .reservations
             .remove(&r.upload_id)
-            .ok_or_else(|| Status::not_found("no pending upload"))?;
+            .ok_or_else(|| Status::not_found("no reserved upload"))?;
         let object = match kind {
             PendingKind::Object { package_id, path } => {
                 if st.fail_commit_path.as_deref() == Some(path.as_str()) {
-                    st.pending
+                    st.reservations
                         .insert(r.upload_id, PendingKind::Object { package_id, path });
                     return Err(Status::unavailable("commit refused by the test"));
                 }
@@ -419,17 +438,6 @@ impl CoordinatorService for FakeCoordinator {
         Ok(GrpcResponse::new(pb::ObjectResponse {
             object: Some(object),
         }))
-    }
-
-    async fn abort_upload(
-        &self,
-        req: GrpcRequest<pb::AbortUploadRequest>,
-    ) -> Result<GrpcResponse<pb::Empty>, Status> {
-        let id = req.into_inner().upload_id;
-        let mut st = self.call("abort_upload");
-        st.pending.remove(&id);
-        st.aborts.push(id);
-        Ok(GrpcResponse::new(pb::Empty {}))
     }
 
     async fn resolve_object(
@@ -641,7 +649,7 @@ impl CoordinatorService for FakeCoordinator {
         let mut st = self.call_checked("begin_upload_part")?;
         st.multipart_object(r.object_id)?;
         let upload_id = st.next_id;
-        st.pending.insert(
+        st.reservations.insert(
             upload_id,
             PendingKind::Part {
                 object_id: r.object_id,
@@ -680,7 +688,7 @@ impl CoordinatorService for FakeCoordinator {
             })
             .collect::<Result<Vec<_>, _>>()?;
         let upload_id = st.next_id;
-        st.pending.insert(
+        st.reservations.insert(
             upload_id,
             PendingKind::Complete {
                 object_id: r.object_id,
@@ -1043,4 +1051,53 @@ pub fn multipart_request(uri: &str, body: Body) -> Request<Body> {
 
 pub fn sha256_hex(data: &[u8]) -> String {
     hex::encode(Sha256::digest(data))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The fake refuses a commit without the token its begin issued, so the data-path tests
+    /// prove that the gateway passes the token through.
+    #[tokio::test]
+    async fn commit_requires_the_token_from_begin() {
+        let fake = FakeCoordinator::default();
+        let begin = fake
+            .begin_upload(GrpcRequest::new(pb::BeginUploadRequest {
+                package_id: 1,
+                path: "a".into(),
+                affinity: 0,
+            }))
+            .await
+            .unwrap()
+            .into_inner();
+        assert_eq!(begin.commit_token, commit_token(begin.upload_id));
+        let commit = |token: Vec<u8>| pb::CommitUploadRequest {
+            upload_id: begin.upload_id,
+            size: 1,
+            sha256: sha256_hex(b"x"),
+            commit_token: token,
+        };
+        for token in [Vec::new(), commit_token(begin.upload_id + 1)] {
+            let status = fake
+                .commit_upload(GrpcRequest::new(commit(token)))
+                .await
+                .unwrap_err();
+            assert_eq!(
+                common::error::code_of(&status),
+                common::ErrorCode::BadArgument,
+                "{status:?}"
+            );
+        }
+        assert!(lock(&fake.0).commits.is_empty());
+        let object = fake
+            .commit_upload(GrpcRequest::new(commit(begin.commit_token.clone())))
+            .await
+            .unwrap()
+            .into_inner()
+            .object
+            .unwrap();
+        assert_eq!(object.path, "a");
+        assert_eq!(lock(&fake.0).commits, [begin.upload_id]);
+    }
 }

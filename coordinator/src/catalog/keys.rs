@@ -10,7 +10,8 @@
 //! v1/package-name/{bucket_id}/{name}     → package_id       (unique index, same txn)
 //! v1/object/{package_id}/{path}          ObjectRow          (ordered listing by path)
 //! v1/object-id/{object_id}               ObjectIdRow → (package_id, path)
-//! v1/upload/{upload_id}                  UploadRow          (pending / committed uploads)
+//! v1/upload/{upload_id}                  UploadRow          commit marker of a committed upload
+//!                                        (idempotent retries; swept after expiry)
 //! v1/agent/{agent_id}                    AgentRow
 //! v1/agent-name/{name}                   → agent_id
 //! v1/space/{space_id}                    SpaceRow           (user spaces)

@@ -181,9 +181,7 @@ mod tests {
         let p = c.create_package(b.bucket_id, "p").await.unwrap().package_id;
         for path in paths {
             let up = c.begin_upload(p, path, SpaceId(1), i64::MAX).await.unwrap();
-            c.commit_upload(up.upload_id, 1, &"a".repeat(64))
-                .await
-                .unwrap();
+            c.commit_upload(&up, 1, &"a".repeat(64)).await.unwrap();
         }
         (c, p)
     }

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use common::{ObjectId, PackageId, SpaceId};
 use meta::{Compare, Op, Txn};
 
-use super::object::committed;
+use super::object::{Attempt, committed};
 use super::rows::{
     MULTIPART, MpuRow, NONE, ObjectIdRow, ObjectRow, PartRow, UploadRow, UploadTarget, VERSION,
     ZERO_HASH,
@@ -109,7 +109,7 @@ impl Catalog {
             )));
         }
         let obj = self.get_multipart(id).await?.row;
-        self.put_upload(
+        self.new_upload(
             obj.package_id,
             &obj.path,
             obj.space_id,
@@ -124,14 +124,16 @@ impl Catalog {
 
     pub(crate) async fn try_commit_part(
         &self,
-        up: &Versioned<UploadRow>,
+        u: &UploadRow,
         object_id: ObjectId,
         index: u32,
         size: u64,
         sha256: &str,
-    ) -> Result<Option<ObjectRow>> {
-        let u = &up.row;
-        let obj = self.get_multipart(object_id).await?;
+    ) -> Result<Attempt> {
+        let obj = match self.get_multipart(object_id).await {
+            Ok(obj) => obj,
+            Err(e) => return self.unless_committed(u, e).await,
+        };
         let obj_key = keys::object(obj.row.package_id, &obj.row.path);
         let part_key = keys::part(object_id, index);
         let existing = self.get_row::<PartRow>(&part_key).await?;
@@ -144,11 +146,8 @@ impl Catalog {
             sha256: sha256.to_owned(),
             update_time_ms: common::time::now_ms(),
         };
-        let mut when = vec![
-            Compare::ModRev(keys::upload(u.upload_id), up.rev),
-            Compare::ModRev(obj_key, obj.rev),
-            Compare::Absent(keys::shard_gc(u.space_id, sha256)),
-        ];
+        let (mut when, otherwise) = Self::commit_guards(u, sha256);
+        when.push(Compare::ModRev(obj_key, obj.rev));
         let mut then = vec![
             Op::Put(part_key.clone(), encode(&part)),
             Op::Put(keys::upload(u.upload_id), encode(&committed(u, object_id))),
@@ -173,19 +172,22 @@ impl Catalog {
             .txn(Txn {
                 when,
                 then,
-                otherwise: vec![],
+                otherwise,
             })
             .await?;
-        if !res.succeeded
-            && self
-                .meta
-                .get(&keys::shard_gc(u.space_id, sha256))
-                .await?
-                .is_some()
-        {
-            return Err(Error::ShardCollecting);
+        if res.succeeded {
+            return Ok(Attempt::Done(obj.row));
         }
-        Ok(res.succeeded.then_some(obj.row))
+        Ok(Self::failed_commit(&res.gets)?.unwrap_or(Attempt::Retry))
+    }
+
+    /// `err` unless the upload was committed already (a retried commit whose first attempt
+    /// changed what `err` complains about).
+    async fn unless_committed(&self, u: &UploadRow, err: Error) -> Result<Attempt> {
+        if self.meta.get(&keys::upload(u.upload_id)).await?.is_some() {
+            return Ok(Attempt::AlreadyCommitted);
+        }
+        Err(err)
     }
 
     /// Validate a completion and reserve it: returns the upload row and the hashes of the
@@ -221,7 +223,7 @@ impl Catalog {
             .filter_map(|i| parts.get(i).map(|p| p.sha256.clone()))
             .collect();
         let up = self
-            .put_upload(
+            .new_upload(
                 obj.package_id,
                 &obj.path,
                 obj.space_id,
@@ -234,13 +236,15 @@ impl Catalog {
 
     pub(crate) async fn try_commit_complete(
         &self,
-        up: &Versioned<UploadRow>,
+        u: &UploadRow,
         object_id: ObjectId,
         size: u64,
         sha256: &str,
-    ) -> Result<Option<ObjectRow>> {
-        let u = &up.row;
-        let obj = self.get_multipart(object_id).await?;
+    ) -> Result<Attempt> {
+        let obj = match self.get_multipart(object_id).await {
+            Ok(obj) => obj,
+            Err(e) => return self.unless_committed(u, e).await,
+        };
         let obj_key = keys::object(obj.row.package_id, &obj.row.path);
         let row = ObjectRow {
             size,
@@ -250,32 +254,25 @@ impl Catalog {
             update_time_ms: common::time::now_ms(),
             ..obj.row.clone()
         };
+        let (mut when, otherwise) = Self::commit_guards(u, sha256);
+        when.push(Compare::ModRev(obj_key.clone(), obj.rev));
+        let then = vec![
+            Op::Put(obj_key, encode(&row)),
+            Op::Put(keys::object_ref(u.space_id, sha256, object_id), Vec::new()),
+            Op::Put(keys::upload(u.upload_id), encode(&committed(u, object_id))),
+        ];
         let res = self
             .meta
             .txn(Txn {
-                when: vec![
-                    Compare::ModRev(keys::upload(u.upload_id), up.rev),
-                    Compare::ModRev(obj_key.clone(), obj.rev),
-                    Compare::Absent(keys::shard_gc(u.space_id, sha256)),
-                ],
-                then: vec![
-                    Op::Put(obj_key, encode(&row)),
-                    Op::Put(keys::object_ref(u.space_id, sha256, object_id), Vec::new()),
-                    Op::Put(keys::upload(u.upload_id), encode(&committed(u, object_id))),
-                ],
-                otherwise: vec![],
+                when,
+                then,
+                otherwise,
             })
             .await?;
-        if !res.succeeded
-            && self
-                .meta
-                .get(&keys::shard_gc(u.space_id, sha256))
-                .await?
-                .is_some()
-        {
-            return Err(Error::ShardCollecting);
+        if res.succeeded {
+            return Ok(Attempt::Done(row));
         }
-        Ok(res.succeeded.then_some(row))
+        Ok(Self::failed_commit(&res.gets)?.unwrap_or(Attempt::Retry))
     }
 
     /// Delete every part of object `id` (rows and shard references, in small batches), then
@@ -372,7 +369,7 @@ mod tests {
         assert_eq!((obj.size, obj.sha256.as_str()), (0, ZERO_HASH));
         for (i, ch) in [(1, 'a'), (2, 'b'), (2, 'c')] {
             let up = c.begin_upload_part(obj.object_id, i, FAR).await.unwrap();
-            c.commit_upload(up.upload_id, 10, &h(ch)).await.unwrap();
+            c.commit_upload(&up, 10, &h(ch)).await.unwrap();
         }
         // Re-uploading index 2 replaced its part and its reference.
         assert_eq!(keys_under(&c, "v1/mpart/").await, 2);
@@ -387,7 +384,7 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(hashes, vec![h('c'), h('a'), h('c')]);
-        let done = c.commit_upload(up.upload_id, 30, &h('d')).await.unwrap();
+        let done = c.commit_upload(&up, 30, &h('d')).await.unwrap();
         assert_eq!(
             (done.object_id, done.size, done.redundancy.as_str()),
             (obj.object_id, 30, NONE)
@@ -438,7 +435,7 @@ mod tests {
         let (c, p) = setup().await;
         let obj = c.new_multipart_upload(p, "old", SpaceId(1)).await.unwrap();
         let up = c.begin_upload_part(obj.object_id, 1, FAR).await.unwrap();
-        c.commit_upload(up.upload_id, 1, &h('e')).await.unwrap();
+        c.commit_upload(&up, 1, &h('e')).await.unwrap();
         let fresh = c
             .new_multipart_upload(p, "fresh", SpaceId(1))
             .await

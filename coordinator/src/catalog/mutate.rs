@@ -168,10 +168,7 @@ mod tests {
             .begin_upload(p1, "src", SpaceId(1), i64::MAX)
             .await
             .unwrap();
-        let o = c
-            .commit_upload(up.upload_id, 3, &"b".repeat(64))
-            .await
-            .unwrap();
+        let o = c.commit_upload(&up, 3, &"b".repeat(64)).await.unwrap();
         (c, p1, p2, o.object_id)
     }
 
@@ -209,9 +206,7 @@ mod tests {
             .begin_upload(p1, "taken", SpaceId(1), i64::MAX)
             .await
             .unwrap();
-        c.commit_upload(up.upload_id, 1, &"c".repeat(64))
-            .await
-            .unwrap();
+        c.commit_upload(&up, 1, &"c".repeat(64)).await.unwrap();
         assert!(matches!(
             c.move_object(id, p1, "taken").await.unwrap_err(),
             Error::AlreadyExists { .. }

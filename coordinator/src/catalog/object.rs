@@ -1,8 +1,9 @@
 //! Objects and the two-phase upload that creates them.
 //!
-//! `begin_upload` records a pending upload (`v1/upload/{id}`); the bytes go to an agent;
-//! `commit_upload` publishes the object in one transaction that also marks the upload
-//! committed, so a retried commit returns the same object. Uploading to an existing path
+//! `begin_upload` writes nothing: it validates, and the caller gets the pending upload back
+//! as a signed commit token. The bytes go to an agent. `commit_upload` publishes the object
+//! in one transaction that also writes the upload's commit marker (`v1/upload/{id}`), so a
+//! retried commit returns the same object. Uploading to an existing path
 //! keeps its objectID and createTime.
 
 use common::{ObjectId, PackageId, SpaceId, UploadId};
@@ -146,7 +147,8 @@ impl Catalog {
         Ok(())
     }
 
-    /// Record a pending upload of `path` into `package`, to be stored in `space`.
+    /// Validate an upload of `path` into `package`, to be stored in `space`. Nothing is
+    /// written: the returned row travels as the caller's commit token.
     pub async fn begin_upload(
         &self,
         package: PackageId,
@@ -155,12 +157,15 @@ impl Catalog {
         expires_at_ms: i64,
     ) -> Result<UploadRow> {
         common::path::validate_object_path(path).map_err(bad)?;
-        self.get_package(package).await?;
-        self.put_upload(package, path, space, UploadTarget::Object, expires_at_ms)
-            .await
+        let pkg = self.get_package(package).await?;
+        let mut row = self
+            .new_upload(package, path, space, UploadTarget::Object, expires_at_ms)
+            .await?;
+        row.package_rev = pkg.rev.0;
+        Ok(row)
     }
 
-    pub(crate) async fn put_upload(
+    pub(crate) async fn new_upload(
         &self,
         package: PackageId,
         path: &str,
@@ -168,11 +173,11 @@ impl Catalog {
         target: UploadTarget,
         expires_at_ms: i64,
     ) -> Result<UploadRow> {
-        let id = UploadId(self.ids.next("upload").await?);
-        let row = UploadRow {
+        Ok(UploadRow {
             v: VERSION,
-            upload_id: id,
+            upload_id: UploadId(self.ids.next("upload").await?),
             package_id: package,
+            package_rev: 0,
             path: path.to_owned(),
             space_id: space,
             target,
@@ -180,161 +185,192 @@ impl Catalog {
             object_id: None,
             create_time_ms: common::time::now_ms(),
             expires_at_ms,
-        };
-        self.meta.put(keys::upload(id), encode(&row)).await?;
-        Ok(row)
+        })
     }
 
-    /// Publish upload `id`: the object at its path, a part, or a completed multipart
-    /// object. Idempotent: committing a committed upload again returns its object.
-    pub async fn commit_upload(&self, id: UploadId, size: u64, sha256: &str) -> Result<ObjectRow> {
+    /// Publish a pending upload (as returned by a begin call): the object at its path, a
+    /// part, or a completed multipart object. Idempotent: a retried commit returns the
+    /// object the first one produced.
+    pub async fn commit_upload(
+        &self,
+        up: &UploadRow,
+        size: u64,
+        sha256: &str,
+    ) -> Result<ObjectRow> {
         if !is_sha256_hex(sha256) {
             return Err(bad(format!(
                 "sha256 {sha256:?} is not 64 lower-case hex digits"
             )));
         }
+        if up.expires_at_ms < common::time::now_ms() {
+            return Err(not_found(format!("upload {} (expired)", up.upload_id)));
+        }
         for _ in 0..MAX_ATTEMPTS {
-            let up = self
-                .get_row::<UploadRow>(&keys::upload(id))
-                .await?
-                .ok_or_else(|| not_found(format!("upload {id} (unknown or expired)")))?;
-            if up.row.state == UploadState::Committed {
-                let oid = up
-                    .row
-                    .object_id
-                    .ok_or_else(|| not_found(format!("object of upload {id}")))?;
-                return self.get_object(oid).await?.map(|o| o.row).ok_or_else(|| {
-                    not_found(format!("object {oid} of upload {id} (deleted since)"))
-                });
-            }
-            if up.row.expires_at_ms < common::time::now_ms() {
-                return Err(not_found(format!("upload {id} (expired)")));
-            }
-            let attempt = match up.row.target {
-                UploadTarget::Object => self.try_commit_object(&up, size, sha256).await?,
+            let attempt = match up.target {
+                UploadTarget::Object => self.try_commit_object(up, size, sha256).await?,
                 UploadTarget::Part { object_id, index } => {
-                    self.try_commit_part(&up, object_id, index, size, sha256)
+                    self.try_commit_part(up, object_id, index, size, sha256)
                         .await?
                 }
                 UploadTarget::Complete { object_id } => {
-                    self.try_commit_complete(&up, object_id, size, sha256)
+                    self.try_commit_complete(up, object_id, size, sha256)
                         .await?
                 }
             };
-            if let Some(row) = attempt {
-                if let UploadTarget::Complete { object_id } = up.row.target {
-                    self.purge_parts(object_id).await?;
+            match attempt {
+                Attempt::Done(row) => {
+                    if let UploadTarget::Complete { object_id } = up.target {
+                        self.purge_parts(object_id).await?;
+                    }
+                    return Ok(row);
                 }
-                return Ok(row);
+                Attempt::AlreadyCommitted => return self.committed_object(up).await,
+                Attempt::Retry => {}
             }
         }
         Err(Error::Contention {
-            what: format!("upload {id}"),
+            what: format!("upload {}", up.upload_id),
             attempts: MAX_ATTEMPTS,
         })
     }
 
-    /// One optimistic attempt; `None` when a compare failed and the caller should retry.
-    async fn try_commit_object(
-        &self,
-        up: &Versioned<UploadRow>,
-        size: u64,
-        sha256: &str,
-    ) -> Result<Option<ObjectRow>> {
-        let u = &up.row;
-        let pkg = self.get_package(u.package_id).await?;
-        let obj_key = keys::object(u.package_id, &u.path);
-        let existing = self.get_row::<ObjectRow>(&obj_key).await?;
-        let now = common::time::now_ms();
-        let mut when = vec![
-            Compare::ModRev(keys::upload(u.upload_id), up.rev),
-            Compare::ModRev(keys::package(u.package_id), pkg.rev),
-            Compare::Absent(keys::shard_gc(u.space_id, sha256)),
-        ];
-        let (object_id, create_time_ms) = match &existing {
-            Some(o) => {
-                when.push(Compare::ModRev(obj_key.clone(), o.rev));
-                (o.row.object_id, o.row.create_time_ms)
-            }
-            None => {
-                when.push(Compare::Absent(obj_key.clone()));
-                (ObjectId(self.ids.next("object").await?), now)
-            }
-        };
-        let row = ObjectRow {
-            v: VERSION,
-            object_id,
-            package_id: u.package_id,
-            path: u.path.clone(),
-            size,
-            sha256: sha256.to_owned(),
-            space_id: u.space_id,
-            redundancy: NONE.to_owned(),
-            create_time_ms,
-            update_time_ms: now,
-        };
-        let mut then = vec![
-            Op::Put(obj_key, encode(&row)),
-            Op::Put(keys::upload(u.upload_id), encode(&committed(u, object_id))),
-        ];
-        let new_ref = keys::object_ref(u.space_id, sha256, object_id);
-        let old_ref = existing
-            .as_ref()
-            .filter(|o| !o.row.is_multipart())
-            .map(|o| keys::object_ref(o.row.space_id, &o.row.sha256, object_id));
-        if old_ref.as_ref() != Some(&new_ref) {
-            then.push(Op::Put(new_ref, Vec::new()));
-            if let Some(old) = old_ref {
-                then.push(Op::Delete(old));
-            }
+    /// The object a committed upload produced (for a retried commit).
+    async fn committed_object(&self, up: &UploadRow) -> Result<ObjectRow> {
+        let id = up.upload_id;
+        let marker = self
+            .get_row::<UploadRow>(&keys::upload(id))
+            .await?
+            .ok_or_else(|| not_found(format!("upload {id}")))?;
+        let oid = marker
+            .row
+            .object_id
+            .ok_or_else(|| not_found(format!("object of upload {id}")))?;
+        self.get_object(oid)
+            .await?
+            .map(|o| o.row)
+            .ok_or_else(|| not_found(format!("object {oid} of upload {id} (deleted since)")))
+    }
+
+    /// The commit-specific conditions every commit transaction starts with, and the gets
+    /// its `otherwise` branch starts with (read back by [`Catalog::failed_commit`]).
+    pub(crate) fn commit_guards(u: &UploadRow, sha256: &str) -> (Vec<Compare>, Vec<Op>) {
+        (
+            vec![
+                Compare::Absent(keys::upload(u.upload_id)),
+                Compare::Absent(keys::shard_gc(u.space_id, sha256)),
+            ],
+            vec![
+                Op::Get(keys::upload(u.upload_id)),
+                Op::Get(keys::shard_gc(u.space_id, sha256)),
+            ],
+        )
+    }
+
+    /// Why a commit transaction failed, from the gets of [`Catalog::commit_guards`]: the
+    /// upload was already committed (a retry), or the shard is being collected.
+    pub(crate) fn failed_commit(gets: &[Option<meta::KeyValue>]) -> Result<Option<Attempt>> {
+        if matches!(gets.first(), Some(Some(_))) {
+            return Ok(Some(Attempt::AlreadyCommitted));
         }
-        if existing.is_none() {
-            then.push(Op::Put(
-                keys::object_id(object_id),
-                encode(&ObjectIdRow {
-                    package_id: row.package_id,
-                    path: row.path.clone(),
-                }),
-            ));
-        }
-        let res = self
-            .meta
-            .txn(Txn {
-                when,
-                then,
-                otherwise: vec![],
-            })
-            .await?;
-        if !res.succeeded
-            && self
-                .meta
-                .get(&keys::shard_gc(u.space_id, sha256))
-                .await?
-                .is_some()
-        {
+        if matches!(gets.get(1), Some(Some(_))) {
             return Err(Error::ShardCollecting);
         }
-        Ok(res.succeeded.then_some(row))
+        Ok(None)
     }
 
-    /// Forget a pending upload; committed or unknown uploads are left alone.
-    pub async fn abort_upload(&self, id: UploadId) -> Result<()> {
-        if let Some(up) = self.get_row::<UploadRow>(&keys::upload(id)).await?
-            && up.row.state == UploadState::Pending
-        {
-            self.meta
+    /// One optimistic attempt; a single transaction when the path is new.
+    async fn try_commit_object(&self, u: &UploadRow, size: u64, sha256: &str) -> Result<Attempt> {
+        let obj_key = keys::object(u.package_id, &u.path);
+        let pkg_key = keys::package(u.package_id);
+        // Usually the path is new: try that without reading first, then with what the
+        // failed attempt read back.
+        let mut existing: Option<Versioned<ObjectRow>> = None;
+        for _ in 0..2 {
+            let now = common::time::now_ms();
+            let (mut when, mut otherwise) = Self::commit_guards(u, sha256);
+            when.push(Compare::ModRev(
+                pkg_key.clone(),
+                meta::Revision(u.package_rev),
+            ));
+            otherwise.push(Op::Get(pkg_key.clone()));
+            otherwise.push(Op::Get(obj_key.clone()));
+            let (object_id, create_time_ms) = match &existing {
+                Some(o) => {
+                    when.push(Compare::ModRev(obj_key.clone(), o.rev));
+                    (o.row.object_id, o.row.create_time_ms)
+                }
+                None => {
+                    when.push(Compare::Absent(obj_key.clone()));
+                    (ObjectId(self.ids.next("object").await?), now)
+                }
+            };
+            let row = ObjectRow {
+                v: VERSION,
+                object_id,
+                package_id: u.package_id,
+                path: u.path.clone(),
+                size,
+                sha256: sha256.to_owned(),
+                space_id: u.space_id,
+                redundancy: NONE.to_owned(),
+                create_time_ms,
+                update_time_ms: now,
+            };
+            let mut then = vec![
+                Op::Put(obj_key.clone(), encode(&row)),
+                Op::Put(keys::upload(u.upload_id), encode(&committed(u, object_id))),
+            ];
+            let new_ref = keys::object_ref(u.space_id, sha256, object_id);
+            let old_ref = existing
+                .as_ref()
+                .filter(|o| !o.row.is_multipart())
+                .map(|o| keys::object_ref(o.row.space_id, &o.row.sha256, object_id));
+            if old_ref.as_ref() != Some(&new_ref) {
+                then.push(Op::Put(new_ref, Vec::new()));
+                if let Some(old) = old_ref {
+                    then.push(Op::Delete(old));
+                }
+            }
+            if existing.is_none() {
+                then.push(Op::Put(
+                    keys::object_id(object_id),
+                    encode(&ObjectIdRow {
+                        package_id: row.package_id,
+                        path: row.path.clone(),
+                    }),
+                ));
+            }
+            let res = self
+                .meta
                 .txn(Txn {
-                    when: vec![Compare::ModRev(keys::upload(id), up.rev)],
-                    then: vec![Op::Delete(keys::upload(id))],
-                    otherwise: vec![],
+                    when,
+                    then,
+                    otherwise,
                 })
                 .await?;
+            if res.succeeded {
+                return Ok(Attempt::Done(row));
+            }
+            if let Some(a) = Self::failed_commit(&res.gets)? {
+                return Ok(a);
+            }
+            match res.gets.get(2) {
+                Some(Some(kv)) if kv.mod_rev.0 == u.package_rev => {}
+                _ => return Err(not_found(format!("package {}", u.package_id))),
+            }
+            existing = match res.gets.get(3) {
+                Some(Some(kv)) => Some(Versioned {
+                    row: decode(kv)?,
+                    rev: kv.mod_rev,
+                }),
+                _ => None,
+            };
         }
-        Ok(())
+        Ok(Attempt::Retry)
     }
 
-    /// Delete upload records that expired (pending) or whose retry window passed
-    /// (committed). Returns how many were removed.
+    /// Delete commit markers whose retry window (the upload's expiry) has passed. Returns
+    /// how many were removed.
     pub async fn sweep_uploads(&self, now_ms: i64) -> Result<usize> {
         let mut n = 0;
         for kv in self.scan(keys::upload_prefix()).await? {
@@ -353,6 +389,15 @@ impl Catalog {
         }
         Ok(n)
     }
+}
+
+/// How one optimistic commit attempt ended.
+pub(crate) enum Attempt {
+    Done(ObjectRow),
+    /// The upload's commit marker exists: this is a retry of a successful commit.
+    AlreadyCommitted,
+    /// A compare failed because of a concurrent change; try again.
+    Retry,
 }
 
 /// The upload row after its commit produced `object_id`.
@@ -389,8 +434,8 @@ mod tests {
     async fn commit_is_idempotent_per_upload() {
         let (c, p) = setup().await;
         let up = c.begin_upload(p, "a/b", SpaceId(1), FAR).await.unwrap();
-        let first = c.commit_upload(up.upload_id, 5, &hash('a')).await.unwrap();
-        let again = c.commit_upload(up.upload_id, 5, &hash('a')).await.unwrap();
+        let first = c.commit_upload(&up, 5, &hash('a')).await.unwrap();
+        let again = c.commit_upload(&up, 5, &hash('a')).await.unwrap();
         assert_eq!(first, again);
         assert_eq!(c.list_objects(p, "", "", 0).await.unwrap().0.len(), 1);
     }
@@ -400,10 +445,7 @@ mod tests {
         let (c, p) = setup().await;
         let up = c.begin_upload(p, "x", SpaceId(1), FAR).await.unwrap();
         c.delete_package(p).await.unwrap();
-        let err = c
-            .commit_upload(up.upload_id, 1, &hash('b'))
-            .await
-            .unwrap_err();
+        let err = c.commit_upload(&up, 1, &hash('b')).await.unwrap_err();
         assert!(matches!(err, Error::NotFound { .. }), "{err}");
         let objects = c
             .meta
@@ -417,8 +459,21 @@ mod tests {
     async fn expired_upload_cannot_commit() {
         let (c, p) = setup().await;
         let up = c.begin_upload(p, "x", SpaceId(1), 1).await.unwrap();
-        assert!(c.commit_upload(up.upload_id, 1, &hash('c')).await.is_err());
-        assert_eq!(c.sweep_uploads(common::time::now_ms()).await.unwrap(), 1);
+        assert!(c.commit_upload(&up, 1, &hash('c')).await.is_err());
+        assert!(c.list_objects(p, "", "", 0).await.unwrap().0.is_empty());
+        // Commit markers are swept once their upload's retry window has passed.
+        let later = c
+            .begin_upload(p, "y", SpaceId(1), common::time::now_ms() + 60_000)
+            .await
+            .unwrap();
+        c.commit_upload(&later, 1, &hash('c')).await.unwrap();
+        assert_eq!(c.sweep_uploads(common::time::now_ms()).await.unwrap(), 0);
+        assert_eq!(
+            c.sweep_uploads(common::time::now_ms() + 120_000)
+                .await
+                .unwrap(),
+            1
+        );
     }
 
     #[tokio::test]
@@ -426,20 +481,15 @@ mod tests {
         let (c, p) = setup().await;
         let mut uploads = Vec::new();
         for _ in 0..8 {
-            uploads.push(
-                c.begin_upload(p, "same", SpaceId(1), FAR)
-                    .await
-                    .unwrap()
-                    .upload_id,
-            );
+            uploads.push(c.begin_upload(p, "same", SpaceId(1), FAR).await.unwrap());
         }
         let tasks: Vec<_> = uploads
             .into_iter()
             .enumerate()
-            .map(|(i, id)| {
+            .map(|(i, up)| {
                 let c = c.clone();
                 tokio::spawn(async move {
-                    c.commit_upload(id, i as u64, &hash(char::from(b'0' + i as u8)))
+                    c.commit_upload(&up, i as u64, &hash(char::from(b'0' + i as u8)))
                         .await
                 })
             })
@@ -465,7 +515,7 @@ mod tests {
         let (c, p) = setup().await;
         for path in ["a/1", "a/2", "a/3", "b/1"] {
             let up = c.begin_upload(p, path, SpaceId(1), FAR).await.unwrap();
-            c.commit_upload(up.upload_id, 0, &hash('d')).await.unwrap();
+            c.commit_upload(&up, 0, &hash('d')).await.unwrap();
         }
         let (rows, more) = c.list_objects(p, "a/", "", 2).await.unwrap();
         assert_eq!(

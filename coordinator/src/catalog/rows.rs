@@ -114,6 +114,9 @@ pub struct UploadRow {
     pub v: u32,
     pub upload_id: UploadId,
     pub package_id: PackageId,
+    /// Revision of the package row when the upload began (commit compares it).
+    #[serde(default)]
+    pub package_rev: i64,
     pub path: String,
     pub space_id: SpaceId,
     /// What the commit produces; absent in rows written before multipart existed.

@@ -68,7 +68,7 @@ pub(crate) async fn new_multipart_upload(
 }
 
 /// `POST /v1/object/uploadPart` (multipart/form-data). Like upload, it runs in its own task
-/// so that a client that goes away cannot interrupt the commit or the cleanup.
+/// so that a client that goes away cannot interrupt the commit.
 pub(crate) async fn upload_part(
     State(state): State<AppState>,
     ApiMultipart(multipart): ApiMultipart,
@@ -83,7 +83,7 @@ pub(crate) async fn upload_part(
 /// `POST /v1/object/completeMultipartUpload`. The indexes are checked here (non-empty, each
 /// 1..=10000); whether the object is a multipart upload and every part exists is the
 /// coordinator's call. Runs in its own task: once the agent starts concatenating, the
-/// completion finishes (or is aborted) even if the client goes away.
+/// completion finishes (or fails) even if the client goes away.
 pub(crate) async fn complete_multipart_upload(
     State(state): State<AppState>,
     ApiJson(body): ApiJson<CompleteBody>,
@@ -267,7 +267,7 @@ mod tests {
             let coord = fx.coord();
             assert_eq!(coord.parts.len(), 3);
             assert_eq!(coord.parts[&(id, 2)], sha256_hex(b"WORLD"));
-            assert!(coord.aborts.is_empty() && coord.pending.is_empty());
+            assert!(coord.reservations.is_empty(), "every part was committed");
             // Still the empty multipart object until completion.
             assert_eq!(coord.objects[&(1, "big.bin".to_owned())].size, 0);
         }
@@ -290,7 +290,10 @@ mod tests {
         {
             let coord = fx.coord();
             assert_eq!(coord.completes, [(id, vec![1, 2, 1, 3])]);
-            assert!(coord.aborts.is_empty() && coord.pending.is_empty());
+            assert!(
+                coord.reservations.is_empty(),
+                "the completion was committed"
+            );
             assert!(
                 coord.parts.is_empty(),
                 "unused and used parts are discarded"
@@ -386,7 +389,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn upload_part_with_two_files_is_aborted() {
+    async fn upload_part_with_two_files_is_not_committed() {
         let fx = Fixture::start().await;
         let id = new_upload(&fx, "two").await;
         let info = format!(r#"{{"objectID": {id}, "index": 4}}"#);
@@ -405,8 +408,15 @@ mod tests {
             "uploadPart takes exactly one `files` part, but another part (`files`) follows it",
         );
         let coord = fx.coord();
-        assert_eq!(coord.aborts.len(), 1);
-        assert!(coord.commits.is_empty() && coord.pending.is_empty());
+        assert!(coord.commits.is_empty());
+        assert_eq!(
+            coord.reservations.values().collect::<Vec<_>>(),
+            [&PendingKind::Part {
+                object_id: id,
+                index: 4
+            }],
+            "the streamed part stays uncommitted"
+        );
         assert!(coord.parts.is_empty());
     }
 
@@ -418,7 +428,7 @@ mod tests {
         assert_bad(status, &body, "is not a multipart upload");
         let (status, body) = upload_part(&fx, 999, 1, b"data").await;
         assert_eq!((status, body["code"].as_str()), (404, Some("DataNotFound")));
-        assert!(fx.coord().pending.is_empty());
+        assert!(fx.coord().reservations.is_empty());
         assert!(fx.agent().puts.is_empty());
     }
 
@@ -484,12 +494,13 @@ mod tests {
         let (status, body) = complete(&fx, plain.object_id, "[1]").await;
         assert_bad(status, &body, "is not a multipart upload");
         let coord = fx.coord();
-        assert!(coord.aborts.is_empty(), "nothing was reserved");
+        assert!(coord.reservations.is_empty(), "nothing was reserved");
+        assert_eq!(coord.commits.len(), 1, "only the part");
         assert!(fx.agent().concats.is_empty());
     }
 
     #[tokio::test]
-    async fn a_failed_concat_aborts_the_completion() {
+    async fn a_failed_concat_does_not_commit_the_completion() {
         let fx = Fixture::start().await;
         let id = new_upload(&fx, "obj").await;
         let (status, _) = upload_part(&fx, id, 1, b"one").await;
@@ -503,8 +514,11 @@ mod tests {
         );
         {
             let coord = fx.coord();
-            assert_eq!(coord.aborts.len(), 1);
-            assert!(coord.pending.is_empty());
+            assert_eq!(coord.commits.len(), 1, "only the part");
+            assert_eq!(
+                coord.reservations.values().collect::<Vec<_>>(),
+                [&PendingKind::Complete { object_id: id }]
+            );
             let object = &coord.objects[&(1, "obj".to_owned())];
             assert_eq!(object.redundancy, MULTIPART, "still in progress");
         }

@@ -140,7 +140,7 @@ pub(crate) struct ObjectsData {
 }
 
 /// `POST /v1/object/upload` (multipart). Runs in its own task so that a client that goes
-/// away cannot cancel the pipeline halfway through its commits or its cleanup.
+/// away cannot cancel the pipeline halfway through its commits.
 pub(crate) async fn upload(
     State(state): State<AppState>,
     ApiMultipart(multipart): ApiMultipart,
@@ -508,7 +508,7 @@ mod tests {
             .unwrap();
         assert!(last_begin < first_commit, "{:?}", coord.calls);
         assert_eq!(coord.commits.len(), 3);
-        assert!(coord.aborts.is_empty());
+        assert!(coord.reservations.is_empty(), "every upload was committed");
         drop(coord);
 
         let agent = fx.agent();
@@ -668,13 +668,17 @@ mod tests {
         assert_eq!(status, 400);
         assert!(body["message"].as_str().unwrap().contains("at most 1"));
         let coord = fx.coord();
-        assert!(coord.commits.is_empty());
-        assert_eq!(coord.aborts.len(), 1, "the streamed file is aborted");
-        assert!(coord.pending.is_empty());
+        assert!(
+            coord.commits.is_empty(),
+            "the streamed file is not committed"
+        );
+        assert!(coord.objects.is_empty());
+        assert_eq!(coord.begins.len(), 1);
+        assert_eq!(coord.reservations.len(), 1, "its reservation is left alone");
     }
 
     #[tokio::test]
-    async fn a_bad_later_part_aborts_the_earlier_files() {
+    async fn a_bad_later_part_commits_none_of_the_earlier_files() {
         let fx = fixture().await;
         let info = info(1);
         let (status, body) = upload(
@@ -689,8 +693,15 @@ mod tests {
         assert_eq!(status, 400, "{body}");
         let coord = fx.coord();
         assert!(coord.commits.is_empty(), "nothing becomes visible");
-        assert_eq!(coord.aborts.len(), 1);
-        assert!(coord.objects.is_empty() && coord.pending.is_empty());
+        assert!(coord.objects.is_empty());
+        assert_eq!(
+            coord.reservations.values().collect::<Vec<_>>(),
+            [&PendingKind::Object {
+                package_id: 1,
+                path: "good.txt".into()
+            }],
+            "the streamed file stays uncommitted"
+        );
     }
 
     #[tokio::test]
@@ -726,7 +737,7 @@ mod tests {
         );
 
         assert!(fx.coord().commits.is_empty());
-        assert_eq!(fx.coord().aborts.len(), 1);
+        assert_eq!(fx.coord().reservations.len(), 1, "never committed");
         // The agent saw the stream cancelled without `finish` (possibly after the response).
         let done = common::testing::wait_until(std::time::Duration::from_secs(5), || async {
             !fx.agent().puts.is_empty()
@@ -739,7 +750,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_failed_commit_aborts_the_rest() {
+    async fn a_failed_commit_leaves_the_earlier_commits_and_skips_the_rest() {
         let fx = fixture().await;
         fx.coord().fail_commit_path = Some("b".into());
         let info = info(1);
@@ -759,8 +770,18 @@ mod tests {
         );
         let coord = fx.coord();
         assert_eq!(coord.commits.len(), 1);
-        assert_eq!(coord.aborts.len(), 2);
-        assert!(coord.pending.is_empty());
+        let visible: Vec<_> = coord.objects.keys().map(|(_, p)| p.as_str()).collect();
+        assert_eq!(visible, ["a"], "the commit before the failure stays");
+        let mut uncommitted: Vec<_> = coord
+            .reservations
+            .values()
+            .map(|kind| match kind {
+                PendingKind::Object { path, .. } => path.as_str(),
+                other => panic!("unexpected reservation {other:?}"),
+            })
+            .collect();
+        uncommitted.sort_unstable();
+        assert_eq!(uncommitted, ["b", "c"]);
     }
 
     /// Upload `content` as `path` and return its object id.
