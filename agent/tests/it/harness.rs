@@ -122,12 +122,6 @@ impl CoordinatorService for FakeCoordinator {
     ) -> Result<Response<ObjectResponse>, Status> {
         unimplemented()
     }
-    async fn abort_upload(
-        &self,
-        _: Request<AbortUploadRequest>,
-    ) -> Result<Response<Empty>, Status> {
-        unimplemented()
-    }
     async fn resolve_object(
         &self,
         _: Request<ResolveObjectRequest>,
