@@ -299,16 +299,18 @@ impl SpaceStore {
                 .exists(&path)
                 .await
                 .context(WriteShardSnafu { space })?;
-            if !exists {
-                // The fs backend creates the parent directory before renaming.
+            if exists {
+                // A deduplicated shard may be arbitrarily old: refresh it so GC keeps it.
+                self.touch(hash).await?;
+            } else {
+                // The fs backend creates the parent directory before renaming. The renamed
+                // file's mtime is that of its last write, which happened after the upload
+                // began; GC's grace (at least the upload expiry) covers it.
                 self.op
                     .rename(tmp, &path)
                     .await
                     .context(WriteShardSnafu { space })?;
             }
-            // A renamed file keeps the mtime of its last write, which may predate a GC
-            // cutoff; a deduplicated one may be arbitrarily old.
-            self.touch(hash).await?;
             exists
         };
         if exists {

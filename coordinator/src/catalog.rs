@@ -33,7 +33,15 @@ pub(crate) const DELETE_BATCH: usize = 40;
 pub struct Catalog {
     pub(crate) meta: MetaStoreRef,
     pub(crate) ids: Arc<IdAllocator>,
+    /// Revisions of packages seen recently. Package rows never change after creation, only
+    /// disappear, and every commit compares the revision, so a stale entry can only delay
+    /// the "package not found" answer from begin to commit.
+    pub(crate) package_revs:
+        Arc<std::sync::Mutex<std::collections::HashMap<common::PackageId, Revision>>>,
 }
+
+/// Entries of the package revision cache before it is emptied.
+const PACKAGE_CACHE_MAX: usize = 10_000;
 
 /// A decoded row and the revision it was read at.
 pub struct Versioned<T> {
@@ -60,11 +68,37 @@ impl Catalog {
         Catalog {
             ids: Arc::new(IdAllocator::new(meta.clone())),
             meta,
+            package_revs: Arc::default(),
         }
     }
 
     pub fn meta(&self) -> &MetaStoreRef {
         &self.meta
+    }
+
+    /// The revision of package `id`, from the cache or the store (NotFound if missing).
+    pub(crate) async fn package_rev(&self, id: common::PackageId) -> Result<Revision> {
+        let cached = self.lock_package_revs().get(&id).copied();
+        if let Some(rev) = cached {
+            return Ok(rev);
+        }
+        let rev = self.get_package(id).await?.rev;
+        let mut revs = self.lock_package_revs();
+        if revs.len() >= PACKAGE_CACHE_MAX {
+            revs.clear();
+        }
+        revs.insert(id, rev);
+        Ok(rev)
+    }
+
+    pub(crate) fn forget_package(&self, id: common::PackageId) {
+        self.lock_package_revs().remove(&id);
+    }
+
+    fn lock_package_revs(
+        &self,
+    ) -> std::sync::MutexGuard<'_, std::collections::HashMap<common::PackageId, Revision>> {
+        self.package_revs.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     pub(crate) async fn get_row<T: DeserializeOwned>(

@@ -157,11 +157,11 @@ impl Catalog {
         expires_at_ms: i64,
     ) -> Result<UploadRow> {
         common::path::validate_object_path(path).map_err(bad)?;
-        let pkg = self.get_package(package).await?;
+        let rev = self.package_rev(package).await?;
         let mut row = self
             .new_upload(package, path, space, UploadTarget::Object, expires_at_ms)
             .await?;
-        row.package_rev = pkg.rev.0;
+        row.package_rev = rev.0;
         Ok(row)
     }
 
@@ -356,7 +356,10 @@ impl Catalog {
             }
             match res.gets.get(2) {
                 Some(Some(kv)) if kv.mod_rev.0 == u.package_rev => {}
-                _ => return Err(not_found(format!("package {}", u.package_id))),
+                _ => {
+                    self.forget_package(u.package_id);
+                    return Err(not_found(format!("package {}", u.package_id)));
+                }
             }
             existing = match res.gets.get(3) {
                 Some(Some(kv)) => Some(Versioned {

@@ -103,6 +103,7 @@ impl Catalog {
                 otherwise: vec![],
             })
             .await?;
+        self.forget_package(id);
         if !res.succeeded {
             return Err(not_found(format!("package {id}")));
         }
