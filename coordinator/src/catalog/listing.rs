@@ -278,6 +278,68 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn writes_between_pages_never_cause_repeats_or_skips() {
+        let initial: Vec<String> = (0..40).map(|i| format!("k{i:03}")).collect();
+        let refs: Vec<&str> = initial.iter().map(String::as_str).collect();
+        let (c, p) = setup(&refs).await;
+        let mut seen: Vec<String> = Vec::new();
+        let mut token = String::new();
+        let mut round = 0;
+        loop {
+            let page = c.list_by_path(p, &req("", false, 7, &token)).await.unwrap();
+            seen.extend(names(&page));
+            if !page.is_truncated {
+                break;
+            }
+            token = page.next_continuation_token;
+            // Between pages: add entries before and after the cursor, replace one ahead.
+            round += 1;
+            for path in [
+                format!("a-new-{round}"),
+                format!("k{:03}-x{round}", 10 * round),
+                format!("z-new-{round}"),
+            ] {
+                let up = c
+                    .begin_upload(p, &path, SpaceId(1), i64::MAX)
+                    .await
+                    .unwrap();
+                c.commit_upload(&up, 1, &"e".repeat(64)).await.unwrap();
+            }
+            let up = c
+                .begin_upload(p, "k039", SpaceId(1), i64::MAX)
+                .await
+                .unwrap();
+            c.commit_upload(&up, 2, &"f".repeat(64)).await.unwrap();
+        }
+        let mut dedup = seen.clone();
+        dedup.sort();
+        dedup.dedup();
+        assert_eq!(
+            dedup.len(),
+            seen.len(),
+            "no entry is listed twice: {seen:?}"
+        );
+        for path in &initial {
+            assert!(
+                seen.contains(path),
+                "{path} existed throughout but was skipped"
+            );
+        }
+        assert!(
+            seen.windows(2).all(|w| w[0] < w[1]),
+            "pages continue in key order"
+        );
+        assert!(
+            seen.iter().any(|s| s.starts_with("z-new")),
+            "entries added ahead of the cursor appear"
+        );
+        assert!(
+            !seen.iter().any(|s| s.starts_with("a-new")),
+            "entries behind the cursor do not"
+        );
+    }
+
+    #[tokio::test]
     async fn bad_tokens_are_bad_arguments() {
         let (c, p) = setup(TREE).await;
         for token in [
