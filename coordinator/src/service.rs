@@ -11,7 +11,7 @@ use tonic::{Request, Response, Status};
 
 use crate::catalog::Catalog;
 use crate::catalog::listing::ListByPath;
-use crate::catalog::rows::{BucketRow, ObjectRow, PackageRow};
+use crate::catalog::rows::{BucketRow, ObjectRow, PackageRow, UploadRow};
 use crate::catalog::space::SpaceDecl;
 use crate::error::{Error, bad, not_found};
 use crate::placement;
@@ -114,6 +114,27 @@ impl Service {
             .ok_or_else(|| not_found(format!("user space {space}")))?;
         let address = self.space_address(space).await?;
         Ok((row.agent_id, address))
+    }
+
+    /// The answer to a begin call: where to send the bytes, the agent's ticket and the
+    /// commit token of `up`.
+    fn reservation(
+        &self,
+        up: &UploadRow,
+        agent_id: AgentId,
+        address: String,
+        ticket: proto::common::Ticket,
+        expires_at_ms: i64,
+    ) -> pb::BeginUploadResponse {
+        pb::BeginUploadResponse {
+            upload_id: up.upload_id.0,
+            agent_id: agent_id.0,
+            agent_address: address,
+            space_id: up.space_id.0,
+            ticket: Some(ticket),
+            expires_at_ms,
+            commit_token: self.signer.commit_token(up),
+        }
     }
 
     /// Where to read `space` from: the address of its agent, unless that agent is down.
@@ -319,15 +340,13 @@ impl CoordinatorService for Service {
             .await?;
         let ticket_expires = now + ms(self.ticket_ttl);
         let ticket = self.signer.put(space, up.upload_id, 0, ticket_expires);
-        Ok(Response::new(pb::BeginUploadResponse {
-            upload_id: up.upload_id.0,
-            agent_id: agent_id.0,
-            agent_address: address,
-            space_id: space.0,
-            ticket: Some(ticket),
-            expires_at_ms: ticket_expires,
-            commit_token: self.signer.commit_token(&up),
-        }))
+        Ok(Response::new(self.reservation(
+            &up,
+            agent_id,
+            address,
+            ticket,
+            ticket_expires,
+        )))
     }
 
     async fn commit_upload(
@@ -490,15 +509,10 @@ impl CoordinatorService for Service {
             .await?;
         let (agent_id, address) = self.space_agent(up.space_id).await?;
         let expires = now + ms(self.ticket_ttl);
-        Ok(Response::new(pb::BeginUploadResponse {
-            upload_id: up.upload_id.0,
-            agent_id: agent_id.0,
-            agent_address: address,
-            space_id: up.space_id.0,
-            ticket: Some(self.signer.put(up.space_id, up.upload_id, 0, expires)),
-            expires_at_ms: expires,
-            commit_token: self.signer.commit_token(&up),
-        }))
+        let ticket = self.signer.put(up.space_id, up.upload_id, 0, expires);
+        Ok(Response::new(
+            self.reservation(&up, agent_id, address, ticket, expires),
+        ))
     }
 
     async fn begin_complete_multipart_upload(
@@ -514,18 +528,12 @@ impl CoordinatorService for Service {
             .await?;
         let (agent_id, address) = self.space_agent(up.space_id).await?;
         let expires = now + ms(self.ticket_ttl);
-        Ok(Response::new(pb::BeginUploadResponse {
-            upload_id: up.upload_id.0,
-            agent_id: agent_id.0,
-            agent_address: address,
-            space_id: up.space_id.0,
-            ticket: Some(
-                self.signer
-                    .concat(up.space_id, up.upload_id, hashes, expires),
-            ),
-            expires_at_ms: expires,
-            commit_token: self.signer.commit_token(&up),
-        }))
+        let ticket = self
+            .signer
+            .concat(up.space_id, up.upload_id, hashes, expires);
+        Ok(Response::new(
+            self.reservation(&up, agent_id, address, ticket, expires),
+        ))
     }
 
     async fn register_agent(
