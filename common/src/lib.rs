@@ -5,6 +5,7 @@ pub mod error;
 pub mod id;
 pub mod path;
 pub mod secret;
+pub mod space;
 pub mod telemetry;
 pub mod testing;
 pub mod ticket;
