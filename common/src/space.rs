@@ -117,12 +117,22 @@ impl Credential {
     pub fn keys(&self) -> Option<(&str, &str)> {
         match self {
             Credential::Local {} => None,
-            Credential::S3 { access_key_id, secret_access_key }
-            | Credential::OBS { access_key_id, secret_access_key }
-            | Credential::OSS { access_key_id, secret_access_key }
-            | Credential::COS { access_key_id, secret_access_key } => {
-                Some((access_key_id, secret_access_key))
+            Credential::S3 {
+                access_key_id,
+                secret_access_key,
             }
+            | Credential::OBS {
+                access_key_id,
+                secret_access_key,
+            }
+            | Credential::OSS {
+                access_key_id,
+                secret_access_key,
+            }
+            | Credential::COS {
+                access_key_id,
+                secret_access_key,
+            } => Some((access_key_id, secret_access_key)),
         }
     }
 
@@ -132,10 +142,18 @@ impl Credential {
         let mut c = self.clone();
         match &mut c {
             Credential::Local {} => {}
-            Credential::S3 { secret_access_key, .. }
-            | Credential::OBS { secret_access_key, .. }
-            | Credential::OSS { secret_access_key, .. }
-            | Credential::COS { secret_access_key, .. } => {
+            Credential::S3 {
+                secret_access_key, ..
+            }
+            | Credential::OBS {
+                secret_access_key, ..
+            }
+            | Credential::OSS {
+                secret_access_key, ..
+            }
+            | Credential::COS {
+                secret_access_key, ..
+            } => {
                 if !secret_access_key.is_empty() {
                     *secret_access_key = MASK.to_owned();
                 }
@@ -169,18 +187,30 @@ impl Storage {
             Storage::Local { path, .. } => {
                 require("path", path)?;
                 if !path.starts_with('/') {
-                    return Err(format!("storage.path {path:?} must be an absolute directory"));
+                    return Err(format!(
+                        "storage.path {path:?} must be an absolute directory"
+                    ));
                 }
                 Ok(())
             }
-            Storage::S3 { endpoint, bucket, .. }
-            | Storage::OBS { endpoint, bucket, .. }
-            | Storage::OSS { endpoint, bucket, .. }
-            | Storage::COS { endpoint, bucket, .. } => {
+            Storage::S3 {
+                endpoint, bucket, ..
+            }
+            | Storage::OBS {
+                endpoint, bucket, ..
+            }
+            | Storage::OSS {
+                endpoint, bucket, ..
+            }
+            | Storage::COS {
+                endpoint, bucket, ..
+            } => {
                 require("endpoint", endpoint)?;
                 require("bucket", bucket)?;
                 if !(endpoint.starts_with("http://") || endpoint.starts_with("https://")) {
-                    return Err(format!("storage.endpoint {endpoint:?} must start with http:// or https://"));
+                    return Err(format!(
+                        "storage.endpoint {endpoint:?} must start with http:// or https://"
+                    ));
                 }
                 Ok(())
             }
@@ -215,8 +245,11 @@ pub fn validate_working_dir(dir: &str) -> Result<(), String> {
         return Ok(());
     }
     let trimmed = dir.trim_matches('/');
-    if trimmed.split('/').any(|s| s == ".." || s == ".") || dir.contains("//") || dir.contains('\\') {
-        return Err(format!("workingDir {dir:?} must not contain '.', '..', '//' or '\\\\'"));
+    if trimmed.split('/').any(|s| s == ".." || s == ".") || dir.contains("//") || dir.contains('\\')
+    {
+        return Err(format!(
+            "workingDir {dir:?} must not contain '.', '..', '//' or '\\\\'"
+        ));
     }
     Ok(())
 }
@@ -261,7 +294,8 @@ mod tests {
         assert!(e.contains("FTP"), "{e}");
         let e = storage(r#"{"type":"S3","endpoint":"http://h"}"#).unwrap_err();
         assert!(e.contains("bucket"), "{e}");
-        let e = storage(r#"{"type":"S3","endpoint":"http://h","bucket":"b","buckt":"x"}"#).unwrap_err();
+        let e =
+            storage(r#"{"type":"S3","endpoint":"http://h","bucket":"b","buckt":"x"}"#).unwrap_err();
         assert!(e.contains("buckt"), "{e}");
     }
 
@@ -270,7 +304,9 @@ mod tests {
         let s = storage(r#"{"type":"OBS","region":"cn-north-4","endpoint":"https://obs.example","bucket":"b","projectID":"p"}"#).unwrap();
         assert_eq!(s.type_name(), "OBS");
         assert!(s.validate().is_ok());
-        let c: Credential = serde_json::from_str(r#"{"type":"OBS","accessKeyId":"AK","secretAccessKey":"SK"}"#).unwrap();
+        let c: Credential =
+            serde_json::from_str(r#"{"type":"OBS","accessKeyId":"AK","secretAccessKey":"SK"}"#)
+                .unwrap();
         assert!(validate_pair(&s, &c).is_ok());
     }
 
@@ -281,19 +317,36 @@ mod tests {
         let s = storage(r#"{"type":"Local","path":"relative"}"#).unwrap();
         assert!(s.validate().unwrap_err().contains("storage.path"));
         let s = storage(r#"{"type":"S3","endpoint":"http://h","bucket":"b"}"#).unwrap();
-        let c: Credential = serde_json::from_str(r#"{"type":"OSS","accessKeyId":"a","secretAccessKey":"s"}"#).unwrap();
-        assert!(validate_pair(&s, &c).unwrap_err().contains("credential.type"));
-        let c: Credential = serde_json::from_str(r#"{"type":"S3","accessKeyId":"a","secretAccessKey":""}"#).unwrap();
-        assert!(validate_pair(&s, &c).unwrap_err().contains("secretAccessKey"));
+        let c: Credential =
+            serde_json::from_str(r#"{"type":"OSS","accessKeyId":"a","secretAccessKey":"s"}"#)
+                .unwrap();
+        assert!(
+            validate_pair(&s, &c)
+                .unwrap_err()
+                .contains("credential.type")
+        );
+        let c: Credential =
+            serde_json::from_str(r#"{"type":"S3","accessKeyId":"a","secretAccessKey":""}"#)
+                .unwrap();
+        assert!(
+            validate_pair(&s, &c)
+                .unwrap_err()
+                .contains("secretAccessKey")
+        );
         assert!(validate_working_dir("a/../b").is_err());
         assert!(validate_working_dir("jcs/work").is_ok());
     }
 
     #[test]
     fn masking_hides_only_the_secret() {
-        let c: Credential = serde_json::from_str(r#"{"type":"S3","accessKeyId":"AK","secretAccessKey":"SK"}"#).unwrap();
+        let c: Credential =
+            serde_json::from_str(r#"{"type":"S3","accessKeyId":"AK","secretAccessKey":"SK"}"#)
+                .unwrap();
         let json = serde_json::to_string(&c.masked()).unwrap();
-        assert_eq!(json, r#"{"type":"S3","accessKeyId":"AK","secretAccessKey":"******"}"#);
+        assert_eq!(
+            json,
+            r#"{"type":"S3","accessKeyId":"AK","secretAccessKey":"******"}"#
+        );
         assert!(!format!("{c:?}").contains("SK"));
     }
 }

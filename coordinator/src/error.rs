@@ -15,6 +15,9 @@ pub enum Error {
     #[snafu(display("{what} already exists"))]
     AlreadyExists { what: String },
 
+    #[snafu(display("{what} cannot be deleted: {reason}"))]
+    InUse { what: String, reason: String },
+
     #[snafu(display("no live user space can take the upload: {reason}"))]
     NoLiveSpace { reason: String },
 
@@ -60,7 +63,9 @@ impl CodedError for Error {
             Error::DecodeRow { .. } | Error::Startup { .. } | Error::Serve { .. } => {
                 ErrorCode::Internal
             }
-            Error::Contention { .. } | Error::ShardCollecting => ErrorCode::Conflict,
+            Error::Contention { .. } | Error::ShardCollecting | Error::InUse { .. } => {
+                ErrorCode::Conflict
+            }
         }
     }
 }

@@ -55,16 +55,17 @@ impl Gc {
                 report.skipped_spaces += 1;
                 continue;
             };
-            if self.registry.liveness(agent.agent_id) != Liveness::Alive {
+            if self.registry.liveness(agent.agent_id) != Liveness::Alive || !space.stores_shards() {
                 report.skipped_spaces += 1;
                 continue;
             }
+            let space_ref = (space.space_id, space.revision);
             report.spaces += 1;
             let mut client = self
                 .agents
                 .get(&agent.address)
                 .map_err(|source| Error::Agent { source })?;
-            let ticket = self.signer.list(space.space_id, now + TICKET_TTL_MS);
+            let ticket = self.signer.list(space_ref, now + TICKET_TTL_MS);
             let mut stream = client
                 .list_shards(ListShardsRequest {
                     ticket: Some(ticket),
@@ -87,7 +88,7 @@ impl Gc {
                     continue;
                 }
                 if self
-                    .delete_one(&mut client, space.space_id, &info.sha256, cutoff)
+                    .delete_one(&mut client, space_ref, &info.sha256, cutoff)
                     .await?
                 {
                     report.deleted += 1;
@@ -118,10 +119,11 @@ impl Gc {
     async fn delete_one(
         &self,
         client: &mut client::AgentClient,
-        space: SpaceId,
+        space_ref: crate::tickets::SpaceRef,
         hash: &str,
         cutoff: i64,
     ) -> Result<bool> {
+        let space = space_ref.0;
         let marker = keys::shard_gc(space, hash);
         let meta = self.catalog.meta();
         let placed = meta
@@ -139,9 +141,12 @@ impl Gc {
             if self.referenced(space, hash).await? {
                 return Ok(false);
             }
-            let ticket =
-                self.signer
-                    .delete(space, hash, cutoff, common::time::now_ms() + TICKET_TTL_MS);
+            let ticket = self.signer.delete(
+                space_ref,
+                hash,
+                cutoff,
+                common::time::now_ms() + TICKET_TTL_MS,
+            );
             let resp = client
                 .delete_shard(DeleteShardRequest {
                     ticket: Some(ticket),

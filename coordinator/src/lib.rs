@@ -4,6 +4,7 @@
 
 pub mod catalog;
 pub mod config;
+pub mod crypto;
 pub mod error;
 pub mod gc;
 pub mod ids;

@@ -8,6 +8,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use common::{AgentId, SpaceId};
+use proto::coordinator::RegisterAgentResponse;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Liveness {
@@ -17,23 +18,31 @@ pub enum Liveness {
     Down,
 }
 
+/// A space that can take new shards, on a live agent.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LiveSpace {
+    pub space: SpaceId,
+    pub revision: u64,
+    pub agent: AgentId,
+    pub address: String,
+}
+
 #[derive(Debug, Clone)]
 struct LiveAgent {
     address: String,
-    spaces: Vec<SpaceId>,
+    /// Spaces of this agent that store shards, with their revisions.
+    spaces: Vec<(SpaceId, u64)>,
     last_seen: Instant,
-    /// The registration request this entry answers, to skip metadata writes on heartbeats.
+    /// The registration request this entry answers, to skip metadata work on heartbeats.
     fingerprint: String,
+    response: RegisterAgentResponse,
 }
-
-/// What a registration was answered with: the agent's id and its spaces by name.
-pub type Assignment = (AgentId, Vec<(String, SpaceId)>);
 
 pub struct Registry {
     started: Instant,
     ttl: Duration,
     agents: Mutex<HashMap<AgentId, LiveAgent>>,
-    by_fingerprint: Mutex<HashMap<String, Assignment>>,
+    by_fingerprint: Mutex<HashMap<String, AgentId>>,
 }
 
 impl Registry {
@@ -46,17 +55,17 @@ impl Registry {
         }
     }
 
-    /// A registration seen before (same agent name, address and spaces): refresh liveness
-    /// and return the earlier answer without touching metadata.
-    pub fn refresh(&self, fingerprint: &str) -> Option<Assignment> {
-        let known = lock(&self.by_fingerprint).get(fingerprint).cloned()?;
+    /// A registration seen before (same request and same space configuration generation):
+    /// refresh liveness and return the earlier answer without touching metadata.
+    pub fn refresh(&self, fingerprint: &str) -> Option<RegisterAgentResponse> {
+        let agent = *lock(&self.by_fingerprint).get(fingerprint)?;
         let mut agents = lock(&self.agents);
-        let entry = agents.get_mut(&known.0)?;
+        let entry = agents.get_mut(&agent)?;
         if entry.fingerprint != fingerprint {
             return None;
         }
         entry.last_seen = Instant::now();
-        Some(known)
+        Some(entry.response.clone())
     }
 
     pub fn record(
@@ -64,16 +73,18 @@ impl Registry {
         fingerprint: String,
         agent: AgentId,
         address: String,
-        spaces: Vec<(String, SpaceId)>,
+        spaces: Vec<(SpaceId, u64)>,
+        response: RegisterAgentResponse,
     ) {
-        lock(&self.by_fingerprint).insert(fingerprint.clone(), (agent, spaces.clone()));
+        lock(&self.by_fingerprint).insert(fingerprint.clone(), agent);
         lock(&self.agents).insert(
             agent,
             LiveAgent {
                 address,
-                spaces: spaces.iter().map(|(_, id)| *id).collect(),
+                spaces,
                 last_seen: Instant::now(),
                 fingerprint,
+                response,
             },
         );
     }
@@ -87,15 +98,34 @@ impl Registry {
         }
     }
 
-    /// Spaces of live agents, with the agent's id and address, sorted by space id.
-    pub fn live_spaces(&self) -> Vec<(SpaceId, AgentId, String)> {
+    /// Live agents and their addresses, by id.
+    pub fn live_agents(&self) -> Vec<(AgentId, String)> {
         let agents = lock(&self.agents);
         let mut out: Vec<_> = agents
             .iter()
             .filter(|(_, a)| a.last_seen.elapsed() <= self.ttl)
-            .flat_map(|(id, a)| a.spaces.iter().map(|s| (*s, *id, a.address.clone())))
+            .map(|(id, a)| (*id, a.address.clone()))
             .collect();
-        out.sort_by_key(|(s, _, _)| *s);
+        out.sort();
+        out
+    }
+
+    /// Shard-storing spaces of live agents, sorted by space id.
+    pub fn live_spaces(&self) -> Vec<LiveSpace> {
+        let agents = lock(&self.agents);
+        let mut out: Vec<_> = agents
+            .iter()
+            .filter(|(_, a)| a.last_seen.elapsed() <= self.ttl)
+            .flat_map(|(id, a)| {
+                a.spaces.iter().map(|(s, rev)| LiveSpace {
+                    space: *s,
+                    revision: *rev,
+                    agent: *id,
+                    address: a.address.clone(),
+                })
+            })
+            .collect();
+        out.sort_by_key(|l| l.space);
         out
     }
 }
@@ -112,25 +142,42 @@ mod tests {
     fn recorded_agent_is_alive_and_refreshable() {
         let r = Registry::new(Duration::from_secs(60));
         assert_eq!(r.liveness(AgentId(1)), Liveness::Unknown);
+        let resp = RegisterAgentResponse {
+            agent_id: 1,
+            ..Default::default()
+        };
         r.record(
             "fp".into(),
             AgentId(1),
             "a:1".into(),
-            vec![("s".into(), SpaceId(3))],
+            vec![(SpaceId(3), 2)],
+            resp.clone(),
         );
         assert_eq!(r.liveness(AgentId(1)), Liveness::Alive);
-        assert_eq!(r.refresh("fp").unwrap().0, AgentId(1));
+        assert_eq!(r.refresh("fp"), Some(resp));
         assert!(r.refresh("other").is_none());
         assert_eq!(
             r.live_spaces(),
-            vec![(SpaceId(3), AgentId(1), "a:1".into())]
+            vec![LiveSpace {
+                space: SpaceId(3),
+                revision: 2,
+                agent: AgentId(1),
+                address: "a:1".into()
+            }]
         );
+        assert_eq!(r.live_agents(), vec![(AgentId(1), "a:1".into())]);
     }
 
     #[test]
     fn silent_agent_goes_down_after_ttl() {
         let r = Registry::new(Duration::ZERO);
-        r.record("fp".into(), AgentId(1), "a:1".into(), vec![]);
+        r.record(
+            "fp".into(),
+            AgentId(1),
+            "a:1".into(),
+            vec![],
+            RegisterAgentResponse::default(),
+        );
         // With a zero TTL any elapsed time means down; Instant is monotonic.
         let deadline = Instant::now() + Duration::from_secs(1);
         while Instant::now() < deadline && r.liveness(AgentId(1)) == Liveness::Alive {}

@@ -63,17 +63,21 @@ impl Coordinator {
             .map_err(|message| Error::Startup { message })?;
         let catalog = Catalog::new(meta);
         let registry = Arc::new(Registry::new(config.agent_ttl));
-        let signer = TicketSigner::new(secret);
+        let signer = TicketSigner::new(secret.clone());
+        let agents = client::AgentPool::new(client::ChannelOptions::default());
         let gc = Gc {
             catalog: catalog.clone(),
             registry: registry.clone(),
             signer: signer.clone(),
-            agents: client::AgentPool::new(client::ChannelOptions::default()),
+            agents: agents.clone(),
         };
         let service = Service {
             catalog,
             registry,
             signer,
+            cipher: crate::crypto::CredentialCipher::new(&secret),
+            agents,
+            spaces_generation: AtomicU64::new(0),
             ticket_ttl: config.ticket_ttl,
             upload_expiry: config.upload_expiry,
             heartbeat_interval: config.heartbeat_interval,

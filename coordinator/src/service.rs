@@ -11,22 +11,39 @@ use tonic::{Request, Response, Status};
 
 use crate::catalog::Catalog;
 use crate::catalog::listing::ListByPath;
+use crate::catalog::rows::{AgentRow, SpaceRow};
 use crate::catalog::rows::{BucketRow, ObjectRow, PackageRow, UploadRow};
-use crate::catalog::space::SpaceDecl;
+use crate::catalog::space::{CreateSpec, SpaceDecl};
+use crate::crypto::CredentialCipher;
 use crate::error::{Error, bad, not_found};
 use crate::placement;
 use crate::registry::{Liveness, Registry};
-use crate::tickets::TicketSigner;
+use crate::tickets::{SpaceRef, TicketSigner};
 
 pub struct Service {
     pub(crate) catalog: Catalog,
     pub(crate) registry: Arc<Registry>,
     pub(crate) signer: TicketSigner,
+    pub(crate) cipher: CredentialCipher,
+    pub(crate) agents: client::AgentPool,
     pub(crate) ticket_ttl: Duration,
     pub(crate) upload_expiry: Duration,
     pub(crate) heartbeat_interval: Duration,
     pub(crate) turn: AtomicU64,
+    /// Bumped whenever a user space is created, updated, deleted or moves to another
+    /// agent, so cached registration answers (which carry space configurations) expire.
+    pub(crate) spaces_generation: AtomicU64,
 }
+
+/// Where to reach a user space now.
+pub(crate) struct SpaceTarget {
+    pub space: SpaceRef,
+    pub agent: AgentId,
+    pub address: String,
+}
+
+/// Deadline of a storage probe through an agent.
+const TEST_TIMEOUT: Duration = Duration::from_secs(20);
 
 type Res<T> = Result<Response<T>, Status>;
 
@@ -89,56 +106,30 @@ fn entry_error(e: &Error) -> String {
 }
 
 impl Service {
-    /// Choose a live space for new content (see [`placement`]).
-    fn place(&self, affinity: Option<SpaceId>) -> Result<(SpaceId, AgentId, String), Error> {
+    /// Choose a live, shard-storing space for new content (see [`placement`]).
+    fn place(&self, affinity: Option<SpaceId>) -> Result<SpaceTarget, Error> {
         let live = self.registry.live_spaces();
-        let ids: Vec<SpaceId> = live.iter().map(|(s, _, _)| *s).collect();
+        let ids: Vec<SpaceId> = live.iter().map(|l| l.space).collect();
         let turn = self.turn.fetch_add(1, Ordering::Relaxed);
         let space = placement::choose(&ids, affinity, turn).ok_or_else(|| Error::NoLiveSpace {
-            reason: "no agent serving a user space is alive".into(),
+            reason: "no agent serving a user space with a shard store is alive".into(),
         })?;
         live.into_iter()
-            .find(|(s, _, _)| *s == space)
+            .find(|l| l.space == space)
+            .map(|l| SpaceTarget {
+                space: (l.space, l.revision),
+                agent: l.agent,
+                address: l.address,
+            })
             .ok_or_else(|| Error::NoLiveSpace {
                 reason: format!("space {space} vanished"),
             })
     }
 
-    /// The agent serving `space`, which must be live (parts and completions go to the
-    /// multipart object's space).
-    async fn space_agent(&self, space: SpaceId) -> Result<(AgentId, String), Error> {
-        let row = self
-            .catalog
-            .get_space(space)
-            .await?
-            .ok_or_else(|| not_found(format!("user space {space}")))?;
-        let address = self.space_address(space).await?;
-        Ok((row.agent_id, address))
-    }
-
-    /// The answer to a begin call: where to send the bytes, the agent's ticket and the
-    /// commit token of `up`.
-    fn reservation(
-        &self,
-        up: &UploadRow,
-        agent_id: AgentId,
-        address: String,
-        ticket: proto::common::Ticket,
-        expires_at_ms: i64,
-    ) -> pb::BeginUploadResponse {
-        pb::BeginUploadResponse {
-            upload_id: up.upload_id.0,
-            agent_id: agent_id.0,
-            agent_address: address,
-            space_id: up.space_id.0,
-            ticket: Some(ticket),
-            expires_at_ms,
-            commit_token: self.signer.commit_token(up),
-        }
-    }
-
-    /// Where to read `space` from: the address of its agent, unless that agent is down.
-    async fn space_address(&self, space: SpaceId) -> Result<String, Error> {
+    /// The agent serving `space` now. When the assigned agent is down, a space that any
+    /// agent can reach (a cloud bucket) moves to a live agent; a Local space cannot move,
+    /// and the answer is a clear `AgentDown`.
+    async fn space_agent(&self, space: SpaceId) -> Result<SpaceTarget, Error> {
         let row = self
             .catalog
             .get_space(space)
@@ -149,55 +140,186 @@ impl Service {
                 not_found(format!("agent {} of user space {space}", row.agent_id))
             })?;
         match self.registry.liveness(agent.agent_id) {
-            Liveness::Alive | Liveness::Unknown => Ok(agent.address),
-            Liveness::Down => Err(Error::AgentDown {
-                agent: agent.name,
-                space: space.0,
+            Liveness::Alive | Liveness::Unknown => Ok(SpaceTarget {
+                space: (space, row.revision),
+                agent: agent.agent_id,
+                address: agent.address,
             }),
+            Liveness::Down => {
+                let movable = !row.declared
+                    && !matches!(row.storage, Some(common::space::Storage::Local { .. }));
+                let candidate = self.registry.live_agents().into_iter().next();
+                match (movable, candidate) {
+                    (true, Some((to, address))) => {
+                        let moved = self
+                            .catalog
+                            .reassign_space(space, agent.agent_id, to)
+                            .await?;
+                        self.spaces_changed();
+                        tracing::info!(space = %space, from = %agent.name, to = %to, "user space moved to a live agent");
+                        Ok(SpaceTarget {
+                            space: (space, moved.revision),
+                            agent: to,
+                            address,
+                        })
+                    }
+                    _ => Err(Error::AgentDown {
+                        agent: agent.name,
+                        space: space.0,
+                    }),
+                }
+            }
         }
+    }
+
+    pub(crate) fn spaces_changed(&self) {
+        self.spaces_generation.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The answer to a begin call: where to send the bytes, the agent's ticket and the
+    /// commit token of `up`.
+    fn reservation(
+        &self,
+        up: &UploadRow,
+        target: SpaceTarget,
+        ticket: proto::common::Ticket,
+        expires_at_ms: i64,
+    ) -> pb::BeginUploadResponse {
+        pb::BeginUploadResponse {
+            upload_id: up.upload_id.0,
+            agent_id: target.agent.0,
+            agent_address: target.address,
+            space_id: up.space_id.0,
+            ticket: Some(ticket),
+            expires_at_ms,
+            commit_token: self.signer.commit_token(up),
+        }
+    }
+
+    /// The configuration an agent needs to serve `row` (credential decrypted).
+    pub(crate) fn spec(
+        &self,
+        row: &SpaceRow,
+        agent_name: &str,
+    ) -> Result<proto::common::SpaceSpec, Error> {
+        let storage = row.storage(agent_name);
+        let credential = row.credential(&self.cipher)?;
+        Ok(proto::common::SpaceSpec {
+            space_id: row.space_id.0,
+            revision: row.revision,
+            storage_json: serde_json::to_string(&storage).map_err(|e| bad(e.to_string()))?,
+            credential_json: serde_json::to_string(&credential).map_err(|e| bad(e.to_string()))?,
+            working_dir: row.working_dir.clone(),
+            stores_shards: row.stores_shards(),
+            max_size: row.shard_store.map_or(0, |s| s.max_size),
+            name: row.name.clone(),
+        })
+    }
+
+    /// The agent that serves a new space with `storage`: for Local, the agent named by
+    /// `location` (or the only agent); otherwise a live agent.
+    async fn choose_agent(&self, storage: &common::space::Storage) -> Result<AgentRow, Error> {
+        let agents = self.catalog.list_agents().await?;
+        match storage {
+            common::space::Storage::Local { location, .. } => {
+                if location.is_empty() {
+                    return match agents.as_slice() {
+                        [only] => Ok(only.clone()),
+                        _ => Err(bad(format!(
+                            "storage.location must name the agent whose machine holds the directory (one of: {})",
+                            agents
+                                .iter()
+                                .map(|a| a.name.as_str())
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        ))),
+                    };
+                }
+                agents
+                    .into_iter()
+                    .find(|a| &a.name == location)
+                    .ok_or_else(|| {
+                        bad(format!(
+                            "storage.location {location:?} is not a registered agent"
+                        ))
+                    })
+            }
+            _ => {
+                let live = self.registry.live_agents();
+                // The live agent serving the fewest spaces.
+                let spaces = self.catalog.list_spaces().await?;
+                live.iter()
+                    .min_by_key(|(id, _)| spaces.iter().filter(|s| s.agent_id == *id).count())
+                    .and_then(|(id, _)| agents.into_iter().find(|a| a.agent_id == *id))
+                    .ok_or_else(|| Error::NoLiveSpace {
+                        reason: "no agent is alive to serve the new user space".into(),
+                    })
+            }
+        }
+    }
+
+    async fn user_space_json(&self, row: &SpaceRow) -> Result<String, Error> {
+        let agent_name = self
+            .catalog
+            .get_agent(row.agent_id)
+            .await?
+            .map(|a| a.name)
+            .unwrap_or_default();
+        let api = row.to_api(&agent_name, &self.cipher)?;
+        serde_json::to_string(&api).map_err(|e| bad(e.to_string()))
     }
 
     async fn register(
         &self,
         req: pb::RegisterAgentRequest,
     ) -> Result<pb::RegisterAgentResponse, Error> {
-        let fingerprint = format!("{:?}", (&req.name, &req.address, &req.spaces));
-        let (agent_id, spaces) = match self.registry.refresh(&fingerprint) {
-            Some(known) => known,
-            None => {
-                let agent = self.catalog.upsert_agent(&req.name, &req.address).await?;
-                let mut spaces = Vec::with_capacity(req.spaces.len());
-                for s in &req.spaces {
-                    let decl = SpaceDecl {
-                        name: s.name.clone(),
-                        storage_type: s.storage_type.clone(),
-                        path: s.path.clone(),
-                    };
-                    let row = self.catalog.upsert_space(agent.agent_id, &decl).await?;
-                    spaces.push((row.name, row.space_id));
-                }
-                tracing::info!(agent = %req.name, agent_id = %agent.agent_id, address = %req.address, spaces = spaces.len(), "agent registered");
-                self.registry.record(
-                    fingerprint,
-                    agent.agent_id,
-                    req.address.clone(),
-                    spaces.clone(),
-                );
-                (agent.agent_id, spaces)
+        let generation = self.spaces_generation.load(Ordering::Relaxed);
+        let fingerprint = format!("{:?}", (&req.name, &req.address, &req.spaces, generation));
+        if let Some(resp) = self.registry.refresh(&fingerprint) {
+            return Ok(resp);
+        }
+        let agent = self.catalog.upsert_agent(&req.name, &req.address).await?;
+        let mut assignments = Vec::with_capacity(req.spaces.len());
+        let mut shard_spaces = Vec::new();
+        for s in &req.spaces {
+            let decl = SpaceDecl {
+                name: s.name.clone(),
+                storage_type: s.storage_type.clone(),
+                path: s.path.clone(),
+            };
+            let row = self.catalog.upsert_space(agent.agent_id, &decl).await?;
+            shard_spaces.push((row.space_id, row.revision));
+            assignments.push(pb::SpaceAssignment {
+                name: row.name,
+                space_id: row.space_id.0,
+            });
+        }
+        let mut specs = Vec::new();
+        for row in self.catalog.list_spaces().await? {
+            if row.declared || row.agent_id != agent.agent_id {
+                continue;
             }
-        };
-        Ok(pb::RegisterAgentResponse {
-            agent_id: agent_id.0,
-            spaces: spaces
-                .into_iter()
-                .map(|(name, id)| pb::SpaceAssignment {
-                    name,
-                    space_id: id.0,
-                })
-                .collect(),
+            if row.stores_shards() {
+                shard_spaces.push((row.space_id, row.revision));
+            }
+            specs.push(self.spec(&row, &agent.name)?);
+        }
+        tracing::info!(agent = %req.name, agent_id = %agent.agent_id, address = %req.address, declared = assignments.len(), assigned = specs.len(), "agent registered");
+        let resp = pb::RegisterAgentResponse {
+            agent_id: agent.agent_id.0,
+            spaces: assignments,
             heartbeat_interval_ms: u64::try_from(self.heartbeat_interval.as_millis())
                 .unwrap_or(2000),
-        })
+            specs,
+        };
+        self.registry.record(
+            fingerprint,
+            agent.agent_id,
+            req.address.clone(),
+            shard_spaces,
+            resp.clone(),
+        );
+        Ok(resp)
     }
 }
 
@@ -331,19 +453,20 @@ impl CoordinatorService for Service {
         let package = PackageId(id_arg(r.package_id, "packageID")?);
         common::path::validate_object_path(&r.path).map_err(bad)?;
         let affinity = (r.affinity != 0).then_some(SpaceId(r.affinity));
-        let (space, agent_id, address) = self.place(affinity)?;
+        let target = self.place(affinity)?;
         let now = common::time::now_ms();
         let upload_expires = now + ms(self.upload_expiry);
         let up = self
             .catalog
-            .begin_upload(package, &r.path, space, upload_expires)
+            .begin_upload(package, &r.path, target.space.0, upload_expires)
             .await?;
         let ticket_expires = now + ms(self.ticket_ttl);
-        let ticket = self.signer.put(space, up.upload_id, 0, ticket_expires);
+        let ticket = self
+            .signer
+            .put(target.space, up.upload_id, 0, ticket_expires);
         Ok(Response::new(self.reservation(
             &up,
-            agent_id,
-            address,
+            target,
             ticket,
             ticket_expires,
         )))
@@ -384,15 +507,15 @@ impl CoordinatorService for Service {
             }
             self.catalog.get_object_by_path(package, &r.path).await?
         };
-        let address = self.space_address(o.space_id).await?;
+        let target = self.space_agent(o.space_id).await?;
         let ticket = self.signer.get(
-            o.space_id,
+            target.space,
             &o.sha256,
             common::time::now_ms() + ms(self.ticket_ttl),
         );
         Ok(Response::new(pb::ResolveObjectResponse {
             object: Some(object_pb(o)),
-            agent_address: address,
+            agent_address: target.address,
             ticket: Some(ticket),
         }))
     }
@@ -486,10 +609,10 @@ impl CoordinatorService for Service {
         let r = req.into_inner();
         let package = PackageId(id_arg(r.package_id, "packageID")?);
         common::path::validate_object_path(&r.path).map_err(bad)?;
-        let (space, _, _) = self.place(None)?;
+        let target = self.place(None)?;
         let o = self
             .catalog
-            .new_multipart_upload(package, &r.path, space)
+            .new_multipart_upload(package, &r.path, target.space.0)
             .await?;
         Ok(Response::new(pb::ObjectResponse {
             object: Some(object_pb(o)),
@@ -507,11 +630,11 @@ impl CoordinatorService for Service {
             .catalog
             .begin_upload_part(id, r.index, now + ms(self.upload_expiry))
             .await?;
-        let (agent_id, address) = self.space_agent(up.space_id).await?;
+        let target = self.space_agent(up.space_id).await?;
         let expires = now + ms(self.ticket_ttl);
-        let ticket = self.signer.put(up.space_id, up.upload_id, 0, expires);
+        let ticket = self.signer.put(target.space, up.upload_id, 0, expires);
         Ok(Response::new(
-            self.reservation(&up, agent_id, address, ticket, expires),
+            self.reservation(&up, target, ticket, expires),
         ))
     }
 
@@ -526,14 +649,119 @@ impl CoordinatorService for Service {
             .catalog
             .begin_complete(id, &r.indexes, now + ms(self.upload_expiry))
             .await?;
-        let (agent_id, address) = self.space_agent(up.space_id).await?;
+        let target = self.space_agent(up.space_id).await?;
         let expires = now + ms(self.ticket_ttl);
         let ticket = self
             .signer
-            .concat(up.space_id, up.upload_id, hashes, expires);
+            .concat(target.space, up.upload_id, hashes, expires);
         Ok(Response::new(
-            self.reservation(&up, agent_id, address, ticket, expires),
+            self.reservation(&up, target, ticket, expires),
         ))
+    }
+
+    async fn create_user_space(
+        &self,
+        req: Request<pb::CreateUserSpaceRequest>,
+    ) -> Res<pb::UserSpaceResponse> {
+        let spec: CreateSpec = serde_json::from_str(&req.into_inner().spec_json)
+            .map_err(|e| bad(format!("invalid user space: {e}")))?;
+        spec.validate()?;
+        let agent = self.choose_agent(&spec.storage).await?;
+        let row = self
+            .catalog
+            .create_user_space(&spec, agent.agent_id, &self.cipher)
+            .await?;
+        self.spaces_changed();
+        tracing::info!(space = %row.space_id, name = %row.name, storage = %row.storage_type, agent = %agent.name, "user space created");
+        Ok(Response::new(pb::UserSpaceResponse {
+            user_space_json: self.user_space_json(&row).await?,
+        }))
+    }
+
+    async fn get_user_space(
+        &self,
+        req: Request<pb::GetUserSpaceRequest>,
+    ) -> Res<pb::UserSpaceResponse> {
+        let id = SpaceId(id_arg(req.into_inner().user_space_id, "userSpaceID")?);
+        let row = self
+            .catalog
+            .get_space(id)
+            .await?
+            .ok_or_else(|| not_found(format!("user space {id}")))?;
+        Ok(Response::new(pb::UserSpaceResponse {
+            user_space_json: self.user_space_json(&row).await?,
+        }))
+    }
+
+    async fn update_user_space(
+        &self,
+        req: Request<pb::UpdateUserSpaceRequest>,
+    ) -> Res<pb::UserSpaceResponse> {
+        let r = req.into_inner();
+        let id = SpaceId(id_arg(r.user_space_id, "userSpaceID")?);
+        let credential: common::space::Credential = serde_json::from_str(&r.credential_json)
+            .map_err(|e| bad(format!("invalid credential: {e}")))?;
+        let row = self
+            .catalog
+            .update_user_space(id, &r.name, &credential, &self.cipher)
+            .await?;
+        self.spaces_changed();
+        tracing::info!(space = %id, revision = row.revision, "user space updated");
+        Ok(Response::new(pb::UserSpaceResponse {
+            user_space_json: self.user_space_json(&row).await?,
+        }))
+    }
+
+    async fn delete_user_space(&self, req: Request<pb::DeleteUserSpaceRequest>) -> Res<pb::Empty> {
+        let id = SpaceId(id_arg(req.into_inner().user_space_id, "userSpaceID")?);
+        self.catalog.delete_user_space(id).await?;
+        self.spaces_changed();
+        Ok(Response::new(pb::Empty {}))
+    }
+
+    async fn test_user_space(&self, req: Request<pb::TestUserSpaceRequest>) -> Res<pb::Empty> {
+        let r = req.into_inner();
+        let storage: common::space::Storage = serde_json::from_str(&r.storage_json)
+            .map_err(|e| bad(format!("invalid storage: {e}")))?;
+        let credential: common::space::Credential = serde_json::from_str(&r.credential_json)
+            .map_err(|e| bad(format!("invalid credential: {e}")))?;
+        common::space::validate_pair(&storage, &credential).map_err(bad)?;
+        common::space::validate_working_dir(&r.working_dir).map_err(bad)?;
+        let agent = self.choose_agent(&storage).await?;
+        if self.registry.liveness(agent.agent_id) == Liveness::Down {
+            return Err(Error::AgentDown {
+                agent: agent.name,
+                space: 0,
+            }
+            .into());
+        }
+        let spec = proto::common::SpaceSpec {
+            space_id: 0,
+            revision: 0,
+            storage_json: r.storage_json,
+            credential_json: r.credential_json,
+            working_dir: r.working_dir,
+            stores_shards: false,
+            max_size: 0,
+            name: String::new(),
+        };
+        let ticket = self
+            .signer
+            .test(&spec, common::time::now_ms() + ms(self.ticket_ttl));
+        let mut client = self
+            .agents
+            .get(&agent.address)
+            .map_err(|source| Error::Agent { source })?;
+        let mut request = tonic::Request::new(proto::agent::TestStorageRequest {
+            ticket: Some(ticket),
+            spec: Some(spec),
+        });
+        request.set_timeout(TEST_TIMEOUT);
+        client
+            .test_storage(request)
+            .await
+            .map_err(|s| Error::Agent { source: s.into() })?;
+        Ok(Response::new(pb::Empty {}))
     }
 
     async fn register_agent(

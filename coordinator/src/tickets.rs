@@ -7,6 +7,9 @@ use proto::common::{Ticket, TicketBody, ticket_body::Kind};
 
 use crate::catalog::rows::UploadRow;
 
+/// A space and the revision of its configuration the coordinator knows.
+pub type SpaceRef = (SpaceId, u64);
+
 #[derive(Clone)]
 pub struct TicketSigner {
     secret: Secret,
@@ -20,13 +23,14 @@ impl TicketSigner {
     fn sign(
         &self,
         kind: Kind,
-        space: SpaceId,
+        space: SpaceRef,
         expires_at_ms: i64,
         fill: impl FnOnce(&mut TicketBody),
     ) -> Ticket {
         let mut body = TicketBody {
             kind: kind as i32,
-            space_id: space.0,
+            space_id: space.0.0,
+            space_revision: space.1,
             expires_at_ms,
             ..TicketBody::default()
         };
@@ -41,7 +45,7 @@ impl TicketSigner {
     /// Permission to write one shard of upload `upload` into `space`.
     pub fn put(
         &self,
-        space: SpaceId,
+        space: SpaceRef,
         upload: UploadId,
         max_size: u64,
         expires_at_ms: i64,
@@ -53,7 +57,7 @@ impl TicketSigner {
     }
 
     /// Permission to read shard `hash` from `space`.
-    pub fn get(&self, space: SpaceId, hash: &str, expires_at_ms: i64) -> Ticket {
+    pub fn get(&self, space: SpaceRef, hash: &str, expires_at_ms: i64) -> Ticket {
         self.sign(Kind::Get, space, expires_at_ms, |b| {
             b.shard_hash = hash.to_owned()
         })
@@ -62,7 +66,7 @@ impl TicketSigner {
     /// Permission to write the concatenation of `sources` into `space` for upload `upload`.
     pub fn concat(
         &self,
-        space: SpaceId,
+        space: SpaceRef,
         upload: UploadId,
         sources: Vec<String>,
         expires_at_ms: i64,
@@ -94,13 +98,33 @@ impl TicketSigner {
         serde_json::from_slice(body).ok()
     }
 
+    /// Permission to probe the configuration `spec` (`/v1/userSpace/test`).
+    pub fn test(&self, spec: &proto::common::SpaceSpec, expires_at_ms: i64) -> Ticket {
+        use sha2::Digest;
+        let digest = hex::encode(sha2::Sha256::digest(spec.encode_to_vec()));
+        self.sign(
+            Kind::Test,
+            (SpaceId(spec.space_id), spec.revision),
+            expires_at_ms,
+            |b| {
+                b.shard_hash = digest;
+            },
+        )
+    }
+
     /// Permission to list the shards of `space`.
-    pub fn list(&self, space: SpaceId, expires_at_ms: i64) -> Ticket {
+    pub fn list(&self, space: SpaceRef, expires_at_ms: i64) -> Ticket {
         self.sign(Kind::List, space, expires_at_ms, |_| {})
     }
 
     /// Permission to delete shard `hash` of `space` if untouched since `cutoff_ms`.
-    pub fn delete(&self, space: SpaceId, hash: &str, cutoff_ms: i64, expires_at_ms: i64) -> Ticket {
+    pub fn delete(
+        &self,
+        space: SpaceRef,
+        hash: &str,
+        cutoff_ms: i64,
+        expires_at_ms: i64,
+    ) -> Ticket {
         self.sign(Kind::Delete, space, expires_at_ms, |b| {
             b.shard_hash = hash.to_owned();
             b.not_modified_since_ms = cutoff_ms;
@@ -122,7 +146,7 @@ mod tests {
     #[test]
     fn tickets_verify_with_the_cluster_secret() {
         let s = Secret::new("cluster");
-        let t = TicketSigner::new(s.clone()).get(SpaceId(4), "ab", 99);
+        let t = TicketSigner::new(s.clone()).get((SpaceId(4), 1), "ab", 99);
         assert!(common::ticket::verify(&s, &t.body, &t.signature));
         let body = TicketBody::decode(t.body.as_slice()).unwrap();
         assert_eq!(body.kind(), Kind::Get);
@@ -158,13 +182,18 @@ mod tests {
     #[test]
     fn concat_and_delete_tickets_carry_their_fields() {
         let signer = TicketSigner::new(Secret::new("k"));
-        let t = signer.concat(SpaceId(1), UploadId(5), vec!["x".into(), "x".into()], 9);
+        let t = signer.concat(
+            (SpaceId(1), 1),
+            UploadId(5),
+            vec!["x".into(), "x".into()],
+            9,
+        );
         let body = TicketBody::decode(t.body.as_slice()).unwrap();
         assert_eq!(
             (body.kind(), body.upload_id, body.source_hashes.len()),
             (Kind::Concat, 5, 2)
         );
-        let t = signer.delete(SpaceId(1), "h", 1234, 9);
+        let t = signer.delete((SpaceId(1), 1), "h", 1234, 9);
         let body = TicketBody::decode(t.body.as_slice()).unwrap();
         assert_eq!(
             (body.kind(), body.not_modified_since_ms),

@@ -146,9 +146,42 @@ pub struct SpaceRow {
     pub space_id: SpaceId,
     pub name: String,
     pub storage_type: String,
+    /// Local directory of a declared space ("" for spaces created through the API).
+    #[serde(default)]
     pub path: String,
-    /// The agent that serves this space.
+    /// The agent that serves this space now.
     pub agent_id: AgentId,
+    /// True for spaces an agent declares in its config; false for `/v1/userSpace/create`.
+    #[serde(default = "yes")]
+    pub declared: bool,
+    /// Storage of an API-created space.
+    #[serde(default)]
+    pub storage: Option<common::space::Storage>,
+    /// The credential of an API-created space, encrypted (see `crate::crypto`).
+    #[serde(default)]
+    pub credential_enc: String,
+    #[serde(default)]
+    pub working_dir: String,
+    /// `None`: the space holds no shards. Declared spaces always hold shards.
+    #[serde(default = "unlimited_shard_store")]
+    pub shard_store: Option<common::space::ShardStore>,
+    #[serde(default)]
+    pub features: Vec<serde_json::Value>,
+    /// Starts at 1; +1 on every update.
+    #[serde(default = "one")]
+    pub revision: u64,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn one() -> u64 {
+    1
+}
+
+fn unlimited_shard_store() -> Option<common::space::ShardStore> {
+    Some(common::space::ShardStore { max_size: 0 })
 }
 
 #[cfg(test)]
