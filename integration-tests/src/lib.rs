@@ -6,6 +6,7 @@
 
 pub mod api;
 pub mod etcd;
+pub mod s3;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -235,6 +236,13 @@ impl TestCluster {
         }
     }
 
+    /// A scratch directory that lives as long as the cluster.
+    pub fn scratch(&self, name: &str) -> PathBuf {
+        let p = self.dir.path().join(name);
+        std::fs::create_dir_all(&p).unwrap();
+        p
+    }
+
     /// Files below agent `i`'s `tmp/` directory (should be none when idle).
     pub fn temp_files(&self, i: usize) -> Vec<PathBuf> {
         list_files(&self.agents[i].space_dir.join("tmp"))
@@ -275,7 +283,8 @@ async fn bind_retry(addr: SocketAddr) -> TcpListener {
     }
 }
 
-fn list_files(dir: &std::path::Path) -> Vec<PathBuf> {
+/// Every file below `dir`, sorted.
+pub fn list_files(dir: &std::path::Path) -> Vec<PathBuf> {
     let mut out = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {

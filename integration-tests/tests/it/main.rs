@@ -9,6 +9,7 @@ mod disconnect;
 mod object_api;
 mod objects;
 mod races;
+mod user_spaces;
 
 /// Deterministic pseudo-random bytes (xorshift), so failures are reproducible.
 pub fn data(seed: u64, len: usize) -> Vec<u8> {
