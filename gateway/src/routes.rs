@@ -5,6 +5,7 @@ pub mod bucket;
 pub mod multipart;
 pub mod object;
 pub mod package;
+pub mod user_space;
 
 use std::time::Duration;
 
@@ -31,7 +32,7 @@ pub(crate) fn require_id(field: &str, value: Option<u64>) -> Result<u64, ApiErro
     }
 }
 
-/// A bucket or package name, checked with [`common::path::validate_name`].
+/// A bucket, package or user space name, checked with [`common::path::validate_name`].
 pub(crate) fn require_name(kind: &str, name: &str) -> Result<(), ApiError> {
     common::path::validate_name(kind, name).map_err(ApiError::bad_argument)
 }

@@ -18,7 +18,7 @@ use tracing::Level;
 
 use crate::config::GatewayConfig;
 use crate::error::{ApiError, CoordinatorClientSnafu, Error, Result, ServeSnafu};
-use crate::routes::{self, bucket, multipart, object, package};
+use crate::routes::{self, bucket, multipart, object, package, user_space};
 use crate::state::AppState;
 
 /// Header carrying the request id (taken from the request when sane, else generated).
@@ -124,6 +124,11 @@ pub fn router(state: AppState) -> Router {
             "/v1/object/newMultipartUpload",
             post(multipart::new_multipart_upload),
         )
+        .route("/v1/userSpace/create", post(user_space::create))
+        .route("/v1/userSpace/get", get(user_space::get))
+        .route("/v1/userSpace/update", post(user_space::update))
+        .route("/v1/userSpace/delete", post(user_space::delete))
+        .route("/v1/userSpace/test", post(user_space::test))
         .route_layer(middleware::from_fn_with_state(deadline, deadline_layer));
     let data = Router::new()
         .route(

@@ -1,7 +1,7 @@
 //! Test fixtures: an in-memory fake coordinator and a fake agent served by real tonic
 //! servers on `127.0.0.1:0`, and helpers to call the router in-process.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 
@@ -15,7 +15,8 @@ use proto::agent::agent_service_server::{AgentService, AgentServiceServer};
 use proto::agent::put_shard_request::Msg;
 use proto::agent::{
     Chunk, ConcatShardsRequest, DeleteShardRequest, DeleteShardResponse, GetShardRequest,
-    ListShardsRequest, PutShardRequest, PutShardResponse, ShardInfo,
+    ListShardsRequest, PutShardRequest, PutShardResponse, ShardInfo, TestStorageRequest,
+    TestStorageResponse,
 };
 use proto::common::Ticket;
 use proto::coordinator as pb;
@@ -26,6 +27,8 @@ use sha2::{Digest, Sha256};
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::TcpListenerStream;
 use tonic::{Request as GrpcRequest, Response as GrpcResponse, Status};
+
+use common::space::UserSpace;
 
 use crate::config::GatewayConfig;
 use crate::server::router;
@@ -68,6 +71,18 @@ pub struct CoordState {
     pub fail_commit_path: Option<String>,
     /// RPC name → the error code it fails with (for the RPCs that call `call_checked`).
     pub fail_rpc: HashMap<&'static str, common::ErrorCode>,
+    /// User spaces by id, secrets in clear (as stored); answers mask them.
+    pub user_spaces: BTreeMap<u64, UserSpace>,
+    /// Every `CreateUserSpace` `spec_json`, as received.
+    pub space_specs: Vec<String>,
+    /// Every `UpdateUserSpace` request, as received.
+    pub space_updates: Vec<pb::UpdateUserSpaceRequest>,
+    /// Every `TestUserSpace` request, as received.
+    pub space_tests: Vec<pb::TestUserSpaceRequest>,
+    /// Spaces that still hold shards: `DeleteUserSpace` refuses them with `Conflict`.
+    pub busy_spaces: HashSet<u64>,
+    /// What `TestUserSpace` fails with (code, message); `None` = the probe succeeds.
+    pub space_test_error: Option<(common::ErrorCode, String)>,
 }
 
 /// What committing a reserved upload publishes.
@@ -116,6 +131,21 @@ impl CoordState {
         Ok(object.clone())
     }
 
+    /// User space names are unique, as in the real coordinator.
+    fn space_name_free(&self, name: &str, id: u64) -> Result<(), Status> {
+        if self
+            .user_spaces
+            .values()
+            .any(|s| s.name == name && s.user_space_id != id)
+        {
+            return Err(coded(
+                common::ErrorCode::AlreadyExists,
+                format!("user space {name:?} already exists"),
+            ));
+        }
+        Ok(())
+    }
+
     /// A new object id (ids and other counters share `next_id`).
     fn fresh_id(&mut self) -> u64 {
         self.next_id += 1;
@@ -133,6 +163,28 @@ impl CoordState {
             commit_token: commit_token(upload_id),
         }
     }
+}
+
+/// A user space as the coordinator answers it: JSON with the secret masked.
+fn user_space_response(space: &UserSpace) -> GrpcResponse<pb::UserSpaceResponse> {
+    let masked = UserSpace {
+        credential: space.credential.masked(),
+        ..space.clone()
+    };
+    GrpcResponse::new(pb::UserSpaceResponse {
+        user_space_json: serde_json::to_string(&masked).unwrap(),
+    })
+}
+
+/// Parse JSON sent by the gateway; anything unexpected is a `BadArgument`, as the real
+/// coordinator answers.
+fn parse_spec<T: serde::de::DeserializeOwned>(json: &str, what: &str) -> Result<T, Status> {
+    serde_json::from_str(json).map_err(|e| {
+        coded(
+            common::ErrorCode::BadArgument,
+            format!("invalid {what}: {e}"),
+        )
+    })
 }
 
 /// The commit token the fake issues for `upload_id`; `CommitUpload` requires exactly it.
@@ -700,6 +752,100 @@ impl CoordinatorService for FakeCoordinator {
         )))
     }
 
+    async fn create_user_space(
+        &self,
+        req: GrpcRequest<pb::CreateUserSpaceRequest>,
+    ) -> Result<GrpcResponse<pb::UserSpaceResponse>, Status> {
+        let spec_json = req.into_inner().spec_json;
+        let mut st = self.call_checked("create_user_space")?;
+        st.space_specs.push(spec_json.clone());
+        let mut spec: serde_json::Value = parse_spec(&spec_json, "spec")?;
+        let id = st.next_id;
+        spec["userSpaceID"] = id.into();
+        spec["revision"] = 1.into();
+        let space: UserSpace = serde_json::from_value(spec)
+            .map_err(|e| coded(common::ErrorCode::BadArgument, format!("invalid spec: {e}")))?;
+        common::space::validate_pair(&space.storage, &space.credential)
+            .map_err(|e| coded(common::ErrorCode::BadArgument, e))?;
+        st.space_name_free(&space.name, id)?;
+        let resp = user_space_response(&space);
+        st.user_spaces.insert(id, space);
+        Ok(resp)
+    }
+
+    async fn get_user_space(
+        &self,
+        req: GrpcRequest<pb::GetUserSpaceRequest>,
+    ) -> Result<GrpcResponse<pb::UserSpaceResponse>, Status> {
+        let id = req.into_inner().user_space_id;
+        let st = self.call_checked("get_user_space")?;
+        st.user_spaces
+            .get(&id)
+            .map(user_space_response)
+            .ok_or_else(|| {
+                coded(
+                    common::ErrorCode::NotFound,
+                    format!("user space {id} not found"),
+                )
+            })
+    }
+
+    async fn update_user_space(
+        &self,
+        req: GrpcRequest<pb::UpdateUserSpaceRequest>,
+    ) -> Result<GrpcResponse<pb::UserSpaceResponse>, Status> {
+        let r = req.into_inner();
+        let mut st = self.call_checked("update_user_space")?;
+        st.space_updates.push(r.clone());
+        let credential: common::space::Credential = parse_spec(&r.credential_json, "credential")?;
+        st.space_name_free(&r.name, r.user_space_id)?;
+        let space = st.user_spaces.get_mut(&r.user_space_id).ok_or_else(|| {
+            coded(
+                common::ErrorCode::NotFound,
+                format!("user space {} not found", r.user_space_id),
+            )
+        })?;
+        common::space::validate_pair(&space.storage, &credential)
+            .map_err(|e| coded(common::ErrorCode::BadArgument, e))?;
+        space.name = r.name;
+        space.credential = credential;
+        space.revision += 1;
+        Ok(user_space_response(space))
+    }
+
+    async fn delete_user_space(
+        &self,
+        req: GrpcRequest<pb::DeleteUserSpaceRequest>,
+    ) -> Result<GrpcResponse<pb::Empty>, Status> {
+        let id = req.into_inner().user_space_id;
+        let mut st = self.call_checked("delete_user_space")?;
+        if st.busy_spaces.contains(&id) {
+            return Err(coded(
+                common::ErrorCode::Conflict,
+                format!("user space {id} still holds shards of objects"),
+            ));
+        }
+        st.user_spaces.remove(&id);
+        Ok(GrpcResponse::new(pb::Empty {}))
+    }
+
+    async fn test_user_space(
+        &self,
+        req: GrpcRequest<pb::TestUserSpaceRequest>,
+    ) -> Result<GrpcResponse<pb::Empty>, Status> {
+        let r = req.into_inner();
+        let mut st = self.call_checked("test_user_space")?;
+        st.space_tests.push(r.clone());
+        let storage: common::space::Storage = parse_spec(&r.storage_json, "storage")?;
+        let credential: common::space::Credential = parse_spec(&r.credential_json, "credential")?;
+        common::space::validate_pair(&storage, &credential)
+            .map_err(|e| coded(common::ErrorCode::BadArgument, e))?;
+        match &st.space_test_error {
+            Some((code, message)) => Err(coded(*code, message.clone())),
+            None => Ok(GrpcResponse::new(pb::Empty {})),
+        }
+    }
+
     async fn register_agent(
         &self,
         _req: GrpcRequest<pb::RegisterAgentRequest>,
@@ -877,6 +1023,14 @@ impl AgentService for FakeAgent {
         _req: GrpcRequest<DeleteShardRequest>,
     ) -> Result<GrpcResponse<DeleteShardResponse>, Status> {
         Err(Status::unimplemented("delete_shard"))
+    }
+
+    /// Called by the coordinator for `TestUserSpace`: the gateway never calls it.
+    async fn test_storage(
+        &self,
+        _req: GrpcRequest<TestStorageRequest>,
+    ) -> Result<GrpcResponse<TestStorageResponse>, Status> {
+        Err(Status::unimplemented("test_storage"))
     }
 }
 
