@@ -25,7 +25,8 @@ pub struct AgentConfig {
     pub cluster_secret_file: Option<PathBuf>,
     /// Inline cluster secret, for development and tests; `cluster_secret_file` wins.
     pub cluster_secret: Option<Secret>,
-    /// The user spaces this agent serves.
+    /// The `Local` user spaces declared here (may be empty: the coordinator also assigns
+    /// spaces created through the API, of any storage type, at registration).
     pub spaces: Vec<SpaceConfig>,
     /// How often to heartbeat; the interval returned by the coordinator overrides it.
     #[serde(with = "humantime_serde")]
@@ -58,8 +59,8 @@ impl Default for AgentConfig {
 }
 
 impl AgentConfig {
-    /// Check the config is usable: a name, at least one space, unique non-empty space names
-    /// and paths, a coordinator address and a configured secret.
+    /// Check the config is usable: a name, unique non-empty space names and paths, a
+    /// coordinator address and a configured secret.
     pub fn validate(&self) -> Result<(), String> {
         if self.name.trim().is_empty() {
             return Err("name must not be empty".to_owned());
@@ -76,9 +77,6 @@ impl AgentConfig {
         }
         if self.heartbeat_interval.is_zero() {
             return Err("heartbeat_interval must be positive".to_owned());
-        }
-        if self.spaces.is_empty() {
-            return Err("spaces: at least one space must be configured".to_owned());
         }
         let mut names = HashSet::new();
         // Two spaces on one directory would not share their shard locks (GC safety).
@@ -178,9 +176,10 @@ mod tests {
     fn validate_rejects_bad_configs() {
         valid().validate().unwrap();
 
+        // No declared space: the agent serves only what the coordinator assigns.
         let mut c = valid();
         c.spaces.clear();
-        assert!(c.validate().unwrap_err().contains("at least one space"));
+        c.validate().unwrap();
 
         let mut c = valid();
         c.spaces.push(c.spaces[0].clone());

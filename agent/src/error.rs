@@ -46,9 +46,66 @@ pub enum Error {
     #[snafu(display("agent not registered yet"))]
     NotRegistered,
 
-    /// The ticket names a space this agent does not serve.
-    #[snafu(display("space {space_id} is not served by this agent"))]
+    /// The ticket names a space this agent does not serve, even after re-registering.
+    #[snafu(display("user space {space_id} is not served by this agent"))]
     UnknownSpace { space_id: SpaceId },
+
+    /// The ticket was issued for a newer configuration of the space than the one this
+    /// agent could fetch from the coordinator.
+    #[snafu(display(
+        "user space {space_id} is at revision {held} on this agent, the ticket needs {wanted}; retry"
+    ))]
+    StaleSpace {
+        space_id: SpaceId,
+        held: u64,
+        wanted: u64,
+    },
+
+    /// The coordinator's configuration of an API space could not be turned into a store.
+    #[snafu(display("user space {space_id} cannot be served by this agent: {reason}"))]
+    SpaceUnusable { space_id: SpaceId, reason: String },
+
+    /// A write names a space that has no shard store (`shardStore: null`).
+    #[snafu(display("user space {space_id} has no shard store"))]
+    NoShardStore { space_id: SpaceId },
+
+    /// Storing the shard would exceed the space's `maxSize`.
+    #[snafu(display(
+        "{space} is full: storing {size} more bytes would use {wanted} of max {max_size} bytes"
+    ))]
+    SpaceFull {
+        space: String,
+        size: u64,
+        wanted: u64,
+        max_size: u64,
+    },
+
+    /// A space spec (storage, credential, working dir) is malformed; the message names the
+    /// field.
+    #[snafu(display("{message}"))]
+    InvalidSpec { message: String },
+
+    /// The operator of a storage could not be built from its (valid) configuration.
+    #[snafu(display("failed to open {storage_type} storage"))]
+    OpenStorage {
+        storage_type: &'static str,
+        source: opendal::Error,
+    },
+
+    /// The directory of a `Local` space cannot be created or used.
+    #[snafu(display("cannot use directory {}", path.display()))]
+    LocalRoot {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+
+    /// The blocking task building a store panicked or was cancelled.
+    #[snafu(display("store builder task failed"))]
+    BuildTask { source: tokio::task::JoinError },
+
+    /// TestStorage: the probe failed; the message says what failed (never the secret).
+    #[snafu(display("{message}"))]
+    StorageTest { code: ErrorCode, message: String },
 
     /// The request is malformed (wrong message order, bad field).
     #[snafu(display("{message}"))]
@@ -178,6 +235,28 @@ fn storage_code(err: &opendal::Error) -> ErrorCode {
     }
 }
 
+/// Code of an error building a storage operator: a configuration the builder refuses is
+/// the caller's fault.
+fn open_code(err: &opendal::Error) -> ErrorCode {
+    match err.kind() {
+        opendal::ErrorKind::ConfigInvalid => ErrorCode::BadArgument,
+        _ => storage_code(err),
+    }
+}
+
+/// Code of a local space directory that cannot be created: never `Internal`, so the message
+/// (which names the path) reaches the caller.
+fn local_root_code(err: &std::io::Error) -> ErrorCode {
+    // `std::io::ErrorKind` is non-exhaustive, so this match needs a catch-all.
+    match err.kind() {
+        std::io::ErrorKind::NotFound => ErrorCode::NotFound,
+        std::io::ErrorKind::PermissionDenied | std::io::ErrorKind::ReadOnlyFilesystem => {
+            ErrorCode::PermissionDenied
+        }
+        _ => ErrorCode::BadArgument,
+    }
+}
+
 /// Code of a local filesystem error (the touch done with `std::fs`).
 fn io_code(err: &std::io::Error) -> ErrorCode {
     // `std::io::ErrorKind` is non-exhaustive, so this match needs a catch-all.
@@ -199,6 +278,15 @@ impl CodedError for Error {
             Error::WrongTicketKind { .. } => ErrorCode::PermissionDenied,
             Error::NotRegistered => ErrorCode::Unavailable,
             Error::UnknownSpace { .. } => ErrorCode::NotFound,
+            Error::StaleSpace { .. } => ErrorCode::Unavailable,
+            Error::SpaceUnusable { .. } => ErrorCode::Unavailable,
+            Error::NoShardStore { .. } => ErrorCode::BadArgument,
+            Error::SpaceFull { .. } => ErrorCode::BadArgument,
+            Error::InvalidSpec { .. } => ErrorCode::BadArgument,
+            Error::OpenStorage { source, .. } => open_code(source),
+            Error::LocalRoot { source, .. } => local_root_code(source),
+            Error::BuildTask { .. } => ErrorCode::Internal,
+            Error::StorageTest { code, .. } => *code,
             Error::BadRequest { .. } => ErrorCode::BadArgument,
             Error::InvalidShardHash { .. } => ErrorCode::BadArgument,
             Error::ChunkTooLarge { .. } => ErrorCode::BadArgument,
@@ -251,6 +339,13 @@ mod tests {
         assert_eq!(io_code(&nf), ErrorCode::NotFound);
         let other = std::io::Error::other("disk on fire");
         assert_eq!(io_code(&other), ErrorCode::Internal);
+
+        let cfg = opendal::Error::new(opendal::ErrorKind::ConfigInvalid, "x");
+        assert_eq!(open_code(&cfg), ErrorCode::BadArgument);
+        let ro = std::io::Error::from(std::io::ErrorKind::ReadOnlyFilesystem);
+        assert_eq!(local_root_code(&ro), ErrorCode::PermissionDenied);
+        let not_dir = std::io::Error::from(std::io::ErrorKind::NotADirectory);
+        assert_eq!(local_root_code(&not_dir), ErrorCode::BadArgument);
     }
 
     #[test]

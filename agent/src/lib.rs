@@ -1,13 +1,17 @@
-//! The JCS agent: serves shard bytes of one or more `Local` user spaces over gRPC
-//! (`AgentService`), verifies coordinator-signed tickets locally and registers with the
-//! coordinator. It never touches metadata.
+//! The JCS agent: serves shard bytes of user spaces over gRPC (`AgentService`): the `Local`
+//! directories declared in its config, plus every space of any storage type (Local, S3,
+//! OBS, OSS, COS) the coordinator assigns it at registration. Verifies coordinator-signed
+//! tickets locally, probes storage configurations (`TestStorage`). Never touches metadata.
 //!
 //! Library only: the `jcs` binary loads an [`AgentConfig`], binds a listener and calls
 //! [`Agent::build`] then [`Agent::serve`].
 
+pub mod backend;
 pub mod config;
 pub mod error;
 pub mod heartbeat;
+pub mod probe;
+pub mod registry;
 pub mod server;
 pub mod service;
 pub mod store;

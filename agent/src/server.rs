@@ -22,8 +22,9 @@ use crate::error::{
     CoordinatorClientSnafu, InvalidConfigSnafu, ListenerAddressSnafu, Result, ServeSnafu,
 };
 use crate::heartbeat::{Registrar, Registration};
+use crate::registry::SpaceRegistry;
 use crate::service::AgentGrpc;
-use crate::store::{SpaceRegistry, SpaceStore, TMP_MAX_AGE};
+use crate::store::{Locations, SpaceStore, TMP_MAX_AGE};
 
 /// Connect timeout towards the coordinator.
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
@@ -36,6 +37,7 @@ pub struct Agent {
     secret: Secret,
     stores: Vec<SpaceStore>,
     registry: SpaceRegistry,
+    locations: Locations,
     registration: watch::Sender<Option<Registration>>,
 }
 
@@ -50,10 +52,11 @@ impl Agent {
         let secret = config
             .secret()
             .map_err(|message| InvalidConfigSnafu { message }.build())?;
+        let locations = Locations::default();
         let stores = config
             .spaces
             .iter()
-            .map(|space| SpaceStore::open_local(&space.name, &space.path))
+            .map(|space| SpaceStore::open_local_in(&space.name, &space.path, &locations))
             .collect::<Result<Vec<_>>>()?;
         let (registration, _) = watch::channel(None);
         Ok(Agent {
@@ -61,6 +64,7 @@ impl Agent {
             secret,
             stores,
             registry: SpaceRegistry::default(),
+            locations,
             registration,
         })
     }
@@ -112,7 +116,10 @@ impl Agent {
                 .map(|s| SpaceDecl {
                     name: s.name().to_owned(),
                     storage_type: "Local".to_owned(),
-                    path: s.root().display().to_string(),
+                    path: s
+                        .local_root()
+                        .map(|p| p.display().to_string())
+                        .unwrap_or_default(),
                 })
                 .collect(),
         };
@@ -132,18 +139,18 @@ impl Agent {
                 }
             });
         }
-        let registrar = Registrar {
-            client: coordinator,
+        let registrar = Registrar::new(
+            coordinator,
             request,
-            stores: self
-                .stores
+            self.stores
                 .iter()
                 .map(|s| (s.name().to_owned(), s.clone()))
                 .collect::<HashMap<_, _>>(),
-            registry: self.registry.clone(),
-            registration: self.registration.clone(),
-            default_interval: self.config.heartbeat_interval,
-        };
+            self.registry.clone(),
+            self.registration.clone(),
+            self.config.heartbeat_interval,
+            self.locations.clone(),
+        );
         tasks.spawn(registrar.run(tasks_token.clone()));
 
         let service =

@@ -1,16 +1,21 @@
-//! The tonic `AgentService` implementation: parse and check requests, call the store, map
-//! the result. No storage logic lives here.
+//! The tonic `AgentService` implementation: parse and check requests, resolve the ticket's
+//! space (refreshing the agent's spaces when needed), call the store or the probe, map the
+//! result. No storage logic lives here.
 
 use common::SpaceId;
 use common::secret::Secret;
 use futures::StreamExt;
+use prost::Message;
 use proto::agent::agent_service_server::AgentService;
 use proto::agent::put_shard_request::Msg;
 use proto::agent::{
     Chunk, ConcatShardsRequest, DeleteShardRequest, DeleteShardResponse, GetShardRequest,
-    ListShardsRequest, PutShardRequest, PutShardResponse, ShardInfo,
+    ListShardsRequest, PutShardRequest, PutShardResponse, ShardInfo, TestStorageRequest,
+    TestStorageResponse,
 };
+use proto::common::TicketBody;
 use proto::common::ticket_body::Kind;
+use sha2::{Digest, Sha256};
 use snafu::{ResultExt, ensure};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
@@ -19,11 +24,13 @@ use tonic::{Request, Response, Status, Streaming};
 use tracing::debug;
 
 use crate::error::{
-    BadRequestSnafu, ChunkTooLargeSnafu, Error, InvalidShardHashSnafu, ReceivePutSnafu, Result,
-    ShardTooLargeSnafu, ShuttingDownSnafu, StreamAbortedSnafu, WriterTaskSnafu,
+    BadRequestSnafu, BadTicketSnafu, ChunkTooLargeSnafu, Error, InvalidShardHashSnafu,
+    NoShardStoreSnafu, ReceivePutSnafu, Result, ShardTooLargeSnafu, ShuttingDownSnafu,
+    StreamAbortedSnafu, WriterTaskSnafu,
 };
-use crate::store::{PutItem, ShardEntry, SpaceRegistry, Stored, is_valid_hash};
-use crate::ticket;
+use crate::registry::SpaceRegistry;
+use crate::store::{PutItem, ShardEntry, SpaceStore, Stored, is_valid_hash};
+use crate::{probe, ticket};
 
 /// Chunks buffered between the gRPC request stream and the shard writer.
 const PUT_CHANNEL_CAPACITY: usize = 4;
@@ -50,6 +57,49 @@ impl AgentGrpc {
         }
     }
 
+    /// The store serving the ticket's space, refreshing the agent's spaces first when the
+    /// space is unknown or the ticket names a newer revision.
+    async fn store(&self, body: &TicketBody) -> Result<SpaceStore> {
+        self.spaces
+            .resolve(SpaceId(body.space_id), body.space_revision)
+            .await
+    }
+
+    /// The store of the ticket's space, which must have a shard store (put, concat).
+    async fn shard_store(&self, body: &TicketBody) -> Result<SpaceStore> {
+        let store = self.store(body).await?;
+        ensure!(
+            store.stores_shards(),
+            NoShardStoreSnafu {
+                space_id: SpaceId(body.space_id),
+            }
+        );
+        Ok(store)
+    }
+
+    async fn test_storage(&self, req: TestStorageRequest) -> Result<()> {
+        let body = ticket::verify(
+            &self.secret,
+            req.ticket.as_ref(),
+            Kind::Test,
+            common::time::now_ms(),
+        )?;
+        let Some(spec) = req.spec else {
+            return BadRequestSnafu {
+                message: "spec is missing",
+            }
+            .fail();
+        };
+        let digest = hex::encode(Sha256::digest(spec.encode_to_vec()));
+        ensure!(
+            digest == body.shard_hash,
+            BadTicketSnafu {
+                reason: "the ticket was not issued for this spec",
+            }
+        );
+        probe::test_storage(&spec, probe::PROBE_TIMEOUT).await
+    }
+
     async fn put(&self, mut stream: Streaming<PutShardRequest>) -> Result<Stored> {
         let first = stream.message().await.context(ReceivePutSnafu)?;
         let Some(PutShardRequest {
@@ -68,7 +118,7 @@ impl AgentGrpc {
             common::time::now_ms(),
         )?;
         let space_id = SpaceId(body.space_id);
-        let store = self.spaces.get(space_id)?;
+        let store = self.shard_store(&body).await?;
         let max_size = (body.max_size > 0).then_some(body.max_size);
 
         // The writer runs as its own task: if this handler is dropped (client gone), the
@@ -102,7 +152,7 @@ impl AgentGrpc {
             common::time::now_ms(),
         )?;
         let space_id = SpaceId(body.space_id);
-        let store = self.spaces.get(space_id)?;
+        let store = self.shard_store(&body).await?;
         let max_size = (body.max_size > 0).then_some(body.max_size);
         let parts = body.source_hashes.len();
 
@@ -138,7 +188,7 @@ impl AgentGrpc {
                 hash: body.shard_hash,
             }
         );
-        let store = self.spaces.get(SpaceId(body.space_id))?;
+        let store = self.store(&body).await?;
         store
             .delete_if_unmodified(&body.shard_hash, body.not_modified_since_ms)
             .await
@@ -282,7 +332,7 @@ impl AgentService for AgentGrpc {
             .build()
             .into());
         }
-        let store = self.spaces.get(SpaceId(body.space_id))?;
+        let store = self.store(&body).await?;
         let shard = store.read(&body.shard_hash, req.offset, req.length).await?;
         let stream = respond_with(shard, GET_CHANNEL_CAPACITY, self.shutdown.clone(), |data| {
             Chunk { data }
@@ -315,7 +365,7 @@ impl AgentService for AgentGrpc {
             Kind::List,
             common::time::now_ms(),
         )?;
-        let store = self.spaces.get(SpaceId(body.space_id))?;
+        let store = self.store(&body).await?;
         let stream = respond_with(
             store.list_shards(),
             LIST_CHANNEL_CAPACITY,
@@ -332,5 +382,13 @@ impl AgentService for AgentGrpc {
     ) -> Result<Response<DeleteShardResponse>, Status> {
         let deleted = self.delete(request.into_inner()).await?;
         Ok(Response::new(DeleteShardResponse { deleted }))
+    }
+
+    async fn test_storage(
+        &self,
+        request: Request<TestStorageRequest>,
+    ) -> Result<Response<TestStorageResponse>, Status> {
+        self.test_storage(request.into_inner()).await?;
+        Ok(Response::new(TestStorageResponse {}))
     }
 }

@@ -1,20 +1,21 @@
-//! Content-addressed shard store of one user space, over an opendal operator.
+//! Content-addressed shard store of one user space, over an opendal operator of any
+//! backend (local filesystem, S3, OBS, OSS, COS).
 //!
-//! Layout under the space directory:
+//! Layout under the space's root (its working dir), the same on every backend:
 //! - `shards/<hash[0..2]>/<hash>`: shard bytes; `hash` is the lower-case hex SHA-256.
-//! - `tmp/<uuid>`: uploads in progress; renamed into `shards/` once complete, removed on
-//!   any failure, and swept at start-up when left over by a crash.
+//! - `tmp/<uuid>`: uploads in progress; moved into `shards/` once complete, removed on
+//!   any failure, and swept when a store opens when left over by a crash.
 //!
 //! A shard's modification time is the last time a put or concat produced its content
-//! ("finalize": rename into place, or touch when it was already stored). Garbage
-//! collection deletes a shard only when that time is before its cutoff, and finalize and
-//! delete of one hash are serialized by [`ShardLocks`], so a shard a put or concat has just
-//! returned cannot be deleted by a GC pass that started before it.
+//! ("finalize", see [`SpaceStore::finalize`]). Garbage collection deletes a shard only when
+//! that time is before its cutoff, and finalize and delete of one hash are serialized by
+//! [`ShardLocks`], so a shard a put or concat has just returned cannot be deleted by a GC
+//! pass that started before it.
 
 use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex as SyncMutex, PoisonError, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -28,14 +29,19 @@ use tracing::{debug, info, warn};
 
 use crate::error::{
     BadRequestSnafu, DeleteShardSnafu, Error, HashChunkSnafu, InvalidShardHashSnafu,
-    ListShardsSnafu, NotRegisteredSnafu, OpenSpaceSnafu, RangeOutOfBoundsSnafu, ReadShardSnafu,
-    Result, ShardNotFoundSnafu, ShardTooLargeSnafu, ShardTruncatedSnafu, SpacePathSnafu,
-    StreamAbortedSnafu, TouchShardSnafu, TouchTaskSnafu, UnknownSpaceSnafu, WriteShardSnafu,
+    ListShardsSnafu, OpenSpaceSnafu, RangeOutOfBoundsSnafu, ReadShardSnafu, Result,
+    ShardNotFoundSnafu, ShardTooLargeSnafu, ShardTruncatedSnafu, SpaceFullSnafu, SpacePathSnafu,
+    StreamAbortedSnafu, TouchShardSnafu, TouchTaskSnafu, WriteShardSnafu,
 };
 
 /// Chunks at least this large are hashed on the blocking pool; smaller ones inline
 /// (64 KiB hash in about 30 µs, well inside the runtime's budget).
 const INLINE_HASH_LIMIT: usize = 64 * 1024;
+
+/// Object stores report modification times in whole seconds (HTTP dates): the real time
+/// may be up to this much later than the one reported, so GC keeps such shards this much
+/// longer.
+const COARSE_MTIME_SLACK_MS: i64 = 999;
 
 /// Temp files older than this are leftovers of a crash and removed by [`SpaceStore::sweep_tmp`].
 pub const TMP_MAX_AGE: Duration = Duration::from_secs(10 * 60);
@@ -109,18 +115,105 @@ impl std::fmt::Debug for ShardLocks {
     }
 }
 
-/// Shard store of one `Local` user space. Cheap to clone; clones share the shard locks.
+/// How a complete temp file becomes `shards/<hh>/<hash>` on a backend.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Finalize {
+    /// Local filesystem: rename into place; a dedup sets the existing shard's mtime with
+    /// `std::fs` under `root` (the operator's root directory).
+    Rename { root: PathBuf },
+    /// Object stores (no rename): server-side copy into place, then delete the temp object.
+    /// The copy also refreshes the mtime, so a dedup is the same copy.
+    Copy,
+    /// Neither rename nor copy: stream the temp file into place, then delete it. Holds the
+    /// shard lock while streaming (no backend JCS configures needs it).
+    Rewrite,
+}
+
+/// What a space allows besides storing shards.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StoreOptions {
+    /// False for a space without a shard store: the service refuses puts and concats.
+    pub stores_shards: bool,
+    /// Most bytes of shards the space may hold; 0 = unlimited.
+    pub max_size: u64,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        StoreOptions {
+            stores_shards: true,
+            max_size: 0,
+        }
+    }
+}
+
+/// State of one storage location, shared by every store over it (a store replaced by a
+/// newer revision of its space, a declared and an API space on one directory).
+#[derive(Debug)]
+struct Shared {
+    locks: ShardLocks,
+    /// Bytes of shards stored, once counted (see [`SpaceStore::usage`]).
+    usage: tokio::sync::OnceCell<SyncMutex<u64>>,
+}
+
+/// Handle on the shared state of one storage location (see [`Locations`]).
+#[derive(Debug, Clone)]
+pub struct SharedState(Arc<Shared>);
+
+impl Default for SharedState {
+    fn default() -> Self {
+        SharedState(Arc::new(Shared {
+            locks: ShardLocks::new(),
+            usage: tokio::sync::OnceCell::new(),
+        }))
+    }
+}
+
+/// The shared state of every storage location in use, by location key
+/// ([`crate::backend::location_key`]). Stores on one location must share it, or a GC delete
+/// could race a finalize (two lock sets) and usage would be counted twice. Entries go away
+/// with their last store. Cheap to clone; clones share the table.
+#[derive(Debug, Clone, Default)]
+pub struct Locations {
+    inner: Arc<SyncMutex<HashMap<String, Weak<Shared>>>>,
+}
+
+impl Locations {
+    /// The state of location `key`, created on first use.
+    pub fn get(&self, key: &str) -> SharedState {
+        let mut map = self.inner.lock().unwrap_or_else(PoisonError::into_inner);
+        map.retain(|_, shared| shared.strong_count() > 0);
+        if let Some(shared) = map.get(key).and_then(Weak::upgrade) {
+            return SharedState(shared);
+        }
+        let state = SharedState::default();
+        map.insert(key.to_owned(), Arc::downgrade(&state.0));
+        state
+    }
+}
+
+/// Shard store of one user space. Cheap to clone; clones share the shard locks and the
+/// usage counter.
 #[derive(Clone, Debug)]
 pub struct SpaceStore {
     name: String,
-    root: PathBuf,
+    id: Option<SpaceId>,
     op: opendal::Operator,
-    locks: Arc<ShardLocks>,
+    local_root: Option<PathBuf>,
+    finalize: Finalize,
+    options: StoreOptions,
+    shared: Arc<Shared>,
 }
 
 impl SpaceStore {
-    /// Open (and create when missing) the space directory at `root`.
+    /// Open (and create when missing) the space directory at `root`, with state of its own.
     pub fn open_local(name: &str, root: &Path) -> Result<SpaceStore> {
+        SpaceStore::open_local_in(name, root, &Locations::default())
+    }
+
+    /// Open (and create when missing) the space directory at `root`, sharing the state of
+    /// that location in `locations`. Blocking (the fs builder creates the directory).
+    pub fn open_local_in(name: &str, root: &Path, locations: &Locations) -> Result<SpaceStore> {
         let root = std::path::absolute(root).map_err(|e| {
             SpacePathSnafu {
                 name,
@@ -140,22 +233,83 @@ impl SpaceStore {
         // The fs builder creates the root directory when it is missing.
         let op = opendal::Operator::new(opendal::services::Fs::default().root(root_str))
             .context(OpenSpaceSnafu { name })?;
-        Ok(SpaceStore {
-            name: name.to_owned(),
-            root,
+        let shared = locations.get(&crate::backend::local_key(&root));
+        Ok(SpaceStore::new(
+            name,
             op,
-            locks: Arc::new(ShardLocks::new()),
-        })
+            Some(root),
+            StoreOptions::default(),
+            shared,
+        ))
     }
 
-    /// Name of the space (from the config).
+    /// A store over `op`. `local_root` is the directory of an fs operator (it enables
+    /// rename + touch); otherwise temp files are copied into place when the backend copies,
+    /// else rewritten.
+    pub fn new(
+        name: &str,
+        op: opendal::Operator,
+        local_root: Option<PathBuf>,
+        options: StoreOptions,
+        shared: SharedState,
+    ) -> SpaceStore {
+        let info = op.info();
+        let cap = info.capability();
+        let finalize = match &local_root {
+            Some(root) if cap.rename && info.scheme() == "fs" => {
+                Finalize::Rename { root: root.clone() }
+            }
+            _ if cap.copy => Finalize::Copy,
+            _ => Finalize::Rewrite,
+        };
+        SpaceStore {
+            name: name.to_owned(),
+            id: None,
+            op,
+            local_root,
+            finalize,
+            options,
+            shared: shared.0,
+        }
+    }
+
+    /// The same store, known by space id `id` (used in messages).
+    pub fn with_id(mut self, id: SpaceId) -> SpaceStore {
+        self.id = Some(id);
+        self
+    }
+
+    /// Name of the space (from the config or the coordinator).
     pub fn name(&self) -> &str {
         &self.name
     }
 
-    /// Absolute path of the space directory.
-    pub fn root(&self) -> &Path {
-        &self.root
+    /// How messages name the space: `user space <id>` (or `<name>` before an id is known).
+    pub fn label(&self) -> String {
+        match self.id {
+            Some(id) => format!("user space {id}"),
+            None => format!("user space {}", self.name),
+        }
+    }
+
+    /// Directory of the space on this machine, for `Local` spaces.
+    pub fn local_root(&self) -> Option<&Path> {
+        self.local_root.as_deref()
+    }
+
+    /// Whether the space has a shard store (puts and concats are allowed).
+    pub fn stores_shards(&self) -> bool {
+        self.options.stores_shards
+    }
+
+    /// Most bytes of shards the space may hold; 0 = unlimited.
+    pub fn max_size(&self) -> u64 {
+        self.options.max_size
+    }
+
+    /// Opendal scheme of the backend (`fs`, `s3`, …).
+    pub fn scheme(&self) -> &'static str {
+        self.op.info().scheme()
     }
 
     /// Write one shard from `chunks`. The bytes go to a temp file while being hashed; on
@@ -247,7 +401,7 @@ impl SpaceStore {
         }
     }
 
-    async fn write_via<S>(&self, tmp: &str, mut items: S, max_size: Option<u64>) -> Result<Stored>
+    async fn write_via<S>(&self, tmp: &str, items: S, max_size: Option<u64>) -> Result<Stored>
     where
         S: Stream<Item = Result<PutItem>> + Unpin + Send,
     {
@@ -257,43 +411,43 @@ impl SpaceStore {
             .writer(tmp)
             .await
             .context(WriteShardSnafu { space })?;
-        let mut hasher = Sha256::new();
-        let mut size = 0u64;
-        loop {
-            match items.next().await.transpose()? {
-                Some(PutItem::Data(data)) => {
-                    if data.is_empty() {
-                        continue;
-                    }
-                    size += data.len() as u64;
-                    if let Some(max_size) = max_size {
-                        ensure!(size <= max_size, ShardTooLargeSnafu { max_size });
-                    }
-                    let (hashed, written) =
-                        tokio::join!(hash_chunk(hasher, data.clone()), writer.write(data));
-                    hasher = hashed?;
-                    written.context(WriteShardSnafu { space })?;
+        let written = match stream_into(&mut writer, items, max_size, space).await {
+            Ok(written) => writer
+                .close()
+                .await
+                .context(WriteShardSnafu { space })
+                .map(|_| written),
+            Err(err) => Err(err),
+        };
+        let (hasher, size) = match written {
+            Ok(written) => written,
+            Err(err) => {
+                // Object stores: drop the multipart upload instead of leaving it behind.
+                if let Err(e) = writer.abort().await {
+                    debug!(space, path = %tmp, error = %e, "failed to abort temp write");
                 }
-                Some(PutItem::Finish) => break,
-                None => return StreamAbortedSnafu.fail(),
+                return Err(err);
             }
-        }
-        writer.close().await.context(WriteShardSnafu { space })?;
-
+        };
         let sha256 = hex::encode(hasher.finalize());
-        self.finalize(tmp, &sha256).await?;
+        self.finalize(tmp, &sha256, size).await?;
         Ok(Stored { size, sha256 })
     }
 
-    /// Make the complete temp file `tmp` shard `hash`: rename it into place, or drop it
-    /// when the shard already exists; either way the shard's mtime becomes now. Runs under
-    /// the hash's lock, so a concurrent [`SpaceStore::delete_if_unmodified`] either ran
-    /// before (the rename brings a fresh file) or sees the fresh mtime and refuses.
-    async fn finalize(&self, tmp: &str, hash: &str) -> Result<()> {
+    /// Make the complete temp file `tmp` (of `size` bytes) shard `hash`, so that its mtime
+    /// is now: on the filesystem rename it into place, or touch the shard when it already
+    /// exists; on object stores copy it into place either way (the copy is the touch); then
+    /// remove the temp file. Runs under the hash's lock, so a concurrent
+    /// [`SpaceStore::delete_if_unmodified`] either ran before (a fresh shard arrives) or sees
+    /// the fresh mtime and refuses. A new shard counts against `max_size` (checked and
+    /// reserved before it is moved into place: `SpaceFull`, nothing stored).
+    async fn finalize(&self, tmp: &str, hash: &str, size: u64) -> Result<()> {
         let space = self.name.as_str();
+        // Counted (a listing, the first time) before taking the lock.
+        let usage = self.usage().await?;
         let path = shard_path(hash);
         let exists = {
-            let _guard = self.locks.of(hash).lock().await;
+            let _guard = self.shared.locks.of(hash).lock().await;
             let exists = self
                 .op
                 .exists(&path)
@@ -301,31 +455,136 @@ impl SpaceStore {
                 .context(WriteShardSnafu { space })?;
             if exists {
                 // A deduplicated shard may be arbitrarily old: refresh it so GC keeps it.
-                self.touch(hash).await?;
+                match &self.finalize {
+                    Finalize::Rename { root } => self.touch(root, hash).await?,
+                    Finalize::Copy => self.copy_into_place(tmp, &path).await?,
+                    Finalize::Rewrite => self.rewrite(tmp, &path, size).await?,
+                }
             } else {
+                self.reserve(usage, size)?;
                 // The fs backend creates the parent directory before renaming. The renamed
                 // file's mtime is that of its last write, which happened after the upload
                 // began; GC's grace (at least the upload expiry) covers it.
-                self.op
-                    .rename(tmp, &path)
-                    .await
-                    .context(WriteShardSnafu { space })?;
+                let moved = match &self.finalize {
+                    Finalize::Rename { .. } => self
+                        .op
+                        .rename(tmp, &path)
+                        .await
+                        .context(WriteShardSnafu { space }),
+                    Finalize::Copy => self.copy_into_place(tmp, &path).await,
+                    Finalize::Rewrite => self.rewrite(tmp, &path, size).await,
+                };
+                if let Err(err) = moved {
+                    release(usage, size);
+                    return Err(err);
+                }
             }
             exists
         };
         if exists {
             debug!(space, hash, "shard already stored; touched");
-            if let Err(e) = self.op.delete(tmp).await {
-                warn!(space, path = %tmp, error = %e, "failed to remove temp file");
-            }
+        }
+        let tmp_left = exists || !matches!(self.finalize, Finalize::Rename { .. });
+        if tmp_left && let Err(e) = self.op.delete(tmp).await {
+            warn!(space, path = %tmp, error = %e, "failed to remove temp file");
         }
         Ok(())
     }
 
-    /// Set the mtime of stored shard `hash` to now (opendal has no touch: `std::fs` on the
-    /// blocking pool).
-    async fn touch(&self, hash: &str) -> Result<()> {
-        let path = self.local_shard_path(hash);
+    /// Server-side copy of `tmp` to shard path `path` (a new object, so a fresh mtime).
+    async fn copy_into_place(&self, tmp: &str, path: &str) -> Result<()> {
+        self.op
+            .copy(tmp, path)
+            .await
+            .map(drop)
+            .context(WriteShardSnafu { space: &self.name })
+    }
+
+    /// Stream `from` (`size` bytes) into `to`, ≤ [`proto::CHUNK_SIZE`] bytes at a time: the
+    /// finalize of a backend that can neither rename nor copy.
+    async fn rewrite(&self, from: &str, to: &str, size: u64) -> Result<()> {
+        let space = self.name.as_str();
+        let reader = self
+            .op
+            .reader(from)
+            .await
+            .context(WriteShardSnafu { space })?;
+        let mut writer = self
+            .op
+            .writer(to)
+            .await
+            .context(WriteShardSnafu { space })?;
+        let copied = copy_range(&reader, &mut writer, from, size, space).await;
+        if copied.is_err()
+            && let Err(e) = writer.abort().await
+        {
+            warn!(space, path = %to, error = %e, "failed to abort shard rewrite");
+        }
+        copied
+    }
+
+    /// The usage counter of the space's location. A space with a max size counts it on
+    /// first use (one listing of `shards/`); a space without one uses it only when already
+    /// counted (by another store of the location), so it stays right if a max size is set
+    /// later.
+    ///
+    /// Approximate by design: it is per agent process and only knows the changes this
+    /// process made after the listing (shards written or removed by other agents serving
+    /// the same storage, or by hand, are not seen until a restart or a change of location).
+    /// Within one process every finalize reserves its size under the counter before the
+    /// shard becomes visible, so concurrent writers cannot overshoot together.
+    async fn usage(&self) -> Result<Option<&SyncMutex<u64>>> {
+        if self.options.max_size == 0 {
+            return Ok(self.shared.usage.get());
+        }
+        let counter = self
+            .shared
+            .usage
+            .get_or_try_init(|| async {
+                let used = self
+                    .list_shards()
+                    .try_fold(0u64, |sum, shard| async move {
+                        Ok(sum.saturating_add(shard.size))
+                    })
+                    .await?;
+                info!(
+                    space = %self.name,
+                    used,
+                    max_size = self.options.max_size,
+                    "usage of space counted"
+                );
+                Ok::<_, Error>(SyncMutex::new(used))
+            })
+            .await?;
+        Ok(Some(counter))
+    }
+
+    /// Add `size` new bytes to `usage`, or refuse with `SpaceFull` when that exceeds
+    /// `max_size`.
+    fn reserve(&self, usage: Option<&SyncMutex<u64>>, size: u64) -> Result<()> {
+        let Some(usage) = usage else {
+            return Ok(());
+        };
+        let mut used = usage.lock().unwrap_or_else(PoisonError::into_inner);
+        let wanted = used.saturating_add(size);
+        let max_size = self.options.max_size;
+        if max_size > 0 && wanted > max_size {
+            return SpaceFullSnafu {
+                space: self.label(),
+                size,
+                wanted,
+                max_size,
+            }
+            .fail();
+        }
+        *used = wanted;
+        Ok(())
+    }
+
+    /// Set the mtime of stored shard `hash` under fs root `root` to now (opendal has no
+    /// touch: `std::fs` on the blocking pool).
+    async fn touch(&self, root: &Path, hash: &str) -> Result<()> {
+        let path = local_shard_path(root, hash);
         tokio::task::spawn_blocking(move || {
             std::fs::File::options()
                 .write(true)
@@ -337,14 +596,10 @@ impl SpaceStore {
         .context(TouchShardSnafu { hash })
     }
 
-    /// Local filesystem path of shard `hash` (a valid hash).
-    fn local_shard_path(&self, hash: &str) -> PathBuf {
-        self.root.join("shards").join(&hash[..2]).join(hash)
-    }
-
     /// Delete shard `hash` when it exists and its mtime is before `not_modified_since_ms`
     /// (Unix ms); `Ok(false)` when it is missing, as new or newer than the cutoff, or its
-    /// mtime is unknown. The check and the delete run under the hash's lock (see
+    /// mtime is unknown. On object stores, whose mtimes are whole seconds, the shard must
+    /// be older than the cutoff by the rest of its second. The check and the delete run under the hash's lock (see
     /// [`SpaceStore::finalize`]). The emptied `shards/<hh>/` directory is left in place.
     pub async fn delete_if_unmodified(
         &self,
@@ -352,8 +607,9 @@ impl SpaceStore {
         not_modified_since_ms: i64,
     ) -> Result<bool> {
         check_hash(hash)?;
+        let usage = self.usage().await?;
         let path = shard_path(hash);
-        let _guard = self.locks.of(hash).lock().await;
+        let _guard = self.shared.locks.of(hash).lock().await;
         let meta = match self.op.stat(&path).await {
             Ok(meta) => meta,
             Err(e) if e.kind() == opendal::ErrorKind::NotFound => return Ok(false),
@@ -364,7 +620,11 @@ impl SpaceStore {
             return Ok(false);
         };
         let modified_ms = unix_ms(SystemTime::from(modified));
-        if modified_ms >= not_modified_since_ms {
+        let slack = match self.finalize {
+            Finalize::Rename { .. } => 0,
+            Finalize::Copy | Finalize::Rewrite => COARSE_MTIME_SLACK_MS,
+        };
+        if modified_ms.saturating_add(slack) >= not_modified_since_ms {
             debug!(
                 space = %self.name,
                 hash,
@@ -378,6 +638,7 @@ impl SpaceStore {
             .delete(&path)
             .await
             .context(DeleteShardSnafu { hash })?;
+        release(usage, meta.content_length());
         debug!(
             space = %self.name,
             hash,
@@ -484,32 +745,6 @@ impl SpaceStore {
             info!(space, removed, "removed leftover temp files");
         }
         Ok(removed)
-    }
-}
-
-/// The stores this agent serves, by the space ids the coordinator assigned at registration.
-/// `None` until the first registration succeeds. Cheap to clone; clones share the map.
-#[derive(Clone, Debug, Default)]
-pub struct SpaceRegistry {
-    inner: Arc<RwLock<Option<HashMap<SpaceId, SpaceStore>>>>,
-}
-
-impl SpaceRegistry {
-    /// The store of space `id`: `NotRegistered` before the first registration,
-    /// `UnknownSpace` for an id this agent does not serve.
-    pub fn get(&self, id: SpaceId) -> Result<SpaceStore> {
-        let guard = self.inner.read().unwrap_or_else(|p| p.into_inner());
-        let Some(map) = guard.as_ref() else {
-            return NotRegisteredSnafu.fail();
-        };
-        map.get(&id)
-            .cloned()
-            .ok_or_else(|| UnknownSpaceSnafu { space_id: id }.build())
-    }
-
-    /// Replace the id → store mapping (after a registration or heartbeat).
-    pub fn set(&self, map: HashMap<SpaceId, SpaceStore>) {
-        *self.inner.write().unwrap_or_else(|p| p.into_inner()) = Some(map);
     }
 }
 
@@ -702,6 +937,84 @@ fn check_hash(hash: &str) -> Result<()> {
     Ok(())
 }
 
+/// Write the data of `items` to `writer` while hashing it, up to `Finish`; returns the
+/// hasher and the size. `max_size` bounds the size; a stream without `Finish` is aborted.
+async fn stream_into<S>(
+    writer: &mut opendal::Writer,
+    mut items: S,
+    max_size: Option<u64>,
+    space: &str,
+) -> Result<(Sha256, u64)>
+where
+    S: Stream<Item = Result<PutItem>> + Unpin + Send,
+{
+    let mut hasher = Sha256::new();
+    let mut size = 0u64;
+    loop {
+        match items.next().await.transpose()? {
+            Some(PutItem::Data(data)) => {
+                if data.is_empty() {
+                    continue;
+                }
+                size += data.len() as u64;
+                if let Some(max_size) = max_size {
+                    ensure!(size <= max_size, ShardTooLargeSnafu { max_size });
+                }
+                let (hashed, written) =
+                    tokio::join!(hash_chunk(hasher, data.clone()), writer.write(data));
+                hasher = hashed?;
+                written.context(WriteShardSnafu { space })?;
+            }
+            Some(PutItem::Finish) => return Ok((hasher, size)),
+            None => return StreamAbortedSnafu.fail(),
+        }
+    }
+}
+
+/// Give back `size` bytes to `usage` (a removed shard, or a reservation whose move failed).
+fn release(usage: Option<&SyncMutex<u64>>, size: u64) {
+    if let Some(usage) = usage {
+        let mut used = usage.lock().unwrap_or_else(PoisonError::into_inner);
+        *used = used.saturating_sub(size);
+    }
+}
+
+/// Local path of shard `hash` (a valid hash) under fs root `root`.
+fn local_shard_path(root: &Path, hash: &str) -> PathBuf {
+    root.join("shards").join(&hash[..2]).join(hash)
+}
+
+/// Copy `size` bytes of `reader` (of path `from`) to `writer`, one chunk at a time, and
+/// close the writer.
+async fn copy_range(
+    reader: &opendal::Reader,
+    writer: &mut opendal::Writer,
+    from: &str,
+    size: u64,
+    space: &str,
+) -> Result<()> {
+    let mut pos = 0u64;
+    while pos < size {
+        let want = (size - pos).min(proto::CHUNK_SIZE as u64);
+        let buf = reader
+            .read(pos..pos + want)
+            .await
+            .context(WriteShardSnafu { space })?;
+        ensure!(
+            !buf.is_empty(),
+            ShardTruncatedSnafu {
+                hash: from,
+                at: pos,
+                expected: size,
+            }
+        );
+        pos += buf.len() as u64;
+        writer.write(buf).await.context(WriteShardSnafu { space })?;
+    }
+    writer.close().await.context(WriteShardSnafu { space })?;
+    Ok(())
+}
+
 /// Path of shard `hash` inside the space (`hash` must be valid).
 fn shard_path(hash: &str) -> String {
     format!("shards/{}/{hash}", &hash[..2])
@@ -764,6 +1077,10 @@ mod tests {
         out
     }
 
+    fn root(store: &SpaceStore) -> &Path {
+        store.local_root().unwrap()
+    }
+
     fn open(dir: &tempfile::TempDir) -> SpaceStore {
         SpaceStore::open_local("test", &dir.path().join("space")).unwrap()
     }
@@ -777,13 +1094,12 @@ mod tests {
         assert_eq!(stored.size, data.len() as u64);
         assert_eq!(stored.sha256, sha_hex(&data));
 
-        let on_disk = store
-            .root()
+        let on_disk = root(&store)
             .join("shards")
             .join(&stored.sha256[..2])
             .join(&stored.sha256);
         assert_eq!(std::fs::read(on_disk).unwrap(), data);
-        assert!(files_under(&store.root().join("tmp")).is_empty());
+        assert!(files_under(&root(&store).join("tmp")).is_empty());
         assert_eq!(
             store.stat(&stored.sha256).await.unwrap(),
             Some(data.len() as u64)
@@ -872,8 +1188,8 @@ mod tests {
         let a = put_all(&store, &data, 1000).await.unwrap();
         let b = put_all(&store, &data, 777).await.unwrap();
         assert_eq!(a, b);
-        assert_eq!(files_under(&store.root().join("shards")).len(), 1);
-        assert!(files_under(&store.root().join("tmp")).is_empty());
+        assert_eq!(files_under(&root(&store).join("shards")).len(), 1);
+        assert!(files_under(&root(&store).join("tmp")).is_empty());
     }
 
     #[tokio::test]
@@ -904,8 +1220,8 @@ mod tests {
         drop(tx);
         let err = writer.await.unwrap().unwrap_err();
         assert!(matches!(err, Error::StreamAborted), "{err}");
-        assert!(files_under(&store.root().join("shards")).is_empty());
-        assert!(files_under(&store.root().join("tmp")).is_empty());
+        assert!(files_under(&root(&store).join("shards")).is_empty());
+        assert!(files_under(&root(&store).join("tmp")).is_empty());
     }
 
     #[tokio::test]
@@ -925,7 +1241,7 @@ mod tests {
     async fn sweep_removes_only_old_temp_files() {
         let dir = tempfile::tempdir().unwrap();
         let store = open(&dir);
-        let tmp = store.root().join("tmp");
+        let tmp = root(&store).join("tmp");
         std::fs::create_dir_all(&tmp).unwrap();
         let old = tmp.join("old");
         std::fs::write(&old, b"x").unwrap();
@@ -944,18 +1260,6 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = open(&dir);
         assert_eq!(store.sweep_tmp(TMP_MAX_AGE).await.unwrap(), 0);
-    }
-
-    #[test]
-    fn registry_refuses_until_registered_then_maps_ids() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = open(&dir);
-        let reg = SpaceRegistry::default();
-        assert!(matches!(reg.get(SpaceId(1)), Err(Error::NotRegistered)));
-        reg.set(HashMap::from([(SpaceId(1), store)]));
-        assert_eq!(reg.get(SpaceId(1)).unwrap().name(), "test");
-        let err = reg.get(SpaceId(2)).unwrap_err();
-        assert_eq!(err.code(), ErrorCode::NotFound);
     }
 
     #[test]
@@ -1009,15 +1313,15 @@ mod tests {
             read_chunks(&store, &stored.sha256, 0, 0).await.concat(),
             want
         );
-        assert_eq!(files_under(&store.root().join("shards")).len(), 4);
-        assert!(files_under(&store.root().join("tmp")).is_empty());
+        assert_eq!(files_under(&root(&store).join("shards")).len(), 4);
+        assert!(files_under(&root(&store).join("tmp")).is_empty());
 
         // Only empty sources: a valid, empty shard. One source: the same shard again.
         let empty = concat(&store, &[&he, &he], None).await.unwrap();
         assert_eq!((empty.size, empty.sha256.as_str()), (0, he.as_str()));
         let same = concat(&store, &[&hb], Some(b.len() as u64)).await.unwrap();
         assert_eq!(same.sha256, hb);
-        assert_eq!(files_under(&store.root().join("shards")).len(), 4);
+        assert_eq!(files_under(&root(&store).join("shards")).len(), 4);
     }
 
     #[tokio::test]
@@ -1054,8 +1358,8 @@ mod tests {
         let ok = concat(&store, &[&h, &h], Some(2000)).await.unwrap();
         assert_eq!(ok.size, 2000);
 
-        assert_eq!(files_under(&store.root().join("shards")).len(), 2);
-        assert!(files_under(&store.root().join("tmp")).is_empty());
+        assert_eq!(files_under(&root(&store).join("shards")).len(), 2);
+        assert!(files_under(&root(&store).join("tmp")).is_empty());
     }
 
     #[tokio::test]
@@ -1074,8 +1378,8 @@ mod tests {
             .unwrap_err();
         assert!(matches!(err, Error::Interrupted), "{err}");
         assert_eq!(err.code(), ErrorCode::Unavailable);
-        assert_eq!(files_under(&store.root().join("shards")).len(), 1);
-        assert!(files_under(&store.root().join("tmp")).is_empty());
+        assert_eq!(files_under(&root(&store).join("shards")).len(), 1);
+        assert!(files_under(&root(&store).join("tmp")).is_empty());
     }
 
     #[tokio::test]
@@ -1094,7 +1398,7 @@ mod tests {
         let mut want = Vec::new();
         for len in [0, 1, 100, 70_000] {
             let stored = put_all(&store, &pattern(len), 1000).await.unwrap();
-            let path = store.local_shard_path(&stored.sha256);
+            let path = local_shard_path(root(&store), &stored.sha256);
             want.push(ShardEntry {
                 sha256: stored.sha256,
                 size: len as u64,
@@ -1103,7 +1407,7 @@ mod tests {
         }
         // Junk that must be skipped: a bad name, a shard in the wrong directory, a
         // directory named like a shard, a non-hex directory, a stray file, a temp file.
-        let shards = store.root().join("shards");
+        let shards = root(&store).join("shards");
         let good = &want[1].sha256;
         std::fs::write(shards.join(&good[..2]).join("junk"), b"x").unwrap();
         let wrong_dir = shards.join(if &good[..2] == "00" { "01" } else { "00" });
@@ -1113,8 +1417,8 @@ mod tests {
         std::fs::create_dir_all(shards.join("zz")).unwrap();
         std::fs::write(shards.join("zz").join(good), b"x").unwrap();
         std::fs::write(shards.join("README"), b"x").unwrap();
-        std::fs::create_dir_all(store.root().join("tmp")).unwrap();
-        std::fs::write(store.root().join("tmp").join(good), b"x").unwrap();
+        std::fs::create_dir_all(root(&store).join("tmp")).unwrap();
+        std::fs::write(root(&store).join("tmp").join(good), b"x").unwrap();
 
         let mut got: Vec<ShardEntry> = store.list_shards().try_collect().await.unwrap();
         got.sort_by(|a, b| a.sha256.cmp(&b.sha256));
@@ -1127,7 +1431,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = open(&dir);
         let h = put_all(&store, &pattern(100), 10).await.unwrap().sha256;
-        let path = store.local_shard_path(&h);
+        let path = local_shard_path(root(&store), &h);
         let written = mtime_ms(&path);
 
         // Written at or after the cutoff: kept.
@@ -1161,7 +1465,7 @@ mod tests {
         let store = open(&dir);
         let data = pattern(5000);
         let h = put_all(&store, &data, 1000).await.unwrap().sha256;
-        let path = store.local_shard_path(&h);
+        let path = local_shard_path(root(&store), &h);
         let hour_ago = SystemTime::now() - Duration::from_secs(3600);
         let cutoff = unix_ms(SystemTime::now() - Duration::from_secs(1800));
 
@@ -1193,7 +1497,7 @@ mod tests {
         let data = pattern(10);
         let h = put_all(&store, &data, 10).await.unwrap().sha256;
         let old = SystemTime::now() - Duration::from_secs(7200);
-        set_mtime(&store.local_shard_path(&h), old);
+        set_mtime(&local_shard_path(root(&store), &h), old);
         let listed: Vec<ShardEntry> = store.list_shards().try_collect().await.unwrap();
         assert_eq!(listed[0].modified_ms, unix_ms(old));
         let before = common::time::now_ms();
@@ -1207,7 +1511,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = open(&dir);
         let h = put_all(&store, &pattern(10), 10).await.unwrap().sha256;
-        let guard = store.locks.of(&h).lock().await;
+        let guard = store.shared.locks.of(&h).lock().await;
         let delete = tokio::spawn({
             let store = store.clone();
             let h = h.clone();
@@ -1217,7 +1521,7 @@ mod tests {
             tokio::task::yield_now().await;
         }
         assert!(!delete.is_finished());
-        assert!(store.local_shard_path(&h).exists());
+        assert!(local_shard_path(root(&store), &h).exists());
         drop(guard);
         assert!(delete.await.unwrap().unwrap());
     }
@@ -1241,5 +1545,102 @@ mod tests {
         let c = format!("ac{}", "0".repeat(62));
         assert!(std::ptr::eq(locks.of(&a), locks.of(&b)));
         assert!(!std::ptr::eq(locks.of(&a), locks.of(&c)));
+    }
+
+    fn memory_store(options: StoreOptions) -> SpaceStore {
+        let op = opendal::Operator::new(opendal::services::Memory::default()).unwrap();
+        SpaceStore::new("mem", op, None, options, SharedState::default())
+    }
+
+    async fn object_count(store: &SpaceStore, dir: &str) -> usize {
+        let entries = store
+            .op
+            .list_with(dir)
+            .recursive(true)
+            .await
+            .unwrap_or_default();
+        entries.iter().filter(|e| e.metadata().is_file()).count()
+    }
+
+    #[tokio::test]
+    async fn backend_without_rename_or_copy_rewrites_into_place() {
+        let store = memory_store(StoreOptions::default());
+        assert_eq!(store.finalize, Finalize::Rewrite);
+        let a = pattern(2 * proto::CHUNK_SIZE + 7);
+        let ha = put_all(&store, &a, 100_000).await.unwrap().sha256;
+        assert_eq!(read_chunks(&store, &ha, 0, 0).await.concat(), a);
+        // Dedup rewrites the same bytes; concat goes through the same finalize.
+        assert_eq!(put_all(&store, &a, 4096).await.unwrap().sha256, ha);
+        let both = concat(&store, &[&ha, &ha], None).await.unwrap();
+        assert_eq!(both.sha256, sha_hex(&[a.as_slice(), &a].concat()));
+        let listed: Vec<ShardEntry> = store.list_shards().try_collect().await.unwrap();
+        assert_eq!(listed.len(), 2);
+        assert_eq!(object_count(&store, "tmp/").await, 0);
+        assert_eq!(object_count(&store, "shards/").await, 2);
+    }
+
+    #[tokio::test]
+    async fn max_size_counts_existing_shards_and_refuses_what_does_not_fit() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("space");
+        // 1000 bytes stored before the space got a limit.
+        let before = open(&dir);
+        let old = put_all(&before, &pattern(1000), 100).await.unwrap().sha256;
+        drop(before);
+
+        let op =
+            opendal::Operator::new(opendal::services::Fs::default().root(path.to_str().unwrap()))
+                .unwrap();
+        let options = StoreOptions {
+            stores_shards: true,
+            max_size: 2500,
+        };
+        let store = SpaceStore::new(
+            "lim",
+            op,
+            Some(path.clone()),
+            options,
+            SharedState::default(),
+        )
+        .with_id(SpaceId(42));
+
+        let err = put_all(&store, &pattern(1501), 500).await.unwrap_err();
+        assert!(matches!(err, Error::SpaceFull { .. }), "{err}");
+        assert_eq!(err.code(), ErrorCode::BadArgument);
+        assert_eq!(
+            err.to_string(),
+            "user space 42 is full: storing 1501 more bytes would use 2501 of max 2500 bytes"
+        );
+        assert_eq!(files_under(&path.join("shards")).len(), 1);
+        assert!(files_under(&path.join("tmp")).is_empty());
+
+        // Exactly full is fine; then a dedup (no new bytes) still succeeds, a new byte not.
+        let h = put_all(&store, &pattern(1500), 500).await.unwrap().sha256;
+        put_all(&store, &pattern(1500), 700).await.unwrap();
+        concat(&store, &[&old], None).await.unwrap();
+        let err = put_all(&store, b"x", 1).await.unwrap_err();
+        assert!(matches!(err, Error::SpaceFull { .. }), "{err}");
+        let err = concat(&store, &[&old, &old], None).await.unwrap_err();
+        assert!(matches!(err, Error::SpaceFull { .. }), "{err}");
+        assert!(files_under(&path.join("tmp")).is_empty());
+
+        // GC gives the room back.
+        assert!(store.delete_if_unmodified(&h, i64::MAX).await.unwrap());
+        put_all(&store, &pattern(1499), 500).await.unwrap();
+        assert_eq!(files_under(&path.join("shards")).len(), 2);
+    }
+
+    #[test]
+    fn stores_of_one_location_share_locks() {
+        let locations = Locations::default();
+        let a = locations.get("Local|/x");
+        let b = locations.get("Local|/x");
+        let c = locations.get("Local|/y");
+        assert!(Arc::ptr_eq(&a.0, &b.0));
+        assert!(!Arc::ptr_eq(&a.0, &c.0));
+        drop((a, b));
+        // Forgotten with its last store.
+        let again = locations.get("Local|/x");
+        assert_eq!(Arc::strong_count(&again.0), 1);
     }
 }

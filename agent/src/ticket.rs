@@ -2,7 +2,7 @@
 //! back to the coordinator). Pure functions of the ticket, the secret and the clock.
 //!
 //! Kinds by RPC: PutShard `PUT`, GetShard `GET`, ConcatShards `CONCAT`, ListShards `LIST`,
-//! DeleteShard `DELETE`. A ticket is good for exactly its own kind.
+//! DeleteShard `DELETE`, TestStorage `TEST`. A ticket is good for exactly its own kind.
 
 use common::secret::Secret;
 use prost::Message;
@@ -84,6 +84,7 @@ mod tests {
             expires_at_ms,
             source_hashes: vec![],
             not_modified_since_ms: 0,
+            space_revision: 1,
         }
     }
 
@@ -147,6 +148,7 @@ mod tests {
             Kind::Concat,
             Kind::List,
             Kind::Delete,
+            Kind::Test,
         ];
         for ticket_kind in kinds {
             let t = sign(&s, &body(ticket_kind, 2000));

@@ -106,8 +106,24 @@ fn entry_error(e: &Error) -> String {
 }
 
 impl Service {
+    /// Where new content goes: the `affinity` space when it exists, holds shards and its
+    /// agent is not known to be down; otherwise [`Service::place`].
+    pub(crate) async fn place_with_affinity(
+        &self,
+        affinity: Option<SpaceId>,
+    ) -> Result<SpaceTarget, Error> {
+        if let Some(space) = affinity
+            && let Some(row) = self.catalog.get_space(space).await?
+            && row.stores_shards()
+            && let Ok(target) = self.space_agent(space).await
+        {
+            return Ok(target);
+        }
+        self.place(affinity)
+    }
+
     /// Choose a live, shard-storing space for new content (see [`placement`]).
-    fn place(&self, affinity: Option<SpaceId>) -> Result<SpaceTarget, Error> {
+    pub(crate) fn place(&self, affinity: Option<SpaceId>) -> Result<SpaceTarget, Error> {
         let live = self.registry.live_spaces();
         let ids: Vec<SpaceId> = live.iter().map(|l| l.space).collect();
         let turn = self.turn.fetch_add(1, Ordering::Relaxed);
@@ -129,7 +145,7 @@ impl Service {
     /// The agent serving `space` now. When the assigned agent is down, a space that any
     /// agent can reach (a cloud bucket) moves to a live agent; a Local space cannot move,
     /// and the answer is a clear `AgentDown`.
-    async fn space_agent(&self, space: SpaceId) -> Result<SpaceTarget, Error> {
+    pub(crate) async fn space_agent(&self, space: SpaceId) -> Result<SpaceTarget, Error> {
         let row = self
             .catalog
             .get_space(space)
@@ -453,7 +469,7 @@ impl CoordinatorService for Service {
         let package = PackageId(id_arg(r.package_id, "packageID")?);
         common::path::validate_object_path(&r.path).map_err(bad)?;
         let affinity = (r.affinity != 0).then_some(SpaceId(r.affinity));
-        let target = self.place(affinity)?;
+        let target = self.place_with_affinity(affinity).await?;
         let now = common::time::now_ms();
         let upload_expires = now + ms(self.upload_expiry);
         let up = self

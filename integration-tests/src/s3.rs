@@ -31,8 +31,12 @@ impl S3Server {
         let task = tokio::spawn(async move {
             let http = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
             loop {
-                let Ok((sock, _)) = listener.accept().await else { return };
-                let conn = http.serve_connection(TokioIo::new(sock), service.clone()).into_owned();
+                let Ok((sock, _)) = listener.accept().await else {
+                    return;
+                };
+                let conn = http
+                    .serve_connection(TokioIo::new(sock), service.clone())
+                    .into_owned();
                 tokio::spawn(async move {
                     let _ = conn.await;
                 });

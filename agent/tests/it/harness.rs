@@ -1,6 +1,8 @@
-//! A running agent plus a fake coordinator that only answers `RegisterAgent`.
+//! A running agent plus a fake coordinator that only answers `RegisterAgent` (with the API
+//! space specs a test gives it).
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -12,7 +14,7 @@ use prost::Message;
 use proto::agent::put_shard_request::Msg;
 use proto::agent::{Finish, PutShardRequest};
 use proto::common::ticket_body::Kind;
-use proto::common::{Ticket, TicketBody};
+use proto::common::{SpaceSpec, Ticket, TicketBody};
 use proto::coordinator::coordinator_service_server::{
     CoordinatorService, CoordinatorServiceServer,
 };
@@ -29,11 +31,36 @@ use tonic::{Request, Response, Status};
 pub const FIRST_SPACE_ID: u64 = 100;
 pub const AGENT_ID: u64 = 7;
 
-/// Fake coordinator: assigns `FIRST_SPACE_ID + i` to the i-th declared space and records
+/// Fake coordinator: assigns `FIRST_SPACE_ID + i` to the i-th declared space, answers
+/// with the specs of `specs` whose first call has come (1-based call numbers), and records
 /// the requests it got.
 #[derive(Clone, Default)]
 pub struct FakeCoordinator {
     pub requests: Arc<Mutex<Vec<RegisterAgentRequest>>>,
+    /// `(from_call, spec)`: the spec is sent from registration call `from_call` on.
+    pub specs: Arc<Mutex<Vec<(usize, SpaceSpec)>>>,
+    /// Heartbeat interval answered, ms (0 = the agent's own, 100 ms in tests).
+    pub heartbeat_ms: Arc<AtomicU64>,
+}
+
+impl FakeCoordinator {
+    /// Serve `spec` from the next registration call on, replacing any spec of its space.
+    pub fn put_spec(&self, spec: SpaceSpec) {
+        let next = self.requests.lock().unwrap().len() + 1;
+        self.put_spec_from(next, spec);
+    }
+
+    /// Serve `spec` from registration call `from_call` on, replacing any spec of its space.
+    pub fn put_spec_from(&self, from_call: usize, spec: SpaceSpec) {
+        let mut specs = self.specs.lock().unwrap();
+        specs.retain(|(_, s)| s.space_id != spec.space_id);
+        specs.push((from_call, spec));
+    }
+
+    /// Number of `RegisterAgent` calls so far.
+    pub fn calls(&self) -> usize {
+        self.requests.lock().unwrap().len()
+    }
 }
 
 fn unimplemented<T>() -> Result<Response<T>, Status> {
@@ -164,6 +191,36 @@ impl CoordinatorService for FakeCoordinator {
     ) -> Result<Response<BeginUploadResponse>, Status> {
         unimplemented()
     }
+    async fn create_user_space(
+        &self,
+        _: Request<CreateUserSpaceRequest>,
+    ) -> Result<Response<UserSpaceResponse>, Status> {
+        unimplemented()
+    }
+    async fn get_user_space(
+        &self,
+        _: Request<GetUserSpaceRequest>,
+    ) -> Result<Response<UserSpaceResponse>, Status> {
+        unimplemented()
+    }
+    async fn update_user_space(
+        &self,
+        _: Request<UpdateUserSpaceRequest>,
+    ) -> Result<Response<UserSpaceResponse>, Status> {
+        unimplemented()
+    }
+    async fn delete_user_space(
+        &self,
+        _: Request<DeleteUserSpaceRequest>,
+    ) -> Result<Response<Empty>, Status> {
+        unimplemented()
+    }
+    async fn test_user_space(
+        &self,
+        _: Request<TestUserSpaceRequest>,
+    ) -> Result<Response<Empty>, Status> {
+        unimplemented()
+    }
     async fn register_agent(
         &self,
         request: Request<RegisterAgentRequest>,
@@ -178,11 +235,28 @@ impl CoordinatorService for FakeCoordinator {
                 space_id: FIRST_SPACE_ID + i as u64,
             })
             .collect();
-        self.requests.lock().unwrap().push(req);
+        let call = {
+            let mut requests = self.requests.lock().unwrap();
+            requests.push(req);
+            requests.len()
+        };
+        let specs = self
+            .specs
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(from, _)| *from <= call)
+            .map(|(_, spec)| spec.clone())
+            .collect();
+        let heartbeat_ms = match self.heartbeat_ms.load(Ordering::SeqCst) {
+            0 => 100,
+            ms => ms,
+        };
         Ok(Response::new(RegisterAgentResponse {
             agent_id: AGENT_ID,
             spaces,
-            heartbeat_interval_ms: 100,
+            heartbeat_interval_ms: heartbeat_ms,
+            specs,
         }))
     }
 }
@@ -215,8 +289,12 @@ pub struct TestAgent {
 impl TestAgent {
     /// Start an agent against a fake coordinator and wait until it has registered.
     pub async fn start() -> TestAgent {
+        TestAgent::start_fake(FakeCoordinator::default()).await
+    }
+
+    /// Start an agent against `fake` and wait until it has registered.
+    pub async fn start_fake(fake: FakeCoordinator) -> TestAgent {
         let shutdown = CancellationToken::new();
-        let fake = FakeCoordinator::default();
         let coordinator = spawn_coordinator(fake.clone(), shutdown.child_token()).await;
         let agent = TestAgent::start_with(coordinator, fake, shutdown).await;
         let mut reg = agent.registration.clone();
@@ -270,6 +348,23 @@ impl TestAgent {
             served,
             _dir: dir,
         }
+    }
+
+    /// Wait until the agent serves API space `id` at `revision`.
+    pub async fn wait_api_space(&self, id: u64, revision: u64) {
+        let mut reg = self.registration.clone();
+        let served = common::testing::wait_until(Duration::from_secs(10), || {
+            let done = reg
+                .borrow_and_update()
+                .as_ref()
+                .is_some_and(|r| r.api_spaces.get(&common::SpaceId(id)) == Some(&revision));
+            async move { done }
+        })
+        .await;
+        assert!(
+            served,
+            "agent does not serve space {id} at revision {revision}"
+        );
     }
 
     /// A ticket signed with the cluster secret.
@@ -401,4 +496,52 @@ pub fn files_under(dir: &Path) -> Vec<PathBuf> {
         }
     }
     out
+}
+
+/// Spec of an API space on S3 bucket `bucket` of `s3` with `secret` (access key `testing`).
+pub fn s3_spec(
+    id: u64,
+    revision: u64,
+    endpoint: &str,
+    bucket: &str,
+    secret: &str,
+    working_dir: &str,
+    max_size: u64,
+) -> SpaceSpec {
+    SpaceSpec {
+        space_id: id,
+        revision,
+        storage_json: serde_json::json!({
+            "type": "S3", "endpoint": endpoint, "bucket": bucket
+        })
+        .to_string(),
+        credential_json: serde_json::json!({
+            "type": "S3", "accessKeyId": crate::s3::ACCESS_KEY, "secretAccessKey": secret
+        })
+        .to_string(),
+        working_dir: working_dir.to_owned(),
+        stores_shards: true,
+        max_size,
+        name: format!("s3-{id}"),
+    }
+}
+
+/// Spec of an API space in local directory `path`.
+pub fn local_spec(
+    id: u64,
+    revision: u64,
+    path: &Path,
+    working_dir: &str,
+    max_size: u64,
+) -> SpaceSpec {
+    SpaceSpec {
+        space_id: id,
+        revision,
+        storage_json: serde_json::json!({"type": "Local", "path": path}).to_string(),
+        credential_json: r#"{"type":"Local"}"#.to_owned(),
+        working_dir: working_dir.to_owned(),
+        stores_shards: true,
+        max_size,
+        name: format!("local-{id}"),
+    }
 }

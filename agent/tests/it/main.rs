@@ -6,4 +6,6 @@
 
 mod grpc;
 mod harness;
+mod s3;
 mod shards;
+mod spaces;
