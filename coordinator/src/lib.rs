@@ -13,6 +13,7 @@ pub mod registry;
 pub mod server;
 pub mod service;
 pub mod tickets;
+pub mod transfer;
 
 pub use config::{CoordinatorConfig, MetaConfig};
 pub use error::Error;

@@ -47,7 +47,7 @@ const TEST_TIMEOUT: Duration = Duration::from_secs(20);
 
 type Res<T> = Result<Response<T>, Status>;
 
-fn id_arg(value: u64, field: &str) -> Result<u64, Error> {
+pub(crate) fn id_arg(value: u64, field: &str) -> Result<u64, Error> {
     if value == 0 {
         Err(bad(format!("{field} is missing or 0")))
     } else {
@@ -59,7 +59,7 @@ fn user(value: u64) -> UserId {
     UserId(if value == 0 { 1 } else { value })
 }
 
-fn ms(d: Duration) -> i64 {
+pub(crate) fn ms(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
@@ -778,6 +778,24 @@ impl CoordinatorService for Service {
             .await
             .map_err(|s| Error::Agent { source: s.into() })?;
         Ok(Response::new(pb::Empty {}))
+    }
+
+    async fn import_package(
+        &self,
+        req: Request<pb::ImportPackageRequest>,
+    ) -> Res<pb::ImportPackageResponse> {
+        Ok(Response::new(
+            Service::import_package(self, req.into_inner()).await?,
+        ))
+    }
+
+    async fn export_package(
+        &self,
+        req: Request<pb::ExportPackageRequest>,
+    ) -> Res<pb::ExportPackageResponse> {
+        Ok(Response::new(
+            Service::export_package(self, req.into_inner()).await?,
+        ))
     }
 
     async fn register_agent(

@@ -112,6 +112,27 @@ impl TicketSigner {
         )
     }
 
+    /// Permission to list the files below `path` of `space` (package import).
+    pub fn list_files(&self, space: SpaceRef, path: &str, expires_at_ms: i64) -> Ticket {
+        self.sign(Kind::ListFiles, space, expires_at_ms, |b| {
+            b.file_path = path.to_owned()
+        })
+    }
+
+    /// Permission to read the file `path` of `space` (package import).
+    pub fn read_file(&self, space: SpaceRef, path: &str, expires_at_ms: i64) -> Ticket {
+        self.sign(Kind::ReadFile, space, expires_at_ms, |b| {
+            b.file_path = path.to_owned()
+        })
+    }
+
+    /// Permission to write the file `path` of `space` (package export).
+    pub fn write_file(&self, space: SpaceRef, path: &str, expires_at_ms: i64) -> Ticket {
+        self.sign(Kind::WriteFile, space, expires_at_ms, |b| {
+            b.file_path = path.to_owned()
+        })
+    }
+
     /// Permission to list the shards of `space`.
     pub fn list(&self, space: SpaceRef, expires_at_ms: i64) -> Ticket {
         self.sign(Kind::List, space, expires_at_ms, |_| {})
