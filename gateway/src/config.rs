@@ -18,7 +18,9 @@ pub struct GatewayConfig {
     /// Most `files` parts accepted in one upload request.
     pub max_upload_files: usize,
     /// Deadline of a metadata request (everything except the byte-moving endpoints: upload,
-    /// uploadPart, download, downloadByPath, completeMultipartUpload), e.g. `"30s"`.
+    /// uploadPart, download, downloadByPath, completeMultipartUpload, and userSpace
+    /// createPackage and downloadPackage), e.g. `"30s"`. Also the deadline of each
+    /// coordinator call, except package import and export.
     #[serde(with = "humantime_serde")]
     pub request_timeout: Duration,
 }

@@ -48,10 +48,16 @@ impl Gateway {
                 address: config.coordinator.clone(),
             },
         )?;
+        // Package import and export are single RPCs that copy a whole package: they get a
+        // channel without the per-call deadline (`GrpcTimeout` only ever shortens it).
+        let bulk_coordinator = client::coordinator(&config.coordinator, &ChannelOptions::default())
+            .context(CoordinatorClientSnafu {
+                address: config.coordinator.clone(),
+            })?;
         // Agent calls stream object bytes: no per-call deadline.
         let agents = AgentPool::new(ChannelOptions::default());
         Ok(Gateway {
-            state: AppState::new(config, coordinator, agents),
+            state: AppState::with_bulk_coordinator(config, coordinator, bulk_coordinator, agents),
         })
     }
 
@@ -95,9 +101,10 @@ impl Gateway {
 }
 
 /// The `/v1` application over `state`: metadata routes under a deadline; the data routes
-/// (upload, uploadPart, download, downloadByPath, and completeMultipartUpload, whose agent
-/// copies bytes) without one, and without a body limit on upload and uploadPart; probes;
-/// and envelope fallbacks for unknown paths (404) and wrong methods (405).
+/// (upload, uploadPart, download, downloadByPath, completeMultipartUpload, whose agent
+/// copies bytes, and userSpace createPackage and downloadPackage, which copy whole
+/// packages) without one, and without a body limit on upload and uploadPart; probes; and
+/// envelope fallbacks for unknown paths (404) and wrong methods (405).
 pub fn router(state: AppState) -> Router {
     let deadline = state.config().request_timeout;
     let metadata = Router::new()
@@ -144,6 +151,14 @@ pub fn router(state: AppState) -> Router {
         .route(
             "/v1/object/completeMultipartUpload",
             post(multipart::complete_multipart_upload),
+        )
+        .route(
+            "/v1/userSpace/createPackage",
+            post(user_space::create_package),
+        )
+        .route(
+            "/v1/userSpace/downloadPackage",
+            post(user_space::download_package),
         );
     let probes = Router::new()
         .route("/healthz", get(routes::healthz))

@@ -7,7 +7,7 @@ use client::{AgentPool, CoordinatorClient};
 use crate::config::GatewayConfig;
 use crate::error::ApiError;
 
-/// Handler state: the configuration, the coordinator client and the agent channel pool.
+/// Handler state: the configuration, the coordinator clients and the agent channel pool.
 #[derive(Clone)]
 pub struct AppState {
     inner: Arc<Inner>,
@@ -16,16 +16,33 @@ pub struct AppState {
 struct Inner {
     config: GatewayConfig,
     coordinator: CoordinatorClient,
+    /// For calls that may legitimately run for minutes (package import and export): no
+    /// per-call deadline.
+    bulk_coordinator: CoordinatorClient,
     agents: AgentPool,
 }
 
 impl AppState {
-    /// State over already-built clients (tests may point them anywhere).
+    /// State over already-built clients (tests may point them anywhere); long-running calls
+    /// share `coordinator`.
     pub fn new(config: GatewayConfig, coordinator: CoordinatorClient, agents: AgentPool) -> Self {
+        let bulk_coordinator = coordinator.clone();
+        AppState::with_bulk_coordinator(config, coordinator, bulk_coordinator, agents)
+    }
+
+    /// Like [`AppState::new`], with a separate client (`bulk_coordinator`, normally without a
+    /// per-call deadline) for the calls that may run for minutes: package import and export.
+    pub fn with_bulk_coordinator(
+        config: GatewayConfig,
+        coordinator: CoordinatorClient,
+        bulk_coordinator: CoordinatorClient,
+        agents: AgentPool,
+    ) -> Self {
         AppState {
             inner: Arc::new(Inner {
                 config,
                 coordinator,
+                bulk_coordinator,
                 agents,
             }),
         }
@@ -39,6 +56,12 @@ impl AppState {
     /// A handle on the coordinator client (clones share one channel).
     pub fn coordinator(&self) -> CoordinatorClient {
         self.inner.coordinator.clone()
+    }
+
+    /// The coordinator client for package import and export (clones share one channel),
+    /// whose calls are not bounded by `request_timeout`: they copy every file of a package.
+    pub fn bulk_coordinator(&self) -> CoordinatorClient {
+        self.inner.bulk_coordinator.clone()
     }
 
     /// Agent clients cached by address.

@@ -14,7 +14,8 @@ use futures::Stream;
 use proto::agent::agent_service_server::{AgentService, AgentServiceServer};
 use proto::agent::put_shard_request::Msg;
 use proto::agent::{
-    Chunk, ConcatShardsRequest, DeleteShardRequest, DeleteShardResponse, GetShardRequest,
+    Chunk, ConcatShardsRequest, DeleteShardRequest, DeleteShardResponse, ExportFileRequest,
+    ExportFileResponse, FileInfo, GetShardRequest, ImportFileRequest, ListFilesRequest,
     ListShardsRequest, PutShardRequest, PutShardResponse, ShardInfo, TestStorageRequest,
     TestStorageResponse,
 };
@@ -83,6 +84,18 @@ pub struct CoordState {
     pub busy_spaces: HashSet<u64>,
     /// What `TestUserSpace` fails with (code, message); `None` = the probe succeeds.
     pub space_test_error: Option<(common::ErrorCode, String)>,
+    /// Plain files of the user spaces: (space id, path) → content. `ImportPackage` reads
+    /// them, `ExportPackage` writes them.
+    pub space_files: BTreeMap<(u64, String), Vec<u8>>,
+    /// Every `ImportPackage` request, as received.
+    pub imports: Vec<pb::ImportPackageRequest>,
+    /// Every `ExportPackage` request, as received.
+    pub exports: Vec<pb::ExportPackageRequest>,
+    /// `ImportPackage` and `ExportPackage` sleep this long before doing anything (a long
+    /// transfer).
+    pub transfer_delay: Option<std::time::Duration>,
+    /// The fake agent whose shards imports fill and exports read (set by [`Fixture`]).
+    pub agent: Option<FakeAgent>,
 }
 
 /// What committing a reserved upload publishes.
@@ -144,6 +157,158 @@ impl CoordState {
             ));
         }
         Ok(())
+    }
+
+    fn user_space_exists(&self, id: u64) -> Result<(), Status> {
+        if self.user_spaces.contains_key(&id) {
+            Ok(())
+        } else {
+            Err(coded(
+                common::ErrorCode::NotFound,
+                format!("user space {id} not found"),
+            ))
+        }
+    }
+
+    /// Import the file or tree at `r.path` of the space into a new package, as the real
+    /// coordinator does: a missing path creates nothing, a taken name is `AlreadyExists`,
+    /// files whose relative path is not a valid object path are failures.
+    fn import(
+        &mut self,
+        r: &pb::ImportPackageRequest,
+    ) -> Result<pb::ImportPackageResponse, Status> {
+        self.user_space_exists(r.user_space_id)?;
+        if !self.buckets.iter().any(|b| b.bucket_id == r.bucket_id) {
+            return Err(coded(
+                common::ErrorCode::NotFound,
+                format!("bucket {} not found", r.bucket_id),
+            ));
+        }
+        let root = r.path.trim_matches('/');
+        let files: Vec<(String, Vec<u8>)> = self
+            .space_files
+            .iter()
+            .filter(|((space, _), _)| *space == r.user_space_id)
+            .filter_map(|((_, path), content)| {
+                let rel = if path == root {
+                    path.rsplit('/').next().unwrap_or(path).to_owned()
+                } else if root.is_empty() {
+                    path.clone()
+                } else {
+                    path.strip_prefix(root)?.strip_prefix('/')?.to_owned()
+                };
+                Some((rel, content.clone()))
+            })
+            .collect();
+        if files.is_empty() {
+            return Err(coded(
+                common::ErrorCode::NotFound,
+                format!("{:?} not found in user space {}", r.path, r.user_space_id),
+            ));
+        }
+        if self
+            .packages
+            .iter()
+            .any(|p| p.bucket_id == r.bucket_id && p.name == r.name)
+        {
+            return Err(coded(
+                common::ErrorCode::AlreadyExists,
+                format!("package {:?} already exists", r.name),
+            ));
+        }
+        let package = pb::Package {
+            package_id: self.fresh_id(),
+            name: r.name.clone(),
+            bucket_id: r.bucket_id,
+            create_time_ms: 1_750_753_888_514,
+        };
+        self.packages.push(package.clone());
+        let mut imported = 0;
+        let mut failures = Vec::new();
+        for (path, content) in files {
+            if let Err(message) = common::path::validate_object_path(&path) {
+                failures.push(pb::FileFailure { path, message });
+                continue;
+            }
+            let sha256 = sha256_hex(&content);
+            if let Some(agent) = &self.agent {
+                lock(&agent.0)
+                    .shards
+                    .insert(sha256.clone(), content.clone());
+            }
+            let object = pb::Object {
+                object_id: self.fresh_id(),
+                package_id: package.package_id,
+                path: path.clone(),
+                size: content.len() as u64,
+                sha256,
+                redundancy: "none".into(),
+                create_time_ms: 1_750_753_888_514,
+                update_time_ms: 1_750_753_888_514,
+                space_id: if r.space_affinity == 0 {
+                    1
+                } else {
+                    r.space_affinity
+                },
+            };
+            self.objects.insert((package.package_id, path), object);
+            imported += 1;
+        }
+        Ok(pb::ImportPackageResponse {
+            package: Some(package),
+            imported,
+            failures,
+        })
+    }
+
+    /// Write every object of the package to `root_path/<object path>` of the space; an
+    /// unfinished multipart object or a missing shard is a failure.
+    fn export(
+        &mut self,
+        r: &pb::ExportPackageRequest,
+    ) -> Result<pb::ExportPackageResponse, Status> {
+        self.user_space_exists(r.user_space_id)?;
+        if !self.packages.iter().any(|p| p.package_id == r.package_id) {
+            return Err(coded(
+                common::ErrorCode::NotFound,
+                format!("package {} not found", r.package_id),
+            ));
+        }
+        let root = r.root_path.trim_matches('/');
+        let mut exported = 0;
+        let mut failures = Vec::new();
+        let objects: Vec<pb::Object> = self
+            .objects
+            .values()
+            .filter(|o| o.package_id == r.package_id)
+            .cloned()
+            .collect();
+        for object in objects {
+            let content = if object.redundancy == MULTIPART {
+                Err("unfinished multipart upload: nothing to export".to_owned())
+            } else {
+                self.agent
+                    .as_ref()
+                    .and_then(|a| lock(&a.0).shards.get(&object.sha256).cloned())
+                    .ok_or_else(|| format!("shard {} not found", object.sha256))
+            };
+            match content {
+                Ok(content) => {
+                    let dest = if root.is_empty() {
+                        object.path
+                    } else {
+                        format!("{root}/{}", object.path)
+                    };
+                    self.space_files.insert((r.user_space_id, dest), content);
+                    exported += 1;
+                }
+                Err(message) => failures.push(pb::FileFailure {
+                    path: object.path,
+                    message,
+                }),
+            }
+        }
+        Ok(pb::ExportPackageResponse { exported, failures })
     }
 
     /// A new object id (ids and other counters share `next_id`).
@@ -846,6 +1011,38 @@ impl CoordinatorService for FakeCoordinator {
         }
     }
 
+    async fn import_package(
+        &self,
+        req: GrpcRequest<pb::ImportPackageRequest>,
+    ) -> Result<GrpcResponse<pb::ImportPackageResponse>, Status> {
+        let r = req.into_inner();
+        let delay = {
+            let mut st = self.call_checked("import_package")?;
+            st.imports.push(r.clone());
+            st.transfer_delay
+        };
+        if let Some(delay) = delay {
+            tokio::time::sleep(delay).await;
+        }
+        lock(&self.0).import(&r).map(GrpcResponse::new)
+    }
+
+    async fn export_package(
+        &self,
+        req: GrpcRequest<pb::ExportPackageRequest>,
+    ) -> Result<GrpcResponse<pb::ExportPackageResponse>, Status> {
+        let r = req.into_inner();
+        let delay = {
+            let mut st = self.call_checked("export_package")?;
+            st.exports.push(r.clone());
+            st.transfer_delay
+        };
+        if let Some(delay) = delay {
+            tokio::time::sleep(delay).await;
+        }
+        lock(&self.0).export(&r).map(GrpcResponse::new)
+    }
+
     async fn register_agent(
         &self,
         _req: GrpcRequest<pb::RegisterAgentRequest>,
@@ -883,11 +1080,12 @@ pub struct AgentState {
 pub const CONCAT_PREFIX: &str = "concat:";
 
 /// In-memory agent.
-#[derive(Clone, Default)]
+#[derive(Clone, Default, Debug)]
 pub struct FakeAgent(pub Arc<Mutex<AgentState>>);
 
 type ChunkStream = Pin<Box<dyn Stream<Item = Result<Chunk, Status>> + Send>>;
 type ShardInfoStream = Pin<Box<dyn Stream<Item = Result<ShardInfo, Status>> + Send>>;
+type FileInfoStream = Pin<Box<dyn Stream<Item = Result<FileInfo, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl AgentService for FakeAgent {
@@ -1032,6 +1230,30 @@ impl AgentService for FakeAgent {
     ) -> Result<GrpcResponse<TestStorageResponse>, Status> {
         Err(Status::unimplemented("test_storage"))
     }
+
+    // The gateway never calls the file RPCs (the coordinator drives import and export).
+    type ListFilesStream = FileInfoStream;
+
+    async fn list_files(
+        &self,
+        _req: GrpcRequest<ListFilesRequest>,
+    ) -> Result<GrpcResponse<FileInfoStream>, Status> {
+        Err(Status::unimplemented("list_files"))
+    }
+
+    async fn import_file(
+        &self,
+        _req: GrpcRequest<ImportFileRequest>,
+    ) -> Result<GrpcResponse<PutShardResponse>, Status> {
+        Err(Status::unimplemented("import_file"))
+    }
+
+    async fn export_file(
+        &self,
+        _req: GrpcRequest<ExportFileRequest>,
+    ) -> Result<GrpcResponse<ExportFileResponse>, Status> {
+        Err(Status::unimplemented("export_file"))
+    }
 }
 
 /// A fake coordinator and agent on loopback, and gateway state pointing at them.
@@ -1051,7 +1273,11 @@ impl Fixture {
         let agent_addr =
             serve_grpc(|router| router.add_service(AgentServiceServer::new(agent.clone()))).await;
         let coordinator = FakeCoordinator::default();
-        lock(&coordinator.0).agent_address = agent_addr;
+        {
+            let mut st = lock(&coordinator.0);
+            st.agent_address = agent_addr;
+            st.agent = Some(agent.clone());
+        }
         let coord_addr = serve_grpc(|router| {
             router.add_service(CoordinatorServiceServer::new(coordinator.clone()))
         })
@@ -1074,6 +1300,13 @@ impl Fixture {
 
     pub fn agent(&self) -> std::sync::MutexGuard<'_, AgentState> {
         lock(&self.agent.0)
+    }
+
+    /// Put a plain file at `path` of user space `space_id` (what `ImportPackage` reads).
+    pub fn put_space_file(&self, space_id: u64, path: &str, content: &[u8]) {
+        self.coord()
+            .space_files
+            .insert((space_id, path.to_owned()), content.to_vec());
     }
 
     /// Store `content` as object `path` of package `package_id` directly in the fakes (no

@@ -1,23 +1,29 @@
-//! `/v1/userSpace/*`: create, get, update, delete and test user spaces.
+//! `/v1/userSpace/*`: create, get, update, delete and test user spaces, and import a
+//! space's files as a package (`createPackage`) or export a package to a space
+//! (`downloadPackage`).
 //!
 //! Bodies are parsed into the shared [`common::space`] types first, so a missing or unknown
 //! field, an unknown storage type or a wrong value is a 400 naming the field, and the
 //! coordinator is only called with input that passed the same checks it applies. Responses
 //! embed the coordinator's `user_space_json` verbatim (its secret is already masked).
 //!
-//! `createPackage` and `downloadPackage` are not implemented yet (they answer 404).
+//! Import and export are one coordinator RPC each, which has agents copy every file
+//! agent to agent: they run on the coordinator client without a per-call deadline and are
+//! routed outside the metadata deadline. Per-file failures are reported in `data`.
 
 use axum::extract::State;
 use common::space::{Credential, MASK, ShardStore, Storage, validate_pair, validate_working_dir};
 use proto::coordinator::{
-    CreateUserSpaceRequest, DeleteUserSpaceRequest, GetUserSpaceRequest, TestUserSpaceRequest,
-    UpdateUserSpaceRequest, UserSpaceResponse,
+    CreateUserSpaceRequest, DeleteUserSpaceRequest, ExportPackageRequest, FileFailure,
+    GetUserSpaceRequest, ImportPackageRequest, TestUserSpaceRequest, UpdateUserSpaceRequest,
+    UserSpaceResponse,
 };
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::value::RawValue;
 
 use crate::error::{ApiError, ApiOk};
 use crate::extract::{ApiJson, ApiQuery};
+use crate::model::{PackageJson, required};
 use crate::routes::{require_id, require_name};
 use crate::state::AppState;
 
@@ -69,6 +75,65 @@ pub(crate) struct TestBody {
     credential: Credential,
     #[serde(rename = "workingDir", default, deserialize_with = "null_as_default")]
     working_dir: String,
+}
+
+/// Body of `POST /v1/userSpace/createPackage`.
+#[derive(Debug, Deserialize)]
+pub(crate) struct CreatePackageBody {
+    #[serde(rename = "userSpaceID")]
+    user_space_id: Option<u64>,
+    /// File or folder inside the space ("" = its root); the working dir is not prepended.
+    path: String,
+    #[serde(rename = "bucketID")]
+    bucket_id: Option<u64>,
+    name: String,
+    /// Space that receives the shards; absent, `null` or 0 = no preference.
+    #[serde(rename = "spaceAffinity")]
+    space_affinity: Option<u64>,
+}
+
+/// Body of `POST /v1/userSpace/downloadPackage`.
+#[derive(Debug, Deserialize)]
+pub(crate) struct DownloadPackageBody {
+    #[serde(rename = "userSpaceID")]
+    user_space_id: Option<u64>,
+    #[serde(rename = "packageID")]
+    package_id: Option<u64>,
+    /// Folder of the space that receives the files ("" = its root).
+    #[serde(rename = "rootPath")]
+    root_path: String,
+}
+
+/// One file that could not be imported or exported.
+#[derive(Debug, PartialEq, Eq, Serialize)]
+pub(crate) struct FailureJson {
+    path: String,
+    message: String,
+}
+
+impl From<FileFailure> for FailureJson {
+    fn from(f: FileFailure) -> Self {
+        FailureJson {
+            path: f.path,
+            message: f.message,
+        }
+    }
+}
+
+/// `data` of createPackage: the new package (as in the API document) plus the per-file
+/// results (our extension).
+#[derive(Debug, Serialize)]
+pub(crate) struct CreatePackageData {
+    package: PackageJson,
+    imported: u64,
+    failures: Vec<FailureJson>,
+}
+
+/// `data` of downloadPackage (the API document shows `null`; the counts are our extension).
+#[derive(Debug, Serialize)]
+pub(crate) struct DownloadPackageData {
+    exported: u64,
+    failures: Vec<FailureJson>,
 }
 
 /// `data` of create, get and update: the coordinator's JSON as it is.
@@ -133,6 +198,27 @@ fn user_space_data(resp: UserSpaceResponse) -> Result<UserSpaceData, ApiError> {
         )));
     }
     Ok(UserSpaceData { user_space: raw })
+}
+
+/// A path inside a space's storage, checked as the coordinator checks it: relative, no
+/// `.` or `..` segment, no `//`, no backslash; leading and trailing `/` are allowed ("" =
+/// the root). The error names `field`.
+fn check_space_path(field: &str, path: &str) -> Result<(), ApiError> {
+    let trimmed = path.trim_matches('/');
+    if trimmed.split('/').any(|s| s == "." || s == "..")
+        || trimmed.contains("//")
+        || path.contains('\\')
+    {
+        return Err(ApiError::bad_argument(format!(
+            "{field} {path:?} must not contain '.' or '..' segments, '//' or '\\'"
+        )));
+    }
+    if path.chars().any(char::is_control) {
+        return Err(ApiError::bad_argument(format!(
+            "{field} {path:?} contains a control character"
+        )));
+    }
+    Ok(())
 }
 
 /// Serialize a request part for the coordinator.
@@ -234,9 +320,78 @@ pub(crate) async fn test(
     Ok(ApiOk(()))
 }
 
+/// `POST /v1/userSpace/createPackage`: import the file or folder at `path` of the space
+/// into a new package of `bucketID`. Per-file failures do not fail the request.
+pub(crate) async fn create_package(
+    State(state): State<AppState>,
+    ApiJson(body): ApiJson<CreatePackageBody>,
+) -> Result<ApiOk<CreatePackageData>, ApiError> {
+    let user_space_id = require_id("userSpaceID", body.user_space_id)?;
+    let bucket_id = require_id("bucketID", body.bucket_id)?;
+    require_name("package", &body.name)?;
+    check_space_path("path", &body.path)?;
+    let resp = state
+        .bulk_coordinator()
+        .import_package(ImportPackageRequest {
+            user_space_id,
+            path: body.path,
+            bucket_id,
+            name: body.name,
+            space_affinity: body.space_affinity.unwrap_or(0),
+        })
+        .await?
+        .into_inner();
+    let package = required(resp.package, "package")?;
+    tracing::info!(
+        user_space_id,
+        bucket_id,
+        package_id = package.package_id,
+        imported = resp.imported,
+        failed = resp.failures.len(),
+        "package imported from user space"
+    );
+    Ok(ApiOk(CreatePackageData {
+        package: package.into(),
+        imported: resp.imported,
+        failures: resp.failures.into_iter().map(FailureJson::from).collect(),
+    }))
+}
+
+/// `POST /v1/userSpace/downloadPackage`: write every object of the package to
+/// `rootPath/<object path>` in the space. Per-file failures do not fail the request.
+pub(crate) async fn download_package(
+    State(state): State<AppState>,
+    ApiJson(body): ApiJson<DownloadPackageBody>,
+) -> Result<ApiOk<DownloadPackageData>, ApiError> {
+    let user_space_id = require_id("userSpaceID", body.user_space_id)?;
+    let package_id = require_id("packageID", body.package_id)?;
+    check_space_path("rootPath", &body.root_path)?;
+    let resp = state
+        .bulk_coordinator()
+        .export_package(ExportPackageRequest {
+            user_space_id,
+            package_id,
+            root_path: body.root_path,
+        })
+        .await?
+        .into_inner();
+    tracing::info!(
+        user_space_id,
+        package_id,
+        exported = resp.exported,
+        failed = resp.failures.len(),
+        "package exported to user space"
+    );
+    Ok(ApiOk(DownloadPackageData {
+        exported: resp.exported,
+        failures: resp.failures.into_iter().map(FailureJson::from).collect(),
+    }))
+}
+
 #[cfg(test)]
 mod tests {
     use common::ErrorCode;
+    use proto::coordinator as pb;
     use serde_json::{Value, json};
 
     use super::*;
@@ -836,22 +991,445 @@ mod tests {
         assert!(fx.coord().calls.is_empty(), "{:?}", fx.coord().calls);
     }
 
+    /// A Local user space and a bucket, created through the API; returns their ids.
+    async fn space_and_bucket(fx: &Fixture) -> (u64, u64) {
+        let local = r#"{"name": "disk", "storage": {"type": "Local", "path": "/srv/jcs"},
+            "credential": {"type": "Local"}}"#;
+        let (status, text) = send(fx, post_json("/v1/userSpace/create", local)).await;
+        assert_eq!(status, 200, "{text}");
+        let space = parse(&text)["data"]["userSpace"]["userSpaceID"]
+            .as_u64()
+            .unwrap();
+        let (status, text) = send(fx, post_json("/v1/bucket/create", r#"{"name": "b"}"#)).await;
+        assert_eq!(status, 200, "{text}");
+        let bucket = parse(&text)["data"]["bucket"]["bucketID"].as_u64().unwrap();
+        (space, bucket)
+    }
+
+    fn object_paths(fx: &Fixture, package_id: u64) -> Vec<String> {
+        fx.coord()
+            .objects
+            .values()
+            .filter(|o| o.package_id == package_id)
+            .map(|o| o.path.clone())
+            .collect()
+    }
+
     #[tokio::test]
-    async fn package_endpoints_are_not_implemented_yet() {
+    async fn create_package_imports_a_folder_or_a_file() {
         let fx = Fixture::start().await;
-        for path in [
-            "/v1/userSpace/createPackage",
-            "/v1/userSpace/downloadPackage",
-        ] {
-            let (status, text) = send(&fx, post_json(path, r#"{"userSpaceID": 1}"#)).await;
+        let (space, bucket) = space_and_bucket(&fx).await;
+        fx.put_space_file(space, "data/a.txt", b"alpha");
+        fx.put_space_file(space, "data/sub/b.bin", b"beta");
+        fx.put_space_file(space, "data/bad\\name", b"x");
+        fx.put_space_file(space, "other/c.txt", b"gamma");
+
+        let body = format!(
+            r#"{{"userSpaceID": {space}, "path": "/data/", "bucketID": {bucket},
+                "name": "imported", "spaceAffinity": 5}}"#
+        );
+        let (status, text) = send(&fx, post_json("/v1/userSpace/createPackage", &body)).await;
+        assert_eq!(status, 200, "{text}");
+        let package_id = parse(&text)["data"]["package"]["packageID"]
+            .as_u64()
+            .unwrap();
+        let golden = json!({"code": "OK", "message": "", "data": {
+            "package": {"packageID": package_id, "name": "imported", "bucketID": bucket,
+                        "createTime": "2025-06-24T08:31:28.514Z"},
+            "imported": 2,
+            "failures": [{"path": "bad\\name",
+                          "message": "path \"bad\\\\name\" contains a backslash; use '/' as separator"}],
+        }});
+        assert_eq!(parse(&text), golden);
+        // Keys in the documented order.
+        assert!(
+            text.starts_with(r#"{"code":"OK","message":"","data":{"package":{"packageID":"#),
+            "{text}"
+        );
+        assert!(
+            text.contains(r#""imported":2,"failures":[{"path":"#),
+            "{text}"
+        );
+        assert_eq!(object_paths(&fx, package_id), ["a.txt", "sub/b.bin"]);
+        let sent = fx.coord().imports[0].clone();
+        assert_eq!(
+            sent,
+            pb::ImportPackageRequest {
+                user_space_id: space,
+                path: "/data/".into(),
+                bucket_id: bucket,
+                name: "imported".into(),
+                space_affinity: 5,
+            }
+        );
+
+        // A single file: the object is named by the file's name; no affinity = 0.
+        for (name, affinity) in [("single", ""), ("single2", r#", "spaceAffinity": null"#)] {
+            let body = format!(
+                r#"{{"userSpaceID": {space}, "path": "data/sub/b.bin", "bucketID": {bucket},
+                    "name": "{name}"{affinity}}}"#
+            );
+            let (status, text) = send(&fx, post_json("/v1/userSpace/createPackage", &body)).await;
+            assert_eq!(status, 200, "{text}");
+            let data = &parse(&text)["data"];
             assert_eq!(
-                (status, parse(&text)),
-                (
-                    404,
-                    json!({"code": "DataNotFound", "message": format!("no such endpoint: POST {path}"), "data": null})
-                )
+                (&data["imported"], &data["failures"]),
+                (&json!(1), &json!([]))
+            );
+            let id = data["package"]["packageID"].as_u64().unwrap();
+            assert_eq!(object_paths(&fx, id), ["b.bin"]);
+            assert_eq!(fx.coord().imports.last().unwrap().space_affinity, 0);
+        }
+
+        // The whole space ("" = its root).
+        let body = format!(
+            r#"{{"userSpaceID": {space}, "path": "", "bucketID": {bucket}, "name": "all"}}"#
+        );
+        let (status, text) = send(&fx, post_json("/v1/userSpace/createPackage", &body)).await;
+        assert_eq!(status, 200, "{text}");
+        let data = &parse(&text)["data"];
+        assert_eq!(data["imported"], 3);
+        let id = data["package"]["packageID"].as_u64().unwrap();
+        assert_eq!(
+            object_paths(&fx, id),
+            ["data/a.txt", "data/sub/b.bin", "other/c.txt"]
+        );
+    }
+
+    #[tokio::test]
+    async fn create_package_errors_pass_through() {
+        let fx = Fixture::start().await;
+        let (space, bucket) = space_and_bucket(&fx).await;
+        fx.put_space_file(space, "d/a.txt", b"alpha");
+        let create = |space: u64, path: &str, bucket: u64, name: &str| {
+            post_json(
+                "/v1/userSpace/createPackage",
+                &format!(
+                    r#"{{"userSpaceID": {space}, "path": "{path}", "bucketID": {bucket}, "name": "{name}"}}"#
+                ),
+            )
+        };
+        let (status, _) = send(&fx, create(space, "d", bucket, "p")).await;
+        assert_eq!(status, 200);
+        let packages = fx.coord().packages.len();
+
+        let (status, text) = send(&fx, create(space, "d", bucket, "p")).await;
+        assert_eq!(
+            (status, parse(&text)),
+            (
+                409,
+                json!({"code": "DataExists", "message": "package \"p\" already exists", "data": null})
+            )
+        );
+        let (status, text) = send(&fx, create(space, "missing", bucket, "q")).await;
+        assert_eq!(
+            (status, parse(&text)),
+            (
+                404,
+                json!({"code": "DataNotFound", "message": format!("\"missing\" not found in user space {space}"), "data": null})
+            )
+        );
+        let (status, text) = send(&fx, create(space + 1000, "d", bucket, "q")).await;
+        assert_eq!(
+            (status, &parse(&text)["code"]),
+            (404, &json!("DataNotFound"))
+        );
+        let (status, text) = send(&fx, create(space, "d", bucket + 1000, "q")).await;
+        assert_eq!(
+            (status, &parse(&text)["code"]),
+            (404, &json!("DataNotFound"))
+        );
+        // Nothing was created by the refused imports.
+        assert_eq!(fx.coord().packages.len(), packages);
+
+        fx.coord()
+            .fail_rpc
+            .insert("import_package", ErrorCode::Unavailable);
+        let (status, text) = send(&fx, create(space, "d", bucket, "q")).await;
+        assert_eq!(
+            (status, parse(&text)),
+            (
+                503,
+                json!({"code": "OperationFailed", "message": "import_package failed by the test", "data": null})
+            )
+        );
+    }
+
+    #[tokio::test]
+    async fn download_package_exports_every_object() {
+        let fx = Fixture::start().await;
+        let (space, bucket) = space_and_bucket(&fx).await;
+        let (_, text) = send(
+            &fx,
+            post_json(
+                "/v1/package/create",
+                &format!(r#"{{"bucketID": {bucket}, "name": "p"}}"#),
+            ),
+        )
+        .await;
+        let package_id = parse(&text)["data"]["package"]["packageID"]
+            .as_u64()
+            .unwrap();
+        fx.seed(package_id, "a.txt", b"alpha");
+        fx.seed(package_id, "dir/b.bin", b"beta");
+        let mut unfinished = fx.seed(package_id, "mp.bin", b"");
+        unfinished.redundancy = MULTIPART.into();
+        fx.coord()
+            .objects
+            .insert((package_id, "mp.bin".into()), unfinished);
+
+        let body = format!(
+            r#"{{"userSpaceID": {space}, "packageID": {package_id}, "rootPath": "/out/"}}"#
+        );
+        let (status, text) = send(&fx, post_json("/v1/userSpace/downloadPackage", &body)).await;
+        assert_eq!(status, 200, "{text}");
+        assert_eq!(
+            text,
+            concat!(
+                r#"{"code":"OK","message":"","data":{"exported":2,"failures":[{"path":"mp.bin","#,
+                r#""message":"unfinished multipart upload: nothing to export"}]}}"#
+            )
+        );
+        assert_eq!(
+            fx.coord().exports[0],
+            pb::ExportPackageRequest {
+                user_space_id: space,
+                package_id,
+                root_path: "/out/".into(),
+            }
+        );
+        let files: Vec<(String, Vec<u8>)> = fx
+            .coord()
+            .space_files
+            .iter()
+            .map(|((_, path), content)| (path.clone(), content.clone()))
+            .collect();
+        assert_eq!(
+            files,
+            [
+                ("out/a.txt".to_owned(), b"alpha".to_vec()),
+                ("out/dir/b.bin".to_owned(), b"beta".to_vec()),
+            ]
+        );
+
+        // Round trip: import what was exported, then export it again at the root.
+        let import = format!(
+            r#"{{"userSpaceID": {space}, "path": "out", "bucketID": {bucket}, "name": "copy"}}"#
+        );
+        let (status, text) = send(&fx, post_json("/v1/userSpace/createPackage", &import)).await;
+        assert_eq!(status, 200, "{text}");
+        let copy = parse(&text)["data"]["package"]["packageID"]
+            .as_u64()
+            .unwrap();
+        let body = format!(r#"{{"userSpaceID": {space}, "packageID": {copy}, "rootPath": ""}}"#);
+        let (status, text) = send(&fx, post_json("/v1/userSpace/downloadPackage", &body)).await;
+        assert_eq!(
+            (status, parse(&text)["data"].clone()),
+            (200, json!({"exported": 2, "failures": []}))
+        );
+        assert_eq!(
+            fx.coord().space_files[&(space, "dir/b.bin".to_owned())],
+            b"beta"
+        );
+
+        let (status, text) = send(
+            &fx,
+            post_json(
+                "/v1/userSpace/downloadPackage",
+                &format!(r#"{{"userSpaceID": {space}, "packageID": 99999, "rootPath": ""}}"#),
+            ),
+        )
+        .await;
+        assert_eq!(
+            (status, parse(&text)),
+            (
+                404,
+                json!({"code": "DataNotFound", "message": "package 99999 not found", "data": null})
+            )
+        );
+        let (status, text) = send(
+            &fx,
+            post_json(
+                "/v1/userSpace/downloadPackage",
+                &format!(r#"{{"userSpaceID": 99999, "packageID": {package_id}, "rootPath": ""}}"#),
+            ),
+        )
+        .await;
+        assert_eq!(
+            (status, parse(&text)),
+            (
+                404,
+                json!({"code": "DataNotFound", "message": "user space 99999 not found", "data": null})
+            )
+        );
+        fx.coord()
+            .fail_rpc
+            .insert("export_package", ErrorCode::PermissionDenied);
+        let (status, text) = send(&fx, post_json("/v1/userSpace/downloadPackage", &body)).await;
+        assert_eq!(
+            (status, &parse(&text)["code"]),
+            (403, &json!("OperationFailed"))
+        );
+    }
+
+    #[tokio::test]
+    async fn package_transfer_input_is_checked_before_the_coordinator() {
+        let fx = Fixture::start().await;
+        let import = |edit: &dyn Fn(&mut Value)| {
+            let mut body = json!({"userSpaceID": 1, "path": "data", "bucketID": 2,
+                                  "name": "p", "spaceAffinity": 0});
+            edit(&mut body);
+            post_json("/v1/userSpace/createPackage", &body.to_string())
+        };
+        let export = |edit: &dyn Fn(&mut Value)| {
+            let mut body = json!({"userSpaceID": 1, "packageID": 2, "rootPath": "out"});
+            edit(&mut body);
+            post_json("/v1/userSpace/downloadPackage", &body.to_string())
+        };
+        let remove = |field: &'static str| {
+            move |b: &mut Value| {
+                b.as_object_mut().unwrap().remove(field);
+            }
+        };
+        let cases = [
+            (
+                import(&remove("userSpaceID")),
+                "missing field `userSpaceID`",
+            ),
+            (
+                import(&|b| b["userSpaceID"] = json!(0)),
+                "field `userSpaceID` must be a positive id (got 0)",
+            ),
+            (import(&remove("bucketID")), "missing field `bucketID`"),
+            (
+                import(&|b| b["bucketID"] = json!(0)),
+                "field `bucketID` must be a positive id (got 0)",
+            ),
+            (
+                import(&|b| b["bucketID"] = json!("2")),
+                "bucketID: invalid type: string \"2\"",
+            ),
+            (import(&remove("name")), "missing field `name`"),
+            (import(&|b| b["name"] = json!(" ")), "package name is empty"),
+            (
+                import(&|b| b["name"] = json!("a/b")),
+                "package name \"a/b\" contains '/'",
+            ),
+            (import(&remove("path")), "missing field `path`"),
+            (
+                import(&|b| b["path"] = json!("a/../b")),
+                "path \"a/../b\" must not contain",
+            ),
+            (
+                import(&|b| b["path"] = json!("..")),
+                "path \"..\" must not contain",
+            ),
+            (
+                import(&|b| b["path"] = json!("/./x")),
+                "path \"/./x\" must not contain",
+            ),
+            (
+                import(&|b| b["path"] = json!("a\\b")),
+                "path \"a\\\\b\" must not contain",
+            ),
+            (
+                import(&|b| b["path"] = json!("a//b")),
+                "path \"a//b\" must not contain",
+            ),
+            (
+                import(&|b| b["path"] = json!("a\nb")),
+                "path \"a\\nb\" contains a control character",
+            ),
+            (
+                import(&|b| b["spaceAffinity"] = json!(-1)),
+                "spaceAffinity: invalid value: integer `-1`",
+            ),
+            (
+                export(&remove("userSpaceID")),
+                "missing field `userSpaceID`",
+            ),
+            (
+                export(&|b| b["userSpaceID"] = json!(0)),
+                "field `userSpaceID` must be a positive id (got 0)",
+            ),
+            (export(&remove("packageID")), "missing field `packageID`"),
+            (
+                export(&|b| b["packageID"] = json!(0)),
+                "field `packageID` must be a positive id (got 0)",
+            ),
+            (export(&remove("rootPath")), "missing field `rootPath`"),
+            (
+                export(&|b| b["rootPath"] = json!("out/..")),
+                "rootPath \"out/..\" must not contain",
+            ),
+            (
+                export(&|b| b["rootPath"] = json!("C:\\out")),
+                "rootPath \"C:\\\\out\" must not contain",
+            ),
+            (
+                post_json("/v1/userSpace/downloadPackage", ""),
+                "invalid request body: it is empty",
+            ),
+        ];
+        for (req, needle) in cases {
+            let (status, text) = send(&fx, req).await;
+            let body = parse(&text);
+            assert_eq!(status, 400, "{body}");
+            assert_eq!(body["code"], "BadArgument");
+            assert_eq!(body["data"], Value::Null);
+            let message = body["message"].as_str().unwrap();
+            assert!(
+                message.contains(needle),
+                "{message:?} does not contain {needle:?}"
             );
         }
+        assert!(fx.coord().calls.is_empty(), "{:?}", fx.coord().calls);
+        // Leading and trailing '/' and names with dots are fine.
+        for path in ["/", "/a/b/", "a/.hidden/x..y"] {
+            assert_eq!(check_space_path("path", path), Ok(()), "{path}");
+        }
+    }
+
+    /// Import and export copy whole packages: neither the metadata deadline nor the
+    /// coordinator channel's per-call deadline applies to them.
+    #[tokio::test]
+    async fn package_transfers_outlive_the_request_timeout() {
+        let fx = Fixture::start().await;
+        let (space, bucket) = space_and_bucket(&fx).await;
+        fx.put_space_file(space, "d/a.txt", b"alpha");
+        let gateway = crate::Gateway::build(crate::GatewayConfig {
+            request_timeout: std::time::Duration::from_millis(50),
+            ..fx.state.config().clone()
+        })
+        .unwrap();
+        fx.coord().transfer_delay = Some(std::time::Duration::from_millis(300));
+        let import = format!(
+            r#"{{"userSpaceID": {space}, "path": "d", "bucketID": {bucket}, "name": "slow"}}"#
+        );
+        let (status, body) = json(
+            call(
+                gateway.router(),
+                post_json("/v1/userSpace/createPackage", &import),
+            )
+            .await,
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+        let package_id = body["data"]["package"]["packageID"].as_u64().unwrap();
+        let export =
+            format!(r#"{{"userSpaceID": {space}, "packageID": {package_id}, "rootPath": "e"}}"#);
+        let (status, body) = json(
+            call(
+                gateway.router(),
+                post_json("/v1/userSpace/downloadPackage", &export),
+            )
+            .await,
+        )
+        .await;
+        assert_eq!(
+            (status, &body["data"]),
+            (200, &json!({"exported": 1, "failures": []}))
+        );
     }
 
     #[test]
