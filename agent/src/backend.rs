@@ -14,6 +14,7 @@ use proto::common::SpaceSpec;
 use snafu::ResultExt;
 
 use crate::error::{InvalidSpecSnafu, LocalRootSnafu, OpenStorageSnafu, Result};
+use crate::files::FileRoot;
 use crate::store::{Locations, SpaceStore, StoreOptions};
 
 /// Region used for S3 when the storage names none (the signature needs one; S3-compatible
@@ -214,10 +215,13 @@ pub fn parse_spec(spec: &SpaceSpec) -> Result<(Storage, Credential)> {
 }
 
 /// The store serving API space `spec`: parse, build the operator (blocking for `Local`: call
-/// from `spawn_blocking`) and attach the shared state of its location.
+/// from `spawn_blocking`) and attach the shared state of its location. Its files (package
+/// import/export) get an operator of their own on the storage root (no working dir).
 pub fn spec_store(spec: &SpaceSpec, locations: &Locations) -> Result<SpaceStore> {
     let (storage, credential) = parse_spec(spec)?;
     let op = operator(&storage, &credential, &spec.working_dir)?;
+    // Package import/export address the storage root, working dir not prepended.
+    let root_op = operator(&storage, &credential, "")?;
     let local = local_root(&storage, &spec.working_dir);
     let shared = locations.get(&location_key(&storage, &spec.working_dir));
     let name = if spec.name.is_empty() {
@@ -235,6 +239,7 @@ pub fn spec_store(spec: &SpaceSpec, locations: &Locations) -> Result<SpaceStore>
         },
         shared,
     )
+    .with_files(FileRoot::new(root_op, &spec.working_dir))
     .with_id(SpaceId(spec.space_id)))
 }
 

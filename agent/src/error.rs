@@ -203,6 +203,78 @@ pub enum Error {
     #[snafu(display("offset {offset} is past the end of the shard ({size} bytes)"))]
     RangeOutOfBounds { offset: u64, size: u64 },
 
+    /// A ticket's `file_path` is not a relative path inside the storage.
+    #[snafu(display("invalid file path {path:?}: {reason}"))]
+    InvalidFilePath { path: String, reason: &'static str },
+
+    /// Nothing exists at a file path of a space.
+    #[snafu(display("path {path:?} does not exist in {space}"))]
+    FileNotFound { path: String, space: String },
+
+    /// A file path names something that is not a regular file (a directory).
+    #[snafu(display("path {path:?} of {space} is not a regular file"))]
+    NotAFile { path: String, space: String },
+
+    /// A file path names the space's own shard store (`<working_dir>/shards` or `/tmp`).
+    #[snafu(display("path {path:?} of {space} belongs to its shard store and cannot be written"))]
+    ReservedPath { path: String, space: String },
+
+    /// Listing the files below a path failed.
+    #[snafu(display("failed to list files under {path:?}"))]
+    ListFiles {
+        path: String,
+        source: opendal::Error,
+    },
+
+    /// Stating or reading a file failed.
+    #[snafu(display("failed to read file {path:?}"))]
+    ReadFile {
+        path: String,
+        source: opendal::Error,
+    },
+
+    /// Writing a file (temp file, rename, cleanup) failed.
+    #[snafu(display("failed to write file {path:?}"))]
+    WriteFile {
+        path: String,
+        source: opendal::Error,
+    },
+
+    /// A file shrank while being read.
+    #[snafu(display(
+        "file {path:?} changed while being read: it ended at {at} of {expected} bytes"
+    ))]
+    FileChanged {
+        path: String,
+        at: u64,
+        expected: u64,
+    },
+
+    /// The bytes of an export did not have the expected size or SHA-256; nothing was
+    /// written.
+    #[snafu(display(
+        "content of {path:?} in {space} did not match: {detail}; the file was not written"
+    ))]
+    ContentMismatch {
+        path: String,
+        space: String,
+        detail: String,
+    },
+
+    /// A file transfer was stopped (agent shutting down or caller gone); nothing was
+    /// written.
+    #[snafu(display("file transfer interrupted; nothing was written"))]
+    TransferInterrupted,
+
+    /// Another agent (the destination of an import, the source of an export) refused or
+    /// failed; its code is kept.
+    #[snafu(display("{role} agent {address}"))]
+    RemoteAgent {
+        role: &'static str,
+        address: String,
+        source: client::Error,
+    },
+
     /// Building the coordinator client failed.
     #[snafu(display("failed to build coordinator client"))]
     CoordinatorClient { source: client::Error },
@@ -306,6 +378,17 @@ impl CodedError for Error {
             Error::DeleteShard { source, .. } => storage_code(source),
             Error::Interrupted => ErrorCode::Unavailable,
             Error::RangeOutOfBounds { .. } => ErrorCode::BadArgument,
+            Error::InvalidFilePath { .. } => ErrorCode::BadArgument,
+            Error::FileNotFound { .. } => ErrorCode::NotFound,
+            Error::NotAFile { .. } => ErrorCode::BadArgument,
+            Error::ReservedPath { .. } => ErrorCode::BadArgument,
+            Error::ListFiles { source, .. } => storage_code(source),
+            Error::ReadFile { source, .. } => storage_code(source),
+            Error::WriteFile { source, .. } => storage_code(source),
+            Error::FileChanged { .. } => ErrorCode::Conflict,
+            Error::ContentMismatch { .. } => ErrorCode::BadArgument,
+            Error::TransferInterrupted => ErrorCode::Unavailable,
+            Error::RemoteAgent { source, .. } => source.code(),
             Error::CoordinatorClient { source } => source.code(),
             Error::Register { source } => source.code(),
             Error::ListenerAddress { .. } => ErrorCode::Internal,

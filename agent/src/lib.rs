@@ -9,6 +9,7 @@
 pub mod backend;
 pub mod config;
 pub mod error;
+pub mod files;
 pub mod heartbeat;
 pub mod probe;
 pub mod registry;

@@ -4,17 +4,18 @@
 
 use common::SpaceId;
 use common::secret::Secret;
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 use prost::Message;
 use proto::agent::agent_service_server::AgentService;
 use proto::agent::put_shard_request::Msg;
 use proto::agent::{
-    Chunk, ConcatShardsRequest, DeleteShardRequest, DeleteShardResponse, GetShardRequest,
+    Chunk, ConcatShardsRequest, DeleteShardRequest, DeleteShardResponse, ExportFileRequest,
+    ExportFileResponse, FileInfo, Finish, GetShardRequest, ImportFileRequest, ListFilesRequest,
     ListShardsRequest, PutShardRequest, PutShardResponse, ShardInfo, TestStorageRequest,
     TestStorageResponse,
 };
-use proto::common::TicketBody;
 use proto::common::ticket_body::Kind;
+use proto::common::{Ticket, TicketBody};
 use sha2::{Digest, Sha256};
 use snafu::{ResultExt, ensure};
 use tokio::sync::mpsc;
@@ -25,9 +26,10 @@ use tracing::debug;
 
 use crate::error::{
     BadRequestSnafu, BadTicketSnafu, ChunkTooLargeSnafu, Error, InvalidShardHashSnafu,
-    NoShardStoreSnafu, ReceivePutSnafu, Result, ShardTooLargeSnafu, ShuttingDownSnafu,
-    StreamAbortedSnafu, WriterTaskSnafu,
+    NoShardStoreSnafu, ReceivePutSnafu, RemoteAgentSnafu, Result, ShardTooLargeSnafu,
+    ShuttingDownSnafu, StreamAbortedSnafu, WriterTaskSnafu,
 };
+use crate::files::{self, FileEntry, FileStream};
 use crate::registry::SpaceRegistry;
 use crate::store::{PutItem, ShardEntry, SpaceStore, Stored, is_valid_hash};
 use crate::{probe, ticket};
@@ -38,12 +40,19 @@ const PUT_CHANNEL_CAPACITY: usize = 4;
 const GET_CHANNEL_CAPACITY: usize = 4;
 /// Shard entries listed ahead of the gRPC response stream.
 const LIST_CHANNEL_CAPACITY: usize = 16;
+/// Messages read ahead of an import's PutShard stream to the destination agent.
+const IMPORT_CHANNEL_CAPACITY: usize = 4;
+/// Connect timeout towards other agents (import destinations, export sources). Calls
+/// themselves are streams without a deadline.
+const AGENT_CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// gRPC face of the agent.
 pub struct AgentGrpc {
     secret: Secret,
     spaces: SpaceRegistry,
     shutdown: CancellationToken,
+    /// Clients of other agents (and of this one), for ImportFile / ExportFile.
+    agents: client::AgentPool,
 }
 
 impl AgentGrpc {
@@ -54,7 +63,24 @@ impl AgentGrpc {
             secret,
             spaces,
             shutdown,
+            agents: client::AgentPool::new(client::ChannelOptions {
+                connect_timeout: AGENT_CONNECT_TIMEOUT,
+                request_timeout: None,
+            }),
         }
+    }
+
+    /// Client of the agent at `address` (`role`: how messages name it).
+    fn agent(&self, role: &'static str, address: &str) -> Result<client::AgentClient> {
+        ensure!(
+            !address.trim().is_empty(),
+            BadRequestSnafu {
+                message: format!("the {role} agent address is missing"),
+            }
+        );
+        self.agents
+            .get(address)
+            .context(RemoteAgentSnafu { role, address })
     }
 
     /// The store serving the ticket's space, refreshing the agent's spaces first when the
@@ -175,6 +201,113 @@ impl AgentGrpc {
         Ok(stored)
     }
 
+    /// ImportFile: stream file `file_path` of the read ticket's space into the
+    /// destination agent's PutShard (ticket, data, then `finish` only when the whole file
+    /// was read) and return its answer.
+    async fn import(&self, req: ImportFileRequest) -> Result<PutShardResponse> {
+        let now = common::time::now_ms();
+        let body = ticket::verify(&self.secret, req.read_ticket.as_ref(), Kind::ReadFile, now)?;
+        // The destination checks the put ticket too; checking it here refuses a wrong one
+        // before any byte is read.
+        let Some(put_ticket) = req.put_ticket else {
+            return BadTicketSnafu {
+                reason: "put_ticket is missing",
+            }
+            .fail();
+        };
+        ticket::verify(&self.secret, Some(&put_ticket), Kind::Put, now)?;
+        let path = files::check_path(&body.file_path, false)?;
+        let address = req.dest_agent_address.as_str();
+        let mut dest = self.agent("destination", address)?;
+        let store = self.store(&body).await?;
+        // A missing file fails here, before the destination is contacted.
+        let (size, chunks) = store.files().read(path).await?;
+
+        let stored = put_to(&mut dest, address, put_ticket, chunks, &self.shutdown).await?;
+        debug!(
+            space_id = body.space_id,
+            path,
+            size,
+            dest = address,
+            hash = %stored.sha256,
+            "file imported"
+        );
+        Ok(stored)
+    }
+
+    /// ExportFile: read shard `get_ticket.shard_hash` from the source agent's GetShard and
+    /// write it atomically as file `file_path` of the write ticket's space, checked against
+    /// `size` and `sha256`.
+    async fn export(&self, req: ExportFileRequest) -> Result<u64> {
+        let now = common::time::now_ms();
+        let body = ticket::verify(
+            &self.secret,
+            req.write_ticket.as_ref(),
+            Kind::WriteFile,
+            now,
+        )?;
+        let Some(get_ticket) = req.get_ticket else {
+            return BadTicketSnafu {
+                reason: "get_ticket is missing",
+            }
+            .fail();
+        };
+        let get = ticket::verify(&self.secret, Some(&get_ticket), Kind::Get, now)?;
+        ensure!(
+            is_valid_hash(&req.sha256),
+            InvalidShardHashSnafu {
+                hash: req.sha256.clone(),
+            }
+        );
+        ensure!(
+            get.shard_hash == req.sha256,
+            BadRequestSnafu {
+                message: format!(
+                    "the get ticket is for shard {:?}, not for sha256 {}",
+                    get.shard_hash, req.sha256
+                ),
+            }
+        );
+        let path = files::check_path(&body.file_path, false)?.to_owned();
+        let address = req.source_agent_address;
+        let mut source = self.agent("source", &address)?;
+        let files = self.store(&body).await?.files();
+        files.check_writable(&path).await?;
+
+        // Runs as its own task so that an interrupted write (shutdown, client gone: the
+        // guard cancels it) still aborts the upload and removes its temp file.
+        let cancel = self.shutdown.child_token();
+        let _cancel_on_drop = cancel.clone().drop_guard();
+        let (size, sha256) = (req.size, req.sha256);
+        let written = tokio::spawn(async move {
+            let remote = |status: Status| Error::RemoteAgent {
+                role: "source",
+                address: address.clone(),
+                source: client::Error::from(status),
+            };
+            let request = GetShardRequest {
+                ticket: Some(get_ticket),
+                offset: 0,
+                length: 0,
+            };
+            let chunks = tokio::select! {
+                () = cancel.cancelled() => return Err(Error::TransferInterrupted),
+                answer = source.get_shard(request) => answer.map_err(remote)?.into_inner(),
+            };
+            let chunks = chunks.map_ok(|chunk| chunk.data).map_err(remote);
+            files.write(&path, chunks, size, &sha256, &cancel).await
+        })
+        .await
+        .context(WriterTaskSnafu)??;
+        debug!(
+            space_id = body.space_id,
+            path = %body.file_path,
+            size = written,
+            "file exported"
+        );
+        Ok(written)
+    }
+
     async fn delete(&self, req: DeleteShardRequest) -> Result<bool> {
         let body = ticket::verify(
             &self.secret,
@@ -234,6 +367,64 @@ where
         });
     }
     Ok(ReceiverStream::new(rx))
+}
+
+/// Send a shard to the PutShard of `dest` (at `address`): `ticket`, the data of `chunks`,
+/// then `finish` — only when every chunk was read, so a read error stores nothing there
+/// (that error is returned, not the destination's "ended without finish"). The
+/// destination's own refusal comes back as `RemoteAgent` with its code.
+async fn put_to(
+    dest: &mut client::AgentClient,
+    address: &str,
+    ticket: Ticket,
+    mut chunks: FileStream,
+    shutdown: &CancellationToken,
+) -> Result<PutShardResponse> {
+    let (tx, rx) = mpsc::channel(IMPORT_CHANNEL_CAPACITY);
+    let feed = async move {
+        let send = |msg| PutShardRequest { msg: Some(msg) };
+        if tx.send(send(Msg::Ticket(ticket))).await.is_err() {
+            return Ok(());
+        }
+        while let Some(data) = chunks.try_next().await? {
+            // The destination stopped early: its answer says why.
+            if tx.send(send(Msg::Data(data))).await.is_err() {
+                return Ok(());
+            }
+        }
+        let _ = tx.send(send(Msg::Finish(Finish {}))).await;
+        Ok::<(), Error>(())
+        // `tx` drops here, ending the stream: after `finish`, or without it.
+    };
+    let call = dest.put_shard(ReceiverStream::new(rx));
+    tokio::pin!(feed, call);
+    let mut fed = None;
+    let answer = loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return ShuttingDownSnafu.fail(),
+            answer = &mut call => break answer,
+            done = &mut feed, if fed.is_none() => fed = Some(done),
+        }
+    };
+    if let Some(Err(err)) = fed {
+        return Err(err);
+    }
+    Ok(answer
+        .map_err(client::Error::from)
+        .context(RemoteAgentSnafu {
+            role: "destination",
+            address,
+        })?
+        .into_inner())
+}
+
+fn file_info(entry: FileEntry) -> FileInfo {
+    FileInfo {
+        path: entry.path,
+        size: entry.size,
+        modified_ms: entry.modified_ms,
+        full_path: entry.full_path,
+    }
 }
 
 fn shard_info(entry: ShardEntry) -> ShardInfo {
@@ -390,5 +581,166 @@ impl AgentService for AgentGrpc {
     ) -> Result<Response<TestStorageResponse>, Status> {
         self.test_storage(request.into_inner()).await?;
         Ok(Response::new(TestStorageResponse {}))
+    }
+
+    type ListFilesStream = ReceiverStream<Result<FileInfo, Status>>;
+
+    async fn list_files(
+        &self,
+        request: Request<ListFilesRequest>,
+    ) -> Result<Response<Self::ListFilesStream>, Status> {
+        let req = request.into_inner();
+        let body = ticket::verify(
+            &self.secret,
+            req.ticket.as_ref(),
+            Kind::ListFiles,
+            common::time::now_ms(),
+        )?;
+        let path = files::check_path(&body.file_path, true)?;
+        let store = self.store(&body).await?;
+        let listing = store.files().list(path).await?;
+        let stream = respond_with(
+            listing,
+            LIST_CHANNEL_CAPACITY,
+            self.shutdown.clone(),
+            file_info,
+        )
+        .await?;
+        Ok(Response::new(stream))
+    }
+
+    async fn import_file(
+        &self,
+        request: Request<ImportFileRequest>,
+    ) -> Result<Response<PutShardResponse>, Status> {
+        let stored = self.import(request.into_inner()).await?;
+        Ok(Response::new(stored))
+    }
+
+    async fn export_file(
+        &self,
+        request: Request<ExportFileRequest>,
+    ) -> Result<Response<ExportFileResponse>, Status> {
+        let size = self.export(request.into_inner()).await?;
+        Ok(Response::new(ExportFileResponse { size }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use bytes::Bytes;
+    use common::{CodedError, ErrorCode};
+    use proto::agent::agent_service_server::AgentServiceServer;
+    use tonic::transport::Server;
+    use tonic::transport::server::TcpIncoming;
+
+    use super::*;
+    use crate::registry::{Served, Snapshot};
+
+    /// A real agent service on a loopback port serving space 1 from `dir`; returns its
+    /// address, a PUT ticket for space 1 and the store.
+    async fn serve(
+        dir: &tempfile::TempDir,
+        shutdown: &CancellationToken,
+    ) -> (String, Ticket, SpaceStore) {
+        let secret = Secret::new("test-secret");
+        let store = SpaceStore::open_local("one", &dir.path().join("space")).unwrap();
+        let registry = SpaceRegistry::default();
+        registry.set(Snapshot {
+            spaces: HashMap::from([(
+                SpaceId(1),
+                Served {
+                    store: store.clone(),
+                    revision: None,
+                },
+            )]),
+            broken: HashMap::new(),
+        });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let address = listener.local_addr().unwrap().to_string();
+        let service =
+            AgentServiceServer::new(AgentGrpc::new(secret.clone(), registry, shutdown.clone()));
+        tokio::spawn(
+            Server::builder()
+                .add_service(service)
+                .serve_with_incoming_shutdown(
+                    TcpIncoming::from(listener),
+                    shutdown.clone().cancelled_owned(),
+                ),
+        );
+        let body = TicketBody {
+            kind: Kind::Put as i32,
+            space_id: 1,
+            expires_at_ms: common::time::now_ms() + 60_000,
+            ..TicketBody::default()
+        }
+        .encode_to_vec();
+        let ticket = Ticket {
+            signature: common::ticket::sign(&secret, &body),
+            body,
+        };
+        (address, ticket, store)
+    }
+
+    fn files_under(dir: &std::path::Path) -> usize {
+        let Ok(rd) = std::fs::read_dir(dir) else {
+            return 0;
+        };
+        rd.map(|e| {
+            let p = e.unwrap().path();
+            if p.is_dir() { files_under(&p) } else { 1 }
+        })
+        .sum()
+    }
+
+    #[tokio::test]
+    async fn a_read_error_never_sends_finish() {
+        let dir = tempfile::tempdir().unwrap();
+        let shutdown = CancellationToken::new();
+        let (address, ticket, store) = serve(&dir, &shutdown).await;
+        let mut dest = client::agent(&address, &client::ChannelOptions::default()).unwrap();
+        let root = store.local_root().unwrap().to_owned();
+
+        let chunk = Bytes::from(vec![7u8; proto::CHUNK_SIZE]);
+        let good: FileStream = Box::pin(futures::stream::iter(vec![
+            Ok(chunk.clone()),
+            Ok(chunk.clone()),
+        ]));
+        let stored = put_to(&mut dest, &address, ticket.clone(), good, &shutdown)
+            .await
+            .unwrap();
+        assert_eq!(stored.size, 2 * proto::CHUNK_SIZE as u64);
+        assert_eq!(files_under(&root.join("shards")), 1);
+
+        // Two chunks, then the file turns out shorter than stated.
+        let failing: FileStream = Box::pin(futures::stream::iter(vec![
+            Ok(chunk.clone()),
+            Ok(Bytes::from_static(b"more")),
+            Err(Error::FileChanged {
+                path: "f".into(),
+                at: 5,
+                expected: 9,
+            }),
+        ]));
+        let err = put_to(&mut dest, &address, ticket.clone(), failing, &shutdown)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::FileChanged { .. }), "{err}");
+        assert_eq!(files_under(&root.join("shards")), 1);
+        assert_eq!(files_under(&root.join("tmp")), 0);
+
+        // The destination's refusal keeps its code (here: a ticket that does not verify).
+        let mut bad_ticket = ticket.clone();
+        bad_ticket.signature[0] ^= 1;
+        let one: FileStream = Box::pin(futures::stream::iter(vec![Ok(chunk)]));
+        let err = put_to(&mut dest, &address, bad_ticket, one, &shutdown)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::RemoteAgent { .. }), "{err}");
+        assert_eq!(err.code(), ErrorCode::Unauthenticated);
+        assert!(err.to_string().contains(&address), "{err}");
+        shutdown.cancel();
     }
 }

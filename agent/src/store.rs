@@ -33,6 +33,7 @@ use crate::error::{
     ShardNotFoundSnafu, ShardTooLargeSnafu, ShardTruncatedSnafu, SpaceFullSnafu, SpacePathSnafu,
     StreamAbortedSnafu, TouchShardSnafu, TouchTaskSnafu, WriteShardSnafu,
 };
+use crate::files::FileRoot;
 
 /// Chunks at least this large are hashed on the blocking pool; smaller ones inline
 /// (64 KiB hash in about 30 µs, well inside the runtime's budget).
@@ -203,6 +204,8 @@ pub struct SpaceStore {
     finalize: Finalize,
     options: StoreOptions,
     shared: Arc<Shared>,
+    /// The storage root without the working dir (package import/export).
+    files: Arc<FileRoot>,
 }
 
 impl SpaceStore {
@@ -265,12 +268,28 @@ impl SpaceStore {
         SpaceStore {
             name: name.to_owned(),
             id: None,
+            files: Arc::new(FileRoot::new(op.clone(), "")),
             op,
             local_root,
             finalize,
             options,
             shared: shared.0,
         }
+    }
+
+    /// The same store, whose files (ListFiles / ImportFile / ExportFile) are those of
+    /// `files` rather than of the store's own root. Needed when the store's root is a
+    /// working dir inside the storage; a store built by [`SpaceStore::new`] treats its
+    /// root as the storage root (declared `Local` spaces: the configured directory).
+    pub fn with_files(mut self, files: FileRoot) -> SpaceStore {
+        self.files = Arc::new(files);
+        self
+    }
+
+    /// The plain files of the space's storage (root without the working dir), named like
+    /// the space in messages.
+    pub fn files(&self) -> FileRoot {
+        FileRoot::clone(&self.files).with_label(self.label())
     }
 
     /// The same store, known by space id `id` (used in messages).
@@ -910,7 +929,7 @@ async fn read_next(mut st: ReadState) -> Result<Option<(Bytes, ReadState)>> {
 }
 
 /// Feed `data` to `hasher`, on the blocking pool unless the chunk is small.
-async fn hash_chunk(mut hasher: Sha256, data: Bytes) -> Result<Sha256> {
+pub(crate) async fn hash_chunk(mut hasher: Sha256, data: Bytes) -> Result<Sha256> {
     if data.len() < INLINE_HASH_LIMIT {
         hasher.update(&data);
         return Ok(hasher);

@@ -2,7 +2,9 @@
 //! back to the coordinator). Pure functions of the ticket, the secret and the clock.
 //!
 //! Kinds by RPC: PutShard `PUT`, GetShard `GET`, ConcatShards `CONCAT`, ListShards `LIST`,
-//! DeleteShard `DELETE`, TestStorage `TEST`. A ticket is good for exactly its own kind.
+//! DeleteShard `DELETE`, TestStorage `TEST`, ListFiles `LIST_FILES`, ImportFile
+//! `READ_FILE` (+ the destination's `PUT`), ExportFile `WRITE_FILE` (+ the source's `GET`).
+//! A ticket is good for exactly its own kind.
 
 use common::secret::Secret;
 use prost::Message;
@@ -85,6 +87,7 @@ mod tests {
             source_hashes: vec![],
             not_modified_since_ms: 0,
             space_revision: 1,
+            file_path: String::new(),
         }
     }
 
@@ -149,6 +152,9 @@ mod tests {
             Kind::List,
             Kind::Delete,
             Kind::Test,
+            Kind::ListFiles,
+            Kind::ReadFile,
+            Kind::WriteFile,
         ];
         for ticket_kind in kinds {
             let t = sign(&s, &body(ticket_kind, 2000));

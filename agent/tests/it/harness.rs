@@ -221,6 +221,18 @@ impl CoordinatorService for FakeCoordinator {
     ) -> Result<Response<Empty>, Status> {
         unimplemented()
     }
+    async fn import_package(
+        &self,
+        _: Request<ImportPackageRequest>,
+    ) -> Result<Response<ImportPackageResponse>, Status> {
+        unimplemented()
+    }
+    async fn export_package(
+        &self,
+        _: Request<ExportPackageRequest>,
+    ) -> Result<Response<ExportPackageResponse>, Status> {
+        unimplemented()
+    }
     async fn register_agent(
         &self,
         request: Request<RegisterAgentRequest>,
@@ -294,9 +306,15 @@ impl TestAgent {
 
     /// Start an agent against `fake` and wait until it has registered.
     pub async fn start_fake(fake: FakeCoordinator) -> TestAgent {
+        TestAgent::start_fake_with_secret(fake, Secret::random()).await
+    }
+
+    /// Start an agent with cluster secret `secret` (agents exchanging tickets share one)
+    /// against `fake` and wait until it has registered.
+    pub async fn start_fake_with_secret(fake: FakeCoordinator, secret: Secret) -> TestAgent {
         let shutdown = CancellationToken::new();
         let coordinator = spawn_coordinator(fake.clone(), shutdown.child_token()).await;
-        let agent = TestAgent::start_with(coordinator, fake, shutdown).await;
+        let agent = TestAgent::start_with_secret(coordinator, fake, shutdown, secret).await;
         let mut reg = agent.registration.clone();
         let registered = common::testing::wait_until(Duration::from_secs(10), || {
             let done = reg.borrow_and_update().is_some();
@@ -316,10 +334,20 @@ impl TestAgent {
         fake: FakeCoordinator,
         shutdown: CancellationToken,
     ) -> TestAgent {
+        TestAgent::start_with_secret(coordinator, fake, shutdown, Secret::random()).await
+    }
+
+    /// Start an agent with `secret` pointed at `coordinator` without waiting for
+    /// registration.
+    pub async fn start_with_secret(
+        coordinator: String,
+        fake: FakeCoordinator,
+        shutdown: CancellationToken,
+        secret: Secret,
+    ) -> TestAgent {
         common::testing::init_logging();
         let dir = tempfile::tempdir().unwrap();
         let space_dir = dir.path().join("space");
-        let secret = Secret::random();
         let config = AgentConfig {
             name: "agent-test".into(),
             coordinator,

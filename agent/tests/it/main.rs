@@ -4,6 +4,7 @@
 // Test-only binary: helpers outside `#[test]` fns may panic on broken fixtures.
 #![allow(clippy::unwrap_used)]
 
+mod files;
 mod grpc;
 mod harness;
 mod s3;

@@ -273,3 +273,108 @@ async fn local_api_space_and_max_size() {
     }
     c.shutdown().await;
 }
+
+/// The walk-through of docs/user-spaces.md: a Local and an S3 space, tested; objects
+/// uploaded with affinity to S3; the package exported to the Local space and imported back.
+#[tokio::test]
+async fn export_to_local_and_import_back() {
+    let c = TestCluster::builder().build().await.unwrap();
+    let api = c.api();
+    let s3 = S3Server::start(&c.scratch("s3"), &["jcs-bucket"]).await;
+    let local_dir = c.scratch("exchange");
+    let local = json!({
+        "name": "exchange",
+        "storage": {"type": "Local", "location": "agent-0", "path": local_dir.to_str().unwrap()},
+        "credential": {"type": "Local"},
+        "shardStore": null,
+        "workingDir": ""
+    });
+    Api::ok(api.post("/v1/userSpace/test", json!({"storage": local["storage"], "credential": local["credential"], "workingDir": ""})).await);
+    let local_id = create(api, local).await["userSpaceID"].as_u64().unwrap();
+    let s3_id = create(
+        api,
+        s3_body("cloud", &s3, "jcs-bucket", SECRET_KEY, Some(0)),
+    )
+    .await["userSpaceID"]
+        .as_u64()
+        .unwrap();
+
+    let bucket = api.create_bucket("b").await;
+    let p = api.create_package(bucket, "original").await;
+    let files: Vec<(String, Vec<u8>)> = vec![
+        ("a.txt".into(), b"alpha".to_vec()),
+        ("dir/b.bin".into(), data(7, 1_500_000)),
+        ("dir/sub/c.bin".into(), data(8, 10)),
+        ("empty".into(), Vec::new()),
+    ];
+    let refs: Vec<(&str, Vec<u8>)> = files.iter().map(|(p, d)| (p.as_str(), d.clone())).collect();
+    upload_to(api, p, s3_id, &refs).await;
+
+    // Export into the Local space, then check the files on disk.
+    let d = Api::ok(
+        api.post(
+            "/v1/userSpace/downloadPackage",
+            json!({"userSpaceID": local_id, "packageID": p, "rootPath": "export/v1"}),
+        )
+        .await,
+    );
+    assert_eq!(d["exported"], files.len(), "{d}");
+    for (path, content) in &files {
+        let on_disk = std::fs::read(local_dir.join("export/v1").join(path)).unwrap();
+        assert_eq!(&on_disk, content, "{path}");
+    }
+
+    // A file whose name is not a valid object path is reported, not fatal.
+    std::fs::write(local_dir.join("export/v1/bad\\name"), b"x").unwrap();
+    // Import the exported tree back as a new package with shards in S3.
+    let d = Api::ok(
+        api.post(
+            "/v1/userSpace/createPackage",
+            json!({"userSpaceID": local_id, "path": "export/v1", "bucketID": bucket, "name": "reimported", "spaceAffinity": s3_id}),
+        )
+        .await,
+    );
+    let p2 = d["package"]["packageID"].as_u64().unwrap();
+    assert_eq!(d["imported"], files.len(), "{d}");
+    assert_eq!(d["failures"].as_array().unwrap().len(), 1, "{d}");
+    assert!(
+        d["failures"][0]["path"].as_str().unwrap().contains("bad"),
+        "{d}"
+    );
+    let objects = api.package_objects(p2).await;
+    assert_eq!(objects.len(), files.len());
+    for o in &objects {
+        let (_, content) = files.iter().find(|(p, _)| o["path"] == p.as_str()).unwrap();
+        assert_eq!(o["fileHash"], file_hash(content));
+        assert_eq!(
+            api.download_all(o["objectID"].as_u64().unwrap()).await,
+            *content
+        );
+    }
+    // A single file imports as one object named after the file.
+    let d = Api::ok(
+        api.post(
+            "/v1/userSpace/createPackage",
+            json!({"userSpaceID": local_id, "path": "export/v1/dir/b.bin", "bucketID": bucket, "name": "single"}),
+        )
+        .await,
+    );
+    let single = api
+        .package_objects(d["package"]["packageID"].as_u64().unwrap())
+        .await;
+    assert_eq!(single.len(), 1);
+    assert_eq!(single[0]["path"], "b.bin");
+    // A missing path creates nothing.
+    let (status, v) = api
+        .post(
+            "/v1/userSpace/createPackage",
+            json!({"userSpaceID": local_id, "path": "nope", "bucketID": bucket, "name": "ghost"}),
+        )
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{v}");
+    let (status, _) = api
+        .get("/v1/package/getByFullName?bucketName=b&packageName=ghost")
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    c.shutdown().await;
+}

@@ -1,0 +1,715 @@
+//! Plain files of a user space, for package import and export (ListFiles, ImportFile,
+//! ExportFile): the space's storage **root**, working dir *not* prepended (a ticket's
+//! `file_path` is "the path within the user's storage space").
+//!
+//! - Paths are relative, `/`-separated, without `.`/`..`/empty segments ([`check_path`]).
+//! - Listings are recursive and streamed (opendal's recursive lister: one directory lister
+//!   per depth on the filesystem, flat pages on object stores), regular files only, and
+//!   skip JCS's own data: `<working_dir>/shards/`, `<working_dir>/tmp/`, export temp files
+//!   (`.jcs-tmp-*`) and TestStorage probes (`.jcs-probe-*`).
+//! - Reads go ≤ [`proto::CHUNK_SIZE`] bytes at a time.
+//! - Writes are atomic and verified: the bytes are hashed while streaming and the file only
+//!   appears (or replaces the previous one) when size and SHA-256 match. On a filesystem
+//!   (rename) through `<dir>/.jcs-tmp-<uuid>` then a rename; on object stores straight to
+//!   the key, whose upload only becomes visible when the writer is closed (aborted on a
+//!   mismatch).
+
+use std::pin::Pin;
+use std::time::SystemTime;
+
+use bytes::Bytes;
+use futures::{Stream, TryStreamExt};
+use sha2::{Digest, Sha256};
+use snafu::{ResultExt, ensure};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+
+use crate::error::{
+    ContentMismatchSnafu, Error, FileChangedSnafu, FileNotFoundSnafu, InvalidFilePathSnafu,
+    ListFilesSnafu, NotAFileSnafu, ReadFileSnafu, ReservedPathSnafu, Result, WriteFileSnafu,
+};
+use crate::probe::PROBE_PREFIX;
+use crate::store::{hash_chunk, unix_ms};
+
+/// Name prefix of the temp file an export writes next to its target on a filesystem.
+pub const TMP_PREFIX: &str = ".jcs-tmp-";
+
+/// One regular file found by [`FileRoot::list`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileEntry {
+    /// Path relative to the listed path (for a listed file: its base name).
+    pub path: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// Modification time, Unix ms; 0 when the backend reports none.
+    pub modified_ms: i64,
+    /// Path from the storage root (what a READ_FILE ticket takes).
+    pub full_path: String,
+}
+
+/// A stream of the files below a path, in no particular order.
+pub type FileList = Pin<Box<dyn Stream<Item = Result<FileEntry>> + Send + 'static>>;
+
+/// A stream of file bytes, each chunk at most [`proto::CHUNK_SIZE`] bytes.
+pub type FileStream = Pin<Box<dyn Stream<Item = Result<Bytes>> + Send + 'static>>;
+
+/// Check a ticket's `file_path`: relative (no leading `/`), `/`-separated, no empty, `.` or
+/// `..` segment, no `\` or NUL. `dir` (listing): `""` is the root and one trailing `/` is
+/// allowed (and dropped). Returns the path to use; `InvalidFilePath` (`BadArgument`) else.
+pub fn check_path(path: &str, dir: bool) -> Result<&str> {
+    let trimmed = match path.strip_suffix('/') {
+        Some(rest) if dir && !rest.is_empty() => rest,
+        _ => path,
+    };
+    let reason = if trimmed.is_empty() {
+        if dir {
+            return Ok("");
+        }
+        "it must not be empty"
+    } else if trimmed.starts_with('/') {
+        "it must be relative to the storage root (no leading '/')"
+    } else if trimmed.contains('\\') || trimmed.contains('\0') {
+        "it must not contain '\\' or NUL"
+    } else if trimmed.split('/').any(str::is_empty) {
+        "it must not contain empty segments ('//' or a trailing '/')"
+    } else if trimmed.split('/').any(|s| s == "." || s == "..") {
+        "it must not contain '.' or '..' segments"
+    } else {
+        return Ok(trimmed);
+    };
+    InvalidFilePathSnafu { path, reason }.fail()
+}
+
+/// Whether a storage error means "no such path" (also a path through a file on a
+/// filesystem, `ENOTDIR`).
+fn is_missing(err: &opendal::Error) -> bool {
+    err.kind() == opendal::ErrorKind::NotFound
+        || std::error::Error::source(err)
+            .and_then(|s| s.downcast_ref::<std::io::Error>())
+            .is_some_and(|e| e.kind() == std::io::ErrorKind::NotADirectory)
+}
+
+/// Base name of `path` (after its last `/`).
+fn base_name(path: &str) -> &str {
+    path.rsplit('/').next().unwrap_or(path)
+}
+
+/// The files of a space: an operator rooted at the storage root, the space's working dir
+/// (whose `shards/` and `tmp/` are JCS's) and the space's label for messages. Cheap to
+/// clone.
+#[derive(Clone, Debug)]
+pub struct FileRoot {
+    op: opendal::Operator,
+    /// `<working_dir>/shards` and `<working_dir>/tmp` (no leading or trailing `/`).
+    internal: [String; 2],
+    label: String,
+}
+
+impl FileRoot {
+    /// Files of the storage `op` is rooted at, where the space's shard store lives under
+    /// `working_dir` (`""` = the root itself).
+    pub fn new(op: opendal::Operator, working_dir: &str) -> FileRoot {
+        let dir = working_dir.trim_matches('/');
+        let internal = ["shards", "tmp"].map(|d| {
+            if dir.is_empty() {
+                d.to_owned()
+            } else {
+                format!("{dir}/{d}")
+            }
+        });
+        FileRoot {
+            op,
+            internal,
+            label: String::new(),
+        }
+    }
+
+    /// The same files, named `label` in messages (`user space N`).
+    pub fn with_label(mut self, label: String) -> FileRoot {
+        self.label = label;
+        self
+    }
+
+    /// Whether `path` is (under) the space's `shards/` or `tmp/` directory.
+    pub fn is_reserved(&self, path: &str) -> bool {
+        self.internal.iter().any(|dir| {
+            path.strip_prefix(dir.as_str())
+                .is_some_and(|rest| rest.is_empty() || rest.starts_with('/'))
+        })
+    }
+
+    /// Whether a listing leaves `path` out: JCS's own data (see the module doc).
+    fn is_hidden(&self, path: &str) -> bool {
+        let name = base_name(path);
+        self.is_reserved(path) || name.starts_with(TMP_PREFIX) || name.starts_with(PROBE_PREFIX)
+    }
+
+    fn not_found<T>(&self, path: &str) -> Result<T> {
+        FileNotFoundSnafu {
+            path,
+            space: &self.label,
+        }
+        .fail()
+    }
+
+    /// What `path` (not the root) names: `Ok(Ok("path/"))` a directory (on object stores:
+    /// a key prefix, asked first as a prefix may share its name with a key), `Ok(Err(_))`
+    /// a file (as listed), else `FileNotFound`.
+    async fn dir_or_file(&self, path: &str) -> Result<Result<String, FileEntry>> {
+        let dir = format!("{path}/");
+        match self.op.stat(&dir).await {
+            Ok(meta) if meta.is_dir() => return Ok(Ok(dir)),
+            Ok(_) => {}
+            // On a filesystem `file/` is ENOTDIR: not a directory, maybe a file.
+            Err(e) if is_missing(&e) => {}
+            Err(source) => return Err(source).context(ListFilesSnafu { path }),
+        }
+        match self.op.stat(path).await {
+            Ok(meta) if meta.is_file() => {
+                let modified = meta.last_modified();
+                Ok(Err(FileEntry {
+                    path: base_name(path).to_owned(),
+                    size: meta.content_length(),
+                    modified_ms: modified.map_or(0, |m| unix_ms(SystemTime::from(m))),
+                    full_path: path.to_owned(),
+                }))
+            }
+            Ok(meta) if meta.is_dir() => Ok(Ok(dir)),
+            // Neither file nor directory (a socket, a device…): nothing to import.
+            Ok(_) => self.not_found(path),
+            Err(e) if is_missing(&e) => self.not_found(path),
+            Err(source) => Err(source).context(ListFilesSnafu { path }),
+        }
+    }
+
+    /// Every regular file below `path` (a checked path, `""` = the root), recursively; or
+    /// the file `path` itself (its `path` is then its base name). `FileNotFound` when
+    /// nothing exists at `path`. Streamed, never the whole listing in memory.
+    pub async fn list(&self, path: &str) -> Result<FileList> {
+        let dir = if path.is_empty() {
+            String::new()
+        } else {
+            match self.dir_or_file(path).await? {
+                Ok(dir) => dir,
+                Err(file) => return Ok(Box::pin(futures::stream::once(async { Ok(file) }))),
+            }
+        };
+        let lister = match self.op.lister_with(&dir).recursive(true).await {
+            Ok(lister) => lister,
+            Err(e) if is_missing(&e) => return self.not_found(path),
+            Err(source) => return Err(source).context(ListFilesSnafu { path }),
+        };
+        let state = ListState {
+            root: self.clone(),
+            lister,
+            dir,
+        };
+        Ok(Box::pin(futures::stream::try_unfold(state, list_next)))
+    }
+
+    /// Size and bytes of file `path` (a checked path), read ≤ [`proto::CHUNK_SIZE`] at a
+    /// time. `FileNotFound` when missing, `NotAFile` for a directory; a file that shrinks
+    /// while being read ends the stream with `FileChanged`.
+    pub async fn read(&self, path: &str) -> Result<(u64, FileStream)> {
+        let meta = match self.op.stat(path).await {
+            Ok(meta) => meta,
+            Err(e) if is_missing(&e) => return self.not_found(path),
+            Err(source) => return Err(source).context(ReadFileSnafu { path }),
+        };
+        ensure!(
+            meta.is_file(),
+            NotAFileSnafu {
+                path,
+                space: &self.label,
+            }
+        );
+        let size = meta.content_length();
+        if size == 0 {
+            return Ok((0, Box::pin(futures::stream::empty())));
+        }
+        let reader = self.op.reader(path).await.context(ReadFileSnafu { path })?;
+        let state = ReadState {
+            reader,
+            path: path.to_owned(),
+            pos: 0,
+            end: size,
+        };
+        Ok((
+            size,
+            Box::pin(futures::stream::try_unfold(state, read_next)),
+        ))
+    }
+
+    /// Whether writes go through a temp file renamed into place (a filesystem) rather
+    /// than straight to the key (object stores).
+    fn staged(&self) -> bool {
+        self.op.info().capability().rename
+    }
+
+    /// Refuse to write `path` when it is JCS's own data (`ReservedPath`) or, on a
+    /// filesystem, an existing directory (`NotAFile`; object stores have no directories: a
+    /// key may share its name with a prefix).
+    pub async fn check_writable(&self, path: &str) -> Result<()> {
+        ensure!(
+            !self.is_reserved(path),
+            ReservedPathSnafu {
+                path,
+                space: &self.label,
+            }
+        );
+        if !self.staged() {
+            return Ok(());
+        }
+        match self.op.stat(path).await {
+            Ok(meta) if meta.is_dir() => NotAFileSnafu {
+                path,
+                space: &self.label,
+            }
+            .fail(),
+            Ok(_) => Ok(()),
+            Err(e) if is_missing(&e) => Ok(()),
+            Err(source) => Err(source).context(WriteFileSnafu { path }),
+        }
+    }
+
+    /// Write `chunks` as file `path` (a checked path), replacing any file there, atomically:
+    /// the file appears only when exactly `size` bytes with SHA-256 `sha256` (lower-case
+    /// hex) arrived. Otherwise (`ContentMismatch`, a failed chunk, `cancel`) the previous
+    /// file, if any, is left intact and no temp file remains. Returns the size written.
+    pub async fn write<S>(
+        &self,
+        path: &str,
+        chunks: S,
+        size: u64,
+        sha256: &str,
+        cancel: &CancellationToken,
+    ) -> Result<u64>
+    where
+        S: Stream<Item = Result<Bytes>> + Unpin + Send,
+    {
+        self.check_writable(path).await?;
+        // A filesystem renames a complete temp file into place; object stores make an
+        // upload visible only on close, so they write the key directly.
+        let staged = self.staged();
+        let target = if staged {
+            let tmp = format!("{TMP_PREFIX}{}", uuid::Uuid::new_v4());
+            match path.rsplit_once('/') {
+                Some((parent, _)) => format!("{parent}/{tmp}"),
+                None => tmp,
+            }
+        } else {
+            path.to_owned()
+        };
+        let mut writer = self
+            .op
+            .writer(&target)
+            .await
+            .context(WriteFileSnafu { path })?;
+        let written = match self
+            .stream_verified(&mut writer, chunks, path, size, sha256, cancel)
+            .await
+        {
+            Ok(()) => writer
+                .close()
+                .await
+                .map(drop)
+                .context(WriteFileSnafu { path }),
+            Err(err) => Err(err),
+        };
+        let placed = match written {
+            Ok(()) if staged => self
+                .op
+                .rename(&target, path)
+                .await
+                .context(WriteFileSnafu { path }),
+            Ok(()) => Ok(()),
+            Err(err) => {
+                // Object stores: drop the multipart upload (the fs writer cannot abort).
+                if let Err(e) = writer.abort().await {
+                    debug!(space = %self.label, path = %target, error = %e, "failed to abort file write");
+                }
+                Err(err)
+            }
+        };
+        if let Err(err) = placed {
+            if staged && let Err(e) = self.op.delete(&target).await {
+                warn!(space = %self.label, path = %target, error = %e, "failed to remove temp file");
+            }
+            return Err(err);
+        }
+        debug!(space = %self.label, path, size, "file written");
+        Ok(size)
+    }
+
+    /// Write the data of `chunks` to `writer` while hashing it; check the total against
+    /// `size` (as soon as it exceeds it) and the hash against `sha256` at the end.
+    async fn stream_verified<S>(
+        &self,
+        writer: &mut opendal::Writer,
+        mut chunks: S,
+        path: &str,
+        size: u64,
+        sha256: &str,
+        cancel: &CancellationToken,
+    ) -> Result<()>
+    where
+        S: Stream<Item = Result<Bytes>> + Unpin + Send,
+    {
+        let mismatch = |detail: String| {
+            ContentMismatchSnafu {
+                path,
+                space: &self.label,
+                detail,
+            }
+            .build()
+        };
+        let mut hasher = Sha256::new();
+        let mut written = 0u64;
+        loop {
+            let next = tokio::select! {
+                biased;
+                () = cancel.cancelled() => return Err(Error::TransferInterrupted),
+                next = chunks.try_next() => next?,
+            };
+            let Some(data) = next else { break };
+            if data.is_empty() {
+                continue;
+            }
+            written += data.len() as u64;
+            if written > size {
+                return Err(mismatch(format!("more than the expected {size} bytes")));
+            }
+            let (hashed, wrote) =
+                tokio::join!(hash_chunk(hasher, data.clone()), writer.write(data));
+            hasher = hashed?;
+            wrote.context(WriteFileSnafu { path })?;
+        }
+        if written != size {
+            return Err(mismatch(format!("{written} bytes, expected {size}")));
+        }
+        let got = hex::encode(hasher.finalize());
+        if got != sha256 {
+            return Err(mismatch(format!("SHA-256 {got}, expected {sha256}")));
+        }
+        Ok(())
+    }
+}
+
+/// Progress of a recursive listing of directory `dir` (`""` or ending in `/`).
+struct ListState {
+    root: FileRoot,
+    lister: opendal::Lister,
+    dir: String,
+}
+
+async fn list_next(mut st: ListState) -> Result<Option<(FileEntry, ListState)>> {
+    loop {
+        let Some(entry) = st
+            .lister
+            .try_next()
+            .await
+            .context(ListFilesSnafu { path: &st.dir })?
+        else {
+            return Ok(None);
+        };
+        let listed = entry.metadata();
+        // Directories (and fs symlinks, sockets…) are not files to import.
+        if !listed.mode().is_file() {
+            continue;
+        }
+        let full = entry.path();
+        let Some(rel) = full.strip_prefix(st.dir.as_str()) else {
+            continue;
+        };
+        if rel.is_empty() || st.root.is_hidden(full) {
+            continue;
+        }
+        // The fs and S3 listers report size and mtime; other backends may need a stat.
+        let (size, modified) = match listed.last_modified() {
+            Some(modified) => (listed.content_length(), Some(modified)),
+            None => match st.root.op.stat(full).await {
+                Ok(meta) => (meta.content_length(), meta.last_modified()),
+                // Removed meanwhile.
+                Err(e) if is_missing(&e) => continue,
+                Err(source) => return Err(source).context(ListFilesSnafu { path: full }),
+            },
+        };
+        let found = FileEntry {
+            path: rel.to_owned(),
+            size,
+            modified_ms: modified.map_or(0, |m| unix_ms(SystemTime::from(m))),
+            full_path: full.to_owned(),
+        };
+        return Ok(Some((found, st)));
+    }
+}
+
+/// Progress of a file read.
+struct ReadState {
+    reader: opendal::Reader,
+    path: String,
+    pos: u64,
+    end: u64,
+}
+
+async fn read_next(mut st: ReadState) -> Result<Option<(Bytes, ReadState)>> {
+    if st.pos >= st.end {
+        return Ok(None);
+    }
+    let want = (st.end - st.pos).min(proto::CHUNK_SIZE as u64);
+    let buf = st
+        .reader
+        .read(st.pos..st.pos + want)
+        .await
+        .context(ReadFileSnafu { path: &st.path })?;
+    ensure!(
+        !buf.is_empty(),
+        FileChangedSnafu {
+            path: &st.path,
+            at: st.pos,
+            expected: st.end,
+        }
+    );
+    let mut bytes = buf.to_bytes();
+    bytes.truncate(want as usize);
+    st.pos += bytes.len() as u64;
+    Ok(Some((bytes, st)))
+}
+
+#[cfg(test)]
+mod tests {
+    use common::{CodedError, ErrorCode};
+    use futures::StreamExt;
+
+    use super::*;
+
+    fn fs_root(dir: &std::path::Path, working_dir: &str) -> FileRoot {
+        let op =
+            opendal::Operator::new(opendal::services::Fs::default().root(dir.to_str().unwrap()))
+                .unwrap();
+        FileRoot::new(op, working_dir).with_label("user space 1".into())
+    }
+
+    fn sha_hex(data: &[u8]) -> String {
+        hex::encode(Sha256::digest(data))
+    }
+
+    fn chunks(data: &[u8], size: usize) -> impl Stream<Item = Result<Bytes>> + Unpin + Send {
+        let parts: Vec<Result<Bytes>> = data
+            .chunks(size)
+            .map(|c| Ok(Bytes::copy_from_slice(c)))
+            .collect();
+        futures::stream::iter(parts)
+    }
+
+    fn entries_of(dir: &std::path::Path) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        names.sort();
+        names
+    }
+
+    #[test]
+    fn paths_are_relative_and_contained() {
+        assert_eq!(check_path("a/b.txt", false).unwrap(), "a/b.txt");
+        assert_eq!(check_path("", true).unwrap(), "");
+        assert_eq!(check_path("a/b/", true).unwrap(), "a/b");
+        assert_eq!(check_path("a b/ü.txt", false).unwrap(), "a b/ü.txt");
+        for (bad, dir) in [
+            ("", false),
+            ("/", true),
+            ("/a", true),
+            ("/a", false),
+            ("a/", false),
+            ("a//b", true),
+            ("a//", true),
+            ("../x", false),
+            ("a/../x", true),
+            ("./a", false),
+            ("a/.", true),
+            ("..", true),
+            ("a\\b", false),
+            ("a\0b", false),
+        ] {
+            let err = check_path(bad, dir).unwrap_err();
+            assert_eq!(err.code(), ErrorCode::BadArgument, "{bad:?}: {err}");
+            assert!(err.to_string().contains(&format!("{bad:?}")), "{err}");
+        }
+    }
+
+    #[test]
+    fn internals_are_reserved_and_hidden() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = fs_root(dir.path(), "/jcs/w/");
+        assert!(root.is_reserved("jcs/w/shards"));
+        assert!(root.is_reserved("jcs/w/shards/ab/cd"));
+        assert!(root.is_reserved("jcs/w/tmp/x"));
+        assert!(!root.is_reserved("jcs/w/shardsx"));
+        assert!(!root.is_reserved("shards/ab"));
+        assert!(!root.is_reserved("jcs/w/other"));
+        assert!(root.is_hidden("a/.jcs-tmp-123"));
+        assert!(root.is_hidden("jcs/w/.jcs-probe-1"));
+        assert!(!root.is_hidden("a/jcs-tmp"));
+        let bare = fs_root(dir.path(), "");
+        assert!(bare.is_reserved("shards/ab/x") && bare.is_reserved("tmp"));
+        assert!(!bare.is_reserved("data/shards/x"));
+    }
+
+    #[tokio::test]
+    async fn list_read_and_missing_paths() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = fs_root(dir.path(), "");
+        std::fs::create_dir_all(dir.path().join("d/e")).unwrap();
+        std::fs::create_dir_all(dir.path().join("empty")).unwrap();
+        std::fs::create_dir_all(dir.path().join("shards/ab")).unwrap();
+        std::fs::write(dir.path().join("d/one"), b"1").unwrap();
+        std::fs::write(dir.path().join("d/e/two"), b"22").unwrap();
+        std::fs::write(dir.path().join("shards/ab/x"), b"s").unwrap();
+        std::fs::write(dir.path().join("d/.jcs-tmp-x"), b"t").unwrap();
+
+        let mut all: Vec<FileEntry> = root.list("").await.unwrap().try_collect().await.unwrap();
+        all.sort_by(|a, b| a.path.cmp(&b.path));
+        let names: Vec<(&str, &str, u64)> = all
+            .iter()
+            .map(|e| (e.path.as_str(), e.full_path.as_str(), e.size))
+            .collect();
+        assert_eq!(names, [("d/e/two", "d/e/two", 2), ("d/one", "d/one", 1)]);
+        assert!(all.iter().all(|e| e.modified_ms > 0));
+
+        let mut sub: Vec<FileEntry> = root.list("d").await.unwrap().try_collect().await.unwrap();
+        sub.sort_by(|a, b| a.path.cmp(&b.path));
+        let names: Vec<(&str, &str)> = sub
+            .iter()
+            .map(|e| (e.path.as_str(), e.full_path.as_str()))
+            .collect();
+        assert_eq!(names, [("e/two", "d/e/two"), ("one", "d/one")]);
+
+        let one: Vec<FileEntry> = root
+            .list("d/e/two")
+            .await
+            .unwrap()
+            .try_collect()
+            .await
+            .unwrap();
+        assert_eq!(one.len(), 1);
+        assert_eq!((one[0].path.as_str(), one[0].size), ("two", 2));
+        assert!(root.list("empty").await.unwrap().next().await.is_none());
+
+        for missing in ["nope", "d/one/x", "d/nope/x"] {
+            let err = root.list(missing).await.err().unwrap();
+            assert_eq!(err.code(), ErrorCode::NotFound, "{missing}: {err}");
+            assert_eq!(
+                err.to_string(),
+                format!("path {missing:?} does not exist in user space 1")
+            );
+            let err = root.read(missing).await.err().unwrap();
+            assert_eq!(err.code(), ErrorCode::NotFound, "{missing}: {err}");
+        }
+        let err = root.read("d").await.err().unwrap();
+        assert!(matches!(err, Error::NotAFile { .. }), "{err}");
+
+        let (size, data) = root.read("d/e/two").await.unwrap();
+        assert_eq!(size, 2);
+        let data: Vec<Bytes> = data.try_collect().await.unwrap();
+        assert_eq!(data.concat(), b"22");
+    }
+
+    #[tokio::test]
+    async fn writes_are_atomic_and_verified() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = fs_root(dir.path(), "w");
+        let cancel = CancellationToken::new();
+        let data: Vec<u8> = (0..3 * proto::CHUNK_SIZE + 17)
+            .map(|i| (i % 253) as u8)
+            .collect();
+        let sha = sha_hex(&data);
+        let n = data.len() as u64;
+        let size = root
+            .write(
+                "x/y/f.bin",
+                chunks(&data, proto::CHUNK_SIZE),
+                n,
+                &sha,
+                &cancel,
+            )
+            .await
+            .unwrap();
+        assert_eq!(size, n);
+        let file = dir.path().join("x/y/f.bin");
+        assert_eq!(std::fs::read(&file).unwrap(), data);
+
+        // Wrong size (short, long) or hash: the previous file stays, no temp remains.
+        let other = b"other content".to_vec();
+        let cases = [
+            (other.len() as u64 + 1, sha_hex(&other)),
+            (other.len() as u64 - 1, sha_hex(&other)),
+            (other.len() as u64, sha_hex(b"something else")),
+        ];
+        for (size, sha) in cases {
+            let err = root
+                .write("x/y/f.bin", chunks(&other, 4), size, &sha, &cancel)
+                .await
+                .unwrap_err();
+            assert!(matches!(err, Error::ContentMismatch { .. }), "{err}");
+            assert_eq!(err.code(), ErrorCode::BadArgument);
+            assert_eq!(std::fs::read(&file).unwrap(), data);
+            assert_eq!(entries_of(&dir.path().join("x/y")), ["f.bin"]);
+        }
+        // A failing source: same.
+        let failing = futures::stream::iter(vec![
+            Ok(Bytes::from_static(b"abc")),
+            Err(Error::TransferInterrupted),
+        ]);
+        let err = root
+            .write("x/y/f.bin", failing, 10, &sha, &cancel)
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::TransferInterrupted), "{err}");
+        assert_eq!(entries_of(&dir.path().join("x/y")), ["f.bin"]);
+
+        // Replacing works, also with an empty file; at the root too.
+        root.write(
+            "x/y/f.bin",
+            chunks(&other, 5),
+            other.len() as u64,
+            &sha_hex(&other),
+            &cancel,
+        )
+        .await
+        .unwrap();
+        assert_eq!(std::fs::read(&file).unwrap(), other);
+        let empty = futures::stream::iter(Vec::<Result<Bytes>>::new());
+        root.write("top", empty, 0, &sha_hex(b""), &cancel)
+            .await
+            .unwrap();
+        assert_eq!(std::fs::read(dir.path().join("top")).unwrap(), b"");
+
+        // Cancelled before anything arrived: nothing written.
+        let cancelled = CancellationToken::new();
+        cancelled.cancel();
+        let err = root
+            .write(
+                "new.bin",
+                chunks(&other, 5),
+                other.len() as u64,
+                &sha_hex(&other),
+                &cancelled,
+            )
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), ErrorCode::Unavailable);
+        assert_eq!(entries_of(dir.path()), ["top", "x"]);
+
+        // JCS's own data and directories cannot be written.
+        for reserved in ["w/shards", "w/shards/ab/cd", "w/tmp/x"] {
+            let err = root.check_writable(reserved).await.unwrap_err();
+            assert!(matches!(err, Error::ReservedPath { .. }), "{err}");
+            assert_eq!(err.code(), ErrorCode::BadArgument);
+        }
+        let err = root.check_writable("x/y").await.unwrap_err();
+        assert!(matches!(err, Error::NotAFile { .. }), "{err}");
+        root.check_writable("shards/x").await.unwrap();
+    }
+}
