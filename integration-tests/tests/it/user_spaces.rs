@@ -378,3 +378,55 @@ async fn export_to_local_and_import_back() {
     assert_eq!(status, StatusCode::NOT_FOUND);
     c.shutdown().await;
 }
+
+/// A thousand files in, a thousand files out, with per-file results.
+#[tokio::test]
+async fn import_and_export_a_thousand_files() {
+    let c = TestCluster::builder().build().await.unwrap();
+    let api = c.api();
+    let dir = c.scratch("many");
+    for i in 0..1000 {
+        let p = dir.join(format!("src/d{}/f{i:04}.txt", i % 10));
+        std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+        std::fs::write(&p, format!("file {i}")).unwrap();
+    }
+    let space = create(
+        api,
+        json!({"name": "many", "storage": {"type": "Local", "path": dir.to_str().unwrap()},
+               "credential": {"type": "Local"}, "shardStore": null}),
+    )
+    .await["userSpaceID"]
+        .as_u64()
+        .unwrap();
+    let bucket = api.create_bucket("b").await;
+    let d = Api::ok(
+        api.post(
+            "/v1/userSpace/createPackage",
+            json!({"userSpaceID": space, "path": "src", "bucketID": bucket, "name": "many"}),
+        )
+        .await,
+    );
+    assert_eq!(
+        (
+            d["imported"].as_u64(),
+            d["failures"].as_array().map(Vec::len)
+        ),
+        (Some(1000), Some(0)),
+        "{d}"
+    );
+    let p = d["package"]["packageID"].as_u64().unwrap();
+    let d = Api::ok(
+        api.post(
+            "/v1/userSpace/downloadPackage",
+            json!({"userSpaceID": space, "packageID": p, "rootPath": "dst"}),
+        )
+        .await,
+    );
+    assert_eq!(d["exported"], 1000, "{d}");
+    assert_eq!(integration_tests::list_files(&dir.join("dst")).len(), 1000);
+    assert_eq!(
+        std::fs::read_to_string(dir.join("dst/d7/f0417.txt")).unwrap(),
+        "file 417"
+    );
+    c.shutdown().await;
+}
