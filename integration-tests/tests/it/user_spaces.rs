@@ -241,6 +241,40 @@ async fn local_api_space_and_max_size() {
     );
     assert!(v["message"].as_str().unwrap().contains("full"), "{v}");
     assert_eq!(api.package_objects(p).await.len(), 1);
+    // get / update / guarded delete on the Local space too.
+    let got = Api::ok(
+        api.get(&format!("/v1/userSpace/get?userSpaceID={id}"))
+            .await,
+    )["userSpace"]
+        .clone();
+    assert_eq!(
+        (got["storage"]["type"].as_str(), got["revision"].as_u64()),
+        (Some("Local"), Some(1))
+    );
+    let upd = Api::ok(
+        api.post(
+            "/v1/userSpace/update",
+            json!({"userSpaceID": id, "name": "local-renamed", "credential": {"type": "Local"}}),
+        )
+        .await,
+    )["userSpace"]
+        .clone();
+    assert_eq!(
+        (upd["name"].as_str(), upd["revision"].as_u64()),
+        (Some("local-renamed"), Some(2))
+    );
+    let (status, _) = api
+        .post("/v1/userSpace/delete", json!({"userSpaceID": id}))
+        .await;
+    assert!(status.is_client_error());
+    Api::ok(
+        api.post("/v1/package/delete", json!({"packageID": p}))
+            .await,
+    );
+    Api::ok(
+        api.post("/v1/userSpace/delete", json!({"userSpaceID": id}))
+            .await,
+    );
     // Bad input: unknown type, missing field, mismatched credential, unknown agent.
     for (body, needle) in [
         (
