@@ -6,6 +6,7 @@ pub mod id;
 pub mod path;
 pub mod secret;
 pub mod space;
+pub mod sync;
 pub mod telemetry;
 pub mod testing;
 pub mod ticket;
