@@ -248,7 +248,7 @@ pub fn validate_working_dir(dir: &str) -> Result<(), String> {
     if trimmed.split('/').any(|s| s == ".." || s == ".") || dir.contains("//") || dir.contains('\\')
     {
         return Err(format!(
-            "workingDir {dir:?} must not contain '.', '..', '//' or '\\\\'"
+            "workingDir {dir:?} must not contain '.', '..', '//' or '\\'"
         ));
     }
     Ok(())

@@ -129,7 +129,9 @@ pub fn normalize_path(field: &str, path: &str) -> Result<String, String> {
         || trimmed.contains("//")
         || path.contains('\\')
     {
-        return Err(format!("{field} {path:?} must not contain '.', '..', '//' or '\\\\'"));
+        return Err(format!(
+            "{field} {path:?} must not contain '.', '..', '//' or '\\'"
+        ));
     }
     Ok(trimmed.to_owned())
 }
@@ -159,8 +161,12 @@ impl TaskSpec {
                 return Err("trigger.interval must be > 0 seconds".into());
             }
             Trigger::Schedule { start, end } => {
-                parse_hhmm("trigger.start", start)?;
-                parse_hhmm("trigger.end", end)?;
+                if parse_hhmm("trigger.start", start)? == parse_hhmm("trigger.end", end)? {
+                    return Err(
+                        "trigger.start and trigger.end must differ (the window would be empty)"
+                            .into(),
+                    );
+                }
             }
             _ => {}
         }
@@ -178,7 +184,12 @@ impl TaskSpec {
                 self.dest_pathes.len()
             ));
         }
-        for (i, (id, p)) in self.dest_user_space_ids.iter().zip(&self.dest_pathes).enumerate() {
+        for (i, (id, p)) in self
+            .dest_user_space_ids
+            .iter()
+            .zip(&self.dest_pathes)
+            .enumerate()
+        {
             if *id == 0 {
                 return Err(format!("destUserSpaceIDs[{i}] is 0"));
             }
@@ -186,12 +197,23 @@ impl TaskSpec {
         }
         for (i, f) in self.filters.iter().enumerate() {
             match f {
-                Filter::Size { min_size: Some(min), max_size: Some(max) } if min > max => {
-                    return Err(format!("filters[{i}].minSize {min} is greater than maxSize {max}"));
+                Filter::Size {
+                    min_size: Some(min),
+                    max_size: Some(max),
+                } if min > max => {
+                    return Err(format!(
+                        "filters[{i}].minSize {min} is greater than maxSize {max}"
+                    ));
                 }
                 Filter::ModTime { after, before } => {
-                    let a = after.as_deref().map(|s| parse_rfc3339_ms(&format!("filters[{i}].after"), s)).transpose()?;
-                    let b = before.as_deref().map(|s| parse_rfc3339_ms(&format!("filters[{i}].before"), s)).transpose()?;
+                    let a = after
+                        .as_deref()
+                        .map(|s| parse_rfc3339_ms(&format!("filters[{i}].after"), s))
+                        .transpose()?;
+                    let b = before
+                        .as_deref()
+                        .map(|s| parse_rfc3339_ms(&format!("filters[{i}].before"), s))
+                        .transpose()?;
                     if let (Some(a), Some(b)) = (a, b)
                         && a > b
                     {
@@ -217,7 +239,11 @@ impl TaskSpec {
 mod chrono_lite {
     pub fn parse(s: &str) -> Option<i64> {
         let b = s.as_bytes();
-        if b.len() < 20 || b[4] != b'-' || b[7] != b'-' || !(b[10] == b'T' || b[10] == b't' || b[10] == b' ') {
+        if b.len() < 20
+            || b[4] != b'-'
+            || b[7] != b'-'
+            || !(b[10] == b'T' || b[10] == b't' || b[10] == b' ')
+        {
             return None;
         }
         let num = |r: std::ops::Range<usize>| s.get(r)?.parse::<i64>().ok();
@@ -266,7 +292,9 @@ mod tests {
     use super::*;
 
     fn spec(v: serde_json::Value) -> Result<TaskSpec, String> {
-        serde_json::from_value::<TaskSpec>(v).map_err(|e| e.to_string()).and_then(|s| s.validate().map(|_| s))
+        serde_json::from_value::<TaskSpec>(v)
+            .map_err(|e| e.to_string())
+            .and_then(|s| s.validate().map(|_| s))
     }
 
     fn base() -> serde_json::Value {
@@ -292,15 +320,35 @@ mod tests {
         let cases: Vec<(&str, serde_json::Value, &str)> = vec![
             ("/trigger/interval", serde_json::json!(0), "interval"),
             ("/trigger", serde_json::json!({"type": "Hourly"}), "Hourly"),
-            ("/trigger", serde_json::json!({"type": "Schedule", "start": "25:00", "end": "01:00"}), "trigger.start"),
+            (
+                "/trigger",
+                serde_json::json!({"type": "Schedule", "start": "25:00", "end": "01:00"}),
+                "trigger.start",
+            ),
             ("/mode", serde_json::json!({"type": "Mirror"}), "Mirror"),
-            ("/filters", serde_json::json!([{"type": "Size", "minSize": 5, "maxSize": 1}]), "minSize"),
+            (
+                "/filters",
+                serde_json::json!([{"type": "Size", "minSize": 5, "maxSize": 1}]),
+                "minSize",
+            ),
             ("/filters", serde_json::json!([{"type": "Color"}]), "Color"),
-            ("/filters", serde_json::json!([{"type": "ModTime", "after": "yesterday"}]), "after"),
+            (
+                "/filters",
+                serde_json::json!([{"type": "ModTime", "after": "yesterday"}]),
+                "after",
+            ),
             ("/destPathes", serde_json::json!(["a", "b"]), "destPathes"),
-            ("/destUserSpaceIDs", serde_json::json!([]), "destUserSpaceIDs"),
+            (
+                "/destUserSpaceIDs",
+                serde_json::json!([]),
+                "destUserSpaceIDs",
+            ),
             ("/srcPath", serde_json::json!("a/../b"), "srcPath"),
-            ("/options", serde_json::json!({"deleteEverything": true}), "deleteEverything"),
+            (
+                "/options",
+                serde_json::json!({"deleteEverything": true}),
+                "deleteEverything",
+            ),
         ];
         for (pointer, value, needle) in cases {
             let mut v = base();
@@ -314,7 +362,10 @@ mod tests {
     fn rfc3339_parses_offsets_and_fractions() {
         assert_eq!(chrono_lite::parse("1970-01-01T00:00:00Z"), Some(0));
         assert_eq!(chrono_lite::parse("1970-01-01T01:00:00.5+01:00"), Some(500));
-        assert_eq!(chrono_lite::parse("2000-03-01T00:00:00Z"), Some(951_868_800_000));
+        assert_eq!(
+            chrono_lite::parse("2000-03-01T00:00:00Z"),
+            Some(951_868_800_000)
+        );
         assert!(chrono_lite::parse("2000-13-01T00:00:00Z").is_none());
     }
 

@@ -12,6 +12,7 @@ pub mod placement;
 pub mod registry;
 pub mod server;
 pub mod service;
+pub mod sync;
 pub mod tickets;
 pub mod transfer;
 

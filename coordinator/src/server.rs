@@ -78,6 +78,7 @@ impl Coordinator {
             cipher: crate::crypto::CredentialCipher::new(&secret),
             agents,
             spaces_generation: AtomicU64::new(0),
+            sync_runs: crate::sync::Runs::default(),
             ticket_ttl: config.ticket_ttl,
             upload_expiry: config.upload_expiry,
             heartbeat_interval: config.heartbeat_interval,
@@ -110,6 +111,10 @@ impl Coordinator {
             self.multipart_expiry,
             shutdown.clone(),
         ));
+        let scheduler = tokio::spawn(crate::sync::run_scheduler(
+            self.service.clone(),
+            shutdown.clone(),
+        ));
         let gc = tokio::spawn(crate::gc::run(
             self.gc,
             self.gc_interval,
@@ -131,6 +136,7 @@ impl Coordinator {
         shutdown.cancel();
         let _ = housekeeping.await;
         let _ = gc.await;
+        let _ = scheduler.await;
         result
     }
 }

@@ -33,6 +33,8 @@ pub struct Service {
     /// Bumped whenever a user space is created, updated, deleted or moves to another
     /// agent, so cached registration answers (which carry space configurations) expire.
     pub(crate) spaces_generation: AtomicU64,
+    /// Sync passes running now.
+    pub(crate) sync_runs: crate::sync::Runs,
 }
 
 /// Where to reach a user space now.
@@ -796,6 +798,39 @@ impl CoordinatorService for Service {
         Ok(Response::new(
             Service::export_package(self, req.into_inner()).await?,
         ))
+    }
+
+    async fn create_sync_task(
+        &self,
+        req: Request<pb::CreateSyncTaskRequest>,
+    ) -> Res<pb::SyncTaskResponse> {
+        let spec: common::sync::TaskSpec = serde_json::from_str(&req.into_inner().task_json)
+            .map_err(|e| bad(format!("invalid sync task: {e}")))?;
+        self.validate_sync_task(&spec).await?;
+        let (task, status) = self.catalog.create_sync_task(spec).await?;
+        tracing::info!(task = task.task_id, "sync task created");
+        Ok(Response::new(pb::SyncTaskResponse {
+            task_json: crate::sync::task_json(&task, &status).to_string(),
+        }))
+    }
+
+    async fn get_sync_task(
+        &self,
+        req: Request<pb::GetSyncTaskRequest>,
+    ) -> Res<pb::SyncTaskResponse> {
+        let id = id_arg(req.into_inner().task_id, "taskID")?;
+        let (task, status) = self.catalog.get_sync_task(id).await?;
+        Ok(Response::new(pb::SyncTaskResponse {
+            task_json: crate::sync::task_json(&task, &status).to_string(),
+        }))
+    }
+
+    async fn cancel_sync_task(&self, req: Request<pb::CancelSyncTaskRequest>) -> Res<pb::Empty> {
+        let id = id_arg(req.into_inner().task_id, "taskID")?;
+        self.catalog.cancel_sync_task(id).await?;
+        self.sync_runs.cancel(id);
+        tracing::info!(task = id, "sync task cancelled");
+        Ok(Response::new(pb::Empty {}))
     }
 
     async fn register_agent(

@@ -133,6 +133,13 @@ impl TicketSigner {
         })
     }
 
+    /// Permission to run the sync pass whose request hashes to `digest` (see KIND_SYNC).
+    pub fn sync(&self, source: SpaceRef, digest: &str, expires_at_ms: i64) -> Ticket {
+        self.sign(Kind::Sync, source, expires_at_ms, |b| {
+            b.shard_hash = digest.to_owned()
+        })
+    }
+
     /// Permission to list the shards of `space`.
     pub fn list(&self, space: SpaceRef, expires_at_ms: i64) -> Ticket {
         self.sign(Kind::List, space, expires_at_ms, |_| {})

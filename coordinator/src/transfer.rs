@@ -27,7 +27,7 @@ pub(crate) fn storage_path(field: &str, path: &str) -> Result<String, Error> {
         || path.contains('\\')
     {
         return Err(bad(format!(
-            "{field} {path:?} must not contain '.', '..', '//' or '\\\\'"
+            "{field} {path:?} must not contain '.', '..', '//' or '\\'"
         )));
     }
     Ok(trimmed.to_owned())

@@ -5,6 +5,7 @@ pub mod bucket;
 pub mod multipart;
 pub mod object;
 pub mod package;
+pub mod space_syncer;
 pub mod user_space;
 
 use std::time::Duration;

@@ -18,7 +18,7 @@ use tracing::Level;
 
 use crate::config::GatewayConfig;
 use crate::error::{ApiError, CoordinatorClientSnafu, Error, Result, ServeSnafu};
-use crate::routes::{self, bucket, multipart, object, package, user_space};
+use crate::routes::{self, bucket, multipart, object, package, space_syncer, user_space};
 use crate::state::AppState;
 
 /// Header carrying the request id (taken from the request when sane, else generated).
@@ -136,6 +136,15 @@ pub fn router(state: AppState) -> Router {
         .route("/v1/userSpace/update", post(user_space::update))
         .route("/v1/userSpace/delete", post(user_space::delete))
         .route("/v1/userSpace/test", post(user_space::test))
+        .route(
+            "/v1/spaceSyncer/createTask",
+            post(space_syncer::create_task),
+        )
+        .route("/v1/spaceSyncer/getTask", get(space_syncer::get_task))
+        .route(
+            "/v1/spaceSyncer/cancelTask",
+            post(space_syncer::cancel_task),
+        )
         .route_layer(middleware::from_fn_with_state(deadline, deadline_layer));
     let data = Router::new()
         .route(

@@ -16,8 +16,8 @@ use proto::agent::put_shard_request::Msg;
 use proto::agent::{
     Chunk, ConcatShardsRequest, DeleteShardRequest, DeleteShardResponse, ExportFileRequest,
     ExportFileResponse, FileInfo, GetShardRequest, ImportFileRequest, ListFilesRequest,
-    ListShardsRequest, PutShardRequest, PutShardResponse, ShardInfo, TestStorageRequest,
-    TestStorageResponse,
+    ListShardsRequest, PutShardRequest, PutShardResponse, RunSyncRequest, ShardInfo, SyncProgress,
+    TestStorageRequest, TestStorageResponse,
 };
 use proto::common::Ticket;
 use proto::coordinator as pb;
@@ -30,6 +30,7 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tonic::{Request as GrpcRequest, Response as GrpcResponse, Status};
 
 use common::space::UserSpace;
+use common::sync::{TaskSpec, TaskState};
 
 use crate::config::GatewayConfig;
 use crate::server::router;
@@ -96,6 +97,13 @@ pub struct CoordState {
     pub transfer_delay: Option<std::time::Duration>,
     /// The fake agent whose shards imports fill and exports read (set by [`Fixture`]).
     pub agent: Option<FakeAgent>,
+    /// Sync tasks by id: the spec as received and the state `status.state` reports
+    /// (`Pending` until cancelled; the fake runs nothing).
+    pub sync_tasks: BTreeMap<u64, (TaskSpec, TaskState)>,
+    /// Every `CreateSyncTask` `task_json`, as received.
+    pub sync_task_specs: Vec<String>,
+    /// Every `CancelSyncTask` task id, as received.
+    pub sync_cancels: Vec<u64>,
 }
 
 /// What committing a reserved upload publishes.
@@ -338,6 +346,30 @@ fn user_space_response(space: &UserSpace) -> GrpcResponse<pb::UserSpaceResponse>
     };
     GrpcResponse::new(pb::UserSpaceResponse {
         user_space_json: serde_json::to_string(&masked).unwrap(),
+    })
+}
+
+/// A sync task as the coordinator answers it: `taskID`, the spec's fields, then `status`.
+fn sync_task_response(
+    task_id: u64,
+    spec: &TaskSpec,
+    state: TaskState,
+) -> GrpcResponse<pb::SyncTaskResponse> {
+    #[derive(serde::Serialize)]
+    struct TaskJson<'a> {
+        #[serde(rename = "taskID")]
+        task_id: u64,
+        #[serde(flatten)]
+        spec: &'a TaskSpec,
+        status: serde_json::Value,
+    }
+    let task = TaskJson {
+        task_id,
+        spec,
+        status: serde_json::json!({"state": state, "runs": [], "lastErrors": []}),
+    };
+    GrpcResponse::new(pb::SyncTaskResponse {
+        task_json: serde_json::to_string(&task).unwrap(),
     })
 }
 
@@ -1043,6 +1075,89 @@ impl CoordinatorService for FakeCoordinator {
         lock(&self.0).export(&r).map(GrpcResponse::new)
     }
 
+    async fn create_sync_task(
+        &self,
+        req: GrpcRequest<pb::CreateSyncTaskRequest>,
+    ) -> Result<GrpcResponse<pb::SyncTaskResponse>, Status> {
+        let task_json = req.into_inner().task_json;
+        let mut st = self.call_checked("create_sync_task")?;
+        st.sync_task_specs.push(task_json.clone());
+        let spec: TaskSpec = parse_spec(&task_json, "task")?;
+        spec.validate()
+            .map_err(|e| coded(common::ErrorCode::BadArgument, e))?;
+        // What only the coordinator can check, with its messages: the spaces exist, and no
+        // destination is the source or inside it.
+        let not_a_space = |field: String, id: u64| {
+            coded(
+                common::ErrorCode::BadArgument,
+                format!("{field} {id} is not a user space"),
+            )
+        };
+        if !st.user_spaces.contains_key(&spec.src_user_space_id) {
+            return Err(not_a_space("srcUserSpaceID".into(), spec.src_user_space_id));
+        }
+        let src = spec.src_path.trim_matches('/');
+        for (i, (&id, path)) in spec
+            .dest_user_space_ids
+            .iter()
+            .zip(&spec.dest_pathes)
+            .enumerate()
+        {
+            if !st.user_spaces.contains_key(&id) {
+                return Err(not_a_space(format!("destUserSpaceIDs[{i}]"), id));
+            }
+            let dest = path.trim_matches('/');
+            let inside = src.is_empty() || dest == src || dest.starts_with(&format!("{src}/"));
+            if id == spec.src_user_space_id && inside {
+                return Err(coded(
+                    common::ErrorCode::BadArgument,
+                    format!(
+                        "destPathes[{i}] {path:?} is the source or inside it (srcPath {:?} of the same user space)",
+                        spec.src_path
+                    ),
+                ));
+            }
+        }
+        let id = st.next_id;
+        let resp = sync_task_response(id, &spec, TaskState::Pending);
+        st.sync_tasks.insert(id, (spec, TaskState::Pending));
+        Ok(resp)
+    }
+
+    async fn get_sync_task(
+        &self,
+        req: GrpcRequest<pb::GetSyncTaskRequest>,
+    ) -> Result<GrpcResponse<pb::SyncTaskResponse>, Status> {
+        let id = req.into_inner().task_id;
+        let st = self.call_checked("get_sync_task")?;
+        st.sync_tasks
+            .get(&id)
+            .map(|(spec, state)| sync_task_response(id, spec, *state))
+            .ok_or_else(|| {
+                coded(
+                    common::ErrorCode::NotFound,
+                    format!("sync task {id} not found"),
+                )
+            })
+    }
+
+    async fn cancel_sync_task(
+        &self,
+        req: GrpcRequest<pb::CancelSyncTaskRequest>,
+    ) -> Result<GrpcResponse<pb::Empty>, Status> {
+        let id = req.into_inner().task_id;
+        let mut st = self.call_checked("cancel_sync_task")?;
+        st.sync_cancels.push(id);
+        let (_, state) = st.sync_tasks.get_mut(&id).ok_or_else(|| {
+            coded(
+                common::ErrorCode::NotFound,
+                format!("sync task {id} not found"),
+            )
+        })?;
+        *state = TaskState::Cancelled;
+        Ok(GrpcResponse::new(pb::Empty {}))
+    }
+
     async fn register_agent(
         &self,
         _req: GrpcRequest<pb::RegisterAgentRequest>,
@@ -1253,6 +1368,16 @@ impl AgentService for FakeAgent {
         _req: GrpcRequest<ExportFileRequest>,
     ) -> Result<GrpcResponse<ExportFileResponse>, Status> {
         Err(Status::unimplemented("export_file"))
+    }
+
+    // The coordinator runs sync tasks on agents; the gateway never calls `RunSync`.
+    type RunSyncStream = Pin<Box<dyn Stream<Item = Result<SyncProgress, Status>> + Send>>;
+
+    async fn run_sync(
+        &self,
+        _req: GrpcRequest<RunSyncRequest>,
+    ) -> Result<GrpcResponse<Self::RunSyncStream>, Status> {
+        Err(Status::unimplemented("run_sync"))
     }
 }
 

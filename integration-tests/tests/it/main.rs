@@ -9,6 +9,7 @@ mod disconnect;
 mod object_api;
 mod objects;
 mod races;
+mod sync;
 mod user_spaces;
 
 /// Deterministic pseudo-random bytes (xorshift), so failures are reproducible.

@@ -1,0 +1,250 @@
+//! `/v1/spaceSyncer`: tasks scheduled by the coordinator and run on an agent, between a
+//! Local space and another Local space or a real S3 server.
+
+use std::path::Path;
+use std::time::Duration;
+
+use integration_tests::s3::{ACCESS_KEY, S3Server, SECRET_KEY};
+use integration_tests::{Api, TestCluster};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+
+async fn local_space(api: &Api, name: &str, dir: &Path) -> u64 {
+    let d = Api::ok(
+        api.post(
+            "/v1/userSpace/create",
+            json!({"name": name, "storage": {"type": "Local", "location": "agent-0", "path": dir.to_str().unwrap()},
+                   "credential": {"type": "Local"}, "shardStore": null}),
+        )
+        .await,
+    );
+    d["userSpace"]["userSpaceID"].as_u64().unwrap()
+}
+
+async fn get_task(api: &Api, id: u64) -> Value {
+    Api::ok(
+        api.get(&format!("/v1/spaceSyncer/getTask?taskID={id}"))
+            .await,
+    )["task"]
+        .clone()
+}
+
+/// Poll until the task has `runs` finished runs (and is not running).
+async fn wait_runs(api: &Api, id: u64, runs: usize) -> Value {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let t = get_task(api, id).await;
+        let done = t["status"]["runs"]
+            .as_array()
+            .map(|r| r.iter().filter(|r| !r["endTime"].is_null()).count())
+            .unwrap_or(0);
+        if done >= runs && t["status"]["state"] != "Running" {
+            return t;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "task {id} did not finish {runs} runs: {t}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn write_tree(root: &Path, files: &[(&str, &[u8])]) {
+    for (p, d) in files {
+        let path = root.join(p);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, d).unwrap();
+    }
+}
+
+#[tokio::test]
+async fn interval_task_copies_then_skips_unchanged_and_recopies_changes() {
+    let c = TestCluster::builder().build().await.unwrap();
+    let api = c.api();
+    let src = c.scratch("src");
+    let dst = c.scratch("dst");
+    write_tree(
+        &src,
+        &[
+            ("cli/a.txt", b"alpha"),
+            ("cli/sub/b.log", b"bravo!"),
+            ("other/x", b"no"),
+        ],
+    );
+    let s = local_space(api, "src", &src).await;
+    let d = local_space(api, "dst", &dst).await;
+    let task = Api::ok(
+        api.post(
+            "/v1/spaceSyncer/createTask",
+            json!({
+                "trigger": {"type": "Interval", "interval": 1},
+                "mode": {"type": "Diff", "includeSize": true, "includeModTime": true},
+                "filters": [],
+                "options": {"noEmptyDirectories": true},
+                "srcUserSpaceID": s, "srcPath": "cli",
+                "destUserSpaceIDs": [d], "destPathes": ["mirror"]
+            }),
+        )
+        .await,
+    )["task"]
+        .clone();
+    let id = task["taskID"].as_u64().unwrap();
+    assert_eq!(task["srcPath"], "cli");
+    assert!(
+        task["status"]["state"] == "Pending" || task["status"]["state"] == "Running",
+        "{task}"
+    );
+
+    let t = wait_runs(api, id, 1).await;
+    let run = &t["status"]["runs"][0];
+    assert_eq!(
+        (run["filesCopied"].as_u64(), run["result"].as_str()),
+        (Some(2), Some("Succeeded")),
+        "{t}"
+    );
+    assert_eq!(std::fs::read(dst.join("mirror/a.txt")).unwrap(), b"alpha");
+    assert_eq!(
+        std::fs::read(dst.join("mirror/sub/b.log")).unwrap(),
+        b"bravo!"
+    );
+    assert!(!dst.join("mirror/x").exists() && !dst.join("mirror/other").exists());
+
+    // The next run finds nothing to do.
+    let t = wait_runs(api, id, 2).await;
+    let run = &t["status"]["runs"][1];
+    assert_eq!(run["filesCopied"], 0, "{t}");
+    assert_eq!(run["filesScanned"], 2, "{t}");
+
+    // A changed file is copied again.
+    write_tree(&src, &[("cli/a.txt", b"alpha, changed")]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let got = std::fs::read(dst.join("mirror/a.txt")).unwrap_or_default();
+        if got == b"alpha, changed" {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "changed file was not re-copied"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    Api::ok(
+        api.post("/v1/spaceSyncer/cancelTask", json!({"taskID": id}))
+            .await,
+    );
+    Api::ok(
+        api.post("/v1/spaceSyncer/cancelTask", json!({"taskID": id}))
+            .await,
+    );
+    let t = get_task(api, id).await;
+    assert_eq!(t["status"]["state"], "Cancelled", "{t}");
+    c.shutdown().await;
+}
+
+#[tokio::test]
+async fn once_task_to_local_and_s3_with_a_filter() {
+    let c = TestCluster::builder().build().await.unwrap();
+    let api = c.api();
+    let src = c.scratch("src");
+    let dst = c.scratch("dst");
+    let s3 = S3Server::start(&c.scratch("s3"), &["sync-bucket"]).await;
+    write_tree(
+        &src,
+        &[
+            ("a.txt", b"keep"),
+            ("b.bin", b"skip me"),
+            ("d/c.txt", b"keep too"),
+        ],
+    );
+    let s = local_space(api, "src", &src).await;
+    let d = local_space(api, "dst", &dst).await;
+    let cloud = Api::ok(
+        api.post(
+            "/v1/userSpace/create",
+            json!({"name": "cloud",
+                   "storage": {"type": "S3", "region": "us-east-1", "endpoint": s3.endpoint(), "bucket": "sync-bucket"},
+                   "credential": {"type": "S3", "accessKeyId": ACCESS_KEY, "secretAccessKey": SECRET_KEY},
+                   "shardStore": null}),
+        )
+        .await,
+    )["userSpace"]["userSpaceID"]
+        .as_u64()
+        .unwrap();
+    let task = Api::ok(
+        api.post(
+            "/v1/spaceSyncer/createTask",
+            json!({
+                "trigger": {"type": "Once"},
+                "mode": {"type": "Full"},
+                "filters": [{"type": "Extension", "include": ["txt"]}],
+                "srcUserSpaceID": s, "srcPath": "",
+                "destUserSpaceIDs": [d, cloud], "destPathes": ["copy", "backup"]
+            }),
+        )
+        .await,
+    )["task"]
+        .clone();
+    let id = task["taskID"].as_u64().unwrap();
+    let t = wait_runs(api, id, 1).await;
+    assert_eq!(t["status"]["runs"][0]["result"], "Succeeded", "{t}");
+    assert_eq!(std::fs::read(dst.join("copy/a.txt")).unwrap(), b"keep");
+    assert_eq!(
+        std::fs::read(dst.join("copy/d/c.txt")).unwrap(),
+        b"keep too"
+    );
+    assert!(!dst.join("copy/b.bin").exists());
+    assert!(
+        s3.files("sync-bucket", "backup").len() >= 2,
+        "{:?}",
+        s3.files("sync-bucket", "")
+    );
+    // Once: no second run.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(
+        get_task(api, id).await["status"]["runs"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    c.shutdown().await;
+}
+
+#[tokio::test]
+async fn bad_tasks_are_rejected_naming_the_field() {
+    let c = TestCluster::builder().build().await.unwrap();
+    let api = c.api();
+    let s = local_space(api, "src", &c.scratch("src")).await;
+    let base = json!({
+        "trigger": {"type": "Interval", "interval": 30},
+        "mode": {"type": "Diff", "includeSize": false, "includeModTime": true},
+        "filters": [{"type": "Size", "minSize": 10, "maxSize": 20000}],
+        "options": {"noEmptyDirectories": false},
+        "srcUserSpaceID": s, "srcPath": "space1/cli",
+        "destUserSpaceIDs": [s], "destPathes": ["space2/svr"]
+    });
+    // The API document's example (adapted to existing spaces) is accepted.
+    Api::ok(api.post("/v1/spaceSyncer/createTask", base.clone()).await);
+    for (pointer, value, needle) in [
+        ("/destPathes/0", json!("space1/cli/inner"), "inside"),
+        ("/destPathes/0", json!("space1/cli"), "destPathes[0]"),
+        ("/destUserSpaceIDs/0", json!(424242), "424242"),
+        ("/srcUserSpaceID", json!(424242), "424242"),
+        ("/trigger/interval", json!(0), "interval"),
+        ("/filters/0/minSize", json!(999_999), "minSize"),
+    ] {
+        let mut body = base.clone();
+        *body.pointer_mut(pointer).unwrap() = value;
+        let (status, v) = api.post("/v1/spaceSyncer/createTask", body).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{pointer}: {v}");
+        assert!(
+            v["message"].as_str().unwrap().contains(needle),
+            "{pointer}: {v}"
+        );
+    }
+    let (status, _) = api.get("/v1/spaceSyncer/getTask?taskID=999999").await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    c.shutdown().await;
+}
