@@ -266,6 +266,31 @@ pub enum Error {
     #[snafu(display("file transfer interrupted; nothing was written"))]
     TransferInterrupted,
 
+    /// Setting the modification time of a copied file (sync, fs destinations) failed.
+    #[snafu(display("failed to set the modification time of {}", path.display()))]
+    SetModified {
+        path: std::path::PathBuf,
+        source: std::io::Error,
+    },
+
+    /// The blocking task setting a file's modification time panicked or was cancelled.
+    #[snafu(display("modification time task failed"))]
+    SetModifiedTask { source: tokio::task::JoinError },
+
+    /// Stating a file (sync: a destination file before deciding to copy) failed.
+    #[snafu(display("failed to stat file {path:?}"))]
+    StatFile {
+        path: String,
+        source: opendal::Error,
+    },
+
+    /// Deleting a file (sync: moved source file, extraneous destination file) failed.
+    #[snafu(display("failed to delete file {path:?}"))]
+    DeleteFile {
+        path: String,
+        source: opendal::Error,
+    },
+
     /// Another agent (the destination of an import, the source of an export) refused or
     /// failed; its code is kept.
     #[snafu(display("{role} agent {address}"))]
@@ -388,6 +413,10 @@ impl CodedError for Error {
             Error::FileChanged { .. } => ErrorCode::Conflict,
             Error::ContentMismatch { .. } => ErrorCode::BadArgument,
             Error::TransferInterrupted => ErrorCode::Unavailable,
+            Error::SetModified { source, .. } => io_code(source),
+            Error::SetModifiedTask { .. } => ErrorCode::Internal,
+            Error::StatFile { source, .. } => storage_code(source),
+            Error::DeleteFile { source, .. } => storage_code(source),
             Error::RemoteAgent { source, .. } => source.code(),
             Error::CoordinatorClient { source } => source.code(),
             Error::Register { source } => source.code(),

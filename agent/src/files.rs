@@ -50,6 +50,17 @@ pub struct FileEntry {
 /// A stream of the files below a path, in no particular order.
 pub type FileList = Pin<Box<dyn Stream<Item = Result<FileEntry>> + Send + 'static>>;
 
+/// One entry of [`FileRoot::walk`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Listed {
+    File(FileEntry),
+    /// A directory, relative to the walked path, without a trailing `/`.
+    Dir(String),
+}
+
+/// A stream of files (and directories) below a path, in no particular order.
+pub(crate) type Walk = Pin<Box<dyn Stream<Item = Result<Listed>> + Send + 'static>>;
+
 /// A stream of file bytes, each chunk at most [`proto::CHUNK_SIZE`] bytes.
 pub type FileStream = Pin<Box<dyn Stream<Item = Result<Bytes>> + Send + 'static>>;
 
@@ -82,7 +93,7 @@ pub fn check_path(path: &str, dir: bool) -> Result<&str> {
 
 /// Whether a storage error means "no such path" (also a path through a file on a
 /// filesystem, `ENOTDIR`).
-fn is_missing(err: &opendal::Error) -> bool {
+pub(crate) fn is_missing(err: &opendal::Error) -> bool {
     err.kind() == opendal::ErrorKind::NotFound
         || std::error::Error::source(err)
             .and_then(|s| s.downcast_ref::<std::io::Error>())
@@ -139,7 +150,7 @@ impl FileRoot {
     }
 
     /// Whether a listing leaves `path` out: JCS's own data (see the module doc).
-    fn is_hidden(&self, path: &str) -> bool {
+    pub(crate) fn is_hidden(&self, path: &str) -> bool {
         let name = base_name(path);
         self.is_reserved(path) || name.starts_with(TMP_PREFIX) || name.starts_with(PROBE_PREFIX)
     }
@@ -186,12 +197,29 @@ impl FileRoot {
     /// the file `path` itself (its `path` is then its base name). `FileNotFound` when
     /// nothing exists at `path`. Streamed, never the whole listing in memory.
     pub async fn list(&self, path: &str) -> Result<FileList> {
+        let walk = self.walk(path, false).await?;
+        Ok(Box::pin(walk.try_filter_map(|listed| async move {
+            Ok(match listed {
+                Listed::File(file) => Some(file),
+                Listed::Dir(_) => None,
+            })
+        })))
+    }
+
+    /// Like [`FileRoot::list`], and with `dirs` also every directory below `path` (what
+    /// the backend lists as one: fs directories, object-store keys ending in `/`), hidden
+    /// ones excepted.
+    pub(crate) async fn walk(&self, path: &str, dirs: bool) -> Result<Walk> {
         let dir = if path.is_empty() {
             String::new()
         } else {
             match self.dir_or_file(path).await? {
                 Ok(dir) => dir,
-                Err(file) => return Ok(Box::pin(futures::stream::once(async { Ok(file) }))),
+                Err(file) => {
+                    return Ok(Box::pin(futures::stream::once(async {
+                        Ok(Listed::File(file))
+                    })));
+                }
             }
         };
         let lister = match self.op.lister_with(&dir).recursive(true).await {
@@ -203,8 +231,19 @@ impl FileRoot {
             root: self.clone(),
             lister,
             dir,
+            dirs,
         };
         Ok(Box::pin(futures::stream::try_unfold(state, list_next)))
+    }
+
+    /// The operator on the storage root.
+    pub(crate) fn operator(&self) -> &opendal::Operator {
+        &self.op
+    }
+
+    /// How messages name the space (`user space N`).
+    pub(crate) fn label(&self) -> &str {
+        &self.label
     }
 
     /// Size and bytes of file `path` (a checked path), read ≤ [`proto::CHUNK_SIZE`] at a
@@ -242,7 +281,7 @@ impl FileRoot {
 
     /// Whether writes go through a temp file renamed into place (a filesystem) rather
     /// than straight to the key (object stores).
-    fn staged(&self) -> bool {
+    pub(crate) fn staged(&self) -> bool {
         self.op.info().capability().rename
     }
 
@@ -400,9 +439,11 @@ struct ListState {
     root: FileRoot,
     lister: opendal::Lister,
     dir: String,
+    /// Also yield directories.
+    dirs: bool,
 }
 
-async fn list_next(mut st: ListState) -> Result<Option<(FileEntry, ListState)>> {
+async fn list_next(mut st: ListState) -> Result<Option<(Listed, ListState)>> {
     loop {
         let Some(entry) = st
             .lister
@@ -413,11 +454,22 @@ async fn list_next(mut st: ListState) -> Result<Option<(FileEntry, ListState)>> 
             return Ok(None);
         };
         let listed = entry.metadata();
+        let full = entry.path();
+        if st.dirs && listed.mode().is_dir() {
+            let rel = full
+                .strip_prefix(st.dir.as_str())
+                .unwrap_or_default()
+                .trim_end_matches('/');
+            if !rel.is_empty() && !st.root.is_hidden(full) {
+                let rel = rel.to_owned();
+                return Ok(Some((Listed::Dir(rel), st)));
+            }
+            continue;
+        }
         // Directories (and fs symlinks, sockets…) are not files to import.
         if !listed.mode().is_file() {
             continue;
         }
-        let full = entry.path();
         let Some(rel) = full.strip_prefix(st.dir.as_str()) else {
             continue;
         };
@@ -440,7 +492,7 @@ async fn list_next(mut st: ListState) -> Result<Option<(FileEntry, ListState)>> 
             modified_ms: modified.map_or(0, |m| unix_ms(SystemTime::from(m))),
             full_path: full.to_owned(),
         };
-        return Ok(Some((found, st)));
+        return Ok(Some((Listed::File(found), st)));
     }
 }
 

@@ -1,7 +1,8 @@
 //! The JCS agent: serves shard bytes of user spaces over gRPC (`AgentService`): the `Local`
 //! directories declared in its config, plus every space of any storage type (Local, S3,
 //! OBS, OSS, COS) the coordinator assigns it at registration. Verifies coordinator-signed
-//! tickets locally, probes storage configurations (`TestStorage`). Never touches metadata.
+//! tickets locally, probes storage configurations (`TestStorage`), runs sync passes
+//! (`RunSync`) between storages. Never touches metadata.
 //!
 //! Library only: the `jcs` binary loads an [`AgentConfig`], binds a listener and calls
 //! [`Agent::build`] then [`Agent::serve`].
@@ -16,6 +17,7 @@ pub mod registry;
 pub mod server;
 pub mod service;
 pub mod store;
+pub mod sync;
 pub mod ticket;
 
 pub use config::{AgentConfig, SpaceConfig};

@@ -10,9 +10,9 @@ use proto::agent::agent_service_server::AgentService;
 use proto::agent::put_shard_request::Msg;
 use proto::agent::{
     Chunk, ConcatShardsRequest, DeleteShardRequest, DeleteShardResponse, ExportFileRequest,
-    ExportFileResponse, FileInfo, Finish, GetShardRequest, ImportFileRequest, ListFilesRequest,
-    ListShardsRequest, PutShardRequest, PutShardResponse, ShardInfo, TestStorageRequest,
-    TestStorageResponse,
+    ExportFileResponse, FileBatch, FileInfo, Finish, GetShardRequest, ImportFileRequest,
+    ListFilesRequest, ListShardsRequest, PutShardRequest, PutShardResponse, RunSyncRequest,
+    ShardBatch, ShardInfo, SyncProgress, TestStorageRequest, TestStorageResponse,
 };
 use proto::common::ticket_body::Kind;
 use proto::common::{Ticket, TicketBody};
@@ -32,7 +32,7 @@ use crate::error::{
 use crate::files::{self, FileEntry, FileStream};
 use crate::registry::SpaceRegistry;
 use crate::store::{PutItem, ShardEntry, SpaceStore, Stored, is_valid_hash};
-use crate::{probe, ticket};
+use crate::{probe, sync, ticket};
 
 /// Chunks buffered between the gRPC request stream and the shard writer.
 const PUT_CHANNEL_CAPACITY: usize = 4;
@@ -418,6 +418,55 @@ async fn put_to(
         .into_inner())
 }
 
+/// Entries per listing message (see `FileBatch` in the proto).
+const LIST_BATCH: usize = 256;
+/// Longest a listing batch waits to fill before it is sent.
+const LIST_LINGER: std::time::Duration = std::time::Duration::from_millis(20);
+
+/// Group a listing into batches of what is ready (at most `LIST_BATCH`), so each gRPC
+/// message carries many entries; an error ends the batch before it and follows it.
+fn batched<T: Send + 'static>(
+    items: impl futures::Stream<Item = Result<T>> + Unpin + Send + 'static,
+) -> impl futures::Stream<Item = Result<Vec<T>>> + Unpin + Send + 'static {
+    // Wait up to LIST_LINGER for a batch to fill: listers often yield one entry at a time.
+    Box::pin(tokio_stream::StreamExt::chunks_timeout(
+        items,
+        LIST_BATCH,
+        LIST_LINGER,
+    ))
+    .flat_map(|chunk| {
+        let mut out = Vec::new();
+        let mut batch = Vec::with_capacity(chunk.len());
+        for item in chunk {
+            match item {
+                Ok(t) => batch.push(t),
+                Err(e) => {
+                    if !batch.is_empty() {
+                        out.push(Ok(std::mem::take(&mut batch)));
+                    }
+                    out.push(Err(e));
+                }
+            }
+        }
+        if !batch.is_empty() {
+            out.push(Ok(batch));
+        }
+        futures::stream::iter(out)
+    })
+}
+
+fn file_batch(entries: Vec<FileEntry>) -> FileBatch {
+    FileBatch {
+        files: entries.into_iter().map(file_info).collect(),
+    }
+}
+
+fn shard_batch(entries: Vec<ShardEntry>) -> ShardBatch {
+    ShardBatch {
+        shards: entries.into_iter().map(shard_info).collect(),
+    }
+}
+
 fn file_info(entry: FileEntry) -> FileInfo {
     FileInfo {
         path: entry.path,
@@ -543,7 +592,7 @@ impl AgentService for AgentGrpc {
         }))
     }
 
-    type ListShardsStream = ReceiverStream<Result<ShardInfo, Status>>;
+    type ListShardsStream = ReceiverStream<Result<ShardBatch, Status>>;
 
     async fn list_shards(
         &self,
@@ -558,10 +607,10 @@ impl AgentService for AgentGrpc {
         )?;
         let store = self.store(&body).await?;
         let stream = respond_with(
-            store.list_shards(),
+            batched(store.list_shards()),
             LIST_CHANNEL_CAPACITY,
             self.shutdown.clone(),
-            shard_info,
+            shard_batch,
         )
         .await?;
         Ok(Response::new(stream))
@@ -583,7 +632,7 @@ impl AgentService for AgentGrpc {
         Ok(Response::new(TestStorageResponse {}))
     }
 
-    type ListFilesStream = ReceiverStream<Result<FileInfo, Status>>;
+    type ListFilesStream = ReceiverStream<Result<FileBatch, Status>>;
 
     async fn list_files(
         &self,
@@ -600,10 +649,10 @@ impl AgentService for AgentGrpc {
         let store = self.store(&body).await?;
         let listing = store.files().list(path).await?;
         let stream = respond_with(
-            listing,
+            batched(listing),
             LIST_CHANNEL_CAPACITY,
             self.shutdown.clone(),
-            file_info,
+            file_batch,
         )
         .await?;
         Ok(Response::new(stream))
@@ -623,6 +672,16 @@ impl AgentService for AgentGrpc {
     ) -> Result<Response<ExportFileResponse>, Status> {
         let size = self.export(request.into_inner()).await?;
         Ok(Response::new(ExportFileResponse { size }))
+    }
+
+    type RunSyncStream = ReceiverStream<Result<SyncProgress, Status>>;
+
+    async fn run_sync(
+        &self,
+        request: Request<RunSyncRequest>,
+    ) -> Result<Response<Self::RunSyncStream>, Status> {
+        let run = sync::prepare(&self.secret, request.into_inner()).await?;
+        Ok(Response::new(run.start(&self.shutdown)))
     }
 }
 

@@ -3,7 +3,8 @@
 //!
 //! Kinds by RPC: PutShard `PUT`, GetShard `GET`, ConcatShards `CONCAT`, ListShards `LIST`,
 //! DeleteShard `DELETE`, TestStorage `TEST`, ListFiles `LIST_FILES`, ImportFile
-//! `READ_FILE` (+ the destination's `PUT`), ExportFile `WRITE_FILE` (+ the source's `GET`).
+//! `READ_FILE` (+ the destination's `PUT`), ExportFile `WRITE_FILE` (+ the source's `GET`),
+//! RunSync `SYNC`.
 //! A ticket is good for exactly its own kind.
 
 use common::secret::Secret;
@@ -155,6 +156,7 @@ mod tests {
             Kind::ListFiles,
             Kind::ReadFile,
             Kind::WriteFile,
+            Kind::Sync,
         ];
         for ticket_kind in kinds {
             let t = sign(&s, &body(ticket_kind, 2000));

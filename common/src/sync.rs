@@ -160,13 +160,12 @@ impl TaskSpec {
             Trigger::Interval { interval } if *interval == 0 => {
                 return Err("trigger.interval must be > 0 seconds".into());
             }
-            Trigger::Schedule { start, end } => {
-                if parse_hhmm("trigger.start", start)? == parse_hhmm("trigger.end", end)? {
-                    return Err(
-                        "trigger.start and trigger.end must differ (the window would be empty)"
-                            .into(),
-                    );
-                }
+            Trigger::Schedule { start, end }
+                if parse_hhmm("trigger.start", start)? == parse_hhmm("trigger.end", end)? =>
+            {
+                return Err(
+                    "trigger.start and trigger.end must differ (the window would be empty)".into(),
+                );
             }
             _ => {}
         }

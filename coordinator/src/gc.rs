@@ -73,27 +73,29 @@ impl Gc {
                 .await
                 .map_err(|s| Error::Agent { source: s.into() })?
                 .into_inner();
-            while let Some(info) = stream
+            while let Some(batch) = stream
                 .message()
                 .await
                 .map_err(|s| Error::Agent { source: s.into() })?
             {
-                report.scanned += 1;
-                if info.modified_ms >= cutoff {
-                    report.recent += 1;
-                    continue;
-                }
-                if self.referenced(space.space_id, &info.sha256).await? {
-                    report.referenced += 1;
-                    continue;
-                }
-                if self
-                    .delete_one(&mut client, space_ref, &info.sha256, cutoff)
-                    .await?
-                {
-                    report.deleted += 1;
-                } else {
-                    report.referenced += 1;
+                for info in batch.shards {
+                    report.scanned += 1;
+                    if info.modified_ms >= cutoff {
+                        report.recent += 1;
+                        continue;
+                    }
+                    if self.referenced(space.space_id, &info.sha256).await? {
+                        report.referenced += 1;
+                        continue;
+                    }
+                    if self
+                        .delete_one(&mut client, space_ref, &info.sha256, cutoff)
+                        .await?
+                    {
+                        report.deleted += 1;
+                    } else {
+                        report.referenced += 1;
+                    }
                 }
             }
         }

@@ -85,6 +85,8 @@ impl Service {
             .map_err(agent_error)?
             .into_inner()
             .map_err(agent_error)
+            .map_ok(|batch| futures::stream::iter(batch.files.into_iter().map(Ok)))
+            .try_flatten()
             .peekable();
         if let Some(Err(_)) = std::pin::Pin::new(&mut listing).peek().await
             && let Some(Err(e)) = listing.next().await

@@ -15,8 +15,8 @@ use proto::agent::agent_service_server::{AgentService, AgentServiceServer};
 use proto::agent::put_shard_request::Msg;
 use proto::agent::{
     Chunk, ConcatShardsRequest, DeleteShardRequest, DeleteShardResponse, ExportFileRequest,
-    ExportFileResponse, FileInfo, GetShardRequest, ImportFileRequest, ListFilesRequest,
-    ListShardsRequest, PutShardRequest, PutShardResponse, RunSyncRequest, ShardInfo, SyncProgress,
+    ExportFileResponse, FileBatch, GetShardRequest, ImportFileRequest, ListFilesRequest,
+    ListShardsRequest, PutShardRequest, PutShardResponse, RunSyncRequest, ShardBatch, SyncProgress,
     TestStorageRequest, TestStorageResponse,
 };
 use proto::common::Ticket;
@@ -1199,8 +1199,8 @@ pub const CONCAT_PREFIX: &str = "concat:";
 pub struct FakeAgent(pub Arc<Mutex<AgentState>>);
 
 type ChunkStream = Pin<Box<dyn Stream<Item = Result<Chunk, Status>> + Send>>;
-type ShardInfoStream = Pin<Box<dyn Stream<Item = Result<ShardInfo, Status>> + Send>>;
-type FileInfoStream = Pin<Box<dyn Stream<Item = Result<FileInfo, Status>> + Send>>;
+type ShardInfoStream = Pin<Box<dyn Stream<Item = Result<ShardBatch, Status>> + Send>>;
+type FileInfoStream = Pin<Box<dyn Stream<Item = Result<FileBatch, Status>> + Send>>;
 
 #[tonic::async_trait]
 impl AgentService for FakeAgent {

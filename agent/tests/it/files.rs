@@ -55,7 +55,8 @@ async fn list_files(
         })
         .await?
         .into_inner();
-    let files: Vec<_> = stream.try_collect().await?;
+    let batches: Vec<_> = stream.try_collect().await?;
+    let files: Vec<_> = batches.into_iter().flat_map(|b| b.files).collect();
     assert!(files.iter().all(|f| f.modified_ms > 0), "{files:?}");
     let mut out: Vec<_> = files
         .into_iter()

@@ -233,6 +233,24 @@ impl CoordinatorService for FakeCoordinator {
     ) -> Result<Response<ExportPackageResponse>, Status> {
         unimplemented()
     }
+    async fn create_sync_task(
+        &self,
+        _: Request<CreateSyncTaskRequest>,
+    ) -> Result<Response<SyncTaskResponse>, Status> {
+        unimplemented()
+    }
+    async fn get_sync_task(
+        &self,
+        _: Request<GetSyncTaskRequest>,
+    ) -> Result<Response<SyncTaskResponse>, Status> {
+        unimplemented()
+    }
+    async fn cancel_sync_task(
+        &self,
+        _: Request<CancelSyncTaskRequest>,
+    ) -> Result<Response<Empty>, Status> {
+        unimplemented()
+    }
     async fn register_agent(
         &self,
         request: Request<RegisterAgentRequest>,

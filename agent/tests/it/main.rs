@@ -10,3 +10,4 @@ mod harness;
 mod s3;
 mod shards;
 mod spaces;
+mod sync;

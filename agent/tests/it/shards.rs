@@ -69,7 +69,8 @@ async fn list(agent: &TestAgent, ticket: Ticket) -> Result<Vec<ShardInfo>, Statu
         })
         .await?
         .into_inner();
-    let mut shards: Vec<ShardInfo> = stream.try_collect().await?;
+    let batches: Vec<_> = stream.try_collect().await?;
+    let mut shards: Vec<ShardInfo> = batches.into_iter().flat_map(|b| b.shards).collect();
     shards.sort_by(|a, b| a.sha256.cmp(&b.sha256));
     Ok(shards)
 }

@@ -198,7 +198,10 @@ mod tests {
             data.starts_with(&format!(r#"{{"taskID":{id},"trigger":"#)),
             "{text}"
         );
-        assert!(data.ends_with(r#""status":{"lastErrors":[],"runs":[],"state":"Pending"}}}}"#));
+        assert!(
+            data.ends_with(r#""status":{"state":"Pending","runs":[],"lastErrors":[]}}}}"#),
+            "{text}"
+        );
 
         // The coordinator received the spec re-serialized, with the defaults filled in.
         assert_eq!(
