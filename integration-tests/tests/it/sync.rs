@@ -248,3 +248,127 @@ async fn bad_tasks_are_rejected_naming_the_field() {
     assert_eq!(status, StatusCode::NOT_FOUND);
     c.shutdown().await;
 }
+
+#[tokio::test]
+async fn cancel_stops_a_running_pass() {
+    let c = TestCluster::builder().build().await.unwrap();
+    let api = c.api();
+    let src = c.scratch("src");
+    let dst = c.scratch("dst");
+    let blob = vec![7u8; 256 * 1024];
+    for i in 0..400 {
+        write_tree(&src, &[(&format!("d{}/f{i}.bin", i % 8), &blob)]);
+    }
+    let s = local_space(api, "src", &src).await;
+    let d = local_space(api, "dst", &dst).await;
+    let id = Api::ok(
+        api.post(
+            "/v1/spaceSyncer/createTask",
+            json!({"trigger": {"type": "Once"}, "mode": {"type": "Full"},
+                   "srcUserSpaceID": s, "srcPath": "", "destUserSpaceIDs": [d], "destPathes": ["out"]}),
+        )
+        .await,
+    )["task"]["taskID"]
+        .as_u64()
+        .unwrap();
+    // Wait until the pass is running, then cancel it.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while get_task(api, id).await["status"]["state"] != "Running" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the pass never started"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    Api::ok(
+        api.post("/v1/spaceSyncer/cancelTask", json!({"taskID": id}))
+            .await,
+    );
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let t = loop {
+        let t = get_task(api, id).await;
+        if !t["status"]["runs"][0]["endTime"].is_null() {
+            break t;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the pass did not stop: {t}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert_eq!(t["status"]["state"], "Cancelled", "{t}");
+    assert_eq!(t["status"]["runs"][0]["result"], "Cancelled", "{t}");
+    let copied = integration_tests::list_files(&dst.join("out")).len();
+    assert!(
+        copied < 400,
+        "the pass ran to the end despite the cancel ({copied} files)"
+    );
+    assert!(
+        integration_tests::list_files(&dst)
+            .iter()
+            .all(|p| !p.to_string_lossy().contains(".jcs-tmp-")),
+        "temp files left behind"
+    );
+    c.shutdown().await;
+}
+
+#[tokio::test]
+async fn tasks_survive_a_restart_and_interrupted_runs_are_marked_failed() {
+    let mut c = TestCluster::builder()
+        .meta(integration_tests::Meta::Redb)
+        .build()
+        .await
+        .unwrap();
+    let api = c.api().clone();
+    let src = c.scratch("src");
+    write_tree(&src, &[("a", b"a")]);
+    let s = local_space(&api, "src", &src).await;
+    let d = local_space(&api, "dst", &c.scratch("dst")).await;
+    let id = Api::ok(
+        api.post(
+            "/v1/spaceSyncer/createTask",
+            json!({"trigger": {"type": "Interval", "interval": 3600}, "mode": {"type": "Full"},
+                   "srcUserSpaceID": s, "srcPath": "", "destUserSpaceIDs": [d], "destPathes": ["out"]}),
+        )
+        .await,
+    )["task"]["taskID"]
+        .as_u64()
+        .unwrap();
+    wait_runs(&api, id, 1).await;
+    // Simulate a crash in the middle of a pass: the stored status says Running.
+    let key = format!("v1/sync-status/{id:020}").into_bytes();
+    let kv = c.meta().get(&key).await.unwrap().unwrap();
+    let mut status: Value = serde_json::from_slice(&kv.value).unwrap();
+    status["state"] = json!("Running");
+    let mut run = status["runs"][0].clone();
+    run["runID"] = json!(2);
+    run["endTimeMs"] = Value::Null;
+    run["result"] = json!("Running");
+    status["runs"].as_array_mut().unwrap().push(run);
+    c.meta()
+        .put(key, serde_json::to_vec(&status).unwrap())
+        .await
+        .unwrap();
+
+    c.restart_coordinator().await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let t = loop {
+        let t = get_task(&api, id).await;
+        if t["status"]["state"] != "Running" {
+            break t;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "interrupted run still Running: {t}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(t["srcUserSpaceID"], s, "the task survived the restart: {t}");
+    assert_eq!(t["status"]["state"], "Idle", "{t}");
+    assert_eq!(t["status"]["runs"][1]["result"], "Failed", "{t}");
+    assert!(
+        t["status"]["lastErrors"].to_string().contains("restarted"),
+        "{t}"
+    );
+    c.shutdown().await;
+}
