@@ -273,6 +273,14 @@ pub enum Error {
         source: std::io::Error,
     },
 
+    /// A local-to-local sync copy (`std::fs::copy` fast path) failed.
+    #[snafu(display("failed to copy {} to {}", from.display(), to.display()))]
+    CopyLocal {
+        from: std::path::PathBuf,
+        to: std::path::PathBuf,
+        source: std::io::Error,
+    },
+
     /// The blocking task setting a file's modification time panicked or was cancelled.
     #[snafu(display("modification time task failed"))]
     SetModifiedTask { source: tokio::task::JoinError },
@@ -414,6 +422,7 @@ impl CodedError for Error {
             Error::ContentMismatch { .. } => ErrorCode::BadArgument,
             Error::TransferInterrupted => ErrorCode::Unavailable,
             Error::SetModified { source, .. } => io_code(source),
+            Error::CopyLocal { source, .. } => io_code(source),
             Error::SetModifiedTask { .. } => ErrorCode::Internal,
             Error::StatFile { source, .. } => storage_code(source),
             Error::DeleteFile { source, .. } => storage_code(source),

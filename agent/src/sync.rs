@@ -16,7 +16,7 @@
 
 use std::collections::HashSet;
 use std::future::Future;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -745,6 +745,21 @@ impl Ctx {
         {
             return Ok(current);
         }
+        if let (Some(src_root), Some(dst_root)) = (&self.source.local, &dest.local) {
+            // Both ends are local directories: one blocking copy (copy_file_range) instead
+            // of a streamed read and write.
+            if self.cancel.is_cancelled() {
+                return Err(Error::TransferInterrupted);
+            }
+            return copy_local(
+                src_root.join(&entry.full_path),
+                dst_root.join(target),
+                entry.size,
+                entry.modified_ms,
+            )
+            .await
+            .map(Synced::Copied);
+        }
         let (size, chunks) = self.source.files.read(&entry.full_path).await?;
         copy(dest, target, size, chunks, entry.modified_ms, &self.cancel)
             .await
@@ -1052,6 +1067,43 @@ async fn copy(
     }
     debug!(path = %target, space = dest.space_id, size, "file synced");
     Ok(size)
+}
+
+/// Copy local file `from` to `to` atomically (a `.jcs-tmp-<uuid>` sibling, size checked,
+/// mtime set, then renamed over `to`), on the blocking pool. Returns the bytes copied.
+async fn copy_local(from: PathBuf, to: PathBuf, size: u64, mtime_ms: i64) -> Result<u64> {
+    tokio::task::spawn_blocking(move || {
+        let parent = to.parent().map(Path::to_path_buf).unwrap_or_default();
+        let tmp = parent.join(format!("{TMP_PREFIX}{}", uuid::Uuid::new_v4()));
+        let fail = |source: std::io::Error| Error::CopyLocal {
+            from: from.clone(),
+            to: to.clone(),
+            source,
+        };
+        std::fs::create_dir_all(&parent).map_err(fail)?;
+        let result = (|| {
+            let copied = std::fs::copy(&from, &tmp)?;
+            if copied != size {
+                return Err(std::io::Error::other(format!(
+                    "{copied} bytes copied, expected {size} (the source changed)"
+                )));
+            }
+            if mtime_ms != 0 {
+                std::fs::File::options()
+                    .write(true)
+                    .open(&tmp)?
+                    .set_modified(system_time(mtime_ms))?;
+            }
+            std::fs::rename(&tmp, &to)
+        })();
+        if let Err(e) = result {
+            let _ = std::fs::remove_file(&tmp);
+            return Err(fail(e));
+        }
+        Ok(size)
+    })
+    .await
+    .context(SetModifiedTaskSnafu)?
 }
 
 async fn remove_temp(op: &opendal::Operator, path: &str) {

@@ -79,6 +79,7 @@ impl Coordinator {
             agents,
             spaces_generation: AtomicU64::new(0),
             sync_runs: crate::sync::Runs::default(),
+            sync_wakeup: tokio::sync::Notify::new(),
             ticket_ttl: config.ticket_ttl,
             upload_expiry: config.upload_expiry,
             heartbeat_interval: config.heartbeat_interval,

@@ -35,6 +35,8 @@ pub struct Service {
     pub(crate) spaces_generation: AtomicU64,
     /// Sync passes running now.
     pub(crate) sync_runs: crate::sync::Runs,
+    /// Wakes the sync scheduler (a task was created), so a `Once` task starts at once.
+    pub(crate) sync_wakeup: tokio::sync::Notify,
 }
 
 /// Where to reach a user space now.
@@ -809,6 +811,7 @@ impl CoordinatorService for Service {
         self.validate_sync_task(&spec).await?;
         let (task, status) = self.catalog.create_sync_task(spec).await?;
         tracing::info!(task = task.task_id, "sync task created");
+        self.sync_wakeup.notify_one();
         Ok(Response::new(pb::SyncTaskResponse {
             task_json: crate::sync::task_json(&task, &status).to_string(),
         }))

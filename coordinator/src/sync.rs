@@ -386,6 +386,7 @@ pub async fn run_scheduler(service: Arc<Service>, shutdown: CancellationToken) {
         tokio::select! {
             _ = shutdown.cancelled() => break,
             _ = tokio::time::sleep(TICK) => {}
+            _ = service.sync_wakeup.notified() => {}
         }
         if let Err(e) = tick(&service, &shutdown).await {
             tracing::warn!(error = %common::error::ErrorChain(&e), "sync scheduler tick failed");
