@@ -25,8 +25,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
 
 use crate::error::{
-    ContentMismatchSnafu, Error, FileChangedSnafu, FileNotFoundSnafu, InvalidFilePathSnafu,
-    ListFilesSnafu, NotAFileSnafu, ReadFileSnafu, ReservedPathSnafu, Result, WriteFileSnafu,
+    ContentMismatchSnafu, Error, FileNotFoundSnafu, InvalidFilePathSnafu, ListFilesSnafu,
+    NotAFileSnafu, ReadFileSnafu, ReservedPathSnafu, Result, WriteFileSnafu,
 };
 use crate::probe::PROBE_PREFIX;
 use crate::store::{hash_chunk, unix_ms};
@@ -267,15 +267,14 @@ impl FileRoot {
             return Ok((0, Box::pin(futures::stream::empty())));
         }
         let reader = self.op.reader(path).await.context(ReadFileSnafu { path })?;
-        let state = ReadState {
-            reader,
-            path: path.to_owned(),
-            pos: 0,
-            end: size,
-        };
         Ok((
             size,
-            Box::pin(futures::stream::try_unfold(state, read_next)),
+            Box::pin(crate::store::chunked(
+                reader,
+                crate::store::Source::File(path.to_owned()),
+                0,
+                size,
+            )),
         ))
     }
 
@@ -494,38 +493,6 @@ async fn list_next(mut st: ListState) -> Result<Option<(Listed, ListState)>> {
         };
         return Ok(Some((Listed::File(found), st)));
     }
-}
-
-/// Progress of a file read.
-struct ReadState {
-    reader: opendal::Reader,
-    path: String,
-    pos: u64,
-    end: u64,
-}
-
-async fn read_next(mut st: ReadState) -> Result<Option<(Bytes, ReadState)>> {
-    if st.pos >= st.end {
-        return Ok(None);
-    }
-    let want = (st.end - st.pos).min(proto::CHUNK_SIZE as u64);
-    let buf = st
-        .reader
-        .read(st.pos..st.pos + want)
-        .await
-        .context(ReadFileSnafu { path: &st.path })?;
-    ensure!(
-        !buf.is_empty(),
-        FileChangedSnafu {
-            path: &st.path,
-            at: st.pos,
-            expected: st.end,
-        }
-    );
-    let mut bytes = buf.to_bytes();
-    bytes.truncate(want as usize);
-    st.pos += bytes.len() as u64;
-    Ok(Some((bytes, st)))
 }
 
 #[cfg(test)]

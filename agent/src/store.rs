@@ -716,13 +716,12 @@ impl SpaceStore {
             .reader(&shard_path(hash))
             .await
             .context(ReadShardSnafu { hash })?;
-        let state = ReadState {
+        Ok(Box::pin(chunked(
             reader,
-            hash: hash.to_owned(),
-            pos: offset,
+            Source::Shard(hash.to_owned()),
+            offset,
             end,
-        };
-        Ok(Box::pin(futures::stream::try_unfold(state, read_next)))
+        )))
     }
 
     /// Remove temp files older than `max_age` (leftovers of a crash); returns how many.
@@ -895,10 +894,68 @@ async fn concat_next(mut st: ConcatState) -> Result<Option<(Bytes, ConcatState)>
     }
 }
 
-/// Progress of a ranged read.
+/// What a chunked read reads, to name it in errors.
+#[derive(Debug, Clone)]
+pub(crate) enum Source {
+    /// A shard, by hash.
+    Shard(String),
+    /// A plain file of a space, by path.
+    File(String),
+}
+
+impl Source {
+    fn read_failed(&self, source: opendal::Error) -> Error {
+        match self {
+            Source::Shard(hash) => Error::ReadShard {
+                hash: hash.clone(),
+                source,
+            },
+            Source::File(path) => Error::ReadFile {
+                path: path.clone(),
+                source,
+            },
+        }
+    }
+
+    fn came_up_short(&self, at: u64, expected: u64) -> Error {
+        match self {
+            Source::Shard(hash) => Error::ShardTruncated {
+                hash: hash.clone(),
+                at,
+                expected,
+            },
+            Source::File(path) => Error::FileChanged {
+                path: path.clone(),
+                at,
+                expected,
+            },
+        }
+    }
+}
+
+/// The bytes `start..end` of `reader` as a stream of chunks of at most
+/// [`proto::CHUNK_SIZE`]; one read in flight, never more in memory.
+pub(crate) fn chunked(
+    reader: opendal::Reader,
+    what: Source,
+    start: u64,
+    end: u64,
+) -> impl futures::Stream<Item = Result<Bytes>> + Send + 'static {
+    futures::stream::try_unfold(
+        ReadState {
+            reader,
+            what,
+            pos: start,
+            end,
+        },
+        read_next,
+    )
+}
+
+/// Progress of a chunked read.
 struct ReadState {
     reader: opendal::Reader,
-    hash: String,
+    what: Source,
     pos: u64,
     end: u64,
 }
@@ -908,19 +965,13 @@ async fn read_next(mut st: ReadState) -> Result<Option<(Bytes, ReadState)>> {
         return Ok(None);
     }
     let want = (st.end - st.pos).min(proto::CHUNK_SIZE as u64);
-    let buf = st
-        .reader
-        .read(st.pos..st.pos + want)
-        .await
-        .context(ReadShardSnafu { hash: &st.hash })?;
-    ensure!(
-        !buf.is_empty(),
-        ShardTruncatedSnafu {
-            hash: &st.hash,
-            at: st.pos,
-            expected: st.end,
-        }
-    );
+    let buf = match st.reader.read(st.pos..st.pos + want).await {
+        Ok(buf) => buf,
+        Err(e) => return Err(st.what.read_failed(e)),
+    };
+    if buf.is_empty() {
+        return Err(st.what.came_up_short(st.pos, st.end));
+    }
     let mut bytes = buf.to_bytes();
     // A backend could return more than asked for; never exceed the wire chunk size.
     bytes.truncate(want as usize);
