@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 /// Where a user space's data lives.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum Storage {
     /// A directory on the machine of the agent named `location`.
     Local {
@@ -64,6 +65,7 @@ fn yes() -> bool {
 /// How to authenticate to a [`Storage`]; the type must match the storage's.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum Credential {
     Local {},
     S3 {
@@ -257,6 +259,7 @@ pub fn validate_working_dir(dir: &str) -> Result<(), String> {
 /// `shardStore`: present when the space stores objects' shards.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct ShardStore {
     /// Most bytes of shards the space may hold; 0 = unlimited.
     #[serde(rename = "maxSize", default)]
@@ -265,6 +268,7 @@ pub struct ShardStore {
 
 /// A user space as the API shows it.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct UserSpace {
     #[serde(rename = "userSpaceID")]
     pub user_space_id: u64,

@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 /// When runs start.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum Trigger {
     /// Every `interval` seconds (a run that overruns delays the next; missed ticks are not
     /// replayed).
@@ -22,6 +23,7 @@ pub enum Trigger {
 /// Which files a run copies.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum Mode {
     /// Copy a file missing at the destination, or differing in the chosen attributes.
     Diff {
@@ -37,6 +39,7 @@ pub enum Mode {
 /// A condition every copied file must meet (all filters must pass).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum Filter {
     /// Size in bytes, inclusive bounds.
     Size {
@@ -77,6 +80,7 @@ fn default_max_delete() -> u64 {
 /// Options of a task.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct Options {
     /// Do not create directories that end up empty (only files are copied).
     #[serde(rename = "noEmptyDirectories", default)]
@@ -105,6 +109,7 @@ impl Default for Options {
 
 /// What `createTask` receives (and `getTask` returns, plus the id and status).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub struct TaskSpec {
     pub trigger: Trigger,
     pub mode: Mode,
@@ -377,6 +382,7 @@ mod tests {
 
 /// State of a task (`getTask` → `status.state`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "openapi", derive(utoipa::ToSchema))]
 pub enum TaskState {
     /// Created; no run has started yet.
     Pending,

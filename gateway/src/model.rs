@@ -7,7 +7,7 @@ use serde::Serialize;
 use crate::error::ApiError;
 
 /// `{bucketID, name}`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct BucketJson {
     #[serde(rename = "bucketID")]
     pub bucket_id: u64,
@@ -24,7 +24,7 @@ impl From<pb::Bucket> for BucketJson {
 }
 
 /// `{packageID, name, bucketID, createTime}`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct PackageJson {
     #[serde(rename = "packageID")]
     pub package_id: u64,
@@ -48,7 +48,7 @@ impl From<pb::Package> for PackageJson {
 
 /// `{"type": <kind>}`: the coordinator's redundancy string as it is, `none` for ordinary
 /// objects and `multipartUpload` for a multipart upload that is not completed yet.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct RedundancyJson {
     #[serde(rename = "type")]
     pub kind: String,
@@ -56,7 +56,7 @@ pub struct RedundancyJson {
 
 /// `{objectID, packageID, path, size, fileHash, redundancy, createTime, updateTime}`;
 /// `size` is a decimal string and `fileHash` is `Full` + upper-case hex SHA-256.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct ObjectJson {
     #[serde(rename = "objectID")]
     pub object_id: u64,

@@ -7,7 +7,7 @@ use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::http::HeaderValue;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::get;
 use client::{AgentPool, ChannelOptions};
 use common::ErrorCode;
 use snafu::ResultExt;
@@ -15,9 +15,14 @@ use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tower_http::trace::{DefaultOnResponse, TraceLayer};
 use tracing::Level;
+use utoipa::OpenApi as _;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+use utoipa_swagger_ui::SwaggerUi;
 
 use crate::config::GatewayConfig;
 use crate::error::{ApiError, CoordinatorClientSnafu, Error, Result, ServeSnafu};
+use crate::openapi::{ApiDoc, DOCS_PATH, OPENAPI_PATH};
 use crate::routes::{self, bucket, multipart, object, package, space_syncer, user_space};
 use crate::state::AppState;
 
@@ -100,82 +105,67 @@ impl Gateway {
     }
 }
 
-/// The `/v1` application over `state`: metadata routes under a deadline; the data routes
-/// (upload, uploadPart, download, downloadByPath, completeMultipartUpload, whose agent
-/// copies bytes, and userSpace createPackage and downloadPackage, which copy whole
-/// packages) without one, and without a body limit on upload and uploadPart; probes; and
-/// envelope fallbacks for unknown paths (404) and wrong methods (405).
-pub fn router(state: AppState) -> Router {
-    let deadline = state.config().request_timeout;
-    let metadata = Router::new()
-        .route("/v1/bucket/create", post(bucket::create))
-        .route("/v1/bucket/getByName", get(bucket::get_by_name))
-        .route("/v1/bucket/listAll", get(bucket::list_all))
-        .route("/v1/bucket/delete", post(bucket::delete))
-        .route("/v1/package/create", post(package::create))
-        .route("/v1/package/getByFullName", get(package::get_by_full_name))
-        .route(
-            "/v1/package/listBucketPackages",
-            get(package::list_bucket_packages),
-        )
-        .route("/v1/package/delete", post(package::delete))
-        .route(
-            "/v1/object/getPackageObjects",
-            get(object::get_package_objects),
-        )
-        .route("/v1/object/delete", post(object::delete))
-        .route("/v1/object/listByPath", get(object::list_by_path))
-        .route("/v1/object/move", post(object::move_objects))
-        .route("/v1/object/clone", post(object::clone_objects))
-        .route(
-            "/v1/object/newMultipartUpload",
-            post(multipart::new_multipart_upload),
-        )
-        .route("/v1/userSpace/create", post(user_space::create))
-        .route("/v1/userSpace/get", get(user_space::get))
-        .route("/v1/userSpace/update", post(user_space::update))
-        .route("/v1/userSpace/delete", post(user_space::delete))
-        .route("/v1/userSpace/test", post(user_space::test))
-        .route(
-            "/v1/spaceSyncer/createTask",
-            post(space_syncer::create_task),
-        )
-        .route("/v1/spaceSyncer/getTask", get(space_syncer::get_task))
-        .route(
-            "/v1/spaceSyncer/cancelTask",
-            post(space_syncer::cancel_task),
-        )
+/// Every `/v1` route, registered through `utoipa_axum::routes!` so that the router and
+/// the OpenAPI document ([`crate::openapi`]) are built from the same handlers: metadata
+/// routes under a deadline; the data routes (upload, uploadPart, download, downloadByPath,
+/// completeMultipartUpload, whose agent copies bytes, and userSpace createPackage and
+/// downloadPackage, which copy whole packages) without one, and without a body limit on
+/// upload and uploadPart.
+pub(crate) fn api_routes(deadline: Duration) -> OpenApiRouter<AppState> {
+    let metadata = OpenApiRouter::new()
+        .routes(routes!(bucket::create))
+        .routes(routes!(bucket::get_by_name))
+        .routes(routes!(bucket::list_all))
+        .routes(routes!(bucket::delete))
+        .routes(routes!(package::create))
+        .routes(routes!(package::get_by_full_name))
+        .routes(routes!(package::list_bucket_packages))
+        .routes(routes!(package::delete))
+        .routes(routes!(object::get_package_objects))
+        .routes(routes!(object::delete))
+        .routes(routes!(object::list_by_path))
+        .routes(routes!(object::move_objects))
+        .routes(routes!(object::clone_objects))
+        .routes(routes!(multipart::new_multipart_upload))
+        .routes(routes!(user_space::create))
+        .routes(routes!(user_space::get))
+        .routes(routes!(user_space::update))
+        .routes(routes!(user_space::delete))
+        .routes(routes!(user_space::test))
+        .routes(routes!(space_syncer::create_task))
+        .routes(routes!(space_syncer::get_task))
+        .routes(routes!(space_syncer::cancel_task))
         .route_layer(middleware::from_fn_with_state(deadline, deadline_layer));
-    let data = Router::new()
-        .route(
-            "/v1/object/upload",
-            post(object::upload).layer(DefaultBodyLimit::disable()),
-        )
-        .route("/v1/object/download", get(object::download))
-        .route("/v1/object/downloadByPath", get(object::download_by_path))
-        .route(
-            "/v1/object/uploadPart",
-            post(multipart::upload_part).layer(DefaultBodyLimit::disable()),
-        )
-        .route(
-            "/v1/object/completeMultipartUpload",
-            post(multipart::complete_multipart_upload),
-        )
-        .route(
-            "/v1/userSpace/createPackage",
-            post(user_space::create_package),
-        )
-        .route(
-            "/v1/userSpace/downloadPackage",
-            post(user_space::download_package),
-        );
+    let uploads = OpenApiRouter::new()
+        .routes(routes!(object::upload))
+        .routes(routes!(multipart::upload_part))
+        .route_layer(DefaultBodyLimit::disable());
+    let data = OpenApiRouter::new()
+        .routes(routes!(object::download))
+        .routes(routes!(object::download_by_path))
+        .routes(routes!(multipart::complete_multipart_upload))
+        .routes(routes!(user_space::create_package))
+        .routes(routes!(user_space::download_package));
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .merge(metadata)
+        .merge(uploads)
+        .merge(data)
+}
+
+/// The application over `state`: the `/v1` routes of [`api_routes`], the OpenAPI document
+/// at `/openapi.json` with Swagger UI at `/docs`, the probes, and envelope fallbacks for
+/// unknown paths (404) and wrong methods (405).
+pub fn router(state: AppState) -> Router {
+    let (api, mut spec) = api_routes(state.config().request_timeout).split_for_parts();
+    crate::openapi::finish(&mut spec);
+    let docs = SwaggerUi::new(DOCS_PATH).url(OPENAPI_PATH, spec);
     let probes = Router::new()
         .route("/healthz", get(routes::healthz))
         .route("/readyz", get(routes::readyz));
 
     Router::new()
-        .merge(metadata)
-        .merge(data)
+        .merge(api)
+        .merge(docs)
         .merge(probes)
         .fallback(routes::not_found)
         .method_not_allowed_fallback(routes::method_not_allowed)

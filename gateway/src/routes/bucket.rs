@@ -5,56 +5,73 @@ use proto::coordinator::{
     CreateBucketRequest, DeleteBucketRequest, GetBucketByNameRequest, ListBucketsRequest,
 };
 use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
 use crate::error::{ApiError, ApiOk};
 use crate::extract::{ApiJson, ApiQuery};
 use crate::model::{BucketJson, required};
+use crate::openapi::{Null, OkEnvelope};
 use crate::routes::{require_id, require_name};
 use crate::state::AppState;
 
 /// Body of `POST /v1/bucket/create`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
+#[schema(as = BucketCreateBody)]
 pub(crate) struct CreateBody {
+    /// Owner; absent = the gateway's `default_user_id`.
     #[serde(rename = "userID")]
+    #[schema(minimum = 1)]
     user_id: Option<u64>,
+    /// Bucket name (see `docs/api.md` for the naming rules).
     name: String,
 }
 
 /// Query of `GET /v1/bucket/getByName`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct GetByNameQuery {
+    /// Owner; absent = the gateway's `default_user_id`.
     #[serde(rename = "userID")]
+    #[param(minimum = 1)]
     user_id: Option<u64>,
+    /// Bucket name.
     name: String,
 }
 
 /// Query of `GET /v1/bucket/listAll`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct ListAllQuery {
+    /// Owner; absent = the gateway's `default_user_id`.
     #[serde(rename = "userID")]
+    #[param(minimum = 1)]
     user_id: Option<u64>,
 }
 
 /// Body of `POST /v1/bucket/delete`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
+#[schema(as = BucketDeleteBody)]
 pub(crate) struct DeleteBody {
     #[serde(rename = "bucketID")]
+    #[schema(value_type = u64, minimum = 1)]
     bucket_id: Option<u64>,
 }
 
 /// `data` of create and getByName.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct BucketData {
     bucket: BucketJson,
 }
 
 /// `data` of listAll.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct BucketsData {
     buckets: Vec<BucketJson>,
 }
 
 /// `POST /v1/bucket/create`.
+#[utoipa::path(post, path = "/v1/bucket/create", tag = "bucket", request_body = CreateBody,
+    responses((status = 200, description = "The new bucket", body = OkEnvelope<BucketData>)))]
 pub(crate) async fn create(
     State(state): State<AppState>,
     ApiJson(body): ApiJson<CreateBody>,
@@ -77,6 +94,8 @@ pub(crate) async fn create(
 }
 
 /// `GET /v1/bucket/getByName`.
+#[utoipa::path(get, path = "/v1/bucket/getByName", tag = "bucket", params(GetByNameQuery),
+    responses((status = 200, description = "The bucket", body = OkEnvelope<BucketData>)))]
 pub(crate) async fn get_by_name(
     State(state): State<AppState>,
     ApiQuery(query): ApiQuery<GetByNameQuery>,
@@ -97,6 +116,8 @@ pub(crate) async fn get_by_name(
 }
 
 /// `GET /v1/bucket/listAll`.
+#[utoipa::path(get, path = "/v1/bucket/listAll", tag = "bucket", params(ListAllQuery),
+    responses((status = 200, description = "The user's buckets", body = OkEnvelope<BucketsData>)))]
 pub(crate) async fn list_all(
     State(state): State<AppState>,
     ApiQuery(query): ApiQuery<ListAllQuery>,
@@ -113,6 +134,8 @@ pub(crate) async fn list_all(
 }
 
 /// `POST /v1/bucket/delete`.
+#[utoipa::path(post, path = "/v1/bucket/delete", tag = "bucket", request_body = DeleteBody,
+    responses((status = 200, description = "Deleted", body = OkEnvelope<Null>)))]
 pub(crate) async fn delete(
     State(state): State<AppState>,
     ApiJson(body): ApiJson<DeleteBody>,

@@ -7,33 +7,41 @@ use axum::extract::State;
 use proto::coordinator::NewMultipartUploadRequest;
 use serde::{Deserialize, Serialize};
 use tracing::Instrument;
+use utoipa::ToSchema;
 
 use crate::data_path::{self, part_index};
 use crate::error::{ApiError, ApiOk};
 use crate::extract::{ApiJson, ApiMultipart};
 use crate::model::{ObjectJson, required};
+use crate::openapi::{Null, OkEnvelope, UploadPartForm};
 use crate::routes::require_id;
 use crate::state::AppState;
 
 /// Body of `POST /v1/object/newMultipartUpload`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 pub(crate) struct NewMultipartBody {
     #[serde(rename = "packageID")]
+    #[schema(value_type = u64, minimum = 1)]
     package_id: Option<u64>,
+    /// Path of the new object; must not be taken.
+    #[schema(value_type = String)]
     path: Option<String>,
 }
 
 /// Body of `POST /v1/object/completeMultipartUpload`. Indexes are read as `i64` so that an
 /// out-of-range value gets the same message as in uploadPart.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 pub(crate) struct CompleteBody {
     #[serde(rename = "objectID")]
+    #[schema(value_type = u64, minimum = 1)]
     object_id: Option<u64>,
+    /// Parts to concatenate, in this order (each 1..=10000, at least one).
+    #[schema(min_items = 1)]
     indexes: Vec<i64>,
 }
 
 /// `data` of newMultipartUpload and completeMultipartUpload.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct ObjectData {
     object: ObjectJson,
 }
@@ -41,6 +49,8 @@ pub(crate) struct ObjectData {
 /// `POST /v1/object/newMultipartUpload`: the new object has size 0, a zero hash and
 /// redundancy `multipartUpload` until it is completed. A taken path is refused
 /// (`DataExists`) by the coordinator.
+#[utoipa::path(post, path = "/v1/object/newMultipartUpload", tag = "object", request_body = NewMultipartBody,
+    responses((status = 200, description = "The new (empty) object", body = OkEnvelope<ObjectData>)))]
 pub(crate) async fn new_multipart_upload(
     State(state): State<AppState>,
     ApiJson(body): ApiJson<NewMultipartBody>,
@@ -69,6 +79,9 @@ pub(crate) async fn new_multipart_upload(
 
 /// `POST /v1/object/uploadPart` (multipart/form-data). Like upload, it runs in its own task
 /// so that a client that goes away cannot interrupt the commit.
+#[utoipa::path(post, path = "/v1/object/uploadPart", tag = "object",
+    request_body(content = UploadPartForm, content_type = "multipart/form-data"),
+    responses((status = 200, description = "The part is stored", body = OkEnvelope<Null>)))]
 pub(crate) async fn upload_part(
     State(state): State<AppState>,
     ApiMultipart(multipart): ApiMultipart,
@@ -84,6 +97,8 @@ pub(crate) async fn upload_part(
 /// 1..=10000); whether the object is a multipart upload and every part exists is the
 /// coordinator's call. Runs in its own task: once the agent starts concatenating, the
 /// completion finishes (or fails) even if the client goes away.
+#[utoipa::path(post, path = "/v1/object/completeMultipartUpload", tag = "object", request_body = CompleteBody,
+    responses((status = 200, description = "The completed object", body = OkEnvelope<ObjectData>)))]
 pub(crate) async fn complete_multipart_upload(
     State(state): State<AppState>,
     ApiJson(body): ApiJson<CompleteBody>,

@@ -9,11 +9,13 @@ use proto::coordinator::{
 };
 use serde::{Deserialize, Serialize};
 use tracing::Instrument;
+use utoipa::{IntoParams, ToSchema};
 
 use crate::data_path::{self, ObjectRef};
 use crate::error::{ApiError, ApiOk};
 use crate::extract::{ApiJson, ApiMultipart, ApiQuery};
 use crate::model::ObjectJson;
+use crate::openapi::{Binary, Null, OkEnvelope, UploadForm};
 use crate::routes::require_id;
 use crate::state::AppState;
 
@@ -21,90 +23,127 @@ use crate::state::AppState;
 const LIST_PAGE: u32 = 1000;
 
 /// Query of `GET /v1/object/download`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct DownloadQuery {
     #[serde(rename = "objectID")]
+    #[param(value_type = u64, required = true, minimum = 1)]
     object_id: Option<u64>,
+    /// First byte to send; default 0.
+    #[param(minimum = 0)]
     offset: Option<i64>,
+    /// Bytes to send from `offset`; absent = to the end.
+    #[param(minimum = 0)]
     length: Option<i64>,
 }
 
 /// Query of `GET /v1/object/downloadByPath`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct DownloadByPathQuery {
     #[serde(rename = "packageID")]
+    #[param(value_type = u64, required = true, minimum = 1)]
     package_id: Option<u64>,
+    /// Object path in the package.
+    #[param(value_type = String, required = true)]
     path: Option<String>,
+    /// First byte to send; default 0.
+    #[param(minimum = 0)]
     offset: Option<i64>,
+    /// Bytes to send from `offset`; absent = to the end.
+    #[param(minimum = 0)]
     length: Option<i64>,
 }
 
 /// Query of `GET /v1/object/listByPath`. The flags and `maxKeys` are taken as text so that
 /// their errors can name the field and say what is accepted.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct ListByPathQuery {
     #[serde(rename = "packageID")]
+    #[param(value_type = u64, required = true, minimum = 1)]
     package_id: Option<u64>,
+    /// The object path, or with `isPrefix=true` a prefix (may then be empty or absent).
     path: Option<String>,
+    /// `path` is a prefix. Go booleans: `true`/`false`, `1`/`0`, `t`/`f`, `TRUE`, `True`...
     #[serde(rename = "isPrefix")]
+    #[param(value_type = Option<bool>)]
     is_prefix: Option<String>,
+    /// With a prefix: list one level, folding deeper paths into `commonPrefixes`.
     #[serde(rename = "noRecursive")]
+    #[param(value_type = Option<bool>)]
     no_recursive: Option<String>,
+    /// Page size; absent or 0 = the default (1000, also the maximum).
     #[serde(rename = "maxKeys")]
+    #[param(value_type = Option<u32>, minimum = 0)]
     max_keys: Option<String>,
+    /// `nextContinuationToken` of the previous page.
     #[serde(rename = "continuationToken")]
     continuation_token: Option<String>,
 }
 
 /// Query of `GET /v1/object/getPackageObjects`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct PackageObjectsQuery {
     #[serde(rename = "packageID")]
+    #[param(value_type = u64, required = true, minimum = 1)]
     package_id: Option<u64>,
 }
 
 /// Body of `POST /v1/object/delete`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
+#[schema(as = ObjectDeleteBody)]
 pub(crate) struct DeleteBody {
+    /// Objects to delete; unknown ids are ignored.
     #[serde(rename = "objectIDs")]
     object_ids: Vec<u64>,
 }
 
 /// One entry of `POST /v1/object/move`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 pub(crate) struct MovingJson {
     #[serde(rename = "objectID")]
+    #[schema(value_type = u64, minimum = 1)]
     object_id: Option<u64>,
+    /// Target package.
     #[serde(rename = "packageID")]
+    #[schema(value_type = u64, minimum = 1)]
     package_id: Option<u64>,
+    /// Target path.
+    #[schema(value_type = String)]
     path: Option<String>,
 }
 
 /// Body of `POST /v1/object/move`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 pub(crate) struct MoveBody {
     movings: Vec<MovingJson>,
 }
 
 /// One entry of `POST /v1/object/clone`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 pub(crate) struct CloningJson {
+    /// Source object.
     #[serde(rename = "objectID")]
+    #[schema(value_type = u64, minimum = 1)]
     object_id: Option<u64>,
     #[serde(rename = "newPath")]
+    #[schema(value_type = String)]
     new_path: Option<String>,
     #[serde(rename = "newPackageID")]
+    #[schema(value_type = u64, minimum = 1)]
     new_package_id: Option<u64>,
 }
 
 /// Body of `POST /v1/object/clone`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 pub(crate) struct CloneBody {
     clonings: Vec<CloningJson>,
 }
 
 /// `data` of listByPath: all four fields are always present.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct ListByPathData {
     #[serde(rename = "nextContinuationToken")]
     next_continuation_token: String,
@@ -116,31 +155,34 @@ pub(crate) struct ListByPathData {
 }
 
 /// `data` of move: the ids that were moved.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct MoveData {
     successes: Vec<u64>,
 }
 
 /// `data` of clone: one entry per request entry, in order; `null` where it failed.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct CloneData {
     objects: Vec<Option<ObjectJson>>,
 }
 
 /// `data` of upload.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct UploadedData {
     uploadeds: Vec<ObjectJson>,
 }
 
 /// `data` of getPackageObjects.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct ObjectsData {
     objects: Vec<ObjectJson>,
 }
 
 /// `POST /v1/object/upload` (multipart). Runs in its own task so that a client that goes
 /// away cannot cancel the pipeline halfway through its commits.
+#[utoipa::path(post, path = "/v1/object/upload", tag = "object",
+    request_body(content = UploadForm, content_type = "multipart/form-data"),
+    responses((status = 200, description = "The uploaded objects, in request order", body = OkEnvelope<UploadedData>)))]
 pub(crate) async fn upload(
     State(state): State<AppState>,
     ApiMultipart(multipart): ApiMultipart,
@@ -153,6 +195,11 @@ pub(crate) async fn upload(
 }
 
 /// `GET /v1/object/download?objectID=&offset=&length=`.
+#[utoipa::path(get, path = "/v1/object/download", tag = "object", params(DownloadQuery),
+    responses((status = 200, description = "The object's bytes (or the requested range)",
+        content_type = "application/octet-stream", body = Binary,
+        headers(("Content-Disposition" = String, description = "`attachment` with the object's file name"),
+            ("Content-Length" = u64, description = "Bytes in the body")))))]
 pub(crate) async fn download(
     State(state): State<AppState>,
     ApiQuery(query): ApiQuery<DownloadQuery>,
@@ -163,6 +210,11 @@ pub(crate) async fn download(
 
 /// `GET /v1/object/downloadByPath?packageID=&path=&offset=&length=`: like download, with the
 /// object named by its package and path.
+#[utoipa::path(get, path = "/v1/object/downloadByPath", tag = "object", params(DownloadByPathQuery),
+    responses((status = 200, description = "The object's bytes (or the requested range)",
+        content_type = "application/octet-stream", body = Binary,
+        headers(("Content-Disposition" = String, description = "`attachment` with the object's file name"),
+            ("Content-Length" = u64, description = "Bytes in the body")))))]
 pub(crate) async fn download_by_path(
     State(state): State<AppState>,
     ApiQuery(query): ApiQuery<DownloadByPathQuery>,
@@ -212,6 +264,8 @@ pub(crate) fn parse_max_keys(value: Option<&str>) -> Result<u32, ApiError> {
 }
 
 /// `GET /v1/object/listByPath`: one page of an S3-style listing (see `ListByPath`).
+#[utoipa::path(get, path = "/v1/object/listByPath", tag = "object", params(ListByPathQuery),
+    responses((status = 200, description = "One page of the listing", body = OkEnvelope<ListByPathData>)))]
 pub(crate) async fn list_by_path(
     State(state): State<AppState>,
     ApiQuery(query): ApiQuery<ListByPathQuery>,
@@ -263,6 +317,8 @@ pub(crate) async fn list_by_path(
 /// path, an unknown object or a taken target fails just that entry); failures are logged
 /// and left out of `successes`. Malformed entries (a missing field, an id of 0) reject the
 /// whole request before the coordinator is called.
+#[utoipa::path(post, path = "/v1/object/move", tag = "object", request_body = MoveBody,
+    responses((status = 200, description = "The ids that were moved", body = OkEnvelope<MoveData>)))]
 pub(crate) async fn move_objects(
     State(state): State<AppState>,
     ApiJson(body): ApiJson<MoveBody>,
@@ -313,6 +369,8 @@ pub(crate) async fn move_objects(
 /// `POST /v1/object/clone`: new objects sharing the sources' bytes. The answer has one
 /// entry per request entry, in order; an entry that failed is `null` (the reason is
 /// logged). Malformed entries reject the whole request.
+#[utoipa::path(post, path = "/v1/object/clone", tag = "object", request_body = CloneBody,
+    responses((status = 200, description = "One entry per request entry, `null` where it failed", body = OkEnvelope<CloneData>)))]
 pub(crate) async fn clone_objects(
     State(state): State<AppState>,
     ApiJson(body): ApiJson<CloneBody>,
@@ -370,6 +428,8 @@ pub(crate) async fn clone_objects(
 }
 
 /// `GET /v1/object/getPackageObjects?packageID=`: every object of the package, by path.
+#[utoipa::path(get, path = "/v1/object/getPackageObjects", tag = "object", params(PackageObjectsQuery),
+    responses((status = 200, description = "Every object of the package, by path", body = OkEnvelope<ObjectsData>)))]
 pub(crate) async fn get_package_objects(
     State(state): State<AppState>,
     ApiQuery(query): ApiQuery<PackageObjectsQuery>,
@@ -404,6 +464,8 @@ pub(crate) async fn get_package_objects(
 }
 
 /// `POST /v1/object/delete`: OK even for ids that do not exist, and for an empty list.
+#[utoipa::path(post, path = "/v1/object/delete", tag = "object", request_body = DeleteBody,
+    responses((status = 200, description = "Deleted", body = OkEnvelope<Null>)))]
 pub(crate) async fn delete(
     State(state): State<AppState>,
     ApiJson(body): ApiJson<DeleteBody>,

@@ -6,25 +6,33 @@ use proto::coordinator::{
     ListBucketPackagesRequest,
 };
 use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
 use crate::error::{ApiError, ApiOk};
 use crate::extract::{ApiJson, ApiQuery};
 use crate::model::{PackageJson, required};
+use crate::openapi::{Null, OkEnvelope};
 use crate::routes::{require_id, require_name};
 use crate::state::AppState;
 
 /// Body of `POST /v1/package/create`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
+#[schema(as = PackageCreateBody)]
 pub(crate) struct CreateBody {
     #[serde(rename = "bucketID")]
+    #[schema(value_type = u64, minimum = 1)]
     bucket_id: Option<u64>,
+    /// Package name (see `docs/api.md` for the naming rules).
     name: String,
 }
 
 /// Query of `GET /v1/package/getByFullName`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct GetByFullNameQuery {
+    /// Owner; absent = the gateway's `default_user_id`.
     #[serde(rename = "userID")]
+    #[param(minimum = 1)]
     user_id: Option<u64>,
     #[serde(rename = "bucketName")]
     bucket_name: String,
@@ -33,32 +41,38 @@ pub(crate) struct GetByFullNameQuery {
 }
 
 /// Query of `GET /v1/package/listBucketPackages`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct ListBucketPackagesQuery {
     #[serde(rename = "bucketID")]
+    #[param(value_type = u64, required = true, minimum = 1)]
     bucket_id: Option<u64>,
 }
 
 /// Body of `POST /v1/package/delete`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
+#[schema(as = PackageDeleteBody)]
 pub(crate) struct DeleteBody {
     #[serde(rename = "packageID")]
+    #[schema(value_type = u64, minimum = 1)]
     package_id: Option<u64>,
 }
 
 /// `data` of create and getByFullName.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct PackageData {
     package: PackageJson,
 }
 
 /// `data` of listBucketPackages.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct PackagesData {
     packages: Vec<PackageJson>,
 }
 
 /// `POST /v1/package/create`.
+#[utoipa::path(post, path = "/v1/package/create", tag = "package", request_body = CreateBody,
+    responses((status = 200, description = "The new package", body = OkEnvelope<PackageData>)))]
 pub(crate) async fn create(
     State(state): State<AppState>,
     ApiJson(body): ApiJson<CreateBody>,
@@ -85,6 +99,8 @@ pub(crate) async fn create(
 }
 
 /// `GET /v1/package/getByFullName`.
+#[utoipa::path(get, path = "/v1/package/getByFullName", tag = "package", params(GetByFullNameQuery),
+    responses((status = 200, description = "The package", body = OkEnvelope<PackageData>)))]
 pub(crate) async fn get_by_full_name(
     State(state): State<AppState>,
     ApiQuery(query): ApiQuery<GetByFullNameQuery>,
@@ -107,6 +123,8 @@ pub(crate) async fn get_by_full_name(
 }
 
 /// `GET /v1/package/listBucketPackages`.
+#[utoipa::path(get, path = "/v1/package/listBucketPackages", tag = "package", params(ListBucketPackagesQuery),
+    responses((status = 200, description = "The bucket's packages", body = OkEnvelope<PackagesData>)))]
 pub(crate) async fn list_bucket_packages(
     State(state): State<AppState>,
     ApiQuery(query): ApiQuery<ListBucketPackagesQuery>,
@@ -123,6 +141,8 @@ pub(crate) async fn list_bucket_packages(
 }
 
 /// `POST /v1/package/delete`.
+#[utoipa::path(post, path = "/v1/package/delete", tag = "package", request_body = DeleteBody,
+    responses((status = 200, description = "Deleted", body = OkEnvelope<Null>)))]
 pub(crate) async fn delete(
     State(state): State<AppState>,
     ApiJson(body): ApiJson<DeleteBody>,

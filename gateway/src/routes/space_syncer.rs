@@ -15,30 +15,36 @@ use proto::coordinator::{
 };
 use serde::{Deserialize, Serialize};
 use serde_json::value::RawValue;
+use utoipa::{IntoParams, ToSchema};
 
 use crate::error::{ApiError, ApiOk};
 use crate::extract::{ApiJson, ApiQuery};
+use crate::openapi::{Null, OkEnvelope, TaskView};
 use crate::routes::require_id;
 use crate::state::AppState;
 
 /// Query of `GET /v1/spaceSyncer/getTask`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct GetTaskQuery {
     #[serde(rename = "taskID")]
+    #[param(value_type = u64, required = true, minimum = 1)]
     task_id: Option<u64>,
 }
 
 /// Body of `POST /v1/spaceSyncer/cancelTask`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 pub(crate) struct CancelTaskBody {
     #[serde(rename = "taskID")]
+    #[schema(value_type = u64, minimum = 1)]
     task_id: Option<u64>,
 }
 
 /// `data` of createTask and getTask: the coordinator's task JSON as it is (`taskID`, the
 /// spec's fields and `status`).
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct TaskData {
+    #[schema(value_type = TaskView)]
     task: Box<RawValue>,
 }
 
@@ -58,6 +64,8 @@ fn task_data(resp: SyncTaskResponse) -> Result<TaskData, ApiError> {
 /// `POST /v1/spaceSyncer/createTask`: the coordinator checks what needs metadata (the
 /// spaces exist, no destination is the source or inside it, a Local destination is served
 /// by the source's agent) and schedules the task.
+#[utoipa::path(post, path = "/v1/spaceSyncer/createTask", tag = "spaceSyncer", request_body = TaskSpec,
+    responses((status = 200, description = "The new task", body = OkEnvelope<TaskData>)))]
 pub(crate) async fn create_task(
     State(state): State<AppState>,
     ApiJson(spec): ApiJson<TaskSpec>,
@@ -80,6 +88,8 @@ pub(crate) async fn create_task(
 }
 
 /// `GET /v1/spaceSyncer/getTask`: the task and its status.
+#[utoipa::path(get, path = "/v1/spaceSyncer/getTask", tag = "spaceSyncer", params(GetTaskQuery),
+    responses((status = 200, description = "The task and its status", body = OkEnvelope<TaskData>)))]
 pub(crate) async fn get_task(
     State(state): State<AppState>,
     ApiQuery(query): ApiQuery<GetTaskQuery>,
@@ -95,6 +105,8 @@ pub(crate) async fn get_task(
 
 /// `POST /v1/spaceSyncer/cancelTask`: stops future runs and the running one; cancelling
 /// twice is OK.
+#[utoipa::path(post, path = "/v1/spaceSyncer/cancelTask", tag = "spaceSyncer", request_body = CancelTaskBody,
+    responses((status = 200, description = "Cancelled", body = OkEnvelope<Null>)))]
 pub(crate) async fn cancel_task(
     State(state): State<AppState>,
     ApiJson(body): ApiJson<CancelTaskBody>,

@@ -20,16 +20,19 @@ use proto::coordinator::{
 };
 use serde::{Deserialize, Deserializer, Serialize};
 use serde_json::value::RawValue;
+use utoipa::{IntoParams, ToSchema};
 
 use crate::error::{ApiError, ApiOk};
 use crate::extract::{ApiJson, ApiQuery};
 use crate::model::{PackageJson, required};
+use crate::openapi::{Null, OkEnvelope};
 use crate::routes::{require_id, require_name};
 use crate::state::AppState;
 
 /// Body of `POST /v1/userSpace/create`; re-serialized as the coordinator's `spec_json`
 /// (unknown top-level fields dropped, defaults filled in).
-#[derive(Debug, Deserialize, Serialize)]
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
+#[schema(as = UserSpaceCreateBody)]
 pub(crate) struct CreateBody {
     name: String,
     storage: Storage,
@@ -39,37 +42,43 @@ pub(crate) struct CreateBody {
     shard_store: Option<ShardStore>,
     /// `[]` when absent or `null` (Go clients send `null` for an empty slice).
     #[serde(default, deserialize_with = "null_as_default")]
+    #[schema(nullable)]
     features: Vec<serde_json::Value>,
     #[serde(rename = "workingDir", default, deserialize_with = "null_as_default")]
     working_dir: String,
 }
 
 /// Query of `GET /v1/userSpace/get`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct GetQuery {
     #[serde(rename = "userSpaceID")]
+    #[param(value_type = u64, required = true, minimum = 1)]
     user_space_id: Option<u64>,
 }
 
 /// Body of `POST /v1/userSpace/update`. Only the name and the credential can change; other
 /// fields (`storage`, `shardStore`, ...) are ignored like any unknown field.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 pub(crate) struct UpdateBody {
     #[serde(rename = "userSpaceID")]
+    #[schema(value_type = u64, minimum = 1)]
     user_space_id: Option<u64>,
     name: String,
     credential: Credential,
 }
 
 /// Body of `POST /v1/userSpace/delete`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
+#[schema(as = UserSpaceDeleteBody)]
 pub(crate) struct DeleteBody {
     #[serde(rename = "userSpaceID")]
+    #[schema(value_type = u64, minimum = 1)]
     user_space_id: Option<u64>,
 }
 
 /// Body of `POST /v1/userSpace/test`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 pub(crate) struct TestBody {
     storage: Storage,
     credential: Credential,
@@ -78,13 +87,15 @@ pub(crate) struct TestBody {
 }
 
 /// Body of `POST /v1/userSpace/createPackage`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 pub(crate) struct CreatePackageBody {
     #[serde(rename = "userSpaceID")]
+    #[schema(value_type = u64, minimum = 1)]
     user_space_id: Option<u64>,
     /// File or folder inside the space ("" = its root); the working dir is not prepended.
     path: String,
     #[serde(rename = "bucketID")]
+    #[schema(value_type = u64, minimum = 1)]
     bucket_id: Option<u64>,
     name: String,
     /// Space that receives the shards; absent, `null` or 0 = no preference.
@@ -93,11 +104,13 @@ pub(crate) struct CreatePackageBody {
 }
 
 /// Body of `POST /v1/userSpace/downloadPackage`.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, ToSchema)]
 pub(crate) struct DownloadPackageBody {
     #[serde(rename = "userSpaceID")]
+    #[schema(value_type = u64, minimum = 1)]
     user_space_id: Option<u64>,
     #[serde(rename = "packageID")]
+    #[schema(value_type = u64, minimum = 1)]
     package_id: Option<u64>,
     /// Folder of the space that receives the files ("" = its root).
     #[serde(rename = "rootPath")]
@@ -105,7 +118,7 @@ pub(crate) struct DownloadPackageBody {
 }
 
 /// One file that could not be imported or exported.
-#[derive(Debug, PartialEq, Eq, Serialize)]
+#[derive(Debug, PartialEq, Eq, Serialize, ToSchema)]
 pub(crate) struct FailureJson {
     path: String,
     message: String,
@@ -122,7 +135,7 @@ impl From<FileFailure> for FailureJson {
 
 /// `data` of createPackage: the new package (as in the API document) plus the per-file
 /// results (our extension).
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct CreatePackageData {
     package: PackageJson,
     imported: u64,
@@ -130,16 +143,18 @@ pub(crate) struct CreatePackageData {
 }
 
 /// `data` of downloadPackage (the API document shows `null`; the counts are our extension).
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct DownloadPackageData {
     exported: u64,
     failures: Vec<FailureJson>,
 }
 
 /// `data` of create, get and update: the coordinator's JSON as it is.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, ToSchema)]
 pub(crate) struct UserSpaceData {
+    /// The space; the credential's secret is masked (`******`).
     #[serde(rename = "userSpace")]
+    #[schema(value_type = common::space::UserSpace)]
     user_space: Box<RawValue>,
 }
 
@@ -228,6 +243,8 @@ fn to_json<T: Serialize>(value: &T, what: &str) -> Result<String, ApiError> {
 }
 
 /// `POST /v1/userSpace/create`.
+#[utoipa::path(post, path = "/v1/userSpace/create", tag = "userSpace", request_body = CreateBody,
+    responses((status = 200, description = "The new user space", body = OkEnvelope<UserSpaceData>)))]
 pub(crate) async fn create(
     State(state): State<AppState>,
     ApiJson(body): ApiJson<CreateBody>,
@@ -250,6 +267,8 @@ pub(crate) async fn create(
 }
 
 /// `GET /v1/userSpace/get`.
+#[utoipa::path(get, path = "/v1/userSpace/get", tag = "userSpace", params(GetQuery),
+    responses((status = 200, description = "The user space", body = OkEnvelope<UserSpaceData>)))]
 pub(crate) async fn get(
     State(state): State<AppState>,
     ApiQuery(query): ApiQuery<GetQuery>,
@@ -265,6 +284,8 @@ pub(crate) async fn get(
 
 /// `POST /v1/userSpace/update`: new name and credential; the coordinator checks that the
 /// credential's type matches the space's storage and increments `revision`.
+#[utoipa::path(post, path = "/v1/userSpace/update", tag = "userSpace", request_body = UpdateBody,
+    responses((status = 200, description = "The updated user space", body = OkEnvelope<UserSpaceData>)))]
 pub(crate) async fn update(
     State(state): State<AppState>,
     ApiJson(body): ApiJson<UpdateBody>,
@@ -289,6 +310,8 @@ pub(crate) async fn update(
 
 /// `POST /v1/userSpace/delete`: OK when the space does not exist; the coordinator refuses
 /// while the space holds shards.
+#[utoipa::path(post, path = "/v1/userSpace/delete", tag = "userSpace", request_body = DeleteBody,
+    responses((status = 200, description = "Deleted (or did not exist)", body = OkEnvelope<Null>)))]
 pub(crate) async fn delete(
     State(state): State<AppState>,
     ApiJson(body): ApiJson<DeleteBody>,
@@ -304,6 +327,8 @@ pub(crate) async fn delete(
 
 /// `POST /v1/userSpace/test`: the coordinator has an agent write, read and delete a probe;
 /// its error (with the reason) passes through.
+#[utoipa::path(post, path = "/v1/userSpace/test", tag = "userSpace", request_body = TestBody,
+    responses((status = 200, description = "The storage works with this credential", body = OkEnvelope<Null>)))]
 pub(crate) async fn test(
     State(state): State<AppState>,
     ApiJson(body): ApiJson<TestBody>,
@@ -322,6 +347,8 @@ pub(crate) async fn test(
 
 /// `POST /v1/userSpace/createPackage`: import the file or folder at `path` of the space
 /// into a new package of `bucketID`. Per-file failures do not fail the request.
+#[utoipa::path(post, path = "/v1/userSpace/createPackage", tag = "userSpace", request_body = CreatePackageBody,
+    responses((status = 200, description = "The new package and the per-file results", body = OkEnvelope<CreatePackageData>)))]
 pub(crate) async fn create_package(
     State(state): State<AppState>,
     ApiJson(body): ApiJson<CreatePackageBody>,
@@ -359,6 +386,8 @@ pub(crate) async fn create_package(
 
 /// `POST /v1/userSpace/downloadPackage`: write every object of the package to
 /// `rootPath/<object path>` in the space. Per-file failures do not fail the request.
+#[utoipa::path(post, path = "/v1/userSpace/downloadPackage", tag = "userSpace", request_body = DownloadPackageBody,
+    responses((status = 200, description = "The per-file results", body = OkEnvelope<DownloadPackageData>)))]
 pub(crate) async fn download_package(
     State(state): State<AppState>,
     ApiJson(body): ApiJson<DownloadPackageBody>,
