@@ -18,7 +18,7 @@ cd "$(dirname "$0")/.."
 SCHEMATHESIS_VERSION=${JCS_SCHEMATHESIS_VERSION:-4.32.5}
 VENV=${JCS_SCHEMATHESIS_VENV:-target/schemathesis-venv}
 MAX_EXAMPLES=${JCS_SCHEMATHESIS_MAX_EXAMPLES:-20}
-MAX_TIME=${JCS_SCHEMATHESIS_MAX_TIME:-240}
+MAX_TIME=${JCS_SCHEMATHESIS_MAX_TIME:-150}
 CHECKS=not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance,negative_data_rejection
 
 python3 -c 'import venv, ensurepip' 2>/dev/null || ensure_packages python3-venv
@@ -61,7 +61,7 @@ status=0
   --checks "$CHECKS" \
   --max-examples "$MAX_EXAMPLES" \
   --max-time "$MAX_TIME" \
-  --workers 2 \
+  --workers 1 \
   --request-timeout 30 \
   --seed "${JCS_SCHEMATHESIS_SEED:-$RANDOM}" \
   --generation-database none \

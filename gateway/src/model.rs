@@ -31,7 +31,9 @@ pub struct PackageJson {
     pub name: String,
     #[serde(rename = "bucketID")]
     pub bucket_id: u64,
+    /// RFC 3339, UTC, milliseconds.
     #[serde(rename = "createTime")]
+    #[schema(format = DateTime)]
     pub create_time: String,
 }
 
@@ -63,13 +65,21 @@ pub struct ObjectJson {
     #[serde(rename = "packageID")]
     pub package_id: u64,
     pub path: String,
+    /// Bytes, as a decimal string.
+    #[schema(pattern = "^[0-9]+$")]
     pub size: String,
+    /// `Full` + upper-case hex SHA-256 (all zeros for an unfinished multipart upload).
     #[serde(rename = "fileHash")]
+    #[schema(pattern = "^Full[0-9A-F]{64}$")]
     pub file_hash: String,
     pub redundancy: RedundancyJson,
+    /// RFC 3339, UTC, milliseconds.
     #[serde(rename = "createTime")]
+    #[schema(format = DateTime)]
     pub create_time: String,
+    /// RFC 3339, UTC, milliseconds.
     #[serde(rename = "updateTime")]
+    #[schema(format = DateTime)]
     pub update_time: String,
 }
 
