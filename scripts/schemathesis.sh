@@ -17,6 +17,7 @@ cd "$(dirname "$0")/.."
 
 SCHEMATHESIS_VERSION=${JCS_SCHEMATHESIS_VERSION:-4.32.5}
 VENV=${JCS_SCHEMATHESIS_VENV:-target/schemathesis-venv}
+VENV=$(realpath -m "$VENV")
 MAX_EXAMPLES=${JCS_SCHEMATHESIS_MAX_EXAMPLES:-20}
 MAX_TIME=${JCS_SCHEMATHESIS_MAX_TIME:-150}
 CHECKS=not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance,negative_data_rejection
@@ -56,8 +57,9 @@ if [ -z "$ADDR" ]; then
 fi
 echo "==> schemathesis against http://$ADDR (max $MAX_EXAMPLES examples per operation)" >&2
 
+# Run from the temp dir: schemathesis keeps a `.schemathesis/` cache in its working directory.
 status=0
-"$VENV/bin/st" run "http://$ADDR/openapi.json" \
+(cd "$WORK" && "$VENV/bin/st" run "http://$ADDR/openapi.json" \
   --checks "$CHECKS" \
   --max-examples "$MAX_EXAMPLES" \
   --max-time "$MAX_TIME" \
@@ -66,7 +68,7 @@ status=0
   --seed "${JCS_SCHEMATHESIS_SEED:-$RANDOM}" \
   --generation-database none \
   --no-color \
-  "$@" || status=$?
+  "$@") || status=$?
 
 if ! kill -0 "$JCS_PID" 2>/dev/null; then
   echo "jcs standalone died during the run; log:" >&2; cat "$LOG" >&2; exit 1
