@@ -23,6 +23,7 @@ pub(crate) struct CreateBody {
     #[schema(minimum = 1)]
     user_id: Option<u64>,
     /// Bucket name (see `docs/api.md` for the naming rules).
+    #[schema(min_length = 1, max_length = 255, pattern = r"^[^/]*\S[^/]*$")]
     name: String,
 }
 
@@ -35,6 +36,7 @@ pub(crate) struct GetByNameQuery {
     #[param(minimum = 1)]
     user_id: Option<u64>,
     /// Bucket name.
+    #[param(min_length = 1, max_length = 255, pattern = r"^[^/]*\S[^/]*$")]
     name: String,
 }
 

@@ -23,6 +23,7 @@ pub(crate) struct CreateBody {
     #[schema(value_type = u64, minimum = 1)]
     bucket_id: Option<u64>,
     /// Package name (see `docs/api.md` for the naming rules).
+    #[schema(min_length = 1, max_length = 255, pattern = r"^[^/]*\S[^/]*$")]
     name: String,
 }
 
@@ -35,8 +36,10 @@ pub(crate) struct GetByFullNameQuery {
     #[param(minimum = 1)]
     user_id: Option<u64>,
     #[serde(rename = "bucketName")]
+    #[param(min_length = 1, max_length = 255, pattern = r"^[^/]*\S[^/]*$")]
     bucket_name: String,
     #[serde(rename = "packageName")]
+    #[param(min_length = 1, max_length = 255, pattern = r"^[^/]*\S[^/]*$")]
     package_name: String,
 }
 

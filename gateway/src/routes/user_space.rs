@@ -34,6 +34,7 @@ use crate::state::AppState;
 #[derive(Debug, Deserialize, Serialize, ToSchema)]
 #[schema(as = UserSpaceCreateBody)]
 pub(crate) struct CreateBody {
+    #[schema(min_length = 1, max_length = 255, pattern = r"^[^/]*\S[^/]*$")]
     name: String,
     storage: Storage,
     credential: Credential,
@@ -64,6 +65,7 @@ pub(crate) struct UpdateBody {
     #[serde(rename = "userSpaceID")]
     #[schema(value_type = u64, minimum = 1)]
     user_space_id: Option<u64>,
+    #[schema(min_length = 1, max_length = 255, pattern = r"^[^/]*\S[^/]*$")]
     name: String,
     credential: Credential,
 }
@@ -97,6 +99,7 @@ pub(crate) struct CreatePackageBody {
     #[serde(rename = "bucketID")]
     #[schema(value_type = u64, minimum = 1)]
     bucket_id: Option<u64>,
+    #[schema(min_length = 1, max_length = 255, pattern = r"^[^/]*\S[^/]*$")]
     name: String,
     /// Space that receives the shards; absent, `null` or 0 = no preference.
     #[serde(rename = "spaceAffinity")]
