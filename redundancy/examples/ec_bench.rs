@@ -77,8 +77,8 @@ async fn main() {
     let stripe = layout.stripe_len() as usize;
     let size = size_mib * MIB as u64;
     assert!(
-        (stripe % MIB == 0 || MIB % stripe == 0) && size % stripe as u64 == 0,
-        "pick k * chunk size dividing or multiple of 1 MiB, and a size of whole stripes"
+        stripe.is_multiple_of(MIB) && size.is_multiple_of(stripe as u64),
+        "pick k * chunk size a multiple of 1 MiB, and a size of whole stripes"
     );
     let period = stripe.max(MIB);
     let unit = Bytes::from(random(period));

@@ -25,6 +25,7 @@ use futures::{StreamExt, TryStreamExt};
 use reed_solomon_simd::ReedSolomonDecoder;
 use snafu::{ResultExt, ensure};
 
+use crate::encode::CODEC_SLICE;
 use crate::error::{
     BadRangeSnafu, BlockCountSnafu, DecodeStripeSnafu, Error, JoinCoderSnafu, NotEnoughBlocksSnafu,
     ReplicasExhaustedSnafu, Result,
@@ -387,7 +388,7 @@ impl EcReader {
         let l = self.layout;
         let decoder = match self.decoder.take() {
             Some(d) => d,
-            None => ReedSolomonDecoder::new(l.k, l.n - l.k, l.chunk_size)
+            None => ReedSolomonDecoder::new(l.k, l.n - l.k, CODEC_SLICE.min(l.chunk_size))
                 .context(DecodeStripeSnafu { stripe })?,
         };
         // Exactly k pieces: the data pieces we have, then parity.
@@ -420,32 +421,42 @@ fn decode_pieces(
     chosen: &[(usize, Bytes)],
     missing: &[usize],
 ) -> Result<Vec<(usize, Bytes)>, Error> {
-    decoder
-        .reset(l.k, l.n - l.k, l.chunk_size)
-        .context(DecodeStripeSnafu { stripe })?;
-    for (i, piece) in chosen {
-        if *i < l.k {
-            decoder.add_original_shard(*i, piece)
-        } else {
-            decoder.add_recovery_shard(*i - l.k, piece)
-        }
-        .context(DecodeStripeSnafu { stripe })?;
-    }
-    let result = decoder.decode().context(DecodeStripeSnafu { stripe })?;
-    let mut out = Vec::with_capacity(missing.len());
-    for &j in missing {
-        let piece = result
-            .restored_original(j)
-            .map(Bytes::copy_from_slice)
-            .ok_or(reed_solomon_simd::Error::NotEnoughShards {
-                original_count: l.k,
-                original_received_count: 0,
-                recovery_received_count: 0,
-            })
+    let (k, m, cs) = (l.k, l.n - l.k, l.chunk_size);
+    let mut out: Vec<(usize, BytesMut)> = missing
+        .iter()
+        .map(|&j| (j, BytesMut::with_capacity(cs)))
+        .collect();
+    // Slice by slice, like the encoder (the codec's 64-byte lanes are independent).
+    let mut at = 0;
+    while at < cs {
+        let len = CODEC_SLICE.min(cs - at);
+        decoder
+            .reset(k, m, len)
             .context(DecodeStripeSnafu { stripe })?;
-        out.push((j, piece));
+        for (i, piece) in chosen {
+            let part = &piece[at..at + len];
+            if *i < k {
+                decoder.add_original_shard(*i, part)
+            } else {
+                decoder.add_recovery_shard(*i - k, part)
+            }
+            .context(DecodeStripeSnafu { stripe })?;
+        }
+        let result = decoder.decode().context(DecodeStripeSnafu { stripe })?;
+        for (j, buf) in &mut out {
+            let restored = result
+                .restored_original(*j)
+                .ok_or(reed_solomon_simd::Error::NotEnoughShards {
+                    original_count: k,
+                    original_received_count: 0,
+                    recovery_received_count: 0,
+                })
+                .context(DecodeStripeSnafu { stripe })?;
+            buf.extend_from_slice(restored);
+        }
+        at += len;
     }
-    Ok(out)
+    Ok(out.into_iter().map(|(j, b)| (j, b.freeze())).collect())
 }
 
 /// Reads the frame of `stripe` from block `index`, opening (or re-opening) its stream at that

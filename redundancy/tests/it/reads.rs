@@ -288,7 +288,13 @@ async fn losing_more_blocks_than_parity_is_a_clear_error() {
 
 #[tokio::test]
 async fn other_ec_shapes_rebuild_too() {
-    for (k, n, cs) in [(1u32, 2u32, 64u32), (2, 3, 128), (3, 5, 64), (10, 14, 64)] {
+    for (k, n, cs) in [
+        (1u32, 2u32, 64u32),
+        (2, 3, 128),
+        (3, 5, 64),
+        (10, 14, 64),
+        (3, 5, 65_728),
+    ] {
         let policy = Policy::ec(k, n, cs).unwrap();
         let data = pattern((k * cs * 3 + 17) as usize, u64::from(k));
         let (_, blocks) = encode(policy, &data, 50).await;
