@@ -25,13 +25,17 @@ use futures::{StreamExt, TryStreamExt};
 use reed_solomon_simd::ReedSolomonDecoder;
 use snafu::{ResultExt, ensure};
 
-use crate::encode::CODEC_SLICE;
 use crate::error::{
     BadRangeSnafu, BlockCountSnafu, DecodeStripeSnafu, Error, JoinCoderSnafu, NotEnoughBlocksSnafu,
     ReplicasExhaustedSnafu, Result,
 };
 use crate::layout::{CHECKSUM_LEN, EcLayout, piece_checksum};
 use crate::policy::Policy;
+
+/// Bytes of each piece decoded at once. Each decode call has a fixed cost (the codec
+/// evaluates the erasure pattern over its whole field), so slices are larger than the
+/// encoder's; 256 KiB measured best (docs/performance.md).
+const DECODE_SLICE: usize = 256 * 1024;
 
 /// A stream of stored bytes, as a user space's agent returns them.
 pub type ByteStream = BoxStream<'static, io::Result<Bytes>>;
@@ -388,7 +392,7 @@ impl EcReader {
         let l = self.layout;
         let decoder = match self.decoder.take() {
             Some(d) => d,
-            None => ReedSolomonDecoder::new(l.k, l.n - l.k, CODEC_SLICE.min(l.chunk_size))
+            None => ReedSolomonDecoder::new(l.k, l.n - l.k, DECODE_SLICE.min(l.chunk_size))
                 .context(DecodeStripeSnafu { stripe })?,
         };
         // Exactly k pieces: the data pieces we have, then parity.
@@ -426,10 +430,10 @@ fn decode_pieces(
         .iter()
         .map(|&j| (j, BytesMut::with_capacity(cs)))
         .collect();
-    // Slice by slice, like the encoder (the codec's 64-byte lanes are independent).
+    // Slice by slice (the codec's 64-byte lanes are independent).
     let mut at = 0;
     while at < cs {
-        let len = CODEC_SLICE.min(cs - at);
+        let len = DECODE_SLICE.min(cs - at);
         decoder
             .reset(k, m, len)
             .context(DecodeStripeSnafu { stripe })?;
