@@ -15,4 +15,7 @@ for c in gateway agent coordinator; do
   done
 done
 forbid common proto "common is below proto"
+for dep in meta proto client coordinator agent gateway etcd-client; do
+  forbid redundancy "$dep" "the redundancy engine is a pure library over common"
+done
 exit $fail
