@@ -3,8 +3,9 @@
 //! `file_path` is "the path within the user's storage space").
 //!
 //! - Paths are relative, `/`-separated, without `.`/`..`/empty segments ([`check_path`]).
-//! - Listings are recursive and streamed (opendal's recursive lister: one directory lister
-//!   per depth on the filesystem, flat pages on object stores), regular files only, and
+//! - Listings are recursive and streamed, in byte order of the paths (one directory listed
+//!   and sorted at a time, depth first: memory is one directory's entries per depth),
+//!   regular files only, and
 //!   skip JCS's own data: `<working_dir>/shards/`, `<working_dir>/tmp/`, export temp files
 //!   (`.jcs-tmp-*`) and TestStorage probes (`.jcs-probe-*`).
 //! - Reads go ≤ [`proto::CHUNK_SIZE`] bytes at a time.
@@ -47,7 +48,7 @@ pub struct FileEntry {
     pub full_path: String,
 }
 
-/// A stream of the files below a path, in no particular order.
+/// A stream of the files below a path, in byte order of their path.
 pub type FileList = Pin<Box<dyn Stream<Item = Result<FileEntry>> + Send + 'static>>;
 
 /// One entry of [`FileRoot::walk`].
@@ -58,7 +59,7 @@ pub(crate) enum Listed {
     Dir(String),
 }
 
-/// A stream of files (and directories) below a path, in no particular order.
+/// A stream of files (and directories) below a path, files in byte order of their path.
 pub(crate) type Walk = Pin<Box<dyn Stream<Item = Result<Listed>> + Send + 'static>>;
 
 /// A stream of file bytes, each chunk at most [`proto::CHUNK_SIZE`] bytes.
@@ -222,18 +223,25 @@ impl FileRoot {
                 }
             }
         };
-        let lister = match self.op.lister_with(&dir).recursive(true).await {
-            Ok(lister) => lister,
-            Err(e) if is_missing(&e) => return self.not_found(path),
-            Err(source) => return Err(source).context(ListFilesSnafu { path }),
+        let first = match list_dir(self, &dir, &dir).await {
+            Ok(items) => items,
+            Err(Error::ListFiles { source, .. }) if is_missing(&source) => {
+                return self.not_found(path);
+            }
+            Err(err) => return Err(err),
         };
-        let state = ListState {
+        let state = WalkState {
             root: self.clone(),
-            lister,
             dir,
             dirs,
+            stack: vec![first.into_iter()],
         };
-        Ok(Box::pin(futures::stream::try_unfold(state, list_next)))
+        Ok(Box::pin(futures::stream::try_unfold(state, walk_next)))
+    }
+
+    /// Depth of the working dir below the storage root (`""` → 0, `"a/b"` → 2).
+    pub(crate) fn working_dir_depth(&self) -> usize {
+        self.internal[0].split('/').count() - 1
     }
 
     /// The operator on the storage root.
@@ -433,65 +441,123 @@ impl FileRoot {
     }
 }
 
-/// Progress of a recursive listing of directory `dir` (`""` or ending in `/`).
-struct ListState {
+/// One entry of a directory listing, before the walk goes into it.
+enum Item {
+    /// Full path, ending in `/`.
+    Dir(String),
+    File(FileEntry),
+}
+
+/// Progress of a sorted recursive walk of directory `dir` (`""` or ending in `/`): the
+/// entries still to visit of each open directory, deepest last.
+struct WalkState {
     root: FileRoot,
-    lister: opendal::Lister,
     dir: String,
     /// Also yield directories.
     dirs: bool,
+    stack: Vec<std::vec::IntoIter<Item>>,
 }
 
-async fn list_next(mut st: ListState) -> Result<Option<(Listed, ListState)>> {
-    loop {
-        let Some(entry) = st
-            .lister
-            .try_next()
-            .await
-            .context(ListFilesSnafu { path: &st.dir })?
-        else {
-            return Ok(None);
-        };
-        let listed = entry.metadata();
+/// The entries of directory `dir` (`""` or ending in `/`, not recursive) in byte order of
+/// their full path (directories with their trailing `/`), hidden ones left out; file paths
+/// relative to `base`. A depth-first walk over them visits the files in byte order of
+/// their path, as an object store's flat listing would. Holds one directory's entries.
+async fn list_dir(root: &FileRoot, dir: &str, base: &str) -> Result<Vec<Item>> {
+    let mut lister = root
+        .op
+        .lister(dir)
+        .await
+        .context(ListFilesSnafu { path: dir })?;
+    let mut items = Vec::new();
+    while let Some(entry) = lister
+        .try_next()
+        .await
+        .context(ListFilesSnafu { path: dir })?
+    {
         let full = entry.path();
-        if st.dirs && listed.mode().is_dir() {
-            let rel = full
-                .strip_prefix(st.dir.as_str())
-                .unwrap_or_default()
-                .trim_end_matches('/');
-            if !rel.is_empty() && !st.root.is_hidden(full) {
-                let rel = rel.to_owned();
-                return Ok(Some((Listed::Dir(rel), st)));
-            }
+        let name = full.trim_end_matches('/');
+        // The listed directory itself (the root may come back as "/").
+        if name == dir.trim_end_matches('/') || root.is_hidden(name) {
             continue;
         }
-        // Directories (and fs symlinks, sockets…) are not files to import.
+        let listed = entry.metadata();
+        if listed.mode().is_dir() {
+            let full = if full.ends_with('/') {
+                full.to_owned()
+            } else {
+                format!("{full}/")
+            };
+            items.push(Item::Dir(full));
+            continue;
+        }
+        // Symlinks, sockets… are not files to copy.
         if !listed.mode().is_file() {
             continue;
         }
-        let Some(rel) = full.strip_prefix(st.dir.as_str()) else {
+        let Some(rel) = full.strip_prefix(base) else {
             continue;
         };
-        if rel.is_empty() || st.root.is_hidden(full) {
+        if rel.is_empty() {
             continue;
         }
         // The fs and S3 listers report size and mtime; other backends may need a stat.
         let (size, modified) = match listed.last_modified() {
             Some(modified) => (listed.content_length(), Some(modified)),
-            None => match st.root.op.stat(full).await {
+            None => match root.op.stat(full).await {
                 Ok(meta) => (meta.content_length(), meta.last_modified()),
                 // Removed meanwhile.
                 Err(e) if is_missing(&e) => continue,
                 Err(source) => return Err(source).context(ListFilesSnafu { path: full }),
             },
         };
-        let found = FileEntry {
+        items.push(Item::File(FileEntry {
             path: rel.to_owned(),
             size,
             modified_ms: modified.map_or(0, |m| unix_ms(SystemTime::from(m))),
             full_path: full.to_owned(),
+        }));
+    }
+    items.sort_unstable_by(|a, b| item_key(a).cmp(item_key(b)));
+    Ok(items)
+}
+
+fn item_key(item: &Item) -> &str {
+    match item {
+        Item::Dir(full) => full,
+        Item::File(file) => &file.full_path,
+    }
+}
+
+async fn walk_next(mut st: WalkState) -> Result<Option<(Listed, WalkState)>> {
+    loop {
+        let Some(top) = st.stack.last_mut() else {
+            return Ok(None);
         };
-        return Ok(Some((Listed::File(found), st)));
+        match top.next() {
+            None => {
+                st.stack.pop();
+            }
+            Some(Item::File(file)) => return Ok(Some((Listed::File(file), st))),
+            Some(Item::Dir(full)) => {
+                let items = match list_dir(&st.root, &full, &st.dir).await {
+                    Ok(items) => items,
+                    // Removed meanwhile.
+                    Err(Error::ListFiles { source, .. }) if is_missing(&source) => Vec::new(),
+                    Err(err) => return Err(err),
+                };
+                st.stack.push(items.into_iter());
+                if st.dirs {
+                    let rel = full
+                        .strip_prefix(st.dir.as_str())
+                        .unwrap_or_default()
+                        .trim_end_matches('/')
+                        .to_owned();
+                    if !rel.is_empty() {
+                        return Ok(Some((Listed::Dir(rel), st)));
+                    }
+                }
+            }
+        }
     }
 }
 
@@ -633,6 +699,42 @@ mod tests {
         assert_eq!(size, 2);
         let data: Vec<Bytes> = data.try_collect().await.unwrap();
         assert_eq!(data.concat(), b"22");
+    }
+
+    #[tokio::test]
+    async fn walks_are_in_byte_order_of_the_paths() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = fs_root(dir.path(), "");
+        for f in ["a/x", "a.txt", "a0", "a/b/y", "a-", "b", "a/b.c", "A"] {
+            let path = dir.path().join(f);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, b"1").unwrap();
+        }
+        std::fs::create_dir_all(dir.path().join("a/empty")).unwrap();
+        let walked: Vec<Listed> = root
+            .walk("", true)
+            .await
+            .unwrap()
+            .try_collect()
+            .await
+            .unwrap();
+        let names: Vec<String> = walked
+            .iter()
+            .map(|l| match l {
+                Listed::File(f) => f.path.clone(),
+                Listed::Dir(d) => format!("{d}/"),
+            })
+            .collect();
+        assert_eq!(
+            names,
+            [
+                "A", "a-", "a.txt", "a/", "a/b.c", "a/b/", "a/b/y", "a/empty/", "a/x", "a0", "b"
+            ]
+        );
+        let files: Vec<String> = names.into_iter().filter(|n| !n.ends_with('/')).collect();
+        let mut sorted = files.clone();
+        sorted.sort();
+        assert_eq!(files, sorted);
     }
 
     #[tokio::test]

@@ -680,8 +680,59 @@ impl AgentService for AgentGrpc {
         &self,
         request: Request<RunSyncRequest>,
     ) -> Result<Response<Self::RunSyncStream>, Status> {
-        let run = sync::prepare(&self.secret, request.into_inner()).await?;
+        let run = sync::prepare(&self.secret, &self.agents, request.into_inner()).await?;
         Ok(Response::new(run.start(&self.shutdown)))
+    }
+
+    type SyncListDestStream = ReceiverStream<Result<FileBatch, Status>>;
+
+    async fn sync_list_dest(
+        &self,
+        request: Request<proto::agent::SyncDestRequest>,
+    ) -> Result<Response<Self::SyncListDestStream>, Status> {
+        let req = request.into_inner();
+        let side = sync::open_dest(&self.secret, &self.spaces, req.ticket.as_ref()).await?;
+        let listing = sync::dest_list(&side).await?;
+        let stream = respond_with(
+            batched(listing),
+            LIST_CHANNEL_CAPACITY,
+            self.shutdown.clone(),
+            file_batch,
+        )
+        .await?;
+        Ok(Response::new(stream))
+    }
+
+    async fn sync_write_file(
+        &self,
+        request: Request<Streaming<proto::agent::SyncWriteRequest>>,
+    ) -> Result<Response<proto::agent::SyncWriteResponse>, Status> {
+        use proto::agent::sync_write_request::Msg as WriteMsg;
+        let mut stream = request.into_inner();
+        let first = stream.message().await.context(ReceivePutSnafu)?;
+        let Some(proto::agent::SyncWriteRequest {
+            msg: Some(WriteMsg::Header(header)),
+        }) = first
+        else {
+            return Err(BadRequestSnafu {
+                message: "the first message must be the header",
+            }
+            .build()
+            .into());
+        };
+        let side = sync::open_dest(&self.secret, &self.spaces, header.ticket.as_ref()).await?;
+        let size = sync::dest_write(side, header, stream, self.shutdown.clone()).await?;
+        Ok(Response::new(proto::agent::SyncWriteResponse { size }))
+    }
+
+    async fn sync_dest_op(
+        &self,
+        request: Request<proto::agent::SyncDestRequest>,
+    ) -> Result<Response<proto::agent::SyncDestResponse>, Status> {
+        let req = request.into_inner();
+        let side = sync::open_dest(&self.secret, &self.spaces, req.ticket.as_ref()).await?;
+        let done = sync::dest_op(&side, &req.path, req.mkdir).await?;
+        Ok(Response::new(proto::agent::SyncDestResponse { done }))
     }
 }
 

@@ -14,7 +14,7 @@
 //! every destination holds it) and `deleteExtraneous` (after the pass, only if nothing
 //! failed, at most `maxDelete` deletions in total). See AGENTS.md for the exact rules.
 
-use std::collections::HashSet;
+use std::cmp::Ordering as Order;
 use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::pin::Pin;
@@ -28,23 +28,29 @@ use futures::stream::FuturesUnordered;
 use futures::{StreamExt, TryStreamExt};
 use globset::{GlobBuilder, GlobSet, GlobSetBuilder};
 use prost::Message;
-use proto::agent::{RunSyncRequest, SyncProgress};
-use proto::common::SpaceSpec;
+use proto::agent::sync_write_request::Msg as WriteMsg;
+use proto::agent::{
+    FileBatch, RunSyncRequest, SyncDestRequest, SyncProgress, SyncWriteFinish, SyncWriteHeader,
+    SyncWriteRequest,
+};
 use proto::common::ticket_body::Kind;
+use proto::common::{SpaceSpec, Ticket, TicketBody};
 use sha2::{Digest, Sha256};
 use snafu::{ResultExt, ensure};
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
-use tonic::Status;
+use tonic::{Status, Streaming};
 use tracing::{debug, warn};
 
 use crate::error::{
-    BadRequestSnafu, BadTicketSnafu, BuildTaskSnafu, ContentMismatchSnafu, DeleteFileSnafu, Error,
-    InvalidSpecSnafu, NotAFileSnafu, ReservedPathSnafu, Result, SetModifiedSnafu,
-    SetModifiedTaskSnafu, ShuttingDownSnafu, StatFileSnafu, WriteFileSnafu,
+    BadRequestSnafu, BadTicketSnafu, BuildTaskSnafu, ChunkTooLargeSnafu, ContentMismatchSnafu,
+    DeleteFileSnafu, Error, InvalidSpecSnafu, NotAFileSnafu, ReceivePutSnafu, RemoteAgentSnafu,
+    ReservedPathSnafu, Result, SetModifiedSnafu, SetModifiedTaskSnafu, ShuttingDownSnafu,
+    StatFileSnafu, StreamAbortedSnafu, WriteFileSnafu,
 };
-use crate::files::{self, FileEntry, FileRoot, FileStream, Listed, TMP_PREFIX, Walk};
+use crate::files::{self, FileEntry, FileList, FileRoot, FileStream, Listed, TMP_PREFIX, Walk};
+use crate::store::SpaceStore;
 use crate::store::unix_ms;
 use crate::{backend, ticket};
 
@@ -65,6 +71,8 @@ const MAX_PENDING_ERRORS: usize = 100;
 const MAX_ERROR_LEN: usize = 1000;
 /// Progress messages buffered towards the caller.
 const PROGRESS_CHANNEL_CAPACITY: usize = 4;
+/// Messages (chunks ≤ 1 MiB) buffered towards another agent's SyncWriteFile.
+const REMOTE_WRITE_CAPACITY: usize = 4;
 /// User metadata key holding the source's modification time (Unix ms, decimal) on object
 /// stores.
 pub const MTIME_KEY: &str = "jcs-mtime";
@@ -83,7 +91,7 @@ pub fn request_digest(task_json: &str, source: &SpaceSpec, destinations: &[Space
 
 /// One side of a sync: a storage root and the tree's path in it.
 #[derive(Clone)]
-struct Side {
+pub(crate) struct Side {
     files: FileRoot,
     /// Normalized path of the tree (`""` = the storage root).
     base: String,
@@ -111,6 +119,203 @@ impl Side {
     fn has_user_metadata(&self) -> bool {
         !self.files.staged() && self.op().info().capability().write_with_user_metadata
     }
+}
+
+/// A destination of a pass: reached by this agent itself, or through the agent that serves
+/// it (a Local directory on another machine).
+enum Dest {
+    Direct(Side),
+    Remote(Remote),
+}
+
+/// A destination served by another agent (see `SyncListDest` in the proto).
+struct Remote {
+    client: client::AgentClient,
+    address: String,
+    ticket: Ticket,
+    /// Normalized destination folder (for messages; the ticket names it).
+    base: String,
+    label: String,
+    /// Set once a copy failed because the agent could not be reached, even after the
+    /// retries: later files fail at once instead of waiting for retries each.
+    down: Mutex<Option<String>>,
+}
+
+impl Remote {
+    fn error(&self, status: Status) -> Error {
+        Error::RemoteAgent {
+            role: "destination",
+            address: self.address.clone(),
+            source: client::Error::from(status),
+        }
+    }
+
+    fn request(&self, path: &str, mkdir: bool) -> SyncDestRequest {
+        SyncDestRequest {
+            ticket: Some(self.ticket.clone()),
+            path: path.to_owned(),
+            mkdir,
+        }
+    }
+}
+
+impl Dest {
+    fn label(&self) -> &str {
+        match self {
+            Dest::Direct(side) => side.files.label(),
+            Dest::Remote(remote) => &remote.label,
+        }
+    }
+
+    fn base(&self) -> &str {
+        match self {
+            Dest::Direct(side) => &side.base,
+            Dest::Remote(remote) => &remote.base,
+        }
+    }
+
+    /// Storage path of `rel` (relative to the tree).
+    fn full(&self, rel: &str) -> String {
+        if self.base().is_empty() {
+            rel.to_owned()
+        } else {
+            format!("{}/{rel}", self.base())
+        }
+    }
+
+    /// Whether Diff decides from the destination's listing (filesystems, here or on
+    /// another agent: a listing carries the mtime a copy set) rather than by a stat of
+    /// each file (object stores: the recorded mtime is user metadata).
+    fn diff_by_listing(&self) -> bool {
+        match self {
+            Dest::Direct(side) => side.files.staged(),
+            Dest::Remote(_) => true,
+        }
+    }
+
+    /// The files of the destination tree in byte order of their relative path; `None`
+    /// when nothing exists there.
+    async fn listing(&self) -> Result<Option<FileList>> {
+        match self {
+            Dest::Direct(side) => match side.files.list(&side.base).await {
+                Ok(list) => Ok(Some(list)),
+                Err(Error::FileNotFound { .. }) => Ok(None),
+                Err(err) => Err(err),
+            },
+            Dest::Remote(remote) => {
+                let mut client = remote.client.clone();
+                let batches = match client.sync_list_dest(remote.request("", false)).await {
+                    Ok(answer) => answer.into_inner(),
+                    Err(status) if status.code() == tonic::Code::NotFound => return Ok(None),
+                    Err(status) => return Err(remote.error(status)),
+                };
+                let address = remote.address.clone();
+                let base = remote.base.clone();
+                let list = batches
+                    .map_err(move |status| Error::RemoteAgent {
+                        role: "destination",
+                        address: address.clone(),
+                        source: client::Error::from(status),
+                    })
+                    .map_ok(move |batch: FileBatch| {
+                        let base = base.clone();
+                        futures::stream::iter(batch.files.into_iter().map(move |f| {
+                            Ok(FileEntry {
+                                full_path: if base.is_empty() {
+                                    f.path.clone()
+                                } else {
+                                    format!("{base}/{}", f.path)
+                                },
+                                path: f.path,
+                                size: f.size,
+                                modified_ms: f.modified_ms,
+                            })
+                        }))
+                    })
+                    .try_flatten();
+                Ok(Some(Box::pin(list)))
+            }
+        }
+    }
+}
+
+/// A position in a sorted listing (byte order of the relative paths), advanced by
+/// [`Cursor::seek`] with non-decreasing paths: the merge of two sorted listings holds one
+/// entry of each (plus the listing's own buffer), whatever the number of files.
+struct Cursor {
+    list: Option<FileList>,
+    next: Option<FileEntry>,
+    /// The listing failed: every later seek fails with this message.
+    failed: Option<String>,
+}
+
+impl Cursor {
+    fn new(list: Option<FileList>) -> Cursor {
+        Cursor {
+            list,
+            next: None,
+            failed: None,
+        }
+    }
+
+    fn broken(message: String) -> Cursor {
+        Cursor {
+            list: None,
+            next: None,
+            failed: Some(message),
+        }
+    }
+
+    /// The entry at `rel`, if listed; entries before it are passed to `skipped`.
+    async fn seek(
+        &mut self,
+        rel: &str,
+        mut skipped: impl FnMut(FileEntry),
+    ) -> Result<Option<FileEntry>, String> {
+        loop {
+            if let Some(message) = &self.failed {
+                return Err(message.clone());
+            }
+            if self.next.is_none() {
+                let Some(list) = self.list.as_mut() else {
+                    return Ok(None);
+                };
+                match list.try_next().await {
+                    Ok(Some(entry)) => self.next = Some(entry),
+                    Ok(None) => {
+                        self.list = None;
+                        return Ok(None);
+                    }
+                    Err(err) => {
+                        self.list = None;
+                        self.failed = Some(common::error::ErrorChain(&err).to_string());
+                        continue;
+                    }
+                }
+            }
+            let Some(next) = self.next.take() else {
+                continue;
+            };
+            match next.path.as_str().cmp(rel) {
+                Order::Less => skipped(next),
+                Order::Equal => return Ok(Some(next)),
+                Order::Greater => {
+                    self.next = Some(next);
+                    return Ok(None);
+                }
+            }
+        }
+    }
+}
+
+/// What is known of a file's destination before deciding.
+enum Known {
+    /// Nothing: Diff stats the destination file.
+    Unknown,
+    /// The destination listing's entry at that path (`None`: missing).
+    Listed(Option<FileEntry>),
+    /// The destination listing failed.
+    Failed(String),
 }
 
 /// Build the side of `spec` (`what` names it in messages) on the blocking pool (a Local
@@ -290,8 +495,32 @@ fn is_temporary(err: &Error) -> bool {
         | Error::ListFiles { source, .. }
         | Error::StatFile { source, .. }
         | Error::DeleteFile { source, .. } => source.is_temporary(),
+        // Another agent: unreachable, or its storage said temporary.
+        Error::RemoteAgent { source, .. } => {
+            matches!(
+                source,
+                client::Error::Remote {
+                    retryable: true,
+                    ..
+                }
+            )
+        }
         _ => false,
     }
+}
+
+/// Whether `err` says another agent could not be reached (or went away).
+fn is_unreachable(err: &Error) -> bool {
+    matches!(
+        err,
+        Error::RemoteAgent {
+            source: client::Error::Remote {
+                code: common::ErrorCode::Unavailable,
+                ..
+            },
+            ..
+        }
+    )
 }
 
 /// Counters and pending error strings of a pass, shared by its workers and the reporter.
@@ -382,7 +611,11 @@ pub struct SyncRun {
 /// Check the request (ticket of kind SYNC issued for exactly this request, task, specs),
 /// build the operators and open the source listing (its first entry is read here, so an
 /// unreachable or missing source is the call's error too).
-pub async fn prepare(secret: &Secret, req: RunSyncRequest) -> Result<SyncRun> {
+pub async fn prepare(
+    secret: &Secret,
+    agents: &client::AgentPool,
+    req: RunSyncRequest,
+) -> Result<SyncRun> {
     let body = ticket::verify(
         secret,
         req.ticket.as_ref(),
@@ -435,6 +668,17 @@ pub async fn prepare(secret: &Secret, req: RunSyncRequest) -> Result<SyncRun> {
     let filters = Filters::compile(&task.filters)?;
     let src_base = task_path("srcPath", &task.src_path)?;
     let source = open_side("source".into(), source, src_base).await?;
+    ensure!(
+        req.remotes.is_empty() || req.remotes.len() == req.destinations.len(),
+        BadRequestSnafu {
+            message: format!(
+                "{} remotes for {} destinations",
+                req.remotes.len(),
+                req.destinations.len()
+            ),
+        }
+    );
+    let mut remotes = req.remotes.into_iter();
     let mut dests = Vec::with_capacity(req.destinations.len());
     for (i, (spec, path)) in req
         .destinations
@@ -443,7 +687,33 @@ pub async fn prepare(secret: &Secret, req: RunSyncRequest) -> Result<SyncRun> {
         .enumerate()
     {
         let base = task_path(&format!("destPathes[{i}]"), path)?;
-        dests.push(open_side(format!("destinations[{i}]"), spec, base).await?);
+        let remote = remotes.next().filter(|r| !r.agent_address.is_empty());
+        dests.push(match remote {
+            // Served by another agent: never opened here (a Local path names a directory
+            // of that agent's machine).
+            Some(remote) => {
+                let address = remote.agent_address;
+                let Some(ticket) = remote.ticket else {
+                    return BadTicketSnafu {
+                        reason: format!("remotes[{i}] has no ticket"),
+                    }
+                    .fail();
+                };
+                let client = agents.get(&address).context(RemoteAgentSnafu {
+                    role: "destination",
+                    address: &address,
+                })?;
+                Dest::Remote(Remote {
+                    client,
+                    label: format!("user space {} (agent {address})", spec.space_id),
+                    address,
+                    ticket,
+                    base,
+                    down: Mutex::new(None),
+                })
+            }
+            None => Dest::Direct(open_side(format!("destinations[{i}]"), spec, base).await?),
+        });
     }
     let mut listing = source
         .files
@@ -462,6 +732,160 @@ pub async fn prepare(secret: &Secret, req: RunSyncRequest) -> Result<SyncRun> {
         },
         listing,
     })
+}
+
+/// The destination folder a cross-agent SYNC ticket was issued for (see `SyncListDest` in
+/// the proto), normalized.
+pub(crate) fn dest_folder(body: &TicketBody) -> Result<String> {
+    let Some(folder) = body
+        .shard_hash
+        .strip_prefix(common::sync::DEST_TICKET_PREFIX)
+    else {
+        return BadTicketSnafu {
+            reason: "the ticket was not issued for a sync destination",
+        }
+        .fail();
+    };
+    task_path("destination folder", folder)
+}
+
+/// Check a cross-agent destination ticket (kind SYNC, `dest:<folder>`) and open the
+/// destination it names on this agent.
+pub(crate) async fn open_dest(
+    secret: &Secret,
+    spaces: &crate::registry::SpaceRegistry,
+    ticket: Option<&Ticket>,
+) -> Result<Side> {
+    let body = ticket::verify(secret, ticket, Kind::Sync, common::time::now_ms())?;
+    let folder = dest_folder(&body)?;
+    let store = spaces
+        .resolve(common::SpaceId(body.space_id), body.space_revision)
+        .await?;
+    Ok(dest_side(&store, body.space_id, folder))
+}
+
+/// The destination side of a cross-agent pass on this agent: `store`'s files below
+/// `folder`.
+pub(crate) fn dest_side(store: &SpaceStore, space_id: u64, folder: String) -> Side {
+    let files = store.files();
+    // The store's local root is its working dir; files address the storage root.
+    let local = store
+        .local_root()
+        .and_then(|root| root.ancestors().nth(files.working_dir_depth()))
+        .map(Path::to_path_buf);
+    Side {
+        files,
+        base: folder,
+        local,
+        space_id,
+    }
+}
+
+/// SyncListDest: the files below the destination folder, sorted (`FileNotFound` when
+/// nothing is there).
+pub(crate) async fn dest_list(side: &Side) -> Result<FileList> {
+    side.files.list(&side.base).await
+}
+
+/// SyncDestOp: create directory `rel` (filesystems only; a no-op elsewhere) or delete
+/// file `rel` below the destination folder. Returns whether something was done.
+pub(crate) async fn dest_op(side: &Side, rel: &str, mkdir: bool) -> Result<bool> {
+    let rel = files::check_path(rel, false)?;
+    let full = side.full(rel);
+    ensure!(
+        !side.files.is_hidden(&full),
+        ReservedPathSnafu {
+            path: &full,
+            space: side.files.label(),
+        }
+    );
+    if mkdir {
+        if !side.files.staged() {
+            return Ok(false);
+        }
+        side.op()
+            .create_dir(&format!("{full}/"))
+            .await
+            .context(WriteFileSnafu { path: &full })?;
+        return Ok(true);
+    }
+    match side.op().stat(&full).await {
+        Ok(meta) if meta.is_dir() => {
+            return NotAFileSnafu {
+                path: &full,
+                space: side.files.label(),
+            }
+            .fail();
+        }
+        Ok(_) => {}
+        Err(e) if files::is_missing(&e) => return Ok(false),
+        Err(source) => return Err(source).context(StatFileSnafu { path: &full }),
+    }
+    side.op()
+        .delete(&full)
+        .await
+        .context(DeleteFileSnafu { path: &full })?;
+    debug!(path = %full, space = side.space_id, "extraneous file deleted for another agent");
+    Ok(true)
+}
+
+/// SyncWriteFile after its header: write the data messages of `stream` as file
+/// `header.path` below the destination folder, atomically, keeping `header.modified_ms`.
+/// Nothing is written unless exactly `header.size` bytes and then `finish` arrived.
+pub(crate) async fn dest_write(
+    side: Side,
+    header: SyncWriteHeader,
+    stream: Streaming<SyncWriteRequest>,
+    cancel: CancellationToken,
+) -> Result<u64> {
+    let rel = files::check_path(&header.path, false)?;
+    let target = side.full(rel);
+    side.files.check_writable(&target).await?;
+    ensure!(
+        !side.files.is_hidden(&target),
+        ReservedPathSnafu {
+            path: &target,
+            space: side.files.label(),
+        }
+    );
+    let chunks = futures::stream::try_unfold(Some(stream), |stream| async move {
+        let Some(mut stream) = stream else {
+            return Ok(None);
+        };
+        match stream.message().await.context(ReceivePutSnafu)? {
+            Some(SyncWriteRequest {
+                msg: Some(WriteMsg::Data(data)),
+            }) => {
+                ensure!(
+                    data.len() <= proto::CHUNK_SIZE,
+                    ChunkTooLargeSnafu {
+                        size: data.len(),
+                        limit: proto::CHUNK_SIZE,
+                    }
+                );
+                Ok(Some((data, Some(stream))))
+            }
+            Some(SyncWriteRequest {
+                msg: Some(WriteMsg::Finish(_)),
+            }) => Ok(None),
+            Some(_) => BadRequestSnafu {
+                message: "only data and then finish may follow the header",
+            }
+            .fail(),
+            None => StreamAbortedSnafu.fail(),
+        }
+    });
+    // Runs as its own task so that an interrupted write (shutdown, caller gone: the guard
+    // cancels it) still aborts the upload and removes its temp file.
+    let cancel = cancel.child_token();
+    let _cancel_on_drop = cancel.clone().drop_guard();
+    let (size, mtime) = (header.size, header.modified_ms);
+    tokio::spawn(async move {
+        let written = copy(&side, &target, size, Box::pin(chunks), mtime, &cancel).await?;
+        Ok(written)
+    })
+    .await
+    .context(crate::error::WriterTaskSnafu)?
 }
 
 impl SyncRun {
@@ -569,7 +993,7 @@ struct Ctx {
     task: TaskSpec,
     filters: Filters,
     source: Side,
-    dests: Vec<Side>,
+    dests: Vec<Dest>,
     progress: Progress,
     cancel: CancellationToken,
 }
@@ -578,7 +1002,25 @@ impl Ctx {
     /// The whole pass: copy, then the extraneous deletes. `Err` only when it broke off (the
     /// source listing failed).
     async fn run(self: Arc<Self>, mut listing: Walk) -> Result<()> {
-        let mut seen = self.task.options.delete_extraneous.then(HashSet::new);
+        // Diff against a destination's listing: one sorted merge per such destination.
+        let mut cursors = Vec::with_capacity(self.dests.len());
+        for dest in &self.dests {
+            cursors.push(
+                if matches!(self.task.mode, Mode::Diff { .. }) && dest.diff_by_listing() {
+                    Some(match dest.listing().await {
+                        Ok(list) => Cursor::new(list),
+                        Err(err) => Cursor::broken(format!(
+                            "list {:?} in {}: {}",
+                            dest.base(),
+                            dest.label(),
+                            common::error::ErrorChain(&err)
+                        )),
+                    })
+                } else {
+                    None
+                },
+            );
+        }
         let mut inflight: FuturesUnordered<Work> = FuturesUnordered::new();
         let mut listed_all = false;
         let mut broke = None;
@@ -591,11 +1033,18 @@ impl Ctx {
                     match next {
                         Ok(Some(Listed::File(entry))) => {
                             self.progress.scanned.fetch_add(1, Ordering::Relaxed);
-                            if let Some(seen) = seen.as_mut() {
-                                seen.insert(entry.path.clone());
-                            }
                             if self.filters.pass(&entry.path, entry.size, entry.modified_ms) {
-                                inflight.push(Box::pin(self.clone().file(entry)));
+                                let mut known = Vec::with_capacity(cursors.len());
+                                for cursor in &mut cursors {
+                                    known.push(match cursor {
+                                        None => Known::Unknown,
+                                        Some(c) => match c.seek(&entry.path, drop).await {
+                                            Ok(found) => Known::Listed(found),
+                                            Err(message) => Known::Failed(message),
+                                        },
+                                    });
+                                }
+                                inflight.push(Box::pin(self.clone().file(entry, known)));
                             } else {
                                 self.progress.skipped.fetch_add(1, Ordering::Relaxed);
                             }
@@ -613,16 +1062,17 @@ impl Ctx {
                 else => break,
             }
         }
+        drop(cursors);
         if let Some(err) = broke {
             return Err(err);
         }
         if self.cancel.is_cancelled() {
             return Ok(());
         }
-        if let Some(seen) = seen {
+        if self.task.options.delete_extraneous {
             let problems = self.progress.problems.load(Ordering::Relaxed);
             if problems == 0 {
-                self.delete_extraneous(&seen).await;
+                self.delete_extraneous().await;
             } else {
                 self.progress.note(format!(
                     "deleteExtraneous skipped: this run had {problems} failures"
@@ -632,42 +1082,58 @@ impl Ctx {
         Ok(())
     }
 
-    /// Recreate source directory `rel` on every fs destination (object stores have no
-    /// directories).
+    /// Recreate source directory `rel` on every filesystem destination (object stores have
+    /// no directories).
     async fn dir(self: Arc<Self>, rel: String) {
         for dest in &self.dests {
-            if !dest.files.staged() || self.cancel.is_cancelled() {
+            if self.cancel.is_cancelled() {
                 continue;
             }
             let full = dest.full(&rel);
-            if dest.files.is_reserved(&full) {
-                continue;
-            }
-            if let Err(e) = dest.op().create_dir(&format!("{full}/")).await {
+            let made = match dest {
+                Dest::Direct(side) => {
+                    if !side.files.staged() || side.files.is_reserved(&full) {
+                        continue;
+                    }
+                    side.op()
+                        .create_dir(&format!("{full}/"))
+                        .await
+                        .map_err(|e| common::error::ErrorChain(&e).to_string())
+                }
+                Dest::Remote(remote) => {
+                    let mut client = remote.client.clone();
+                    client
+                        .sync_dest_op(remote.request(&rel, true))
+                        .await
+                        .map(drop)
+                        .map_err(|s| common::error::ErrorChain(&remote.error(s)).to_string())
+                }
+            };
+            if let Err(e) = made {
                 self.progress.failed.fetch_add(1, Ordering::Relaxed);
                 self.progress.error(format!(
-                    "create directory {full:?} in {}: {}",
-                    dest.files.label(),
-                    common::error::ErrorChain(&e)
+                    "create directory {full:?} in {}: {e}",
+                    dest.label(),
                 ));
             }
         }
     }
 
     /// Sync one source file (it passed the filters) to every destination, then delete it
-    /// from the source when asked and every destination holds it.
-    async fn file(self: Arc<Self>, entry: FileEntry) {
+    /// from the source when asked and every destination holds it. `known`: what the
+    /// destinations' listings say of it, one per destination.
+    async fn file(self: Arc<Self>, entry: FileEntry, known: Vec<Known>) {
         let mut ok = true;
         let mut copied = false;
         // Every destination holds this file's content (as far as size tells).
         let mut held = true;
-        for dest in &self.dests {
+        for (dest, known) in self.dests.iter().zip(&known) {
             if self.cancel.is_cancelled() {
                 ok = false;
                 break;
             }
             let target = dest.full(&entry.path);
-            match self.sync_to(dest, &entry, &target).await {
+            match self.sync_to(dest, &entry, &target, known).await {
                 Ok(Synced::Copied(bytes)) => {
                     copied = true;
                     self.progress.bytes.fetch_add(bytes, Ordering::Relaxed);
@@ -680,7 +1146,7 @@ impl Ctx {
                             "copy {:?} to {:?} in {}: {}",
                             entry.full_path,
                             target,
-                            dest.files.label(),
+                            dest.label(),
                             common::error::ErrorChain(&err)
                         ));
                     }
@@ -709,10 +1175,46 @@ impl Ctx {
     }
 
     /// [`Ctx::sync_once`] with retries of temporary failures.
-    async fn sync_to(&self, dest: &Side, entry: &FileEntry, target: &str) -> Result<Synced> {
+    async fn sync_to(
+        &self,
+        dest: &Dest,
+        entry: &FileEntry,
+        target: &str,
+        known: &Known,
+    ) -> Result<Synced> {
+        let remote = match dest {
+            Dest::Remote(remote) => Some(remote),
+            Dest::Direct(_) => None,
+        };
+        if let Some(remote) = remote
+            && let Some(message) = remote
+                .down
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone()
+        {
+            return Err(Error::RemoteAgent {
+                role: "destination",
+                address: remote.address.clone(),
+                source: client::Error::Remote {
+                    code: common::ErrorCode::Unavailable,
+                    message,
+                    retryable: false,
+                },
+            });
+        }
         let mut attempt = 1;
         loop {
-            match self.sync_once(dest, entry, target).await {
+            match self.sync_once(dest, entry, target, known).await {
+                Err(err) if attempt >= ATTEMPTS && remote.is_some() && is_unreachable(&err) => {
+                    if let Some(remote) = remote {
+                        *remote.down.lock().unwrap_or_else(|e| e.into_inner()) = Some(format!(
+                            "not tried: an earlier copy failed ({})",
+                            common::error::ErrorChain(&err)
+                        ));
+                    }
+                    return Err(err);
+                }
                 Err(err) if attempt < ATTEMPTS && is_temporary(&err) => {
                     let wait = RETRY_BACKOFF * 2u32.pow(attempt - 1);
                     debug!(path = %target, attempt, error = %common::error::ErrorChain(&err), "sync copy failed, retrying");
@@ -727,25 +1229,57 @@ impl Ctx {
         }
     }
 
-    /// Decide (Diff: one stat of the destination) and copy when needed.
-    async fn sync_once(&self, dest: &Side, entry: &FileEntry, target: &str) -> Result<Synced> {
-        ensure!(
-            !dest.files.is_reserved(target),
-            ReservedPathSnafu {
-                path: target,
-                space: dest.files.label(),
-            }
-        );
+    /// Decide (Diff: from the destination's listing, or one stat of the destination file)
+    /// and copy when needed.
+    async fn sync_once(
+        &self,
+        dest: &Dest,
+        entry: &FileEntry,
+        target: &str,
+        known: &Known,
+    ) -> Result<Synced> {
+        if let Dest::Direct(side) = dest {
+            ensure!(
+                !side.files.is_reserved(target),
+                ReservedPathSnafu {
+                    path: target,
+                    space: side.files.label(),
+                }
+            );
+        }
         if let Mode::Diff {
             include_size,
             include_mod_time,
         } = self.task.mode
-            && let Some(current) =
-                current(dest, entry, target, include_size, include_mod_time).await?
         {
-            return Ok(current);
+            let decided = match known {
+                Known::Listed(found) => {
+                    listed_current(found.as_ref(), entry, include_size, include_mod_time)
+                }
+                Known::Failed(message) => {
+                    return BadRequestSnafu {
+                        message: format!("the destination listing failed: {message}"),
+                    }
+                    .fail();
+                }
+                Known::Unknown => match dest {
+                    Dest::Direct(side) => {
+                        current(side, entry, target, include_size, include_mod_time).await?
+                    }
+                    Dest::Remote(_) => None,
+                },
+            };
+            if let Some(current) = decided {
+                return Ok(current);
+            }
         }
-        if let (Some(src_root), Some(dst_root)) = (&self.source.local, &dest.local) {
+        let side = match dest {
+            Dest::Direct(side) => side,
+            Dest::Remote(remote) => {
+                return self.copy_remote(remote, entry).await.map(Synced::Copied);
+            }
+        };
+        if let (Some(src_root), Some(dst_root)) = (&self.source.local, &side.local) {
             // Both ends are local directories: one blocking copy (copy_file_range) instead
             // of a streamed read and write.
             if self.cancel.is_cancelled() {
@@ -761,9 +1295,66 @@ impl Ctx {
             .map(Synced::Copied);
         }
         let (size, chunks) = self.source.files.read(&entry.full_path).await?;
-        copy(dest, target, size, chunks, entry.modified_ms, &self.cancel)
+        copy(side, target, size, chunks, entry.modified_ms, &self.cancel)
             .await
             .map(Synced::Copied)
+    }
+
+    /// Stream source file `entry` to the agent serving `remote` (SyncWriteFile: header,
+    /// ≤ 1 MiB chunks through a bounded channel, then `finish` only once the whole file
+    /// was read). Returns the bytes the destination wrote.
+    async fn copy_remote(&self, remote: &Remote, entry: &FileEntry) -> Result<u64> {
+        let (size, mut chunks) = self.source.files.read(&entry.full_path).await?;
+        let (tx, rx) = mpsc::channel(REMOTE_WRITE_CAPACITY);
+        let header = SyncWriteRequest {
+            msg: Some(WriteMsg::Header(SyncWriteHeader {
+                ticket: Some(remote.ticket.clone()),
+                path: entry.path.clone(),
+                size,
+                modified_ms: entry.modified_ms,
+            })),
+        };
+        let feed = async move {
+            if tx.send(header).await.is_err() {
+                return Ok(());
+            }
+            loop {
+                let next = tokio::select! {
+                    biased;
+                    () = self.cancel.cancelled() => return Err(Error::TransferInterrupted),
+                    next = chunks.try_next() => next?,
+                };
+                let Some(data) = next else { break };
+                let msg = SyncWriteRequest {
+                    msg: Some(WriteMsg::Data(data)),
+                };
+                // The call ended (its status says why).
+                if tx.send(msg).await.is_err() {
+                    return Ok(());
+                }
+            }
+            let finish = SyncWriteRequest {
+                msg: Some(WriteMsg::Finish(SyncWriteFinish {})),
+            };
+            let _ = tx.send(finish).await;
+            Ok(())
+        };
+        let mut client = remote.client.clone();
+        let call = client.sync_write_file(ReceiverStream::new(rx));
+        // A failed or cancelled read drops the sender before `finish`: the destination
+        // writes nothing.
+        let (fed, answer) = tokio::join!(feed, call);
+        fed?;
+        let written = answer.map_err(|s| remote.error(s))?.into_inner().size;
+        ensure!(
+            written == size,
+            ContentMismatchSnafu {
+                path: remote_target(remote, &entry.path),
+                space: &remote.label,
+                detail: format!("{written} bytes written, expected {size}"),
+            }
+        );
+        Ok(size)
     }
 
     /// Delete a source file whose copies are all in place, unless it changed since it was
@@ -793,22 +1384,36 @@ impl Ctx {
         })
     }
 
-    /// Delete the files of every destination tree whose path is not in the source listing
-    /// (`seen`) and that pass the filters, at most `maxDelete` in total.
-    async fn delete_extraneous(&self, seen: &HashSet<String>) {
+    /// Delete the files of every destination tree whose path is not in the source tree
+    /// and that pass the filters, at most `maxDelete` in total. Bounded memory: the source
+    /// and each destination are listed again, both in byte order of their paths, and
+    /// merged.
+    async fn delete_extraneous(&self) {
         let mut budget = self.task.options.max_delete;
         for dest in &self.dests {
-            let mut walk = match dest.files.walk(&dest.base, false).await {
-                Ok(walk) => walk,
-                Err(Error::FileNotFound { .. }) => continue,
+            let mut walk = match dest.listing().await {
+                Ok(Some(walk)) => walk,
+                Ok(None) => continue,
                 Err(err) => {
                     self.progress.error(format!(
                         "list {:?} in {} for deleteExtraneous: {}",
-                        dest.base,
-                        dest.files.label(),
+                        dest.base(),
+                        dest.label(),
                         common::error::ErrorChain(&err)
                     ));
                     continue;
+                }
+            };
+            let mut source = match self.source.files.list(&self.source.base).await {
+                Ok(list) => Cursor::new(Some(list)),
+                Err(err) => {
+                    self.progress.error(format!(
+                        "list {:?} in {} for deleteExtraneous: {}",
+                        self.source.base,
+                        self.source.files.label(),
+                        common::error::ErrorChain(&err)
+                    ));
+                    return;
                 }
             };
             loop {
@@ -816,22 +1421,33 @@ impl Ctx {
                     return;
                 }
                 let entry = match walk.try_next().await {
-                    Ok(Some(Listed::File(entry))) => entry,
-                    Ok(Some(Listed::Dir(_))) => continue,
+                    Ok(Some(entry)) => entry,
                     Ok(None) => break,
                     Err(err) => {
                         self.progress.error(format!(
                             "list {:?} in {} for deleteExtraneous: {}",
-                            dest.base,
-                            dest.files.label(),
+                            dest.base(),
+                            dest.label(),
                             common::error::ErrorChain(&err)
                         ));
                         break;
                     }
                 };
                 // The tree path names a file, not a directory: nothing is extraneous.
-                if entry.full_path == dest.base || seen.contains(&entry.path) {
+                if entry.full_path == dest.base() {
                     continue;
+                }
+                match source.seek(&entry.path, drop).await {
+                    Ok(Some(_)) => continue,
+                    Ok(None) => {}
+                    Err(message) => {
+                        self.progress.error(format!(
+                            "list {:?} in {} for deleteExtraneous: {message}",
+                            self.source.base,
+                            self.source.files.label(),
+                        ));
+                        return;
+                    }
                 }
                 let mtime = match self.recorded_mtime_for_filters(dest, &entry).await {
                     Ok(mtime) => mtime,
@@ -839,7 +1455,7 @@ impl Ctx {
                         self.progress.error(format!(
                             "stat {:?} in {}: {}",
                             entry.full_path,
-                            dest.files.label(),
+                            dest.label(),
                             common::error::ErrorChain(&err)
                         ));
                         continue;
@@ -856,21 +1472,33 @@ impl Ctx {
                     return;
                 }
                 budget -= 1;
-                match dest
-                    .op()
-                    .delete(&entry.full_path)
-                    .await
-                    .context(DeleteFileSnafu {
-                        path: &entry.full_path,
-                    }) {
+                let deleted = match dest {
+                    Dest::Direct(side) => {
+                        side.op()
+                            .delete(&entry.full_path)
+                            .await
+                            .context(DeleteFileSnafu {
+                                path: &entry.full_path,
+                            })
+                    }
+                    Dest::Remote(remote) => {
+                        let mut client = remote.client.clone();
+                        client
+                            .sync_dest_op(remote.request(&entry.path, false))
+                            .await
+                            .map(drop)
+                            .map_err(|s| remote.error(s))
+                    }
+                };
+                match deleted {
                     Ok(()) => {
                         self.progress.deleted.fetch_add(1, Ordering::Relaxed);
-                        debug!(path = %entry.full_path, space = dest.space_id, "extraneous file deleted");
+                        debug!(path = %entry.full_path, space = %dest.label(), "extraneous file deleted");
                     }
                     Err(err) => self.progress.error(format!(
                         "delete extraneous {:?} in {}: {}",
                         entry.full_path,
-                        dest.files.label(),
+                        dest.label(),
                         common::error::ErrorChain(&err)
                     )),
                 }
@@ -880,11 +1508,12 @@ impl Ctx {
 
     /// The source mtime a destination file records, for the ModTime filter (only asked
     /// when there is one): its `jcs-mtime` on object stores (one stat), else its mtime.
-    async fn recorded_mtime_for_filters(&self, dest: &Side, entry: &FileEntry) -> Result<i64> {
-        if !self.filters.has_mod_time() || !dest.has_user_metadata() {
-            return Ok(entry.modified_ms);
-        }
-        let meta = dest
+    async fn recorded_mtime_for_filters(&self, dest: &Dest, entry: &FileEntry) -> Result<i64> {
+        let side = match dest {
+            Dest::Direct(side) if self.filters.has_mod_time() && side.has_user_metadata() => side,
+            _ => return Ok(entry.modified_ms),
+        };
+        let meta = side
             .op()
             .stat(&entry.full_path)
             .await
@@ -893,6 +1522,34 @@ impl Ctx {
             })?;
         Ok(recorded_mtime(&meta).unwrap_or(entry.modified_ms))
     }
+}
+
+/// How messages name file `rel` of a remote destination.
+fn remote_target(remote: &Remote, rel: &str) -> String {
+    if remote.base.is_empty() {
+        rel.to_owned()
+    } else {
+        format!("{}/{rel}", remote.base)
+    }
+}
+
+/// Diff from a listing (a filesystem destination: the copy set the file's mtime): `Some`
+/// when `found` is current for `entry`, `None` when it must be copied.
+fn listed_current(
+    found: Option<&FileEntry>,
+    entry: &FileEntry,
+    include_size: bool,
+    include_mod_time: bool,
+) -> Option<Synced> {
+    let found = found?;
+    let same_size = found.size == entry.size;
+    if include_size && !same_size {
+        return None;
+    }
+    if include_mod_time && secs(found.modified_ms) != secs(entry.modified_ms) {
+        return None;
+    }
+    Some(Synced::Current { same_size })
 }
 
 /// The source mtime recorded as user metadata on an object.

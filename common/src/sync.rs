@@ -5,6 +5,16 @@
 
 use serde::{Deserialize, Serialize};
 
+/// `shard_hash` of a SYNC ticket for a destination served by another agent than the one
+/// running the pass: this prefix followed by the destination folder (normalized). A
+/// RunSync ticket's `shard_hash` is a hex digest, so the two never match each other.
+pub const DEST_TICKET_PREFIX: &str = "dest:";
+
+/// The `shard_hash` of a destination ticket for folder `path` (normalized).
+pub fn dest_ticket_hash(path: &str) -> String {
+    format!("{DEST_TICKET_PREFIX}{path}")
+}
+
 /// When runs start.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(tag = "type", deny_unknown_fields)]

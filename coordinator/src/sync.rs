@@ -28,6 +28,17 @@ const KEEP_ERRORS: usize = 20;
 const TICK: Duration = Duration::from_millis(250);
 /// How often a running pass's counters are persisted.
 const PERSIST_EVERY: Duration = Duration::from_secs(1);
+/// Shortest validity of the tickets a pass gives the agents of its remote destinations
+/// (they are used for as long as the pass runs).
+const DEST_TICKET_TTL: Duration = Duration::from_secs(24 * 3600);
+
+/// Who runs a pass: the agent that runs it, and for each destination the agent serving
+/// it when that is another one (a Local directory on another machine).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct SyncPlan {
+    pub runner: AgentId,
+    pub remotes: Vec<Option<AgentId>>,
+}
 
 fn task_key(id: u64) -> Vec<u8> {
     format!("v1/sync-task/{id:020}").into_bytes()
@@ -203,8 +214,10 @@ impl Runs {
 }
 
 impl Service {
-    /// Check a new task against the spaces that exist; returns the agent that will run it.
-    pub(crate) async fn validate_sync_task(&self, spec: &TaskSpec) -> Result<AgentId> {
+    /// Check a new task against the spaces that exist; returns who runs its passes: the
+    /// agent of a Local source (else of the first Local destination, else the source's),
+    /// and the agents of Local destinations served elsewhere, reached through their agent.
+    pub(crate) async fn validate_sync_task(&self, spec: &TaskSpec) -> Result<SyncPlan> {
         spec.validate().map_err(bad)?;
         let src_path = common::sync::normalize_path("srcPath", &spec.src_path).map_err(bad)?;
         let src = self
@@ -217,10 +230,12 @@ impl Service {
                     spec.src_user_space_id
                 ))
             })?;
-        let mut local_agents = Vec::new();
-        if src.declared || matches!(src.storage, Some(common::space::Storage::Local { .. })) {
-            local_agents.push((src.agent_id, spec.src_user_space_id));
-        }
+        let is_local = |row: &crate::catalog::rows::SpaceRow| {
+            row.declared || matches!(row.storage, Some(common::space::Storage::Local { .. }))
+        };
+        let mut runner = is_local(&src).then_some(src.agent_id);
+        // (agent, Local) of each destination.
+        let mut dests = Vec::with_capacity(spec.dest_user_space_ids.len());
         for (i, (id, path)) in spec
             .dest_user_space_ids
             .iter()
@@ -243,19 +258,18 @@ impl Service {
                     spec.src_path
                 )));
             }
-            if dest.declared || matches!(dest.storage, Some(common::space::Storage::Local { .. })) {
-                local_agents.push((dest.agent_id, *id));
+            let local = is_local(&dest);
+            if local && runner.is_none() {
+                runner = Some(dest.agent_id);
             }
+            dests.push((dest.agent_id, local));
         }
-        local_agents.dedup_by_key(|(a, _)| *a);
-        match local_agents.as_slice() {
-            [] => Ok(src.agent_id),
-            [(agent, _)] => Ok(*agent),
-            [(a, s1), (b, s2), ..] => Err(bad(format!(
-                "user spaces {s1} and {s2} are Local directories on different agents ({a} and {b}); \
-                 a sync between machines is not supported yet"
-            ))),
-        }
+        let runner = runner.unwrap_or(src.agent_id);
+        let remotes = dests
+            .into_iter()
+            .map(|(agent, local)| (local && agent != runner).then_some(agent))
+            .collect();
+        Ok(SyncPlan { runner, remotes })
     }
 
     /// One pass of task `task`: returns the final counters and errors, or an error when
@@ -267,7 +281,8 @@ impl Service {
         cancel: &CancellationToken,
     ) -> Result<bool> {
         let spec = &task.spec;
-        let agent_id = self.validate_sync_task(spec).await?;
+        let plan = self.validate_sync_task(spec).await?;
+        let agent_id = plan.runner;
         let agent = self
             .catalog
             .get_agent(agent_id)
@@ -303,6 +318,42 @@ impl Service {
             h.update(s.encode_to_vec());
         }
         let source = specs.remove(0);
+        let mut remotes = Vec::with_capacity(specs.len());
+        let dest_expiry =
+            common::time::now_ms() + crate::service::ms(self.ticket_ttl.max(DEST_TICKET_TTL));
+        for (i, (remote, dest)) in plan.remotes.iter().zip(&specs).enumerate() {
+            let Some(remote) = remote else {
+                remotes.push(proto::agent::SyncRemote::default());
+                continue;
+            };
+            let row = self
+                .catalog
+                .get_agent(*remote)
+                .await?
+                .ok_or_else(|| not_found(format!("agent {remote}")))?;
+            if self.registry.liveness(*remote) == crate::registry::Liveness::Down {
+                return Err(Error::AgentDown {
+                    agent: row.name,
+                    space: dest.space_id,
+                });
+            }
+            let folder = common::sync::normalize_path(
+                &format!("destPathes[{i}]"),
+                spec.dest_pathes.get(i).map_or("", String::as_str),
+            )
+            .map_err(bad)?;
+            remotes.push(proto::agent::SyncRemote {
+                agent_address: row.address,
+                ticket: Some(self.signer.sync(
+                    (SpaceId(dest.space_id), dest.revision),
+                    &common::sync::dest_ticket_hash(&folder),
+                    dest_expiry,
+                )),
+            });
+        }
+        if remotes.iter().all(|r| r.agent_address.is_empty()) {
+            remotes.clear();
+        }
         let ticket = self.signer.sync(
             (SpaceId(source.space_id), source.revision),
             &hex::encode(h.finalize()),
@@ -318,6 +369,7 @@ impl Service {
                 task_json,
                 source: Some(source),
                 destinations: specs,
+                remotes,
             })
             .await
             .map_err(|s| Error::Agent { source: s.into() })?

@@ -126,6 +126,7 @@ fn request(
         task_json,
         source: Some(source),
         destinations: dests,
+        remotes: vec![],
     }
 }
 
@@ -630,6 +631,44 @@ async fn delete_extraneous_respects_max_delete_filters_and_failures() {
         "{:?}",
         o.errors
     );
+    agent.stop().await;
+}
+
+#[tokio::test]
+async fn delete_extraneous_merges_sorted_listings_of_many_files() {
+    let agent = TestAgent::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let src_root = dir.path().join("src");
+    let dst_root = dir.path().join("dst");
+    // 2,000 source files in nested folders whose names sort around '/' ("a", "a.x", "a0")
+    // and 700 extraneous destination files interleaved with them.
+    let mut extraneous = 0;
+    for i in 0..2000 {
+        let folder = ["a", "a.x", "a0", "b/c"][i % 4];
+        write(&src_root.join(format!("{folder}/f{i:05}")), b"s");
+        write(&dst_root.join(format!("{folder}/f{i:05}")), b"s");
+        if i % 3 == 0 && extraneous < 700 {
+            write(&dst_root.join(format!("{folder}/f{i:05}.old")), b"x");
+            extraneous += 1;
+        }
+    }
+    write(&dst_root.join("a/zzz"), b"x");
+    write(&dst_root.join("a-"), b"x");
+    write(&dst_root.join("b/c/d/e"), b"x");
+    extraneous += 3;
+    let source = local(SRC, &src_root);
+    let dest = local(DST, &dst_root);
+    let t = task(
+        json!({"type": "Diff", "includeSize": true, "includeModTime": false}),
+        json!([]),
+        json!({"deleteExtraneous": true, "maxDelete": 100_000, "noEmptyDirectories": true}),
+        &source,
+        "",
+        &[(&dest, "")],
+    );
+    let o = run(&agent, t, &source, &[&dest]).await;
+    assert_eq!(counts(&o), (2000, 0, 2000, 0, extraneous), "{:?}", o.errors);
+    assert_eq!(tree(&dst_root), tree(&src_root));
     agent.stop().await;
 }
 

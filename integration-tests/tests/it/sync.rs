@@ -1,5 +1,6 @@
 //! `/v1/spaceSyncer`: tasks scheduled by the coordinator and run on an agent, between a
-//! Local space and another Local space or a real S3 server.
+//! Local space and another Local space (on the same agent or another one) or a real S3
+//! server.
 
 use std::path::Path;
 use std::time::Duration;
@@ -10,10 +11,15 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 
 async fn local_space(api: &Api, name: &str, dir: &Path) -> u64 {
+    local_space_on(api, "agent-0", name, dir).await
+}
+
+/// A Local space on the machine of agent `agent`.
+async fn local_space_on(api: &Api, agent: &str, name: &str, dir: &Path) -> u64 {
     let d = Api::ok(
         api.post(
             "/v1/userSpace/create",
-            json!({"name": name, "storage": {"type": "Local", "location": "agent-0", "path": dir.to_str().unwrap()},
+            json!({"name": name, "storage": {"type": "Local", "location": agent, "path": dir.to_str().unwrap()},
                    "credential": {"type": "Local"}, "shardStore": null}),
         )
         .await,
@@ -369,6 +375,188 @@ async fn tasks_survive_a_restart_and_interrupted_runs_are_marked_failed() {
     assert!(
         t["status"]["lastErrors"].to_string().contains("restarted"),
         "{t}"
+    );
+    c.shutdown().await;
+}
+
+fn mtime_secs(path: &Path) -> u64 {
+    std::fs::metadata(path)
+        .unwrap()
+        .modified()
+        .unwrap()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+#[tokio::test]
+async fn cross_agent_sync_streams_to_the_destination_agent() {
+    let c = TestCluster::builder().agents(2).build().await.unwrap();
+    let api = c.api();
+    let src = c.scratch("src");
+    let dst = c.scratch("dst");
+    let s3 = S3Server::start(&c.scratch("s3"), &["cross"]).await;
+    let big: Vec<u8> = (0..3 * 1024 * 1024 + 5).map(|i| (i % 251) as u8).collect();
+    write_tree(
+        &src,
+        &[
+            ("t/a.txt", b"alpha"),
+            ("t/sub/b.bin", &big),
+            ("t/sub.txt", b"sorts between sub/ entries"),
+            ("t/z/c.txt", b"charlie"),
+        ],
+    );
+    std::fs::create_dir_all(src.join("t/empty")).unwrap();
+    // An extraneous file and one that the Diff mode must find current.
+    write_tree(&dst, &[("m/old.txt", b"extraneous"), ("m/keep/x", b"x")]);
+    let s = local_space_on(api, "agent-0", "src", &src).await;
+    let d = local_space_on(api, "agent-1", "dst", &dst).await;
+    let cloud = Api::ok(
+        api.post(
+            "/v1/userSpace/create",
+            json!({"name": "cloud",
+                   "storage": {"type": "S3", "region": "us-east-1", "endpoint": s3.endpoint(), "bucket": "cross"},
+                   "credential": {"type": "S3", "accessKeyId": ACCESS_KEY, "secretAccessKey": SECRET_KEY},
+                   "shardStore": null}),
+        )
+        .await,
+    )["userSpace"]["userSpaceID"]
+        .as_u64()
+        .unwrap();
+    let id = Api::ok(
+        api.post(
+            "/v1/spaceSyncer/createTask",
+            json!({
+                "trigger": {"type": "Interval", "interval": 1},
+                "mode": {"type": "Diff", "includeSize": true, "includeModTime": true},
+                "filters": [{"type": "Path", "exclude": ["keep/**"]}],
+                "options": {"deleteExtraneous": true},
+                "srcUserSpaceID": s, "srcPath": "t",
+                "destUserSpaceIDs": [d, cloud], "destPathes": ["m", "b"]
+            }),
+        )
+        .await,
+    )["task"]["taskID"]
+        .as_u64()
+        .unwrap();
+    let t = wait_runs(api, id, 1).await;
+    let run = &t["status"]["runs"][0];
+    assert_eq!(run["result"], "Succeeded", "{t}");
+    assert_eq!(run["filesCopied"], 4, "{t}");
+    assert_eq!(run["filesDeleted"], 1, "{t}");
+    assert_eq!(
+        run["bytesCopied"],
+        (2 * (5 + big.len() + 26 + 7)).to_string(),
+        "{t}"
+    );
+    assert_eq!(std::fs::read(dst.join("m/a.txt")).unwrap(), b"alpha");
+    assert_eq!(std::fs::read(dst.join("m/sub/b.bin")).unwrap(), big);
+    assert_eq!(std::fs::read(dst.join("m/z/c.txt")).unwrap(), b"charlie");
+    assert!(dst.join("m/empty").is_dir(), "empty directory not created");
+    assert!(!dst.join("m/old.txt").exists(), "extraneous file kept");
+    assert!(
+        dst.join("m/keep/x").exists(),
+        "a file the filters exclude was deleted"
+    );
+    assert_eq!(
+        mtime_secs(&dst.join("m/sub/b.bin")),
+        mtime_secs(&src.join("t/sub/b.bin"))
+    );
+    assert_eq!(
+        s3.files("cross", "b").len(),
+        4,
+        "{:?}",
+        s3.files("cross", "")
+    );
+    assert!(
+        integration_tests::list_files(&dst)
+            .iter()
+            .all(|p| !p.to_string_lossy().contains(".jcs-tmp-")),
+        "temp files left behind"
+    );
+
+    // Unchanged: the next run copies nothing (Diff against the remote listing).
+    let t = wait_runs(api, id, 2).await;
+    let run = &t["status"]["runs"][1];
+    assert_eq!(
+        (&run["filesCopied"], &run["filesSkipped"], &run["result"]),
+        (&json!(0), &json!(4), &json!("Succeeded")),
+        "{t}"
+    );
+    // A changed file is copied again.
+    write_tree(&src, &[("t/z/c.txt", b"charlie, changed")]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while std::fs::read(dst.join("m/z/c.txt")).unwrap_or_default() != b"charlie, changed" {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "changed file was not re-copied"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Api::ok(
+        api.post("/v1/spaceSyncer/cancelTask", json!({"taskID": id}))
+            .await,
+    );
+    c.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_destination_agent_stopped_mid_run_records_errors_and_deletes_nothing() {
+    let mut c = TestCluster::builder().agents(2).build().await.unwrap();
+    let api = c.api().clone();
+    let src = c.scratch("src");
+    let dst = c.scratch("dst");
+    let blob = vec![3u8; 256 * 1024];
+    for i in 0..400 {
+        write_tree(&src, &[(&format!("d{}/f{i:03}.bin", i % 4), &blob)]);
+    }
+    write_tree(&dst, &[("out/extraneous", b"must stay")]);
+    let s = local_space_on(&api, "agent-0", "src", &src).await;
+    let d = local_space_on(&api, "agent-1", "dst", &dst).await;
+    let id = Api::ok(
+        api.post(
+            "/v1/spaceSyncer/createTask",
+            json!({"trigger": {"type": "Once"}, "mode": {"type": "Full"},
+                   "options": {"deleteExtraneous": true},
+                   "srcUserSpaceID": s, "srcPath": "", "destUserSpaceIDs": [d], "destPathes": ["out"]}),
+        )
+        .await,
+    )["task"]["taskID"]
+        .as_u64()
+        .unwrap();
+    // Stop the destination's agent as soon as the first copy landed.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while integration_tests::list_files(&dst.join("out"))
+        .iter()
+        .all(|p| p.ends_with("extraneous") || p.to_string_lossy().contains(".jcs-tmp-"))
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no copy reached the destination"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    c.stop_agent(1).await;
+    let t = wait_runs(&api, id, 1).await;
+    let run = &t["status"]["runs"][0];
+    assert_eq!(run["result"], "Failed", "{t}");
+    assert_eq!(run["filesScanned"], 400, "{t}");
+    assert!(run["filesFailed"].as_u64().unwrap() > 0, "{t}");
+    assert_eq!(run["filesDeleted"], 0, "{t}");
+    assert!(
+        t["status"]["lastErrors"]
+            .to_string()
+            .contains("destination agent"),
+        "{t}"
+    );
+    assert_eq!(
+        std::fs::read(dst.join("out/extraneous")).unwrap(),
+        b"must stay"
+    );
+    let copied = integration_tests::list_files(&dst.join("out")).len();
+    assert!(
+        copied < 401,
+        "every file was copied: the agent stopped too late"
     );
     c.shutdown().await;
 }
