@@ -12,6 +12,7 @@ pub mod transfer;
 use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
+use common::secret::Secret;
 
 pub use error::{Error, exit};
 
@@ -25,8 +26,8 @@ pub struct ClientArgs {
     #[arg(long, global = true, env = "JCS_ACCESS_KEY")]
     pub access_key: Option<String>,
     /// Secret key (kept for when the gateway authenticates /v1; not sent yet).
-    #[arg(long, global = true, env = "JCS_SECRET_KEY", hide_env_values = true)]
-    pub secret_key: Option<String>,
+    #[arg(long, global = true, env = "JCS_SECRET_KEY", hide_env_values = true, value_parser = parse_secret)]
+    pub secret_key: Option<Secret>,
     /// Client config file [default: ~/.config/jcs/config.toml].
     #[arg(long, global = true, env = "JCS_CONFIG")]
     pub config_file: Option<PathBuf>,
@@ -56,6 +57,11 @@ pub struct TransferArgs {
     /// Where the state of unfinished uploads is kept [default: ~/.local/state/jcs].
     #[arg(long, env = "JCS_STATE_DIR")]
     pub state_dir: Option<PathBuf>,
+}
+
+/// Secrets stay wrapped so `Debug` never prints them.
+fn parse_secret(s: &str) -> Result<Secret, String> {
+    Ok(Secret::new(s))
 }
 
 /// `10`, `4KiB`, `16MiB`, `1GiB` (also `K`, `M`, `G`, `KB`, `MB`, `GB` as powers of 1024).
@@ -121,8 +127,8 @@ pub struct SpaceSpecArgs {
     pub region: Option<String>,
     #[arg(long)]
     pub access_key_id: Option<String>,
-    #[arg(long, env = "JCS_SPACE_SECRET_ACCESS_KEY", hide_env_values = true)]
-    pub secret_access_key: Option<String>,
+    #[arg(long, env = "JCS_SPACE_SECRET_ACCESS_KEY", hide_env_values = true, value_parser = parse_secret)]
+    pub secret_access_key: Option<Secret>,
     /// Give the space a shard store of at most this many bytes (0 = no limit).
     #[arg(long)]
     pub shard_store_max_size: Option<u64>,

@@ -328,18 +328,21 @@ async fn upload(
     let pkg_name = r.need_package("cp")?;
     let meta = std::fs::metadata(local).map_err(|e| Error::io("reading", local, e))?;
     let pkg = api.package(&r.bucket, pkg_name).await?;
-    let files: Vec<(PathBuf, String)> = if meta.is_dir() {
+    let files: Vec<(PathBuf, String, u64)> = if meta.is_dir() {
         if !recursive {
             return Err(Error::usage(format!(
                 "{} is a directory (use -r)",
                 local.display()
             )));
         }
-        transfer::walk(local)?
+        let root = local.to_path_buf();
+        tokio::task::spawn_blocking(move || transfer::walk(&root))
+            .await
+            .map_err(|e| Error::io("listing", local, std::io::Error::other(e)))??
             .into_iter()
-            .map(|(p, rel)| {
+            .map(|(p, rel, size)| {
                 let dest = join(&r.path, &rel);
-                (p, dest)
+                (p, dest, size)
             })
             .collect()
     } else {
@@ -352,17 +355,14 @@ async fn upload(
         } else {
             r.path.clone()
         };
-        vec![(local.to_path_buf(), dest)]
+        vec![(local.to_path_buf(), dest, meta.len())]
     };
     let many = files.len() > 1;
-    let total_bytes: u64 = files
-        .iter()
-        .map(|(p, _)| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0))
-        .sum();
+    let total_bytes: u64 = files.iter().map(|f| f.2).sum();
     let total =
         many.then(|| Arc::new(out.bytes_bar(total_bytes, &format!("{} files", files.len()))));
     let reports = futures::stream::iter(files)
-        .map(|(p, dest)| {
+        .map(|(p, dest, _)| {
             let total = total.clone();
             async move {
                 transfer::upload_file(api, out, opts, pkg.package_id, &p, &dest, total)
@@ -684,7 +684,7 @@ fn space_body(s: &SpaceSpecArgs) -> Result<Map<String, Value>> {
         cred.insert("accessKeyId".into(), json!(k));
     }
     if let Some(k) = &s.secret_access_key {
-        cred.insert("secretAccessKey".into(), json!(k));
+        cred.insert("secretAccessKey".into(), json!(k.expose()));
     }
     if let (None, Some(t)) = (cred.get("type"), storage_type) {
         cred.insert("type".into(), t);

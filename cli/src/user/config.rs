@@ -70,7 +70,7 @@ pub fn resolve(
     config_file: Option<&Path>,
     url: Option<String>,
     access_key: Option<String>,
-    secret_key: Option<String>,
+    secret_key: Option<Secret>,
     state_dir: Option<PathBuf>,
 ) -> Result<Settings> {
     let file = match config_file {
@@ -89,7 +89,7 @@ pub fn resolve(
     Ok(Settings {
         url,
         access_key: access_key.or(file.access_key),
-        secret_key: secret_key.map(Secret::new).or(file.secret_key),
+        secret_key: secret_key.or(file.secret_key),
         state_dir: state_dir
             .or(file.state_dir)
             .unwrap_or_else(default_state_dir),

@@ -525,8 +525,9 @@ pub async fn download_object(
     })
 }
 
-/// Every regular file under `root`, with its `/`-separated path relative to `root`.
-pub fn walk(root: &Path) -> Result<Vec<(PathBuf, String)>> {
+/// Every regular file under `root`, with its `/`-separated path relative to `root` and its
+/// size (blocking: call it from `spawn_blocking`).
+pub fn walk(root: &Path) -> Result<Vec<(PathBuf, String, u64)>> {
     let mut out = Vec::new();
     let mut stack = vec![root.to_path_buf()];
     while let Some(dir) = stack.pop() {
@@ -549,7 +550,7 @@ pub fn walk(root: &Path) -> Result<Vec<(PathBuf, String)>> {
                     })
                     .collect();
                 match parts {
-                    Some(parts) => out.push((p.clone(), parts.join("/"))),
+                    Some(parts) => out.push((p.clone(), parts.join("/"), meta.len())),
                     None => {
                         return Err(Error::usage(format!("{} is not a UTF-8 path", p.display())));
                     }
