@@ -1,8 +1,10 @@
 //! The `jcs` command's building blocks: [`standalone`] runs coordinator, agent and gateway
-//! in one process; [`roles`] runs one cluster role from a TOML config.
+//! in one process; [`roles`] runs one cluster role from a TOML config; [`user`] holds the
+//! client commands that talk to a gateway.
 
 pub mod roles;
 pub mod standalone;
+pub mod user;
 
 use tokio_util::sync::CancellationToken;
 

@@ -1,20 +1,24 @@
 //! `jcs`: JointCloud storage. `jcs standalone` runs everything in one process; the
-//! `coordinator`, `agent` and `gateway` subcommands run one cluster role each.
+//! `coordinator`, `agent` and `gateway` subcommands run one cluster role each; every other
+//! subcommand is a client of a gateway's `/v1` API (docs/cli.md).
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 #[derive(Parser)]
 #[command(name = "jcs", version, about = "JointCloud storage")]
 struct Cli {
-    /// Log filter (RUST_LOG overrides it).
+    /// Log filter of the server roles (RUST_LOG overrides it).
     #[arg(long, global = true, default_value = "info")]
     log: String,
     /// Log as JSON lines.
     #[arg(long, global = true)]
     log_json: bool,
+    #[command(flatten)]
+    client: cli::user::ClientArgs,
     #[command(subcommand)]
     command: Command,
 }
@@ -36,6 +40,10 @@ enum Command {
     Agent(RoleArgs),
     /// Run a gateway (the /v1 HTTP API).
     Gateway(RoleArgs),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions { shell: clap_complete::Shell },
+    #[command(flatten)]
+    Client(Box<cli::user::ClientCommand>),
 }
 
 #[derive(clap::Args)]
@@ -45,9 +53,7 @@ struct RoleArgs {
     config: Option<PathBuf>,
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let cli = Cli::parse();
+async fn serve(cli: Cli) -> anyhow::Result<()> {
     common::telemetry::init(&cli.log, cli.log_json);
     let shutdown = cli::shutdown_on_signals();
     match cli.command {
@@ -58,5 +64,20 @@ async fn main() -> anyhow::Result<()> {
         Command::Coordinator(a) => cli::roles::coordinator(a.config.as_deref(), shutdown).await,
         Command::Agent(a) => cli::roles::agent(a.config.as_deref(), shutdown).await,
         Command::Gateway(a) => cli::roles::gateway(a.config.as_deref(), shutdown).await,
+        Command::Completions { .. } | Command::Client(_) => Ok(()),
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<ExitCode> {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Completions { shell } => {
+            let mut cmd = Cli::command();
+            clap_complete::generate(shell, &mut cmd, "jcs", &mut std::io::stdout());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Client(c) => Ok(ExitCode::from(cli::user::run(cli.client, *c).await)),
+        _ => serve(cli).await.map(|()| ExitCode::SUCCESS),
     }
 }

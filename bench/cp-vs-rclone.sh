@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# `jcs cp -r` of a tree of N small files (default 1000 x 100 KiB) into `jcs standalone`
+# (release build), next to `rclone copy` of the same tree to a directory on the same disk,
+# with the same parallelism, in the same run. Then the download back with `jcs cp -r`.
+# Prints seconds, files/s and the ratio rclone time / jcs time (> 1: jcs is faster).
+#
+#   bench/cp-vs-rclone.sh [N] [SIZE_KIB] [JOBS]      (default 1000 100 8)
+#   BENCH_DIR=/some/disk bench/cp-vs-rclone.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+. scripts/lib.sh
+ensure_protoc
+ensure_packages curl rclone
+
+N=${1:-1000}
+SIZE_KIB=${2:-100}
+JOBS=${3:-8}
+WORK=$(mktemp -d "${BENCH_DIR:-/var/tmp}/jcs-bench-cp.XXXXXX")
+JCS_PID=""
+cleanup() { [ -n "$JCS_PID" ] && kill "$JCS_PID" 2>/dev/null; wait 2>/dev/null; rm -rf "$WORK"; }
+trap cleanup EXIT
+
+echo "==> building jcs (release)" >&2
+cargo build --release --locked --bin jcs >&2
+JCS=$PWD/target/release/jcs
+
+now() { date +%s.%N; }
+secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", b - a }'; }
+per_s() { awk -v n="$N" -v s="$1" 'BEGIN { printf "%.0f", n / s }'; }
+ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
+
+echo "==> writing $N files of $SIZE_KIB KiB" >&2
+for i in $(seq 0 $((N - 1))); do
+  d="$WORK/tree/d$((i % 10))"
+  mkdir -p "$d"
+  head -c "$((SIZE_KIB * 1024))" /dev/urandom > "$d/f$i.bin"
+done
+sync
+
+PORT=$(( 30000 + RANDOM % 20000 ))
+"$JCS" --log warn standalone --data-dir "$WORK/data" --listen "127.0.0.1:$PORT" &
+JCS_PID=$!
+export JCS_URL="http://127.0.0.1:$PORT" JCS_STATE_DIR="$WORK/state" JCS_CONFIG="$WORK/empty.toml"
+: > "$JCS_CONFIG"
+for _ in $(seq 1 300); do curl -fsS "$JCS_URL/healthz" >/dev/null 2>&1 && break; sleep 0.05; done
+"$JCS" -q bucket create bench >/dev/null
+"$JCS" -q package create jcs://bench/p >/dev/null
+
+t0=$(now); rclone copy --transfers "$JOBS" --checkers "$JOBS" "$WORK/tree" "$WORK/rclone-dst"; sync; t1=$(now)
+RCLONE_S=$(secs "$t0" "$t1")
+t0=$(now); "$JCS" -q cp -r --jobs "$JOBS" "$WORK/tree" jcs://bench/p/tree; sync; t1=$(now)
+UP_S=$(secs "$t0" "$t1")
+COUNT=$("$JCS" --json ls -r jcs://bench/p/tree | wc -l)
+[ "$COUNT" = "$N" ] || { echo "uploaded $COUNT objects, expected $N" >&2; exit 1; }
+t0=$(now); "$JCS" -q cp -r --jobs "$JOBS" jcs://bench/p/tree "$WORK/down"; sync; t1=$(now)
+DOWN_S=$(secs "$t0" "$t1")
+diff -r "$WORK/tree" "$WORK/down" >/dev/null || { echo "downloaded tree differs" >&2; exit 1; }
+
+printf '\n%-40s %10s %10s %16s\n' "step ($N x $SIZE_KIB KiB, $JOBS jobs)" "seconds" "files/s" "rclone/jcs time"
+printf '%-40s %10s %10s %16s\n' "rclone copy local -> local (baseline)" "$RCLONE_S" "$(per_s "$RCLONE_S")" "1.00"
+printf '%-40s %10s %10s %16s\n' "jcs cp -r upload" "$UP_S" "$(per_s "$UP_S")" "$(ratio "$RCLONE_S" "$UP_S")"
+printf '%-40s %10s %10s %16s\n' "jcs cp -r download" "$DOWN_S" "$(per_s "$DOWN_S")" "$(ratio "$RCLONE_S" "$DOWN_S")"
+R=$(ratio "$RCLONE_S" "$UP_S")
+echo "ratio jcs cp / rclone: $R (goal > 1.00: $(awk -v r="$R" 'BEGIN { print (r > 1.0) ? "met" : "NOT met" }'))"
