@@ -116,7 +116,7 @@ struct Cluster {
     http: reqwest::Client,
 }
 
-fn start_etcd(dir: &Path, port: u16) -> Proc {
+async fn start_etcd(dir: &Path, port: u16) -> Proc {
     let peer = port + 1;
     let p = Proc::spawn(
         "etcd",
@@ -162,7 +162,7 @@ fn start_etcd(dir: &Path, port: u16) -> Proc {
             "etcd did not start: {}",
             p.log_text()
         );
-        std::thread::sleep(Duration::from_millis(100));
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 
@@ -185,7 +185,7 @@ impl Cluster {
         std::fs::write(&secret, "0123456789abcdef0123456789abcdef").unwrap();
         std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
         let etcd_port = free_port_pair();
-        let etcd = start_etcd(&d, etcd_port);
+        let etcd = start_etcd(&d, etcd_port).await;
         let root = format!("ha{}", free_port());
         let coord_addrs: Vec<String> = (0..2)
             .map(|_| format!("127.0.0.1:{}", free_port()))
@@ -541,7 +541,7 @@ async fn etcd_outage_fails_requests_then_recovers_without_restarts() {
     let v = c.upload(package, "during-outage", b"x".to_vec()).await;
     assert_eq!(v["code"], "OperationFailed", "{v}");
 
-    c.etcd = start_etcd(c.dir.path(), c.etcd_port);
+    c.etcd = start_etcd(c.dir.path(), c.etcd_port).await;
     let deadline = Instant::now() + Duration::from_secs(40);
     let object = loop {
         let v = c.upload(package, "after-outage", b"back".to_vec()).await;
