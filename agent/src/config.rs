@@ -19,7 +19,9 @@ pub struct AgentConfig {
     pub listen: SocketAddr,
     /// `host:port` others use to reach this agent; default: the bound listener's address.
     pub advertise: Option<String>,
-    /// `host:port` (or URI) of the coordinator to register with.
+    /// `host:port` (or URI) of the coordinator to register with; several coordinators
+    /// separated by commas (`"c1:7900,c2:7900"`): calls fail over between them and every
+    /// heartbeat goes to each, so every coordinator knows this agent is alive.
     pub coordinator: String,
     /// File holding the cluster secret (must not be readable by other users).
     pub cluster_secret_file: Option<PathBuf>,

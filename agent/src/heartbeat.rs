@@ -67,6 +67,13 @@ pub(crate) struct Registrar {
     broken: HashMap<SpaceId, (u64, String)>,
     /// Temp sweeps of newly opened API stores.
     sweeps: JoinSet<()>,
+    /// One client per configured coordinator when there are several: each heartbeat is
+    /// also sent to every one of them, so every coordinator (whichever leads, whichever a
+    /// gateway asks) knows this agent is alive.
+    peers: Vec<CoordinatorClient>,
+    /// The heartbeats to `peers` of the current round (a round is skipped while the last
+    /// one still runs, so a dead coordinator never piles calls up).
+    peer_calls: JoinSet<()>,
 }
 
 impl Registrar {
@@ -93,6 +100,30 @@ impl Registrar {
             api: HashMap::new(),
             broken: HashMap::new(),
             sweeps: JoinSet::new(),
+            peers: Vec::new(),
+            peer_calls: JoinSet::new(),
+        }
+    }
+
+    /// Also heartbeat to each of `peers` (one client per coordinator), see the field doc.
+    pub(crate) fn with_peers(mut self, peers: Vec<CoordinatorClient>) -> Registrar {
+        self.peers = peers;
+        self
+    }
+
+    fn heartbeat_peers(&mut self) {
+        while self.peer_calls.try_join_next().is_some() {}
+        if !self.peer_calls.is_empty() {
+            return;
+        }
+        for (i, peer) in self.peers.iter().enumerate() {
+            let mut peer = peer.clone();
+            let request = self.request.clone();
+            self.peer_calls.spawn(async move {
+                if let Err(status) = peer.register_agent(request).await {
+                    debug!(peer = i, error = %client::Error::from(status), "heartbeat to a coordinator failed");
+                }
+            });
         }
     }
 
@@ -105,6 +136,7 @@ impl Registrar {
         let mut failing = false;
         loop {
             while self.sweeps.try_join_next().is_some() {}
+            self.heartbeat_peers();
             let seq = self.refresh.begin();
             let attempt = tokio::select! {
                 () = shutdown.cancelled() => break,
@@ -154,6 +186,7 @@ impl Registrar {
         // Wake every request still waiting for a registration: none will come.
         self.refresh.finish(u64::MAX);
         self.sweeps.shutdown().await;
+        self.peer_calls.shutdown().await;
         debug!(agent = %self.request.name, "registration loop stopped");
     }
 

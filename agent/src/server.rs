@@ -106,6 +106,23 @@ impl Agent {
             },
         )
         .context(CoordinatorClientSnafu)?;
+        // Several coordinators: heartbeat to each (see `Registrar::with_peers`).
+        let addresses = client::coordinator_addresses(&self.config.coordinator);
+        let mut peers = Vec::new();
+        if addresses.len() > 1 {
+            for address in &addresses {
+                peers.push(
+                    client::coordinator(
+                        address,
+                        &ChannelOptions {
+                            connect_timeout: CONNECT_TIMEOUT,
+                            request_timeout: Some(REGISTER_TIMEOUT),
+                        },
+                    )
+                    .context(CoordinatorClientSnafu)?,
+                );
+            }
+        }
 
         let request = RegisterAgentRequest {
             name: self.config.name.clone(),
@@ -150,7 +167,8 @@ impl Agent {
             self.registration.clone(),
             self.config.heartbeat_interval,
             self.locations.clone(),
-        );
+        )
+        .with_peers(peers);
         tasks.spawn(registrar.run(tasks_token.clone()));
 
         let service =

@@ -12,6 +12,9 @@ use proto::coordinator::coordinator_service_client::CoordinatorServiceClient;
 use snafu::Snafu;
 use tonic::transport::{Channel, Endpoint};
 
+pub mod failover;
+pub use failover::{FailoverChannel, RetryPolicy};
+
 #[derive(Debug, Snafu)]
 #[snafu(visibility(pub))]
 pub enum Error {
@@ -101,12 +104,34 @@ pub fn channel(address: &str, opts: &ChannelOptions) -> Result<Channel> {
     Ok(endpoint(address, opts)?.connect_lazy())
 }
 
-pub type CoordinatorClient = CoordinatorServiceClient<Channel>;
+/// Coordinator calls fail over across every configured coordinator ([`failover`]).
+pub type CoordinatorClient = CoordinatorServiceClient<FailoverChannel>;
 pub type AgentClient = AgentServiceClient<Channel>;
 
-/// Client of the coordinator at `address`, with JCS message limits.
-pub fn coordinator(address: &str, opts: &ChannelOptions) -> Result<CoordinatorClient> {
-    Ok(CoordinatorServiceClient::new(channel(address, opts)?)
+/// The addresses of a comma-separated coordinator list (`"a:7900, b:7900"`).
+pub fn coordinator_addresses(addresses: &str) -> Vec<String> {
+    addresses
+        .split(',')
+        .map(str::trim)
+        .filter(|a| !a.is_empty())
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Client of the coordinators at `addresses` (one address, or several separated by commas:
+/// calls fail over between them, see [`failover`]), with JCS message limits.
+pub fn coordinator(addresses: &str, opts: &ChannelOptions) -> Result<CoordinatorClient> {
+    let mut endpoints = Vec::new();
+    for address in coordinator_addresses(addresses) {
+        let ch = channel(&address, opts)?;
+        endpoints.push((address, ch));
+    }
+    if endpoints.is_empty() {
+        // Let tonic name what is wrong with the (empty) address.
+        endpoints.push((addresses.to_owned(), channel(addresses, opts)?));
+    }
+    let failover = FailoverChannel::new(endpoints, RetryPolicy::default());
+    Ok(CoordinatorServiceClient::new(failover)
         .max_decoding_message_size(proto::MAX_MESSAGE_SIZE)
         .max_encoding_message_size(proto::MAX_MESSAGE_SIZE))
 }

@@ -74,6 +74,12 @@ pub struct CoordinatorConfig {
     /// Multipart uploads not completed within this time are deleted with their parts.
     #[serde(with = "humantime_serde")]
     pub multipart_expiry: Duration,
+    /// Lease of the leader key: a leader silent for this long (crashed, paused, cut off) is
+    /// replaced, and its writes are refused from then on (fencing). etcd counts in seconds.
+    #[serde(with = "humantime_serde")]
+    pub leader_ttl: Duration,
+    /// Address this coordinator is reached at, published in the leader key (default: `listen`).
+    pub advertise: Option<String>,
 }
 
 impl Default for CoordinatorConfig {
@@ -91,6 +97,8 @@ impl Default for CoordinatorConfig {
             gc_interval: Duration::from_secs(3600),
             gc_grace: Duration::from_secs(24 * 3600),
             multipart_expiry: Duration::from_secs(7 * 24 * 3600),
+            leader_ttl: Duration::from_secs(10),
+            advertise: None,
         }
     }
 }
@@ -120,7 +128,17 @@ impl CoordinatorConfig {
         if self.gc_interval.is_zero() || self.multipart_expiry.is_zero() {
             return Err("gc_interval and multipart_expiry must be > 0".into());
         }
+        if self.leader_ttl < Duration::from_secs(1) {
+            return Err("leader_ttl must be at least 1s".into());
+        }
         self.secret().map(|_| ())
+    }
+
+    /// The address published in the leader key.
+    pub fn advertised(&self) -> String {
+        self.advertise
+            .clone()
+            .unwrap_or_else(|| self.listen.to_string())
     }
 
     /// The cluster secret: from `cluster_secret_file`, else inline.

@@ -8,6 +8,7 @@ pub mod crypto;
 pub mod error;
 pub mod gc;
 pub mod ids;
+pub mod leader;
 pub mod placement;
 pub mod registry;
 pub mod server;

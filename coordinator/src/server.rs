@@ -23,6 +23,10 @@ const SWEEP_EVERY: Duration = Duration::from_secs(60);
 
 pub struct Coordinator {
     service: Arc<Service>,
+    meta: MetaStoreRef,
+    advertise: String,
+    leader_ttl: Duration,
+    leadership: tokio::sync::watch::Sender<crate::leader::Leadership>,
     gc: Gc,
     gc_interval: Duration,
     gc_grace: Duration,
@@ -61,7 +65,7 @@ impl Coordinator {
         let secret = config
             .secret()
             .map_err(|message| Error::Startup { message })?;
-        let catalog = Catalog::new(meta);
+        let catalog = Catalog::new(meta.clone());
         let registry = Arc::new(Registry::new(config.agent_ttl));
         let signer = TicketSigner::new(secret.clone());
         let agents = client::AgentPool::new(client::ChannelOptions::default());
@@ -87,6 +91,10 @@ impl Coordinator {
         };
         Ok(Coordinator {
             service: Arc::new(service),
+            meta,
+            advertise: config.advertised(),
+            leader_ttl: config.leader_ttl,
+            leadership: tokio::sync::watch::Sender::new(Default::default()),
             gc,
             gc_interval: config.gc_interval,
             gc_grace: config.gc_grace,
@@ -103,25 +111,33 @@ impl Coordinator {
         &self.service.catalog
     }
 
+    /// Who leads, as this node sees it (updated by the election loop of [`Coordinator::serve`]).
+    pub fn leadership(&self) -> tokio::sync::watch::Receiver<crate::leader::Leadership> {
+        self.leadership.subscribe()
+    }
+
     /// Serve gRPC on an already bound listener until `shutdown` is cancelled. Also resumes
-    /// interrupted deletions and sweeps expired uploads (single node: always the leader).
+    /// interrupted deletions and sweeps expired uploads while this node leads.
     pub async fn serve(self, listener: TcpListener, shutdown: CancellationToken) -> Result<()> {
-        let catalog = self.service.catalog.clone();
-        let housekeeping = tokio::spawn(housekeeping(
-            catalog,
-            self.multipart_expiry,
-            shutdown.clone(),
-        ));
-        let scheduler = tokio::spawn(crate::sync::run_scheduler(
-            self.service.clone(),
-            shutdown.clone(),
-        ));
-        let gc = tokio::spawn(crate::gc::run(
-            self.gc,
-            self.gc_interval,
-            self.gc_grace,
-            shutdown.clone(),
-        ));
+        // Leader-only work (housekeeping, GC, sync scheduler) runs per term: see leader.rs.
+        let election = tokio::spawn(
+            crate::leader::Election {
+                meta: self.meta.clone(),
+                me: self.advertise.clone(),
+                ttl: self.leader_ttl,
+                state: self.leadership.clone(),
+            }
+            .run(
+                crate::leader::LeaderWork {
+                    service: self.service.clone(),
+                    gc: self.gc,
+                    gc_interval: self.gc_interval,
+                    gc_grace: self.gc_grace,
+                    multipart_expiry: self.multipart_expiry,
+                },
+                shutdown.clone(),
+            ),
+        );
         let svc = CoordinatorServiceServer::from_arc(self.service)
             .max_decoding_message_size(proto::MAX_MESSAGE_SIZE)
             .max_encoding_message_size(proto::MAX_MESSAGE_SIZE);
@@ -135,14 +151,16 @@ impl Coordinator {
             .await
             .context(ServeSnafu);
         shutdown.cancel();
-        let _ = housekeeping.await;
-        let _ = gc.await;
-        let _ = scheduler.await;
+        let _ = election.await;
         result
     }
 }
 
-async fn housekeeping(catalog: Catalog, multipart_expiry: Duration, shutdown: CancellationToken) {
+pub(crate) async fn housekeeping(
+    catalog: Catalog,
+    multipart_expiry: Duration,
+    shutdown: CancellationToken,
+) {
     match catalog.resume_jobs().await {
         Ok(0) => {}
         Ok(n) => tracing::info!(jobs = n, "resumed interrupted deletions"),

@@ -11,7 +11,9 @@ use serde::Deserialize;
 pub struct GatewayConfig {
     /// Address the HTTP server listens on (used by the binary that binds the listener).
     pub listen: SocketAddr,
-    /// Coordinator gRPC address, `host:port` or a URI.
+    /// Coordinator gRPC address, `host:port` or a URI; several coordinators separated by
+    /// commas (`"c1:7900,c2:7900"`): calls go to one and fail over to the next when it is
+    /// unreachable or answers a retryable error (bounded exponential backoff).
     pub coordinator: String,
     /// User id used when a request does not carry `userID` (JCS has no user management yet).
     pub default_user_id: u64,

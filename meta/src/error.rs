@@ -101,6 +101,30 @@ pub enum Error {
         #[snafu(implicit)]
         location: snafu::Location,
     },
+
+    /// A lease unknown to an embedded store (never granted here, or revoked).
+    #[snafu(display("lease {lease} does not exist"))]
+    LeaseNotFound {
+        lease: i64,
+        #[snafu(implicit)]
+        location: snafu::Location,
+    },
+
+    /// A write through [`crate::Fenced`] found the fence key changed: the writer is no longer
+    /// the leader it was when the fence was taken. Nothing was written.
+    #[snafu(display("write refused: fence key {} changed (this node is no longer the leader)", key.escape_ascii()))]
+    Fenced {
+        key: Vec<u8>,
+        #[snafu(implicit)]
+        location: snafu::Location,
+    },
+
+    /// A fenced transaction had writes in its `otherwise` branch, which the fence cannot guard.
+    #[snafu(display("a fenced transaction may only read in its otherwise branch"))]
+    FencedOtherwiseWrites {
+        #[snafu(implicit)]
+        location: snafu::Location,
+    },
 }
 
 /// `Result` with this crate's [`Error`] as the default error.
@@ -119,7 +143,10 @@ impl CodedError for Error {
             | Error::DecodeValue { .. }
             | Error::Join { .. }
             | Error::TxnTooLarge { .. }
-            | Error::DuplicateTxnKey { .. } => ErrorCode::Internal,
+            | Error::DuplicateTxnKey { .. }
+            | Error::FencedOtherwiseWrites { .. } => ErrorCode::Internal,
+            Error::LeaseNotFound { .. } => ErrorCode::Conflict,
+            Error::Fenced { .. } => ErrorCode::NotLeader,
         }
     }
 }

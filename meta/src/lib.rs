@@ -6,6 +6,7 @@
 //! modified it, so callers can compare-and-swap on revisions (etcd semantics).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 pub mod error;
 pub mod helpers;
@@ -16,6 +17,7 @@ pub mod testsuite;
 pub use error::{Error, Result};
 pub use helpers::{cas, prefix_end, put_if_absent, scan_prefix};
 pub use store::etcd::{EtcdOptions, EtcdStore};
+pub use store::fenced::{Fence, Fenced};
 pub use store::memory::MemoryStore;
 pub use store::prefixed::Prefixed;
 pub use store::redb::RedbStore;
@@ -23,6 +25,13 @@ pub use store::redb::RedbStore;
 /// A store-wide revision. Starts at 1 for the first write; 0 means "never written".
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
 pub struct Revision(pub i64);
+
+/// A lease (etcd semantics): keys created with [`MetaStore::create_leased`] disappear when it
+/// expires (its TTL passes without a [`MetaStore::lease_keep_alive`]) or is revoked. The
+/// embedded backends (memory, redb) serve one process, so their leases never expire; revoking
+/// one still deletes its keys.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct LeaseId(pub i64);
 
 /// A stored key with its value and revisions.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -137,6 +146,21 @@ pub trait MetaStore: Send + Sync + 'static {
     async fn txn(&self, txn: Txn) -> Result<TxnResult>;
     /// Largest number of operations in one transaction branch (etcd's default is 128).
     fn max_txn_ops(&self) -> usize;
+    /// Grant a lease that expires `ttl` after its last keep-alive (etcd rounds up to seconds).
+    async fn lease_grant(&self, ttl: Duration) -> Result<LeaseId>;
+    /// Renew the lease; `false` when it has already expired or been revoked.
+    async fn lease_keep_alive(&self, lease: LeaseId) -> Result<bool>;
+    /// Revoke the lease and delete every key attached to it (no error if it is gone).
+    async fn lease_revoke(&self, lease: LeaseId) -> Result<()>;
+    /// Create `key` attached to `lease` if it is absent: the revision of the write, or `None`
+    /// when the key exists (leader election: whoever creates the key leads while the lease
+    /// lives). A lease that does not exist fails with `LeaseNotFound` (etcd: a request error).
+    async fn create_leased(
+        &self,
+        key: Vec<u8>,
+        value: Vec<u8>,
+        lease: LeaseId,
+    ) -> Result<Option<Revision>>;
 }
 
 /// A shared, type-erased [`MetaStore`].

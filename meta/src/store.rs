@@ -1,6 +1,7 @@
 //! The [`crate::MetaStore`] backends and decorators, plus the rules they share.
 
 pub mod etcd;
+pub mod fenced;
 pub(crate) mod local;
 pub mod memory;
 pub mod prefixed;

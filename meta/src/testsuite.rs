@@ -59,6 +59,8 @@ macro_rules! meta_store_test_suite {
             cas_with_stale_revision_fails
             concurrent_cas_increments_exactly
             prefixed_store_isolates_namespaces
+            create_leased_elects_one_holder_until_revoked
+            fenced_writes_fail_once_the_fence_moves
         );
     };
     (@cases ($factory:expr) $($case:ident)*) => {
@@ -184,6 +186,27 @@ impl<G: Send + Sync + 'static> MetaStore for Guarded<G> {
     }
     fn max_txn_ops(&self) -> usize {
         self.inner.max_txn_ops()
+    }
+
+    async fn lease_grant(&self, ttl: std::time::Duration) -> Result<crate::LeaseId> {
+        self.inner.lease_grant(ttl).await
+    }
+
+    async fn lease_keep_alive(&self, lease: crate::LeaseId) -> Result<bool> {
+        self.inner.lease_keep_alive(lease).await
+    }
+
+    async fn lease_revoke(&self, lease: crate::LeaseId) -> Result<()> {
+        self.inner.lease_revoke(lease).await
+    }
+
+    async fn create_leased(
+        &self,
+        key: Vec<u8>,
+        value: Vec<u8>,
+        lease: crate::LeaseId,
+    ) -> Result<Option<Revision>> {
+        self.inner.create_leased(key, value, lease).await
     }
 }
 
@@ -841,5 +864,106 @@ pub mod cases {
         );
         assert!(!one.delete(b"k").await.expect("delete"));
         assert_eq!(get(&store, b"t1/n").await.expect("t1/n").value, b("new"));
+    }
+
+    pub async fn create_leased_elects_one_holder_until_revoked(store: MetaStoreRef) {
+        let ttl = std::time::Duration::from_secs(5);
+        let la = store.lease_grant(ttl).await.expect("grant a");
+        let lb = store.lease_grant(ttl).await.expect("grant b");
+        assert_ne!(la, lb);
+        let rev = store
+            .create_leased(b("leader"), b("a"), la)
+            .await
+            .expect("create a");
+        let rev = rev.expect("the first candidate creates the key");
+        assert_eq!(
+            store
+                .create_leased(b("leader"), b("b"), lb)
+                .await
+                .expect("create b"),
+            None,
+            "a second candidate finds the key held"
+        );
+        let kv = get(&store, b"leader").await.expect("leader key");
+        assert_eq!((kv.value, kv.mod_rev), (b("a"), rev));
+        assert!(store.lease_keep_alive(la).await.expect("keep alive"));
+        store.lease_revoke(la).await.expect("revoke a");
+        assert_eq!(
+            get(&store, b"leader").await,
+            None,
+            "revoking deletes the key"
+        );
+        assert!(
+            !store
+                .lease_keep_alive(la)
+                .await
+                .expect("keep alive revoked")
+        );
+        assert!(
+            store
+                .create_leased(b("leader"), b("b"), lb)
+                .await
+                .expect("create b again")
+                .is_some(),
+            "the next candidate takes over"
+        );
+        assert_eq!(get(&store, b"leader").await.expect("leader").value, b("b"));
+        store.lease_revoke(lb).await.expect("revoke b");
+        store
+            .lease_revoke(lb)
+            .await
+            .expect("revoking twice is fine");
+    }
+
+    pub async fn fenced_writes_fail_once_the_fence_moves(store: MetaStoreRef) {
+        let rev = put(&store, b"leader", b"me").await;
+        let fenced: MetaStoreRef = Arc::new(crate::Fenced::new(
+            store.clone(),
+            crate::Fence {
+                key: b("leader"),
+                revision: rev,
+            },
+        ));
+        fenced
+            .put(b("x"), b("1"))
+            .await
+            .expect("fenced put while leading");
+        let r = fenced
+            .txn(txn(
+                vec![Compare::Absent(b("x"))],
+                vec![Op::Put(b("y"), b("1"))],
+                vec![Op::Get(b("x"))],
+            ))
+            .await
+            .expect("a txn whose own compare fails is no fence error");
+        assert!(!r.succeeded);
+        assert_eq!(r.gets.len(), 1, "the fence read is not returned");
+        assert_eq!(r.gets[0].as_ref().map(|kv| kv.value.clone()), Some(b("1")));
+        assert!(fenced.delete(b"x").await.expect("fenced delete"));
+
+        // Another node takes the key over: every write of the old holder fails, atomically.
+        put(&store, b"leader", b"other").await;
+        let fence_err = |e: crate::Error| {
+            assert!(matches!(e, crate::Error::Fenced { .. }), "{e:?}");
+            assert_eq!(common::CodedError::code(&e), common::ErrorCode::NotLeader);
+        };
+        fence_err(fenced.put(b("x"), b("2")).await.expect_err("put fenced"));
+        fence_err(fenced.delete(b"leader").await.expect_err("delete fenced"));
+        fence_err(
+            fenced
+                .txn(txn(vec![], vec![Op::Put(b("z"), b("1"))], vec![]))
+                .await
+                .expect_err("txn fenced"),
+        );
+        assert_eq!(get(&store, b"x").await, None);
+        assert_eq!(get(&store, b"z").await, None);
+        assert_eq!(
+            get(&store, b"leader").await.expect("leader").value,
+            b("other")
+        );
+        assert!(
+            fenced.get(b"leader").await.expect("reads pass").is_some(),
+            "reads are not fenced"
+        );
     }
 }

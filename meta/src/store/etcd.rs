@@ -7,7 +7,7 @@
 use std::time::Duration;
 
 use etcd_client::{
-    Client, Compare as EtcdCompare, CompareOp, ConnectOptions, GetOptions, KvClient,
+    Client, Compare as EtcdCompare, CompareOp, ConnectOptions, GetOptions, KvClient, PutOptions,
     ResponseHeader, Txn as EtcdTxn, TxnOp, TxnOpResponse,
 };
 use snafu::{OptionExt, ResultExt};
@@ -44,8 +44,8 @@ impl Default for EtcdOptions {
 /// A [`MetaStore`] on etcd. Cheap to clone; clones share the connection.
 #[derive(Clone)]
 pub struct EtcdStore {
-    /// Kept alive because it owns the endpoint set of the balanced channel `kv` uses.
-    _client: Client,
+    /// Owns the endpoint set of the balanced channel `kv` uses; also serves leases.
+    client: Client,
     kv: KvClient,
 }
 
@@ -81,10 +81,7 @@ impl EtcdStore {
                 endpoints: endpoints.clone(),
             })?;
         tracing::info!(%endpoints, "connected to etcd");
-        Ok(EtcdStore {
-            _client: client,
-            kv,
-        })
+        Ok(EtcdStore { client, kv })
     }
 }
 
@@ -232,6 +229,75 @@ impl MetaStore for EtcdStore {
 
     fn max_txn_ops(&self) -> usize {
         DEFAULT_MAX_TXN_OPS
+    }
+
+    async fn lease_grant(&self, ttl: Duration) -> Result<crate::LeaseId> {
+        let secs = i64::try_from(ttl.as_secs()).unwrap_or(i64::MAX).max(1)
+            + i64::from(ttl.subsec_nanos() > 0);
+        let resp =
+            self.client
+                .lease_client()
+                .grant(secs, None)
+                .await
+                .context(EtcdRequestSnafu {
+                    action: "lease grant",
+                })?;
+        Ok(crate::LeaseId(resp.id()))
+    }
+
+    async fn lease_keep_alive(&self, lease: crate::LeaseId) -> Result<bool> {
+        match self.client.lease_client().keep_alive(lease.0).await {
+            Ok((_keeper, _stream)) => Ok(true),
+            // etcd-client reports an expired lease (TTL <= 0 in the answer) this way.
+            Err(etcd_client::Error::LeaseKeepAliveError(_)) => Ok(false),
+            Err(source) => Err(source).context(EtcdRequestSnafu {
+                action: "lease keep-alive",
+            }),
+        }
+    }
+
+    async fn lease_revoke(&self, lease: crate::LeaseId) -> Result<()> {
+        match self.client.lease_client().revoke(lease.0).await {
+            Ok(_) => Ok(()),
+            Err(etcd_client::Error::GRpcStatus(status))
+                if common::ErrorCode::from_grpc_code(status.code())
+                    == common::ErrorCode::NotFound =>
+            {
+                Ok(())
+            }
+            Err(source) => Err(source).context(EtcdRequestSnafu {
+                action: "lease revoke",
+            }),
+        }
+    }
+
+    async fn create_leased(
+        &self,
+        key: Vec<u8>,
+        value: Vec<u8>,
+        lease: crate::LeaseId,
+    ) -> Result<Option<Revision>> {
+        let request = EtcdTxn::new()
+            .when(vec![EtcdCompare::create_revision(
+                key.clone(),
+                CompareOp::Equal,
+                0,
+            )])
+            .and_then(vec![TxnOp::put(
+                key,
+                value,
+                Some(PutOptions::new().with_lease(lease.0)),
+            )]);
+        let resp = self
+            .kv
+            .clone()
+            .txn(request)
+            .await
+            .context(EtcdRequestSnafu {
+                action: "create leased",
+            })?;
+        let revision = revision_of("create leased", resp.header())?;
+        Ok(resp.succeeded().then_some(revision))
     }
 }
 

@@ -8,12 +8,89 @@
 //!   the revision of its last write;
 //! - a branch runs in order: a `Get` after a `Put` of the same key sees the new value.
 
+use std::collections::HashMap;
 use std::ops::Bound;
+use std::sync::Mutex;
 
 use snafu::ensure;
 
 use crate::error::{DecodeValueSnafu, Result};
 use crate::{Compare, KeyValue, Op, Range, Revision, Txn, TxnResult};
+
+/// Leases of an embedded store. They never expire (one process serves the store, so it is
+/// trivially the leader); revoking one deletes the keys created with it, unless rewritten.
+#[derive(Debug, Default)]
+pub(crate) struct Leases {
+    inner: Mutex<LeaseTable>,
+}
+
+#[derive(Debug, Default)]
+struct LeaseTable {
+    next: i64,
+    held: HashMap<i64, Vec<(Vec<u8>, Revision)>>,
+}
+
+impl Leases {
+    fn lock(&self) -> std::sync::MutexGuard<'_, LeaseTable> {
+        self.inner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    pub fn grant(&self) -> crate::LeaseId {
+        let mut table = self.lock();
+        table.next += 1;
+        let id = table.next;
+        table.held.insert(id, Vec::new());
+        crate::LeaseId(id)
+    }
+
+    pub fn alive(&self, lease: crate::LeaseId) -> bool {
+        self.lock().held.contains_key(&lease.0)
+    }
+
+    /// `store` must be the store owning these leases.
+    pub async fn create(
+        &self,
+        store: &dyn crate::MetaStore,
+        key: Vec<u8>,
+        value: Vec<u8>,
+        lease: crate::LeaseId,
+    ) -> Result<Option<Revision>> {
+        ensure!(
+            self.alive(lease),
+            crate::error::LeaseNotFoundSnafu { lease: lease.0 }
+        );
+        let result = store
+            .txn(Txn {
+                when: vec![Compare::Absent(key.clone())],
+                then: vec![Op::Put(key.clone(), value)],
+                otherwise: vec![],
+            })
+            .await?;
+        if !result.succeeded {
+            return Ok(None);
+        }
+        if let Some(keys) = self.lock().held.get_mut(&lease.0) {
+            keys.push((key, result.revision));
+        }
+        Ok(Some(result.revision))
+    }
+
+    pub async fn revoke(&self, store: &dyn crate::MetaStore, lease: crate::LeaseId) -> Result<()> {
+        let keys = self.lock().held.remove(&lease.0).unwrap_or_default();
+        for (key, rev) in keys {
+            store
+                .txn(Txn {
+                    when: vec![Compare::ModRev(key.clone(), rev)],
+                    then: vec![Op::Delete(key)],
+                    otherwise: vec![],
+                })
+                .await?;
+        }
+        Ok(())
+    }
+}
 
 /// A value with its revisions, as a backend stores it.
 #[derive(Clone, Debug, PartialEq, Eq)]

@@ -13,6 +13,7 @@ use crate::{KeyValue, MetaStore, Op, Page, Range, Revision, Txn, TxnResult};
 #[derive(Debug, Default)]
 pub struct MemoryStore {
     inner: Mutex<Inner>,
+    leases: crate::store::local::Leases,
 }
 
 #[derive(Debug, Default)]
@@ -129,6 +130,27 @@ impl MetaStore for MemoryStore {
 
     fn max_txn_ops(&self) -> usize {
         DEFAULT_MAX_TXN_OPS
+    }
+
+    async fn lease_grant(&self, _ttl: std::time::Duration) -> Result<crate::LeaseId> {
+        Ok(self.leases.grant())
+    }
+
+    async fn lease_keep_alive(&self, lease: crate::LeaseId) -> Result<bool> {
+        Ok(self.leases.alive(lease))
+    }
+
+    async fn lease_revoke(&self, lease: crate::LeaseId) -> Result<()> {
+        self.leases.revoke(self, lease).await
+    }
+
+    async fn create_leased(
+        &self,
+        key: Vec<u8>,
+        value: Vec<u8>,
+        lease: crate::LeaseId,
+    ) -> Result<Option<Revision>> {
+        self.leases.create(self, key, value, lease).await
     }
 }
 

@@ -138,4 +138,25 @@ impl MetaStore for Prefixed {
     fn max_txn_ops(&self) -> usize {
         self.inner.max_txn_ops()
     }
+
+    async fn lease_grant(&self, ttl: std::time::Duration) -> Result<crate::LeaseId> {
+        self.inner.lease_grant(ttl).await
+    }
+
+    async fn lease_keep_alive(&self, lease: crate::LeaseId) -> Result<bool> {
+        self.inner.lease_keep_alive(lease).await
+    }
+
+    async fn lease_revoke(&self, lease: crate::LeaseId) -> Result<()> {
+        self.inner.lease_revoke(lease).await
+    }
+
+    async fn create_leased(
+        &self,
+        key: Vec<u8>,
+        value: Vec<u8>,
+        lease: crate::LeaseId,
+    ) -> Result<Option<Revision>> {
+        self.inner.create_leased(self.key(&key), value, lease).await
+    }
 }

@@ -27,6 +27,7 @@ const REVISION_KEY: &str = "revision";
 pub struct RedbStore {
     db: Arc<Database>,
     path: PathBuf,
+    leases: Arc<crate::store::local::Leases>,
 }
 
 impl std::fmt::Debug for RedbStore {
@@ -82,6 +83,7 @@ impl RedbStore {
         Ok(RedbStore {
             db: Arc::new(db),
             path,
+            leases: Arc::default(),
         })
     }
 
@@ -226,6 +228,27 @@ impl MetaStore for RedbStore {
 
     fn max_txn_ops(&self) -> usize {
         DEFAULT_MAX_TXN_OPS
+    }
+
+    async fn lease_grant(&self, _ttl: std::time::Duration) -> Result<crate::LeaseId> {
+        Ok(self.leases.grant())
+    }
+
+    async fn lease_keep_alive(&self, lease: crate::LeaseId) -> Result<bool> {
+        Ok(self.leases.alive(lease))
+    }
+
+    async fn lease_revoke(&self, lease: crate::LeaseId) -> Result<()> {
+        self.leases.revoke(self, lease).await
+    }
+
+    async fn create_leased(
+        &self,
+        key: Vec<u8>,
+        value: Vec<u8>,
+        lease: crate::LeaseId,
+    ) -> Result<Option<Revision>> {
+        self.leases.create(self, key, value, lease).await
     }
 }
 
