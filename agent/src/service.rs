@@ -160,6 +160,10 @@ impl AgentGrpc {
         let written = writer.await.context(WriterTaskSnafu)?;
         fed?;
         let stored = written?;
+        common::metrics::metrics()
+            .shard_bytes
+            .with_label_values(&["write"])
+            .inc_by(stored.size);
         debug!(
             space_id = %space_id,
             upload_id = body.upload_id,
@@ -575,6 +579,10 @@ impl AgentService for AgentGrpc {
         let store = self.store(&body).await?;
         let shard = store.read(&body.shard_hash, req.offset, req.length).await?;
         let stream = respond_with(shard, GET_CHANNEL_CAPACITY, self.shutdown.clone(), |data| {
+            common::metrics::metrics()
+                .shard_bytes
+                .with_label_values(&["read"])
+                .inc_by(data.len() as u64);
             Chunk { data }
         })
         .await?;

@@ -10,7 +10,12 @@ use common::ErrorCode;
 use proto::agent::agent_service_client::AgentServiceClient;
 use proto::coordinator::coordinator_service_client::CoordinatorServiceClient;
 use snafu::Snafu;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
+
+pub use request_id::RequestIdInterceptor;
+
+mod request_id;
 
 #[derive(Debug, Snafu)]
 #[snafu(visibility(pub))]
@@ -101,21 +106,27 @@ pub fn channel(address: &str, opts: &ChannelOptions) -> Result<Channel> {
     Ok(endpoint(address, opts)?.connect_lazy())
 }
 
-pub type CoordinatorClient = CoordinatorServiceClient<Channel>;
-pub type AgentClient = AgentServiceClient<Channel>;
+/// A channel whose calls carry the current request id.
+pub type TracedChannel = InterceptedService<Channel, RequestIdInterceptor>;
+pub type CoordinatorClient = CoordinatorServiceClient<TracedChannel>;
+pub type AgentClient = AgentServiceClient<TracedChannel>;
 
 /// Client of the coordinator at `address`, with JCS message limits.
 pub fn coordinator(address: &str, opts: &ChannelOptions) -> Result<CoordinatorClient> {
-    Ok(CoordinatorServiceClient::new(channel(address, opts)?)
-        .max_decoding_message_size(proto::MAX_MESSAGE_SIZE)
-        .max_encoding_message_size(proto::MAX_MESSAGE_SIZE))
+    Ok(
+        CoordinatorServiceClient::with_interceptor(channel(address, opts)?, RequestIdInterceptor)
+            .max_decoding_message_size(proto::MAX_MESSAGE_SIZE)
+            .max_encoding_message_size(proto::MAX_MESSAGE_SIZE),
+    )
 }
 
 /// Client of the agent at `address`, with JCS message limits.
 pub fn agent(address: &str, opts: &ChannelOptions) -> Result<AgentClient> {
-    Ok(AgentServiceClient::new(channel(address, opts)?)
-        .max_decoding_message_size(proto::MAX_MESSAGE_SIZE)
-        .max_encoding_message_size(proto::MAX_MESSAGE_SIZE))
+    Ok(
+        AgentServiceClient::with_interceptor(channel(address, opts)?, RequestIdInterceptor)
+            .max_decoding_message_size(proto::MAX_MESSAGE_SIZE)
+            .max_encoding_message_size(proto::MAX_MESSAGE_SIZE),
+    )
 }
 
 /// Agent clients cached by address; cloning a client is cheap and shares the connection.

@@ -74,6 +74,12 @@ pub struct CoordinatorConfig {
     /// Multipart uploads not completed within this time are deleted with their parts.
     #[serde(with = "humantime_serde")]
     pub multipart_expiry: Duration,
+    /// Address of the Prometheus `GET /metrics` endpoint (plain HTTP); `None` = no endpoint.
+    pub metrics_addr: Option<SocketAddr>,
+    /// On SIGTERM/ctrl-c: how long in-flight calls may still run after the server stops
+    /// accepting; the ones still running then are cut.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_timeout: Duration,
 }
 
 impl Default for CoordinatorConfig {
@@ -91,6 +97,8 @@ impl Default for CoordinatorConfig {
             gc_interval: Duration::from_secs(3600),
             gc_grace: Duration::from_secs(24 * 3600),
             multipart_expiry: Duration::from_secs(7 * 24 * 3600),
+            metrics_addr: None,
+            shutdown_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -155,6 +163,8 @@ mod tests {
             Some(std::path::Path::new("/etc/jcs/cluster.secret"))
         );
         assert_eq!(cfg.agent_ttl, Duration::from_secs(10));
+        assert_eq!(cfg.metrics_addr, Some("0.0.0.0:9900".parse().unwrap()));
+        assert_eq!(cfg.shutdown_timeout, Duration::from_secs(25));
     }
 
     #[test]

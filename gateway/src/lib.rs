@@ -8,6 +8,7 @@ pub mod data_path;
 pub mod error;
 pub mod extract;
 pub mod model;
+pub mod ops;
 pub mod routes;
 pub mod server;
 pub mod state;
