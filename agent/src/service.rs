@@ -283,7 +283,8 @@ impl AgentGrpc {
         let cancel = self.shutdown.child_token();
         let _cancel_on_drop = cancel.clone().drop_guard();
         let (size, sha256) = (req.size, req.sha256);
-        let written = tokio::spawn(async move {
+        // `inherit`: the call to the source agent carries this request's id.
+        let written = tokio::spawn(common::request_id::inherit(async move {
             let remote = |status: Status| Error::RemoteAgent {
                 role: "source",
                 address: address.clone(),
@@ -300,7 +301,7 @@ impl AgentGrpc {
             };
             let chunks = chunks.map_ok(|chunk| chunk.data).map_err(remote);
             files.write(&path, chunks, size, &sha256, &cancel).await
-        })
+        }))
         .await
         .context(WriterTaskSnafu)??;
         debug!(

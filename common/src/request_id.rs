@@ -23,6 +23,18 @@ pub fn scope<F: Future>(id: String, fut: F) -> impl Future<Output = F::Output> {
     REQUEST_ID.scope(id, fut)
 }
 
+/// `fut` carrying the current request id (if any), for `tokio::spawn`: a spawned task does
+/// not inherit the task-local of its spawner.
+pub fn inherit<F: Future>(fut: F) -> impl Future<Output = F::Output> {
+    let id = current();
+    async move {
+        match id {
+            Some(id) => scope(id, fut).await,
+            None => fut.await,
+        }
+    }
+}
+
 /// `value` when it is a usable id (1–128 visible ASCII characters), else `None`.
 pub fn sanitize(value: &[u8]) -> Option<&str> {
     if value.is_empty() || value.len() > 128 || !value.iter().all(u8::is_ascii_graphic) {
@@ -41,6 +53,11 @@ mod tests {
         let seen = scope("abc".to_owned(), async { current() }).await;
         assert_eq!(seen.as_deref(), Some("abc"));
         assert_eq!(current(), None);
+        let spawned = scope("def".to_owned(), async {
+            tokio::spawn(inherit(async { current() })).await.unwrap()
+        })
+        .await;
+        assert_eq!(spawned.as_deref(), Some("def"));
     }
 
     #[test]

@@ -7,6 +7,8 @@ use std::time::{Duration, Instant};
 
 use sha2::Digest;
 
+mod shutdown;
+
 struct Standalone {
     child: Child,
     base: String,
