@@ -33,6 +33,12 @@ pub struct AgentConfig {
     /// How often to heartbeat; the interval returned by the coordinator overrides it.
     #[serde(with = "humantime_serde")]
     pub heartbeat_interval: Duration,
+    /// Address of the Prometheus `GET /metrics` endpoint (plain HTTP); `None` = no endpoint.
+    pub metrics_addr: Option<SocketAddr>,
+    /// On SIGTERM/ctrl-c: how long in-flight calls may still run after the server stops
+    /// accepting; the ones still running then are cut.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_timeout: Duration,
 }
 
 /// One `Local` user space: a directory on this machine.
@@ -56,6 +62,8 @@ impl Default for AgentConfig {
             cluster_secret: None,
             spaces: Vec::new(),
             heartbeat_interval: Duration::from_secs(2),
+            metrics_addr: None,
+            shutdown_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -249,6 +257,8 @@ mod example_tests {
                     path: PathBuf::from("/var/lib/jcs/space-1"),
                 }],
                 heartbeat_interval: Duration::from_secs(2),
+                metrics_addr: Some("0.0.0.0:9910".parse().unwrap()),
+                shutdown_timeout: Duration::from_secs(25),
             }
         );
     }

@@ -171,10 +171,17 @@ impl Agent {
         .with_peers(peers);
         tasks.spawn(registrar.run(tasks_token.clone()));
 
+        // In-flight streams are cut only when the drain after `shutdown` times out (or the
+        // server has stopped), not as soon as `shutdown` fires: requests in flight finish.
+        let abort = CancellationToken::new();
         let service =
-            AgentServiceServer::new(AgentGrpc::new(self.secret, self.registry, shutdown.clone()))
+            AgentServiceServer::new(AgentGrpc::new(self.secret, self.registry, abort.clone()))
                 .max_decoding_message_size(proto::MAX_MESSAGE_SIZE)
                 .max_encoding_message_size(proto::MAX_MESSAGE_SIZE);
+        // Standard gRPC health (`grpc.health.v1.Health`): SERVING once the stores are open
+        // and the service is built, i.e. from here on.
+        let (health, health_svc) = tonic_health::server::health_reporter();
+        health.set_serving::<AgentServiceServer<AgentGrpc>>().await;
 
         info!(
             agent = %self.config.name,
@@ -184,15 +191,24 @@ impl Agent {
             spaces = self.stores.len(),
             "agent serving"
         );
-        let served = Server::builder()
+        let server = Server::builder()
             .http2_adaptive_window(Some(true))
-            .trace_fn(|req| tracing::info_span!("grpc", path = %req.uri().path()))
+            .layer(common::grpc::RpcLayer::new("agent"))
+            .add_service(health_svc)
             .add_service(service)
             .serve_with_incoming_shutdown(
                 TcpIncoming::from(listener).with_nodelay(Some(true)),
-                shutdown.cancelled_owned(),
-            )
-            .await;
+                shutdown.clone().cancelled_owned(),
+            );
+        let served = common::shutdown::drain_within(
+            server,
+            &shutdown,
+            self.config.shutdown_timeout,
+            "agent",
+        )
+        .await
+        .unwrap_or(Ok(()));
+        abort.cancel();
 
         tasks_token.cancel();
         while let Some(joined) = tasks.join_next().await {

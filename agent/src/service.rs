@@ -160,6 +160,10 @@ impl AgentGrpc {
         let written = writer.await.context(WriterTaskSnafu)?;
         fed?;
         let stored = written?;
+        common::metrics::metrics()
+            .shard_bytes
+            .with_label_values(&["write"])
+            .inc_by(stored.size);
         debug!(
             space_id = %space_id,
             upload_id = body.upload_id,
@@ -279,7 +283,8 @@ impl AgentGrpc {
         let cancel = self.shutdown.child_token();
         let _cancel_on_drop = cancel.clone().drop_guard();
         let (size, sha256) = (req.size, req.sha256);
-        let written = tokio::spawn(async move {
+        // `inherit`: the call to the source agent carries this request's id.
+        let written = tokio::spawn(common::request_id::inherit(async move {
             let remote = |status: Status| Error::RemoteAgent {
                 role: "source",
                 address: address.clone(),
@@ -296,7 +301,7 @@ impl AgentGrpc {
             };
             let chunks = chunks.map_ok(|chunk| chunk.data).map_err(remote);
             files.write(&path, chunks, size, &sha256, &cancel).await
-        })
+        }))
         .await
         .context(WriterTaskSnafu)??;
         debug!(
@@ -575,6 +580,10 @@ impl AgentService for AgentGrpc {
         let store = self.store(&body).await?;
         let shard = store.read(&body.shard_hash, req.offset, req.length).await?;
         let stream = respond_with(shard, GET_CHANNEL_CAPACITY, self.shutdown.clone(), |data| {
+            common::metrics::metrics()
+                .shard_bytes
+                .with_label_values(&["read"])
+                .inc_by(data.len() as u64);
             Chunk { data }
         })
         .await?;

@@ -102,8 +102,11 @@ pub async fn run(
     let gateway = gateway::Gateway::build(gateway_config)?;
     let api_addr = gateway_listener.local_addr()?;
 
-    let c = tokio::spawn(coord.serve(coord_listener, shutdown.child_token()));
-    let a = tokio::spawn(agent.serve(agent_listener, shutdown.child_token()));
+    // Shutdown order: the gateway stops accepting and drains first, so that uploads in
+    // flight can still commit; the coordinator and the agent (on `backend`) stop after it.
+    let backend = CancellationToken::new();
+    let c = tokio::spawn(coord.serve(coord_listener, backend.child_token()));
+    let a = tokio::spawn(agent.serve(agent_listener, backend.child_token()));
     let g = tokio::spawn(gateway.serve(gateway_listener, shutdown.child_token()));
     tracing::info!(api = %api_addr, data_dir = %data_dir.display(), "jcs standalone ready");
     if let Some(tx) = ready {
@@ -111,11 +114,11 @@ pub async fn run(
     }
 
     // The first part to stop (error or shutdown) stops the others.
-    let stop_all = shutdown.clone();
+    let everything = [shutdown.clone(), backend.clone()];
     let (cr, ar, gr) = tokio::join!(
-        watch(c, "coordinator", stop_all.clone()),
-        watch(a, "agent", stop_all.clone()),
-        watch(g, "gateway", stop_all),
+        watch(c, "coordinator", everything.clone()),
+        watch(a, "agent", everything),
+        watch(g, "gateway", [backend.clone(), backend]),
     );
     cr.and(ar).and(gr)
 }
@@ -123,13 +126,15 @@ pub async fn run(
 async fn watch<E>(
     handle: tokio::task::JoinHandle<Result<(), E>>,
     name: &'static str,
-    stop_all: CancellationToken,
+    stop: [CancellationToken; 2],
 ) -> anyhow::Result<()>
 where
     E: std::error::Error + Send + Sync + 'static,
 {
     let r = handle.await;
-    stop_all.cancel();
+    for token in stop {
+        token.cancel();
+    }
     match r {
         Ok(Ok(())) => Ok(()),
         Ok(Err(e)) => Err(anyhow::Error::new(e).context(format!("{name} failed"))),

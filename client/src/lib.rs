@@ -10,10 +10,14 @@ use common::ErrorCode;
 use proto::agent::agent_service_client::AgentServiceClient;
 use proto::coordinator::coordinator_service_client::CoordinatorServiceClient;
 use snafu::Snafu;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 
 pub mod failover;
 pub use failover::{FailoverChannel, RetryPolicy};
+pub use request_id::RequestIdInterceptor;
+
+mod request_id;
 
 #[derive(Debug, Snafu)]
 #[snafu(visibility(pub))]
@@ -104,9 +108,13 @@ pub fn channel(address: &str, opts: &ChannelOptions) -> Result<Channel> {
     Ok(endpoint(address, opts)?.connect_lazy())
 }
 
-/// Coordinator calls fail over across every configured coordinator ([`failover`]).
-pub type CoordinatorClient = CoordinatorServiceClient<FailoverChannel>;
-pub type AgentClient = AgentServiceClient<Channel>;
+/// A channel whose calls carry the current request id.
+pub type TracedChannel = InterceptedService<Channel, RequestIdInterceptor>;
+/// Coordinator calls carry the request id and fail over across every configured
+/// coordinator ([`failover`]).
+pub type CoordinatorClient =
+    CoordinatorServiceClient<InterceptedService<FailoverChannel, RequestIdInterceptor>>;
+pub type AgentClient = AgentServiceClient<TracedChannel>;
 
 /// The addresses of a comma-separated coordinator list (`"a:7900, b:7900"`).
 pub fn coordinator_addresses(addresses: &str) -> Vec<String> {
@@ -131,16 +139,18 @@ pub fn coordinator(addresses: &str, opts: &ChannelOptions) -> Result<Coordinator
         endpoints.push((addresses.to_owned(), channel(addresses, opts)?));
     }
     let failover = FailoverChannel::new(endpoints, RetryPolicy::default());
-    Ok(CoordinatorServiceClient::new(failover)
+    Ok(CoordinatorServiceClient::with_interceptor(failover, RequestIdInterceptor)
         .max_decoding_message_size(proto::MAX_MESSAGE_SIZE)
         .max_encoding_message_size(proto::MAX_MESSAGE_SIZE))
 }
 
 /// Client of the agent at `address`, with JCS message limits.
 pub fn agent(address: &str, opts: &ChannelOptions) -> Result<AgentClient> {
-    Ok(AgentServiceClient::new(channel(address, opts)?)
-        .max_decoding_message_size(proto::MAX_MESSAGE_SIZE)
-        .max_encoding_message_size(proto::MAX_MESSAGE_SIZE))
+    Ok(
+        AgentServiceClient::with_interceptor(channel(address, opts)?, RequestIdInterceptor)
+            .max_decoding_message_size(proto::MAX_MESSAGE_SIZE)
+            .max_encoding_message_size(proto::MAX_MESSAGE_SIZE),
+    )
 }
 
 /// Agent clients cached by address; cloning a client is cheap and shares the connection.

@@ -2,9 +2,13 @@
 
 pub mod config;
 pub mod error;
+pub mod grpc;
 pub mod id;
+pub mod metrics;
 pub mod path;
+pub mod request_id;
 pub mod secret;
+pub mod shutdown;
 pub mod space;
 pub mod sync;
 pub mod telemetry;

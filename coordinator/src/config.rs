@@ -80,6 +80,12 @@ pub struct CoordinatorConfig {
     pub leader_ttl: Duration,
     /// Address this coordinator is reached at, published in the leader key (default: `listen`).
     pub advertise: Option<String>,
+    /// Address of the Prometheus `GET /metrics` endpoint (plain HTTP); `None` = no endpoint.
+    pub metrics_addr: Option<SocketAddr>,
+    /// On SIGTERM/ctrl-c: how long in-flight calls may still run after the server stops
+    /// accepting; the ones still running then are cut.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_timeout: Duration,
 }
 
 impl Default for CoordinatorConfig {
@@ -99,6 +105,8 @@ impl Default for CoordinatorConfig {
             multipart_expiry: Duration::from_secs(7 * 24 * 3600),
             leader_ttl: Duration::from_secs(10),
             advertise: None,
+            metrics_addr: None,
+            shutdown_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -173,6 +181,8 @@ mod tests {
             Some(std::path::Path::new("/etc/jcs/cluster.secret"))
         );
         assert_eq!(cfg.agent_ttl, Duration::from_secs(10));
+        assert_eq!(cfg.metrics_addr, Some("0.0.0.0:9900".parse().unwrap()));
+        assert_eq!(cfg.shutdown_timeout, Duration::from_secs(25));
     }
 
     #[test]

@@ -93,6 +93,7 @@ impl Gc {
                         .await?
                     {
                         report.deleted += 1;
+                        common::metrics::metrics().gc_shards_deleted.inc();
                     } else {
                         report.referenced += 1;
                     }
@@ -102,6 +103,7 @@ impl Gc {
         if report.deleted > 0 {
             tracing::info!(?report, "shard gc pass");
         }
+        common::metrics::metrics().gc_passes.inc();
         Ok(report)
     }
 

@@ -31,6 +31,7 @@ pub struct Coordinator {
     gc_interval: Duration,
     gc_grace: Duration,
     multipart_expiry: Duration,
+    shutdown_timeout: Duration,
 }
 
 /// Open the metadata store a config names, wrapped in the cluster's key prefix.
@@ -99,6 +100,7 @@ impl Coordinator {
             gc_interval: config.gc_interval,
             gc_grace: config.gc_grace,
             multipart_expiry: config.multipart_expiry,
+            shutdown_timeout: config.shutdown_timeout,
         })
     }
 
@@ -141,15 +143,32 @@ impl Coordinator {
         let svc = CoordinatorServiceServer::from_arc(self.service)
             .max_decoding_message_size(proto::MAX_MESSAGE_SIZE)
             .max_encoding_message_size(proto::MAX_MESSAGE_SIZE);
+        // Standard gRPC health (`grpc.health.v1.Health`): SERVING from here on, for the
+        // whole server ("") and the coordinator service by name.
+        let (health, health_svc) = tonic_health::server::health_reporter();
+        health
+            .set_serving::<CoordinatorServiceServer<crate::service::Service>>()
+            .await;
         tracing::info!(addr = ?listener.local_addr().ok(), "coordinator serving");
-        let result = tonic::transport::Server::builder()
+        let server = tonic::transport::Server::builder()
+            .layer(common::grpc::RpcLayer::new("coordinator"))
+            .add_service(health_svc)
             .add_service(svc)
             .serve_with_incoming_shutdown(
                 tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true)),
                 shutdown.clone().cancelled_owned(),
-            )
-            .await
-            .context(ServeSnafu);
+            );
+        let result = match common::shutdown::drain_within(
+            server,
+            &shutdown,
+            self.shutdown_timeout,
+            "coordinator",
+        )
+        .await
+        {
+            Some(served) => served.context(ServeSnafu),
+            None => Ok(()),
+        };
         shutdown.cancel();
         let _ = election.await;
         result

@@ -531,6 +531,10 @@ async fn run_one(
         tracing::warn!(error = %common::error::ErrorChain(&e), task = id, "cannot record run start");
     }
     tracing::info!(task = id, run = run_id, "sync run started");
+    common::metrics::metrics()
+        .sync_runs
+        .with_label_values(&["started"])
+        .inc();
     let shared = Arc::new(Mutex::new(status));
     let mut last_persist = std::time::Instant::now();
     let (persist_tx, mut persist_rx) = tokio::sync::mpsc::channel::<StatusRow>(1);
@@ -597,6 +601,15 @@ async fn run_one(
         TaskState::Idle
     };
     tracing::info!(task = id, run = run_id, result, "sync run finished");
+    let event = match result {
+        "Succeeded" => "finished",
+        "Cancelled" => "cancelled",
+        _ => "failed",
+    };
+    common::metrics::metrics()
+        .sync_runs
+        .with_label_values(&[event])
+        .inc();
     if let Err(e) = service.catalog.put_sync_status(id, &status).await {
         tracing::warn!(error = %common::error::ErrorChain(&e), task = id, "cannot record run end");
     }

@@ -25,6 +25,10 @@ pub struct GatewayConfig {
     /// coordinator call, except package import and export.
     #[serde(with = "humantime_serde")]
     pub request_timeout: Duration,
+    /// On SIGTERM/ctrl-c: how long in-flight requests (uploads and downloads included) may
+    /// still run after the gateway stops accepting; the ones still running then are cut.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_timeout: Duration,
 }
 
 impl Default for GatewayConfig {
@@ -35,6 +39,7 @@ impl Default for GatewayConfig {
             default_user_id: 1,
             max_upload_files: 1000,
             request_timeout: Duration::from_secs(60),
+            shutdown_timeout: Duration::from_secs(30),
         }
     }
 }
@@ -137,6 +142,7 @@ mod example_tests {
         assert_eq!(cfg.default_user_id, 1);
         assert_eq!(cfg.max_upload_files, 1000);
         assert_eq!(cfg.request_timeout, Duration::from_secs(60));
+        assert_eq!(cfg.shutdown_timeout, Duration::from_secs(25));
         assert!(cfg.validate().is_ok());
     }
 }

@@ -514,7 +514,12 @@ async fn put_shard(
     tokio::pin!(feed);
     let fed = tokio::select! {
         biased;
-        fed = &mut feed => fed,
+        fed = &mut feed => fed.inspect(|sent| {
+            common::metrics::metrics()
+                .gateway_bytes
+                .with_label_values(&["in"])
+                .inc_by(*sent);
+        }),
         answered = &mut call => {
             // The agent answered before `finish` was sent: it refused the upload.
             return Err(match answered {
@@ -818,6 +823,10 @@ impl<S: ChunkSource + 'static> ShardBody<S> {
                     let n = chunk.data.len() as u64;
                     if n <= st.remaining {
                         st.remaining -= n;
+                        common::metrics::metrics()
+                            .gateway_bytes
+                            .with_label_values(&["out"])
+                            .inc_by(n);
                         return Some((Ok(chunk.data), st));
                     }
                     format!("agent sent {} bytes more than requested", n - st.remaining)

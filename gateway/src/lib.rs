@@ -9,6 +9,7 @@ pub mod error;
 pub mod extract;
 pub mod model;
 pub mod openapi;
+pub mod ops;
 pub mod routes;
 pub mod server;
 pub mod state;

@@ -1,5 +1,5 @@
-//! `/v1` handlers (thin: parse, validate, call the coordinator, render) and the probes and
-//! fallbacks shared by all routes.
+//! `/v1` handlers (thin: parse, validate, call the coordinator, render) and the fallbacks
+//! shared by all routes (the probes live in `ops`).
 
 pub mod bucket;
 pub mod multipart;
@@ -8,19 +8,11 @@ pub mod package;
 pub mod space_syncer;
 pub mod user_space;
 
-use std::time::Duration;
-
-use axum::extract::State;
 use axum::http::{Method, StatusCode, Uri};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use common::ErrorCode;
-use proto::coordinator::ListBucketsRequest;
 
 use crate::error::{ApiError, envelope_response, http_status};
-use crate::state::AppState;
-
-/// Deadline of the `/readyz` coordinator probe.
-const READY_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// An id field: missing (or `null`) and 0 are both bad arguments naming `field`.
 pub(crate) fn require_id(field: &str, value: Option<u64>) -> Result<u64, ApiError> {
@@ -36,41 +28,6 @@ pub(crate) fn require_id(field: &str, value: Option<u64>) -> Result<u64, ApiErro
 /// A bucket, package or user space name, checked with [`common::path::validate_name`].
 pub(crate) fn require_name(kind: &str, name: &str) -> Result<(), ApiError> {
     common::path::validate_name(kind, name).map_err(ApiError::bad_argument)
-}
-
-/// `GET /healthz`: the process is up.
-pub(crate) async fn healthz() -> &'static str {
-    "ok"
-}
-
-/// `GET /readyz`: the coordinator answers. Any answer other than "unavailable" or "timeout"
-/// (even an error) proves it is reachable.
-pub(crate) async fn readyz(State(state): State<AppState>) -> Response {
-    let user_id = state.config().default_user_id;
-    let mut coordinator = state.coordinator();
-    let probe = coordinator.list_buckets(ListBucketsRequest { user_id });
-    let failure = match tokio::time::timeout(READY_TIMEOUT, probe).await {
-        Err(_) => Some(format!(
-            "coordinator did not answer within {READY_TIMEOUT:?}"
-        )),
-        Ok(Ok(_)) => None,
-        Ok(Err(status)) => {
-            let err = ApiError::from(status);
-            match err.code {
-                ErrorCode::Unavailable | ErrorCode::Timeout => {
-                    Some(format!("coordinator unavailable: {}", err.message))
-                }
-                _ => None,
-            }
-        }
-    };
-    match failure {
-        None => (StatusCode::OK, "ok").into_response(),
-        Some(reason) => {
-            tracing::warn!(%reason, "not ready");
-            (StatusCode::SERVICE_UNAVAILABLE, reason).into_response()
-        }
-    }
 }
 
 /// Unknown path: a `DataNotFound` envelope with HTTP 404.

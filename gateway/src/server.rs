@@ -4,7 +4,6 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
-use axum::http::HeaderValue;
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -23,11 +22,11 @@ use utoipa_swagger_ui::SwaggerUi;
 use crate::config::GatewayConfig;
 use crate::error::{ApiError, CoordinatorClientSnafu, Error, Result, ServeSnafu};
 use crate::openapi::{ApiDoc, DOCS_PATH, OPENAPI_PATH};
+use crate::ops;
 use crate::routes::{self, bucket, multipart, object, package, space_syncer, user_space};
 use crate::state::AppState;
 
-/// Header carrying the request id (taken from the request when sane, else generated).
-pub const REQUEST_ID_HEADER: &str = "x-request-id";
+pub use crate::ops::REQUEST_ID_HEADER;
 
 /// A stateless HTTP gateway: `/v1` over coordinator gRPC, bytes straight to/from agents.
 pub struct Gateway {
@@ -96,10 +95,15 @@ impl Gateway {
                 tracing::debug!(error = %e, "cannot set TCP_NODELAY");
             }
         });
-        axum::serve(listener, self.router())
-            .with_graceful_shutdown(shutdown.cancelled_owned())
-            .await
-            .context(ServeSnafu)?;
+        let drain = self.state.config().shutdown_timeout;
+        let server = axum::serve(listener, self.router())
+            .with_graceful_shutdown(shutdown.clone().cancelled_owned())
+            .into_future();
+        if let Some(served) =
+            common::shutdown::drain_within(server, &shutdown, drain, "gateway").await
+        {
+            served.context(ServeSnafu)?;
+        }
         tracing::info!(addr = ?local, "gateway stopped");
         Ok(())
     }
@@ -159,14 +163,11 @@ pub fn router(state: AppState) -> Router {
     let (api, mut spec) = api_routes(state.config().request_timeout).split_for_parts();
     crate::openapi::finish(&mut spec);
     let docs = SwaggerUi::new(DOCS_PATH).url(OPENAPI_PATH, spec);
-    let probes = Router::new()
-        .route("/healthz", get(routes::healthz))
-        .route("/readyz", get(routes::readyz));
 
     Router::new()
         .merge(api)
         .merge(docs)
-        .merge(probes)
+        .merge(ops::routes())
         .fallback(routes::not_found)
         .method_not_allowed_fallback(routes::method_not_allowed)
         .layer(
@@ -185,7 +186,8 @@ pub fn router(state: AppState) -> Router {
                 })
                 .on_response(DefaultOnResponse::new().level(Level::INFO)),
         )
-        .layer(middleware::from_fn(request_id_layer))
+        .layer(middleware::from_fn(ops::metrics_layer))
+        .layer(middleware::from_fn(ops::request_id_layer))
         .with_state(state)
 }
 
@@ -199,29 +201,6 @@ async fn deadline_layer(State(deadline): State<Duration>, req: Request, next: Ne
         )
         .into_response(),
     }
-}
-
-/// Ensure every request has an `x-request-id` (kept if sane, else generated) and echo it.
-async fn request_id_layer(mut req: Request, next: Next) -> Response {
-    let given = req
-        .headers()
-        .get(REQUEST_ID_HEADER)
-        .filter(|v| {
-            let b = v.as_bytes();
-            !b.is_empty() && b.len() <= 128 && b.iter().all(|c| c.is_ascii_graphic())
-        })
-        .cloned();
-    let id = match given {
-        Some(id) => id,
-        None => match HeaderValue::try_from(uuid::Uuid::new_v4().to_string()) {
-            Ok(id) => id,
-            Err(_) => return next.run(req).await,
-        },
-    };
-    req.headers_mut().insert(REQUEST_ID_HEADER, id.clone());
-    let mut resp = next.run(req).await;
-    resp.headers_mut().insert(REQUEST_ID_HEADER, id);
-    resp
 }
 
 #[cfg(test)]
@@ -264,14 +243,20 @@ mod tests {
         let resp = call(app.clone(), http_get("/healthz")).await;
         assert_eq!(resp.status(), 200);
         assert_eq!(body_bytes(resp).await, "ok");
-        let resp = call(app, http_get("/readyz")).await;
-        assert_eq!(resp.status(), 503);
-        let text = body_bytes(resp).await;
-        assert!(text.starts_with(b"coordinator unavailable"), "{text:?}");
+        let (status, body) = json(call(app, http_get("/readyz")).await).await;
+        assert_eq!(
+            (status, body["code"].as_str()),
+            (503, Some("OperationFailed"))
+        );
+        let message = body["message"].as_str().unwrap();
+        assert!(
+            message.starts_with("not ready: coordinator ") && message.contains("unavailable"),
+            "{message}"
+        );
 
         let fx = Fixture::start().await;
-        let resp = call(fx.app(), http_get("/readyz")).await;
-        assert_eq!(resp.status(), 200);
+        let (status, body) = json(call(fx.app(), http_get("/readyz")).await).await;
+        assert_eq!((status, body["code"].as_str()), (200, Some("OK")));
     }
 
     #[tokio::test]
@@ -390,6 +375,27 @@ mod tests {
             "attachment; filename*=UTF-8''big.bin"
         );
         assert_eq!(resp.bytes().await.unwrap(), content[5..]);
+
+        // The scrape shows this traffic: request counts by route and status, object bytes
+        // in and out (per-process registry: nextest runs each test in its own process).
+        let resp = http.get(format!("{base}/metrics")).send().await.unwrap();
+        assert_eq!(resp.status(), 200);
+        assert!(
+            resp.headers()["content-type"]
+                .to_str()
+                .unwrap()
+                .starts_with("text/plain")
+        );
+        let text = resp.text().await.unwrap();
+        for series in [
+            r#"jcs_http_requests_total{method="POST",route="/v1/object/upload",status="200"} 1"#.to_owned(),
+            r#"jcs_http_requests_total{method="GET",route="/v1/object/download",status="200"} 1"#.to_owned(),
+            format!(r#"jcs_gateway_object_bytes_total{{direction="in"}} {}"#, content.len()),
+            format!(r#"jcs_gateway_object_bytes_total{{direction="out"}} {}"#, content.len() - 5),
+            r#"jcs_http_request_duration_seconds_count{method="GET",route="/v1/object/download",status="200"} 1"#.to_owned(),
+        ] {
+            assert!(text.contains(&series), "missing {series} in\n{text}");
+        }
 
         shutdown.cancel();
         server.await.unwrap().unwrap();

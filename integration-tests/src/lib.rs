@@ -113,6 +113,7 @@ struct RunningCoordinator {
 
 pub struct RunningAgent {
     pub space_dir: PathBuf,
+    pub addr: SocketAddr,
     token: CancellationToken,
     handle: Option<JoinHandle<Result<(), agent::Error>>>,
 }
@@ -143,6 +144,16 @@ impl TestCluster {
 
     pub fn gateway_addr(&self) -> SocketAddr {
         self.api().addr()
+    }
+
+    /// The coordinator's gRPC address.
+    pub fn coordinator_addr(&self) -> SocketAddr {
+        self.coord_config.listen
+    }
+
+    /// The gRPC address of agent `i`.
+    pub fn agent_addr(&self, i: usize) -> SocketAddr {
+        self.agents[i].addr
     }
 
     /// The coordinator's metadata store (inside the cluster prefix), for inspection.
@@ -177,11 +188,13 @@ impl TestCluster {
             heartbeat_interval: Duration::from_millis(200),
             ..Default::default()
         };
+        let addr = config.listen;
         let agent = agent::Agent::build(config).unwrap();
         let token = self.shutdown.child_token();
         let handle = tokio::spawn(agent.serve(listener, token.clone()));
         self.agents.push(RunningAgent {
             space_dir,
+            addr,
             token,
             handle: Some(handle),
         });

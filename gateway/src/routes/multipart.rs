@@ -86,7 +86,9 @@ pub(crate) async fn upload_part(
     State(state): State<AppState>,
     ApiMultipart(multipart): ApiMultipart,
 ) -> Result<ApiOk<()>, ApiError> {
-    let task = tokio::spawn(data_path::upload_part(state, multipart).in_current_span());
+    let task = tokio::spawn(
+        common::request_id::inherit(data_path::upload_part(state, multipart)).in_current_span(),
+    );
     match task.await {
         Ok(result) => result.map(ApiOk),
         Err(err) => Err(ApiError::internal(format!("uploadPart task failed: {err}"))),
@@ -117,7 +119,10 @@ pub(crate) async fn complete_multipart_upload(
         .collect::<Result<Vec<u32>, String>>()
         .map_err(ApiError::bad_argument)?;
     let task = tokio::spawn(
-        data_path::complete_multipart_upload(state, object_id, indexes).in_current_span(),
+        common::request_id::inherit(data_path::complete_multipart_upload(
+            state, object_id, indexes,
+        ))
+        .in_current_span(),
     );
     match task.await {
         Ok(result) => result.map(|object| ApiOk(ObjectData { object })),

@@ -187,7 +187,9 @@ pub(crate) async fn upload(
     State(state): State<AppState>,
     ApiMultipart(multipart): ApiMultipart,
 ) -> Result<ApiOk<UploadedData>, ApiError> {
-    let task = tokio::spawn(data_path::upload(state, multipart).in_current_span());
+    let task = tokio::spawn(
+        common::request_id::inherit(data_path::upload(state, multipart)).in_current_span(),
+    );
     match task.await {
         Ok(result) => result.map(|uploadeds| ApiOk(UploadedData { uploadeds })),
         Err(err) => Err(ApiError::internal(format!("upload task failed: {err}"))),

@@ -8,6 +8,7 @@ mod cluster;
 mod disconnect;
 mod object_api;
 mod objects;
+mod ops;
 mod races;
 mod sync;
 mod user_spaces;
