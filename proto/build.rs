@@ -2,6 +2,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     tonic_prost_build::configure()
         .bytes(".jcs.agent.v1.PutShardRequest.data")
         .bytes(".jcs.agent.v1.Chunk.data")
+        .bytes(".jcs.agent.v1.PutSmallShardRequest.data")
         .compile_protos(
             &[
                 "proto/jcs/common/v1/common.proto",
