@@ -521,16 +521,11 @@ async fn put_shard(
     // At most one chunk is held here: the pieces read so far, fewer than CHUNK_SIZE bytes.
     let mut head: Vec<Bytes> = Vec::new();
     let mut len = 0usize;
-    loop {
-        match field.chunk().await.map_err(body_error)? {
-            Some(bytes) => {
-                len += bytes.len();
-                head.push(bytes);
-                if len >= proto::CHUNK_SIZE {
-                    return put_shard_stream(agent, ticket, head, field, what).await;
-                }
-            }
-            None => break,
+    while let Some(bytes) = field.chunk().await.map_err(body_error)? {
+        len += bytes.len();
+        head.push(bytes);
+        if len >= proto::CHUNK_SIZE {
+            return put_shard_stream(agent, ticket, head, field, what).await;
         }
     }
     let data = match head.len() {
