@@ -3,6 +3,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .bytes(".jcs.agent.v1.PutShardRequest.data")
         .bytes(".jcs.agent.v1.Chunk.data")
         .bytes(".jcs.agent.v1.SyncWriteRequest.data")
+        .bytes(".jcs.agent.v1.PutSmallShardRequest.data")
         .compile_protos(
             &[
                 "proto/jcs/common/v1/common.proto",

@@ -142,6 +142,13 @@ pub enum Error {
     #[snafu(display("shard writer task failed"))]
     WriterTask { source: tokio::task::JoinError },
 
+    /// Writing a one-chunk shard with `std::fs` (local stores) failed.
+    #[snafu(display("failed to write a shard to space {space}"))]
+    WriteLocalShard {
+        space: String,
+        source: std::io::Error,
+    },
+
     /// The agent is shutting down; the stream was cut short.
     #[snafu(display("agent is shutting down"))]
     ShuttingDown,
@@ -400,6 +407,7 @@ impl CodedError for Error {
             Error::ReceivePut { source } => common::error::code_of(source),
             Error::WriteShard { source, .. } => storage_code(source),
             Error::WriterTask { .. } => ErrorCode::Internal,
+            Error::WriteLocalShard { source, .. } => io_code(source),
             Error::ShuttingDown => ErrorCode::Unavailable,
             Error::HashChunk { .. } => ErrorCode::Internal,
             Error::ReadShard { source, .. } => storage_code(source),

@@ -11,8 +11,8 @@ use proto::agent::put_shard_request::Msg;
 use proto::agent::{
     Chunk, ConcatShardsRequest, DeleteShardRequest, DeleteShardResponse, ExportFileRequest,
     ExportFileResponse, FileBatch, FileInfo, Finish, GetShardRequest, ImportFileRequest,
-    ListFilesRequest, ListShardsRequest, PutShardRequest, PutShardResponse, RunSyncRequest,
-    ShardBatch, ShardInfo, SyncProgress, TestStorageRequest, TestStorageResponse,
+    ListFilesRequest, ListShardsRequest, PutShardRequest, PutShardResponse, PutSmallShardRequest,
+    RunSyncRequest, ShardBatch, ShardInfo, SyncProgress, TestStorageRequest, TestStorageResponse,
 };
 use proto::common::ticket_body::Kind;
 use proto::common::{Ticket, TicketBody};
@@ -170,6 +170,36 @@ impl AgentGrpc {
             size = stored.size,
             hash = %stored.sha256,
             "shard stored"
+        );
+        Ok(stored)
+    }
+
+    /// PutSmallShard: the whole shard in one message (≤ one chunk), stored in one go.
+    async fn put_small(&self, req: PutSmallShardRequest) -> Result<Stored> {
+        let body = ticket::verify(
+            &self.secret,
+            req.ticket.as_ref(),
+            Kind::Put,
+            common::time::now_ms(),
+        )?;
+        ensure!(
+            req.data.len() <= proto::CHUNK_SIZE,
+            ChunkTooLargeSnafu {
+                size: req.data.len(),
+                limit: proto::CHUNK_SIZE,
+            }
+        );
+        let store = self.shard_store(&body).await?;
+        let max_size = (body.max_size > 0).then_some(body.max_size);
+        // Also when this handler is dropped, the store either finishes the shard or
+        // removes its temp file (see `SpaceStore::put_small`).
+        let stored = store.put_small(req.data, max_size).await?;
+        debug!(
+            space_id = body.space_id,
+            upload_id = body.upload_id,
+            size = stored.size,
+            hash = %stored.sha256,
+            "small shard stored"
         );
         Ok(stored)
     }
@@ -551,6 +581,17 @@ impl AgentService for AgentGrpc {
         request: Request<Streaming<PutShardRequest>>,
     ) -> Result<Response<PutShardResponse>, Status> {
         let stored = self.put(request.into_inner()).await?;
+        Ok(Response::new(PutShardResponse {
+            size: stored.size,
+            sha256: stored.sha256,
+        }))
+    }
+
+    async fn put_small_shard(
+        &self,
+        request: Request<PutSmallShardRequest>,
+    ) -> Result<Response<PutShardResponse>, Status> {
+        let stored = self.put_small(request.into_inner()).await?;
         Ok(Response::new(PutShardResponse {
             size: stored.size,
             sha256: stored.sha256,

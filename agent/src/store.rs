@@ -31,7 +31,8 @@ use crate::error::{
     BadRequestSnafu, DeleteShardSnafu, Error, HashChunkSnafu, InvalidShardHashSnafu,
     ListShardsSnafu, OpenSpaceSnafu, RangeOutOfBoundsSnafu, ReadShardSnafu, Result,
     ShardNotFoundSnafu, ShardTooLargeSnafu, ShardTruncatedSnafu, SpaceFullSnafu, SpacePathSnafu,
-    StreamAbortedSnafu, TouchShardSnafu, TouchTaskSnafu, WriteShardSnafu,
+    StreamAbortedSnafu, TouchShardSnafu, TouchTaskSnafu, WriteLocalShardSnafu, WriteShardSnafu,
+    WriterTaskSnafu,
 };
 use crate::files::FileRoot;
 
@@ -340,7 +341,132 @@ impl SpaceStore {
     where
         S: Stream<Item = PutItem> + Unpin + Send,
     {
-        self.write_shard(chunks.map(Ok), None).await
+        self.put_checked(chunks, None).await
+    }
+
+    /// [`SpaceStore::put`] refusing more than `max_size` bytes (`ShardTooLarge`). On a
+    /// local store, a shard of one chunk (the first item is data, the second `Finish`) is
+    /// written and finalized by [`SpaceStore::put_small`] in one blocking-pool hop; longer
+    /// streams go through the operator.
+    pub async fn put_checked<S>(&self, mut chunks: S, max_size: Option<u64>) -> Result<Stored>
+    where
+        S: Stream<Item = PutItem> + Unpin + Send,
+    {
+        if !matches!(self.finalize, Finalize::Rename { .. }) {
+            return self.write_shard(chunks.map(Ok), max_size).await;
+        }
+        let first = match chunks.next().await {
+            Some(PutItem::Data(data)) => data,
+            Some(PutItem::Finish) => return self.put_small(Bytes::new(), max_size).await,
+            None => return StreamAbortedSnafu.fail(),
+        };
+        if let Some(max_size) = max_size {
+            ensure!(
+                first.len() as u64 <= max_size,
+                ShardTooLargeSnafu { max_size }
+            );
+        }
+        match chunks.next().await {
+            Some(PutItem::Finish) => self.put_small(first, max_size).await,
+            None => StreamAbortedSnafu.fail(),
+            Some(second) => {
+                let head = futures::stream::iter([PutItem::Data(first), second]);
+                self.write_shard(head.chain(chunks).map(Ok), max_size).await
+            }
+        }
+    }
+
+    /// Store `data` (one chunk, ≤ [`proto::CHUNK_SIZE`] bytes, or more: it is written as
+    /// it is) as a shard, with the guarantees of [`SpaceStore::put`]. On a local store the
+    /// hash, the temp file (written and synced), and the finalize (under the shard lock:
+    /// rename, or touch of an existing shard) all run in one blocking-pool task; the temp
+    /// file is removed on any error, also when the caller goes away meanwhile. Other
+    /// backends go through the operator.
+    pub async fn put_small(&self, data: Bytes, max_size: Option<u64>) -> Result<Stored> {
+        if let Some(max_size) = max_size {
+            ensure!(
+                data.len() as u64 <= max_size,
+                ShardTooLargeSnafu { max_size }
+            );
+        }
+        let Finalize::Rename { root } = &self.finalize else {
+            let items = futures::stream::iter([PutItem::Data(data), PutItem::Finish]);
+            return self.write_shard(items.map(Ok), max_size).await;
+        };
+        // Counted (a listing, the first time) before the blocking task takes the lock.
+        self.usage().await?;
+        let store = self.clone();
+        let root = root.clone();
+        tokio::task::spawn_blocking(move || store.put_small_blocking(&root, &data))
+            .await
+            .context(WriterTaskSnafu)?
+    }
+
+    /// The blocking part of [`SpaceStore::put_small`] on a local store rooted at `root`.
+    fn put_small_blocking(&self, root: &Path, data: &[u8]) -> Result<Stored> {
+        use std::io::Write as _;
+        let space = self.name.as_str();
+        let sha256 = hex::encode(Sha256::digest(data));
+        let size = data.len() as u64;
+        let tmp = root.join("tmp").join(uuid::Uuid::new_v4().to_string());
+        let written = create_parent_and(&tmp, |path| {
+            std::fs::File::options()
+                .write(true)
+                .create_new(true)
+                .open(path)
+        })
+        .and_then(|mut file| {
+            file.write_all(data)?;
+            file.sync_all()
+        })
+        .context(WriteLocalShardSnafu { space });
+        let done = written.and_then(|()| self.finalize_blocking(root, &tmp, &sha256, size));
+        if let Err(err) = done {
+            if let Err(e) = std::fs::remove_file(&tmp)
+                && e.kind() != std::io::ErrorKind::NotFound
+            {
+                warn!(space, path = %tmp.display(), error = %e, "failed to remove temp file");
+            }
+            return Err(err);
+        }
+        Ok(Stored { size, sha256 })
+    }
+
+    /// [`SpaceStore::finalize`] of a local store, on a blocking-pool thread: under the
+    /// hash's lock, touch the shard when it exists (then remove `tmp`), else reserve its
+    /// size and rename `tmp` into place.
+    fn finalize_blocking(&self, root: &Path, tmp: &Path, hash: &str, size: u64) -> Result<()> {
+        let space = self.name.as_str();
+        let path = local_shard_path(root, hash);
+        let exists = {
+            let _guard = self.shared.locks.of(hash).blocking_lock();
+            let exists = path.try_exists().context(WriteLocalShardSnafu { space })?;
+            if exists {
+                // A deduplicated shard may be arbitrarily old: refresh it so GC keeps it.
+                std::fs::File::options()
+                    .write(true)
+                    .open(&path)
+                    .and_then(|file| file.set_modified(SystemTime::now()))
+                    .context(TouchShardSnafu { hash })?;
+            } else {
+                let usage = self.shared.usage.get();
+                self.reserve(usage, size)?;
+                let moved = create_parent_and(&path, |to| std::fs::rename(tmp, to))
+                    .context(WriteLocalShardSnafu { space });
+                if let Err(err) = moved {
+                    release(usage, size);
+                    return Err(err);
+                }
+            }
+            exists
+        };
+        if exists {
+            debug!(space, hash, "shard already stored; touched");
+            if let Err(e) = std::fs::remove_file(tmp) {
+                warn!(space, path = %tmp.display(), error = %e, "failed to remove temp file");
+            }
+        }
+        Ok(())
     }
 
     /// Write one new shard that is the concatenation of the stored shards `sources`, in
@@ -1046,6 +1172,23 @@ fn release(usage: Option<&SyncMutex<u64>>, size: u64) {
     if let Some(usage) = usage {
         let mut used = usage.lock().unwrap_or_else(PoisonError::into_inner);
         *used = used.saturating_sub(size);
+    }
+}
+
+/// Run `op` on `path`; when it fails with `NotFound`, create the parent directory of
+/// `path` and run it once more.
+fn create_parent_and<T>(
+    path: &Path,
+    mut op: impl FnMut(&Path) -> std::io::Result<T>,
+) -> std::io::Result<T> {
+    match op(path) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent)?;
+            }
+            op(path)
+        }
+        other => other,
     }
 }
 

@@ -1,8 +1,10 @@
-//! Object bytes: upload files and multipart-upload parts streamed to an agent's `PutShard`,
+//! Object bytes: upload files and multipart-upload parts streamed to an agent's `PutShard`
+//! (or, when they end within their first chunk, sent in one `PutSmallShard` call),
 //! multipart completion (the agent's `ConcatShards`), and ranged download (by id or by
 //! path) streamed from an agent's `GetShard`. Nothing here buffers a whole object: an
-//! upload holds at most one re-chunking buffer plus [`PUT_CHANNEL_CAPACITY`] chunks of at
-//! most [`proto::CHUNK_SIZE`] bytes per request.
+//! upload holds at most one chunk read ahead (to pick `PutSmallShard`), one re-chunking
+//! buffer and [`PUT_CHANNEL_CAPACITY`] chunks of at most [`proto::CHUNK_SIZE`] bytes per
+//! request.
 
 use std::io;
 
@@ -17,6 +19,7 @@ use percent_encoding::{AsciiSet, NON_ALPHANUMERIC};
 use proto::agent::put_shard_request::Msg;
 use proto::agent::{
     Chunk, ConcatShardsRequest, Finish, GetShardRequest, PutShardRequest, PutShardResponse,
+    PutSmallShardRequest,
 };
 use proto::common::Ticket;
 use proto::coordinator::{
@@ -499,17 +502,77 @@ enum FeedError {
     AgentGone,
 }
 
-/// Drive a `PutShard` call fed from `field` through a bounded channel. `what` names the
-/// bytes in errors (`file "a/b.txt"`, `part 2 of object 7`).
+/// Store the bytes of `field` on the agent. A field that ends within its first
+/// [`proto::CHUNK_SIZE`] bytes goes in one `PutSmallShard` call; a longer one is streamed
+/// with `PutShard` (see [`put_shard_stream`]). `what` names the bytes in errors
+/// (`file "a/b.txt"`, `part 2 of object 7`).
 async fn put_shard(
     mut agent: AgentClient,
     ticket: Ticket,
     field: &mut Field<'_>,
     what: &str,
 ) -> Result<PutShardResponse, ApiError> {
+    let body_error = |err: MultipartError| {
+        ApiError::bad_argument(format!(
+            "failed to read the body of {what}: {}",
+            multipart_detail(&err)
+        ))
+    };
+    // At most one chunk is held here: the pieces read so far, fewer than CHUNK_SIZE bytes.
+    let mut head: Vec<Bytes> = Vec::new();
+    let mut len = 0usize;
+    while let Some(bytes) = field.chunk().await.map_err(body_error)? {
+        len += bytes.len();
+        head.push(bytes);
+        if len >= proto::CHUNK_SIZE {
+            return put_shard_stream(agent, ticket, head, field, what).await;
+        }
+    }
+    let data = match head.len() {
+        0 => Bytes::new(),
+        1 => head.swap_remove(0),
+        _ => {
+            let mut buf = BytesMut::with_capacity(len);
+            for piece in &head {
+                buf.extend_from_slice(piece);
+            }
+            buf.freeze()
+        }
+    };
+    let stored = agent
+        .put_small_shard(PutSmallShardRequest {
+            ticket: Some(ticket),
+            data,
+        })
+        .await?
+        .into_inner();
+    check_stored_size(&stored, len as u64, what)?;
+    Ok(stored)
+}
+
+/// The agent must have stored exactly the `sent` bytes.
+fn check_stored_size(stored: &PutShardResponse, sent: u64, what: &str) -> Result<(), ApiError> {
+    if stored.size != sent {
+        return Err(ApiError::internal(format!(
+            "agent stored {} bytes of {what} but {sent} were sent",
+            stored.size
+        )));
+    }
+    Ok(())
+}
+
+/// Drive a `PutShard` call fed from `head` (pieces already read) then the rest of `field`
+/// through a bounded channel.
+async fn put_shard_stream(
+    mut agent: AgentClient,
+    ticket: Ticket,
+    head: Vec<Bytes>,
+    field: &mut Field<'_>,
+    what: &str,
+) -> Result<PutShardResponse, ApiError> {
     let (tx, rx) = mpsc::channel(PUT_CHANNEL_CAPACITY);
     let call = agent.put_shard(ReceiverStream::new(rx));
-    let feed = feed_field(field, tx, ticket);
+    let feed = feed_field(head, field, tx, ticket);
     tokio::pin!(call);
     tokio::pin!(feed);
     let fed = tokio::select! {
@@ -531,12 +594,7 @@ async fn put_shard(
     match fed {
         Ok(sent) => {
             let stored = call.await?.into_inner();
-            if stored.size != sent {
-                return Err(ApiError::internal(format!(
-                    "agent stored {} bytes of {what} but {sent} were sent",
-                    stored.size
-                )));
-            }
+            check_stored_size(&stored, sent, what)?;
             Ok(stored)
         }
         Err(FeedError::AgentGone) => Err(match call.await {
@@ -553,9 +611,11 @@ async fn put_shard(
     }
 }
 
-/// Send the ticket, the field's bytes in chunks of at most `CHUNK_SIZE`, then `finish`.
-/// Returns the number of data bytes sent. Never sends `finish` after a body error.
+/// Send the ticket, the bytes of `head` then of the field in chunks of at most
+/// `CHUNK_SIZE`, then `finish`. Returns the number of data bytes sent. Never sends
+/// `finish` after a body error.
 async fn feed_field(
+    head: Vec<Bytes>,
     field: &mut Field<'_>,
     tx: mpsc::Sender<PutShardRequest>,
     ticket: Ticket,
@@ -569,7 +629,15 @@ async fn feed_field(
     send(&tx, Msg::Ticket(ticket)).await?;
     let mut rechunker = Rechunker::new(proto::CHUNK_SIZE);
     let mut sent = 0u64;
-    while let Some(bytes) = field.chunk().await.map_err(FeedError::Body)? {
+    let mut head = head.into_iter();
+    loop {
+        let bytes = match head.next() {
+            Some(bytes) => bytes,
+            None => match field.chunk().await.map_err(FeedError::Body)? {
+                Some(bytes) => bytes,
+                None => break,
+            },
+        };
         rechunker.push(bytes);
         while let Some(chunk) = rechunker.pop() {
             sent += chunk.len() as u64;

@@ -16,8 +16,8 @@ use proto::agent::put_shard_request::Msg;
 use proto::agent::{
     Chunk, ConcatShardsRequest, DeleteShardRequest, DeleteShardResponse, ExportFileRequest,
     ExportFileResponse, FileBatch, GetShardRequest, ImportFileRequest, ListFilesRequest,
-    ListShardsRequest, PutShardRequest, PutShardResponse, RunSyncRequest, ShardBatch, SyncProgress,
-    TestStorageRequest, TestStorageResponse,
+    ListShardsRequest, PutShardRequest, PutShardResponse, PutSmallShardRequest, RunSyncRequest,
+    ShardBatch, SyncProgress, TestStorageRequest, TestStorageResponse,
 };
 use proto::common::Ticket;
 use proto::coordinator as pb;
@@ -1173,6 +1173,8 @@ pub struct PutRecord {
     pub chunk_sizes: Vec<usize>,
     pub finished: bool,
     pub error: Option<String>,
+    /// Sent as one `PutSmallShard` call rather than a `PutShard` stream.
+    pub unary: bool,
 }
 
 /// What the fake agent has seen and stores.
@@ -1181,6 +1183,8 @@ pub struct AgentState {
     /// sha256 hex → bytes.
     pub shards: HashMap<String, Vec<u8>>,
     pub puts: Vec<PutRecord>,
+    /// `PutShard` streams opened (counted when the call starts, unlike `puts`).
+    pub put_streams_opened: usize,
     /// GetShard sends this many chunks, then fails.
     pub fail_get_after_chunks: Option<usize>,
     /// Size of the chunks GetShard sends (0 = 64 KiB).
@@ -1208,6 +1212,7 @@ impl AgentService for FakeAgent {
         &self,
         req: GrpcRequest<tonic::Streaming<PutShardRequest>>,
     ) -> Result<GrpcResponse<PutShardResponse>, Status> {
+        lock(&self.0).put_streams_opened += 1;
         let mut stream = req.into_inner();
         let mut record = PutRecord::default();
         let mut data = Vec::new();
@@ -1248,6 +1253,30 @@ impl AgentService for FakeAgent {
                 Err(Status::aborted(e))
             }
         }
+    }
+
+    async fn put_small_shard(
+        &self,
+        req: GrpcRequest<PutSmallShardRequest>,
+    ) -> Result<GrpcResponse<PutShardResponse>, Status> {
+        let r = req.into_inner();
+        let record = PutRecord {
+            ticket_first: r.ticket.is_some(),
+            chunk_sizes: if r.data.is_empty() {
+                Vec::new()
+            } else {
+                vec![r.data.len()]
+            },
+            finished: true,
+            error: None,
+            unary: true,
+        };
+        let sha256 = hex::encode(Sha256::digest(&r.data));
+        let size = r.data.len() as u64;
+        let mut st = lock(&self.0);
+        st.shards.insert(sha256.clone(), r.data.to_vec());
+        st.puts.push(record);
+        Ok(GrpcResponse::new(PutShardResponse { size, sha256 }))
     }
 
     type GetShardStream = ChunkStream;

@@ -6,7 +6,7 @@ use common::ErrorCode;
 use common::error::code_of;
 use futures::TryStreamExt;
 use proto::agent::put_shard_request::Msg;
-use proto::agent::{GetShardRequest, PutShardRequest, PutShardResponse};
+use proto::agent::{GetShardRequest, PutShardRequest, PutShardResponse, PutSmallShardRequest};
 use proto::common::Ticket;
 use sha2::{Digest, Sha256};
 use tokio_util::sync::CancellationToken;
@@ -324,5 +324,100 @@ async fn tickets_are_unavailable_until_registered() {
     assert_eq!(code_of(&err), ErrorCode::Unavailable, "{err:?}");
     assert!(err.message().contains("not registered"), "{err:?}");
     assert!(agent.registration.borrow().is_none());
+    agent.stop().await;
+}
+
+async fn put_small(
+    agent: &TestAgent,
+    ticket: Ticket,
+    data: Vec<u8>,
+) -> Result<PutShardResponse, Status> {
+    let mut client = agent.client.clone();
+    client
+        .put_small_shard(PutSmallShardRequest {
+            ticket: Some(ticket),
+            data: data.into(),
+        })
+        .await
+        .map(|r| r.into_inner())
+}
+
+#[tokio::test]
+async fn put_small_stores_dedups_and_touches() {
+    let agent = TestAgent::start().await;
+    let data = pattern(4096);
+    let resp = put_small(&agent, agent.put_ticket(0), data.clone())
+        .await
+        .unwrap();
+    assert_eq!(resp.size, data.len() as u64);
+    assert_eq!(resp.sha256, sha_hex(&data));
+    let (shards, tmp) = agent.stored_files();
+    assert_eq!(shards, [agent.shard_path(&resp.sha256)]);
+    assert!(tmp.is_empty(), "{tmp:?}");
+    let got = get(&agent, agent.get_ticket(&resp.sha256), 0, 0)
+        .await
+        .unwrap();
+    assert_eq!(got.concat(), data);
+
+    // The same content again (through PutShard too): stored once, mtime refreshed.
+    let path = agent.shard_path(&resp.sha256);
+    let old = std::time::SystemTime::now() - Duration::from_secs(3600);
+    std::fs::File::options()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_modified(old)
+        .unwrap();
+    let again = put_small(&agent, agent.put_ticket(0), data.clone())
+        .await
+        .unwrap();
+    assert_eq!(again, resp);
+    let mtime = std::fs::metadata(&path).unwrap().modified().unwrap();
+    assert!(mtime > old + Duration::from_secs(1800), "touched");
+    let streamed = put(&agent, put_messages(agent.put_ticket(0), &data, MIB, true))
+        .await
+        .unwrap();
+    assert_eq!(streamed, resp);
+    let (shards, tmp) = agent.stored_files();
+    assert_eq!(shards.len(), 1);
+    assert!(tmp.is_empty(), "{tmp:?}");
+
+    // An empty shard is a shard too.
+    let empty = put_small(&agent, agent.put_ticket(0), Vec::new())
+        .await
+        .unwrap();
+    assert_eq!((empty.size, empty.sha256), (0, sha_hex(b"")));
+    agent.stop().await;
+}
+
+#[tokio::test]
+async fn put_small_refusals_store_nothing() {
+    let agent = TestAgent::start().await;
+    let too_big = put_small(&agent, agent.put_ticket(0), pattern(MIB + 1))
+        .await
+        .unwrap_err();
+    assert_eq!(code_of(&too_big), ErrorCode::BadArgument, "{too_big:?}");
+    let over_ticket = put_small(&agent, agent.put_ticket(100), pattern(101))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        code_of(&over_ticket),
+        ErrorCode::BadArgument,
+        "{over_ticket:?}"
+    );
+    let wrong_kind = put_small(&agent, agent.get_ticket(&sha_hex(b"x")), pattern(10))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        code_of(&wrong_kind),
+        ErrorCode::PermissionDenied,
+        "{wrong_kind:?}"
+    );
+    let mut forged = agent.put_ticket(0);
+    forged.signature[0] ^= 1;
+    let forged = put_small(&agent, forged, pattern(10)).await.unwrap_err();
+    assert_eq!(code_of(&forged), ErrorCode::Unauthenticated, "{forged:?}");
+    let (shards, tmp) = agent.stored_files();
+    assert!(shards.is_empty() && tmp.is_empty(), "{shards:?} {tmp:?}");
     agent.stop().await;
 }

@@ -589,6 +589,9 @@ mod tests {
             [proto::CHUNK_SIZE, proto::CHUNK_SIZE, 12345]
         );
         assert!(agent.puts[2].chunk_sizes.is_empty());
+        // Files that end within their first chunk go in one PutSmallShard call.
+        let unary: Vec<bool> = agent.puts.iter().map(|p| p.unary).collect();
+        assert_eq!(unary, [true, false, true]);
         assert_eq!(agent.shards[&sha256_hex(&big)], big);
     }
 
@@ -768,9 +771,14 @@ mod tests {
         );
     }
 
-    #[tokio::test]
-    async fn a_body_that_breaks_mid_file_is_never_finished() {
-        let fx = fixture().await;
+    /// Upload a file part `a` whose body sends `bytes` bytes, then fails; returns the
+    /// (status, envelope) answered. With `streams`, the failure comes only once the agent
+    /// has seen the PutShard stream open.
+    async fn upload_breaking_after(
+        fx: &Fixture,
+        bytes: usize,
+        streams: bool,
+    ) -> (u16, serde_json::Value) {
         let info = info(1);
         let mut head =
             multipart_body(&[("info", None, info.as_bytes()), ("files", Some("a"), b"")]);
@@ -784,11 +792,41 @@ mod tests {
         let wait = std::time::Duration::from_secs(5);
         let begun = common::testing::wait_until(wait, || async { !fx.coord().begins.is_empty() });
         assert!(begun.await, "the file part started streaming");
-        tx.send(Ok(Bytes::from(vec![7u8; 300_000]))).await.unwrap();
+        tx.send(Ok(Bytes::from(vec![7u8; bytes]))).await.unwrap();
+        if streams {
+            let opened =
+                common::testing::wait_until(wait, || async { fx.agent().put_streams_opened > 0 });
+            assert!(opened.await, "the PutShard stream opened");
+        }
         tx.send(Err(std::io::Error::other("client went away")))
             .await
             .unwrap();
-        let (status, body) = json(response.await.unwrap()).await;
+        json(response.await.unwrap()).await
+    }
+
+    #[tokio::test]
+    async fn a_small_body_that_breaks_mid_file_reaches_no_agent() {
+        let fx = fixture().await;
+        let (status, body) = upload_breaking_after(&fx, 300_000, false).await;
+        assert_eq!(status, 400, "{body}");
+        let message = body["message"].as_str().unwrap();
+        assert!(
+            message.contains("failed to read the body of file \"a\""),
+            "{message}"
+        );
+        assert!(fx.coord().commits.is_empty());
+        assert_eq!(fx.coord().reservations.len(), 1, "never committed");
+        // Less than one chunk was read: nothing was sent to the agent.
+        assert_eq!(fx.agent().put_streams_opened, 0);
+        assert!(fx.agent().puts.is_empty(), "{:?}", fx.agent().puts);
+        assert!(fx.agent().shards.is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_body_that_breaks_mid_file_is_never_finished() {
+        let fx = fixture().await;
+        // More than one chunk: the bytes are already streaming to the agent.
+        let (status, body) = upload_breaking_after(&fx, proto::CHUNK_SIZE + 300_000, true).await;
         assert_eq!(status, 400, "{body}");
         let message = body["message"].as_str().unwrap();
         assert!(
