@@ -139,9 +139,11 @@ pub fn coordinator(addresses: &str, opts: &ChannelOptions) -> Result<Coordinator
         endpoints.push((addresses.to_owned(), channel(addresses, opts)?));
     }
     let failover = FailoverChannel::new(endpoints, RetryPolicy::default());
-    Ok(CoordinatorServiceClient::with_interceptor(failover, RequestIdInterceptor)
-        .max_decoding_message_size(proto::MAX_MESSAGE_SIZE)
-        .max_encoding_message_size(proto::MAX_MESSAGE_SIZE))
+    Ok(
+        CoordinatorServiceClient::with_interceptor(failover, RequestIdInterceptor)
+            .max_decoding_message_size(proto::MAX_MESSAGE_SIZE)
+            .max_encoding_message_size(proto::MAX_MESSAGE_SIZE),
+    )
 }
 
 /// Client of the agent at `address`, with JCS message limits.

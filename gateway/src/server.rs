@@ -6,7 +6,6 @@ use axum::Router;
 use axum::extract::{DefaultBodyLimit, MatchedPath, Request, State};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use client::{AgentPool, ChannelOptions};
 use common::ErrorCode;
 use snafu::ResultExt;
@@ -207,6 +206,7 @@ async fn deadline_layer(State(deadline): State<Duration>, req: Request, next: Ne
 mod tests {
     use axum::body::Body;
     use axum::http::Request as HttpRequest;
+    use axum::routing::get;
     use serde_json::json;
 
     use super::*;

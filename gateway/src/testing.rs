@@ -17,7 +17,8 @@ use proto::agent::{
     Chunk, ConcatShardsRequest, DeleteShardRequest, DeleteShardResponse, ExportFileRequest,
     ExportFileResponse, FileBatch, GetShardRequest, ImportFileRequest, ListFilesRequest,
     ListShardsRequest, PutShardRequest, PutShardResponse, PutSmallShardRequest, RunSyncRequest,
-    ShardBatch, SyncProgress, TestStorageRequest, TestStorageResponse,
+    ShardBatch, SyncDestRequest, SyncDestResponse, SyncProgress, SyncWriteRequest,
+    SyncWriteResponse, TestStorageRequest, TestStorageResponse,
 };
 use proto::common::Ticket;
 use proto::coordinator as pb;
@@ -1407,6 +1408,30 @@ impl AgentService for FakeAgent {
         _req: GrpcRequest<RunSyncRequest>,
     ) -> Result<GrpcResponse<Self::RunSyncStream>, Status> {
         Err(Status::unimplemented("run_sync"))
+    }
+
+    // Agent-to-agent sync destinations: never called by the gateway.
+    type SyncListDestStream = Pin<Box<dyn Stream<Item = Result<FileBatch, Status>> + Send>>;
+
+    async fn sync_list_dest(
+        &self,
+        _req: GrpcRequest<SyncDestRequest>,
+    ) -> Result<GrpcResponse<Self::SyncListDestStream>, Status> {
+        Err(Status::unimplemented("sync_list_dest"))
+    }
+
+    async fn sync_write_file(
+        &self,
+        _req: GrpcRequest<tonic::Streaming<SyncWriteRequest>>,
+    ) -> Result<GrpcResponse<SyncWriteResponse>, Status> {
+        Err(Status::unimplemented("sync_write_file"))
+    }
+
+    async fn sync_dest_op(
+        &self,
+        _req: GrpcRequest<SyncDestRequest>,
+    ) -> Result<GrpcResponse<SyncDestResponse>, Status> {
+        Err(Status::unimplemented("sync_dest_op"))
     }
 }
 
