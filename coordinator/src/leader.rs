@@ -238,7 +238,11 @@ impl Election {
             leader: None,
             term: None,
         });
-        tracing::warn!(term = revision.0, reason, "leadership ended");
+        if reason == "shutting down" {
+            tracing::info!(term = revision.0, reason, "leadership ended");
+        } else {
+            tracing::warn!(term = revision.0, reason, "leadership ended");
+        }
         for task in tasks {
             if tokio::time::timeout(Duration::from_secs(10), task)
                 .await
