@@ -24,7 +24,13 @@
 //! v1/mpart/{object_id}/{index}           PartRow: one uploaded part
 //! v1/job/delete-bucket/{bucket_id}       tombstone: packages still being deleted
 //! v1/job/delete-package/{package_id}     tombstone: objects still being deleted
+//! v1/leader                              the leader's address, tied to its etcd lease;
+//!                                        its revision is the fence of leader-only writes
+//!                                        (`leader.rs`, `meta::Fenced`)
+//! v1/leader-state                        written through the fence each renewal round
 //! ```
+//!
+//! Sync tasks keep their own keys (`v1/sync-task/…`, `v1/sync-status/…`, see `sync.rs`).
 
 use common::{AgentId, BucketId, ObjectId, PackageId, SpaceId, UploadId, UserId};
 

@@ -18,15 +18,7 @@ use sha2::{Digest, Sha256};
 
 /// Deterministic pseudo-random bytes (xorshift), different for every `seed`.
 pub fn pattern(len: usize, seed: u64) -> Vec<u8> {
-    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..len)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 24) as u8
-        })
-        .collect()
+    common::testing::pseudo_random(seed, len)
 }
 
 pub fn sha(data: &[u8]) -> [u8; 32] {
