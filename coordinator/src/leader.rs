@@ -78,7 +78,7 @@ impl LeaderWork {
         };
         vec![
             tokio::spawn(crate::server::housekeeping(
-                catalog,
+                catalog.clone(),
                 self.multipart_expiry,
                 term.clone(),
             )),
@@ -88,10 +88,11 @@ impl LeaderWork {
                 self.gc_grace,
                 term.clone(),
             )),
-            // The scheduler's pass bookkeeping goes through the service's catalog; the term
-            // token stops the scheduler and its running passes when leadership is lost.
+            // Run status writes go through the fenced catalogue; the term token stops the
+            // scheduler and its running passes when leadership is lost.
             tokio::spawn(crate::sync::run_scheduler(
                 self.service.clone(),
+                catalog.clone(),
                 term.clone(),
             )),
         ]

@@ -431,16 +431,17 @@ fn due(task: &TaskRow, status: &StatusRow, now_ms: i64) -> bool {
     }
 }
 
-/// The scheduler loop.
-pub async fn run_scheduler(service: Arc<Service>, shutdown: CancellationToken) {
-    recover(&service).await;
+/// The scheduler loop of one leader term. Every status write goes through `catalog`, the
+/// term's fenced catalogue, so a deposed leader's late write is refused (`leader.rs`).
+pub async fn run_scheduler(service: Arc<Service>, catalog: Catalog, shutdown: CancellationToken) {
+    recover(&catalog).await;
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => break,
             _ = tokio::time::sleep(TICK) => {}
             _ = service.sync_wakeup.notified() => {}
         }
-        if let Err(e) = tick(&service, &shutdown).await {
+        if let Err(e) = tick(&service, &catalog, &shutdown).await {
             tracing::warn!(error = %common::error::ErrorChain(&e), "sync scheduler tick failed");
         }
     }
@@ -451,8 +452,8 @@ pub async fn run_scheduler(service: Arc<Service>, shutdown: CancellationToken) {
 }
 
 /// A run left `Running` by a previous coordinator is marked failed.
-async fn recover(service: &Service) {
-    let tasks = match service.catalog.list_sync_tasks().await {
+async fn recover(catalog: &Catalog) {
+    let tasks = match catalog.list_sync_tasks().await {
         Ok(t) => t,
         Err(e) => {
             tracing::warn!(error = %common::error::ErrorChain(&e), "cannot list sync tasks");
@@ -460,7 +461,7 @@ async fn recover(service: &Service) {
         }
     };
     for task in tasks {
-        let Ok((_, mut status)) = service.catalog.get_sync_task(task.task_id).await else {
+        let Ok((_, mut status)) = catalog.get_sync_task(task.task_id).await else {
             continue;
         };
         if status.state != TaskState::Running {
@@ -480,28 +481,33 @@ async fn recover(service: &Service) {
         } else {
             TaskState::Idle
         };
-        if let Err(e) = service.catalog.put_sync_status(task.task_id, &status).await {
+        if let Err(e) = catalog.put_sync_status(task.task_id, &status).await {
             tracing::warn!(error = %common::error::ErrorChain(&e), task = task.task_id, "cannot mark interrupted run");
         }
     }
 }
 
-async fn tick(service: &Arc<Service>, shutdown: &CancellationToken) -> Result<()> {
+async fn tick(
+    service: &Arc<Service>,
+    catalog: &Catalog,
+    shutdown: &CancellationToken,
+) -> Result<()> {
     let now = common::time::now_ms();
-    for task in service.catalog.list_sync_tasks().await? {
+    for task in catalog.list_sync_tasks().await? {
         if task.cancelled || service.sync_runs.lock().contains_key(&task.task_id) {
             continue;
         }
-        let (_, status) = service.catalog.get_sync_task(task.task_id).await?;
+        let (_, status) = catalog.get_sync_task(task.task_id).await?;
         if !due(&task, &status, now) {
             continue;
         }
         let token = shutdown.child_token();
         service.sync_runs.lock().insert(task.task_id, token.clone());
         let service = service.clone();
+        let catalog = catalog.clone();
         tokio::spawn(async move {
             let id = task.task_id;
-            run_one(&service, task, status, token).await;
+            run_one(&service, &catalog, task, status, token).await;
             service.sync_runs.lock().remove(&id);
         });
     }
@@ -510,6 +516,7 @@ async fn tick(service: &Arc<Service>, shutdown: &CancellationToken) -> Result<()
 
 async fn run_one(
     service: &Service,
+    catalog: &Catalog,
     task: TaskRow,
     mut status: StatusRow,
     cancel: CancellationToken,
@@ -527,7 +534,7 @@ async fn run_one(
         status.runs.remove(0);
     }
     status.state = TaskState::Running;
-    if let Err(e) = service.catalog.put_sync_status(id, &status).await {
+    if let Err(e) = catalog.put_sync_status(id, &status).await {
         tracing::warn!(error = %common::error::ErrorChain(&e), task = id, "cannot record run start");
     }
     tracing::info!(task = id, run = run_id, "sync run started");
@@ -539,7 +546,7 @@ async fn run_one(
     let mut last_persist = std::time::Instant::now();
     let (persist_tx, mut persist_rx) = tokio::sync::mpsc::channel::<StatusRow>(1);
     let persister = {
-        let catalog = service.catalog.clone();
+        let catalog = catalog.clone();
         tokio::spawn(async move {
             while let Some(s) = persist_rx.recv().await {
                 let _ = catalog.put_sync_status(id, &s).await;
@@ -566,8 +573,7 @@ async fn run_one(
     let mut status = shared.lock().unwrap_or_else(|p| p.into_inner()).clone();
     // A cancel may have been recorded meanwhile: re-read the task's flag.
     let cancelled = cancel.is_cancelled()
-        || service
-            .catalog
+        || catalog
             .get_sync_task(id)
             .await
             .map(|(t, _)| t.cancelled)
@@ -610,7 +616,7 @@ async fn run_one(
         .sync_runs
         .with_label_values(&[event])
         .inc();
-    if let Err(e) = service.catalog.put_sync_status(id, &status).await {
+    if let Err(e) = catalog.put_sync_status(id, &status).await {
         tracing::warn!(error = %common::error::ErrorChain(&e), task = id, "cannot record run end");
     }
 }
