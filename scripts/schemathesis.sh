@@ -38,7 +38,9 @@ fi
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/jcs-schemathesis.XXXXXX")
 LOG="$WORK/jcs.log"
 "$JCS_BIN" --log-json --log warn,cli=info standalone --data-dir "$WORK/data" --listen 127.0.0.1:0 \
-  >"$LOG" 2>&1 &
+  --max-wait-ms 100 >"$LOG" 2>&1 &
+# (--max-wait-ms: generated getTask?waitMs= long polls on tasks that stay Pending must not
+# hold the run for the default 20 s each.)
 JCS_PID=$!
 trap 'kill "$JCS_PID" 2>/dev/null || true; wait "$JCS_PID" 2>/dev/null || true; rm -rf "$WORK"' EXIT
 

@@ -142,6 +142,11 @@ pub enum Error {
     #[snafu(display("shard writer task failed"))]
     WriterTask { source: tokio::task::JoinError },
 
+    /// The task writing a group of small shards panicked or was cancelled (every shard of
+    /// the group fails with this).
+    #[snafu(display("shard writer task failed: {message}"))]
+    GroupWriterTask { message: String },
+
     /// Writing a one-chunk shard with `std::fs` (local stores) failed.
     #[snafu(display("failed to write a shard to space {space}"))]
     WriteLocalShard {
@@ -407,6 +412,7 @@ impl CodedError for Error {
             Error::ReceivePut { source } => common::error::code_of(source),
             Error::WriteShard { source, .. } => storage_code(source),
             Error::WriterTask { .. } => ErrorCode::Internal,
+            Error::GroupWriterTask { .. } => ErrorCode::Internal,
             Error::WriteLocalShard { source, .. } => io_code(source),
             Error::ShuttingDown => ErrorCode::Unavailable,
             Error::HashChunk { .. } => ErrorCode::Internal,

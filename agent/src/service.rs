@@ -12,7 +12,8 @@ use proto::agent::{
     Chunk, ConcatShardsRequest, DeleteShardRequest, DeleteShardResponse, ExportFileRequest,
     ExportFileResponse, FileBatch, FileInfo, Finish, GetShardRequest, ImportFileRequest,
     ListFilesRequest, ListShardsRequest, PutShardRequest, PutShardResponse, PutSmallShardRequest,
-    RunSyncRequest, ShardBatch, ShardInfo, SyncProgress, TestStorageRequest, TestStorageResponse,
+    PutSmallShardResult, PutSmallShardsRequest, PutSmallShardsResponse, RunSyncRequest, ShardBatch,
+    ShardInfo, SyncProgress, TestStorageRequest, TestStorageResponse, put_small_shard_result,
 };
 use proto::common::ticket_body::Kind;
 use proto::common::{Ticket, TicketBody};
@@ -176,6 +177,46 @@ impl AgentGrpc {
 
     /// PutSmallShard: the whole shard in one message (≤ one chunk), stored in one go.
     async fn put_small(&self, req: PutSmallShardRequest) -> Result<Stored> {
+        let (store, data, max_size) = self.check_small(req).await?;
+        // Also when this handler is dropped, the store either finishes the shard or
+        // removes its temp file (see `SpaceStore::put_small`).
+        let stored = store.put_small(data, max_size).await?;
+        debug!(size = stored.size, hash = %stored.sha256, "small shard stored");
+        Ok(stored)
+    }
+
+    /// PutSmallShards: every shard checked like PutSmallShard, then stored together (see
+    /// `SpaceStore::put_small_batch`); one result per shard, in order.
+    async fn put_small_many(&self, shards: Vec<PutSmallShardRequest>) -> Vec<Result<Stored>> {
+        let mut results: Vec<Option<Result<Stored>>> = shards.iter().map(|_| None).collect();
+        let mut slots = Vec::with_capacity(shards.len());
+        let mut items = Vec::with_capacity(shards.len());
+        for (i, req) in shards.into_iter().enumerate() {
+            match self.check_small(req).await {
+                Ok(item) => {
+                    slots.push(i);
+                    items.push(item);
+                }
+                Err(e) => results[i] = Some(Err(e)),
+            }
+        }
+        for (i, r) in slots
+            .into_iter()
+            .zip(SpaceStore::put_small_batch(items).await)
+        {
+            results[i] = Some(r);
+        }
+        results
+            .into_iter()
+            .map(|r| r.unwrap_or_else(|| crate::error::StreamAbortedSnafu.fail()))
+            .collect()
+    }
+
+    /// The checks of a small put: ticket, size, a space with a shard store.
+    async fn check_small(
+        &self,
+        req: PutSmallShardRequest,
+    ) -> Result<(SpaceStore, bytes::Bytes, Option<u64>)> {
         let body = ticket::verify(
             &self.secret,
             req.ticket.as_ref(),
@@ -191,17 +232,7 @@ impl AgentGrpc {
         );
         let store = self.shard_store(&body).await?;
         let max_size = (body.max_size > 0).then_some(body.max_size);
-        // Also when this handler is dropped, the store either finishes the shard or
-        // removes its temp file (see `SpaceStore::put_small`).
-        let stored = store.put_small(req.data, max_size).await?;
-        debug!(
-            space_id = body.space_id,
-            upload_id = body.upload_id,
-            size = stored.size,
-            hash = %stored.sha256,
-            "small shard stored"
-        );
-        Ok(stored)
+        Ok((store, req.data, max_size))
     }
 
     async fn concat(&self, req: ConcatShardsRequest) -> Result<Stored> {
@@ -596,6 +627,28 @@ impl AgentService for AgentGrpc {
             size: stored.size,
             sha256: stored.sha256,
         }))
+    }
+
+    async fn put_small_shards(
+        &self,
+        request: Request<PutSmallShardsRequest>,
+    ) -> Result<Response<PutSmallShardsResponse>, Status> {
+        let shards = request.into_inner().shards;
+        let results = self
+            .put_small_many(shards)
+            .await
+            .into_iter()
+            .map(|r| PutSmallShardResult {
+                result: Some(match r {
+                    Ok(stored) => put_small_shard_result::Result::Ok(PutShardResponse {
+                        size: stored.size,
+                        sha256: stored.sha256,
+                    }),
+                    Err(e) => put_small_shard_result::Result::Error(client::batch::item_error(&e)),
+                }),
+            })
+            .collect();
+        Ok(Response::new(PutSmallShardsResponse { results }))
     }
 
     type GetShardStream = ReceiverStream<Result<Chunk, Status>>;

@@ -28,13 +28,16 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::error::{
-    BadRequestSnafu, DeleteShardSnafu, Error, HashChunkSnafu, InvalidShardHashSnafu,
-    ListShardsSnafu, OpenSpaceSnafu, RangeOutOfBoundsSnafu, ReadShardSnafu, Result,
-    ShardNotFoundSnafu, ShardTooLargeSnafu, ShardTruncatedSnafu, SpaceFullSnafu, SpacePathSnafu,
-    StreamAbortedSnafu, TouchShardSnafu, TouchTaskSnafu, WriteLocalShardSnafu, WriteShardSnafu,
-    WriterTaskSnafu,
+    BadRequestSnafu, DeleteShardSnafu, Error, GroupWriterTaskSnafu, HashChunkSnafu,
+    InvalidShardHashSnafu, ListShardsSnafu, OpenSpaceSnafu, RangeOutOfBoundsSnafu, ReadShardSnafu,
+    Result, ShardNotFoundSnafu, ShardTooLargeSnafu, ShardTruncatedSnafu, SpaceFullSnafu,
+    SpacePathSnafu, StreamAbortedSnafu, TouchShardSnafu, TouchTaskSnafu, WriteLocalShardSnafu,
+    WriteShardSnafu, WriterTaskSnafu,
 };
 use crate::files::FileRoot;
+
+/// Most small shards one blocking-pool task writes in [`SpaceStore::put_small_batch`].
+pub const SMALL_SHARDS_PER_TASK: usize = 8;
 
 /// Chunks at least this large are hashed on the blocking pool; smaller ones inline
 /// (64 KiB hash in about 30 µs, well inside the runtime's budget).
@@ -400,6 +403,80 @@ impl SpaceStore {
         tokio::task::spawn_blocking(move || store.put_small_blocking(&root, &data))
             .await
             .context(WriterTaskSnafu)?
+    }
+
+    /// Store many small shards, each with the guarantees of [`SpaceStore::put_small`] and
+    /// its own result (in order). Local stores' shards are written in blocking-pool tasks
+    /// of up to [`SMALL_SHARDS_PER_TASK`] shards each (one thread wake-up per group instead
+    /// of per shard; groups still run in parallel); other backends' shards go through the
+    /// operator one by one, concurrently.
+    pub async fn put_small_batch(
+        items: Vec<(SpaceStore, Bytes, Option<u64>)>,
+    ) -> Vec<Result<Stored>> {
+        let mut results: Vec<Option<Result<Stored>>> = items.iter().map(|_| None).collect();
+        let mut local = Vec::new();
+        let mut other = Vec::new();
+        for (i, (store, data, max_size)) in items.into_iter().enumerate() {
+            if let Some(max_size) = max_size
+                && data.len() as u64 > max_size
+            {
+                results[i] = Some(ShardTooLargeSnafu { max_size }.fail());
+                continue;
+            }
+            match &store.finalize {
+                Finalize::Rename { root } => {
+                    let root = root.clone();
+                    // Counted (a listing, the first time) before a blocking task locks.
+                    match store.usage().await {
+                        Ok(_) => local.push((i, store, root, data)),
+                        Err(e) => results[i] = Some(Err(e)),
+                    }
+                }
+                _ => other.push((i, store, data, max_size)),
+            }
+        }
+        let mut groups = Vec::new();
+        while !local.is_empty() {
+            let rest = local.split_off(local.len().min(SMALL_SHARDS_PER_TASK));
+            groups.push(std::mem::replace(&mut local, rest));
+        }
+        let local = futures::future::join_all(groups.into_iter().map(|group| {
+            let indexes: Vec<usize> = group.iter().map(|(i, ..)| *i).collect();
+            let task = tokio::task::spawn_blocking(move || {
+                group
+                    .into_iter()
+                    .map(|(_, store, root, data)| store.put_small_blocking(&root, &data))
+                    .collect::<Vec<_>>()
+            });
+            async move {
+                match task.await {
+                    Ok(stored) => indexes.into_iter().zip(stored).collect::<Vec<_>>(),
+                    Err(e) => {
+                        let message = e.to_string();
+                        indexes
+                            .into_iter()
+                            .map(|i| {
+                                let err = GroupWriterTaskSnafu {
+                                    message: message.clone(),
+                                };
+                                (i, err.fail())
+                            })
+                            .collect()
+                    }
+                }
+            }
+        }));
+        let other = futures::future::join_all(other.into_iter().map(
+            |(i, store, data, max_size)| async move { (i, store.put_small(data, max_size).await) },
+        ));
+        let (local, other) = futures::join!(local, other);
+        for (i, r) in local.into_iter().flatten().chain(other) {
+            results[i] = Some(r);
+        }
+        results
+            .into_iter()
+            .map(|r| r.unwrap_or_else(|| StreamAbortedSnafu.fail()))
+            .collect()
     }
 
     /// The blocking part of [`SpaceStore::put_small`] on a local store rooted at `root`.

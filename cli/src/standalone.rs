@@ -21,6 +21,8 @@ use tokio_util::sync::CancellationToken;
 pub struct StandaloneOptions {
     pub data_dir: PathBuf,
     pub listen: SocketAddr,
+    /// The gateway's `max_wait` (longest long poll).
+    pub max_wait: std::time::Duration,
 }
 
 impl Default for StandaloneOptions {
@@ -28,6 +30,7 @@ impl Default for StandaloneOptions {
         StandaloneOptions {
             data_dir: PathBuf::from("jcs-data"),
             listen: SocketAddr::from(([127, 0, 0, 1], 7890)),
+            max_wait: gateway::GatewayConfig::default().max_wait,
         }
     }
 }
@@ -97,6 +100,7 @@ pub async fn run(
     let gateway_config = gateway::GatewayConfig {
         listen: gateway_listener.local_addr()?,
         coordinator: coord_addr.to_string(),
+        max_wait: opts.max_wait,
         ..Default::default()
     };
     let gateway = gateway::Gateway::build(gateway_config)?;

@@ -160,6 +160,10 @@ pub enum SyncCommand {
     Create {
         #[arg(long, short)]
         file: PathBuf,
+        /// Wait until the task settles (its run is recorded; long poll, no client polling)
+        /// and print it; exit code 1 when it ended Failed or Cancelled.
+        #[arg(long)]
+        wait: bool,
     },
     /// Show a task's state and runs; --watch follows the current run live.
     Status {

@@ -13,6 +13,7 @@ use snafu::Snafu;
 use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 
+pub mod batch;
 pub mod failover;
 pub use failover::{FailoverChannel, RetryPolicy};
 pub use request_id::RequestIdInterceptor;

@@ -51,6 +51,23 @@ const TEST_TIMEOUT: Duration = Duration::from_secs(20);
 
 type Res<T> = Result<Response<T>, Status>;
 
+/// Longest `GetSyncTask` long poll.
+pub const MAX_SYNC_WAIT: Duration = Duration::from_secs(60);
+/// How often a long poll re-reads a task whose runs another coordinator records.
+const SYNC_WAIT_POLL: Duration = Duration::from_millis(100);
+
+/// Most items one batch call (`BeginUploads`, `CommitUploads`) may carry.
+pub const MAX_BATCH: usize = 256;
+
+fn check_batch_len(n: usize) -> Result<(), Error> {
+    if n > MAX_BATCH {
+        return Err(bad(format!(
+            "a batch carries at most {MAX_BATCH} items (got {n})"
+        )));
+    }
+    Ok(())
+}
+
 pub(crate) fn id_arg(value: u64, field: &str) -> Result<u64, Error> {
     if value == 0 {
         Err(bad(format!("{field} is missing or 0")))
@@ -198,6 +215,33 @@ impl Service {
 
     /// The answer to a begin call: where to send the bytes, the agent's ticket and the
     /// commit token of `up`.
+    /// Validate and reserve one upload (`BeginUpload`, one item of `BeginUploads`).
+    async fn begin_one(&self, r: pb::BeginUploadRequest) -> Result<pb::BeginUploadResponse, Error> {
+        let package = PackageId(id_arg(r.package_id, "packageID")?);
+        common::path::validate_object_path(&r.path).map_err(bad)?;
+        let affinity = (r.affinity != 0).then_some(SpaceId(r.affinity));
+        let target = self.place_with_affinity(affinity).await?;
+        let now = common::time::now_ms();
+        let upload_expires = now + ms(self.upload_expiry);
+        let up = self
+            .catalog
+            .begin_upload(package, &r.path, target.space.0, upload_expires)
+            .await?;
+        let ticket_expires = now + ms(self.ticket_ttl);
+        let ticket = self
+            .signer
+            .put(target.space, up.upload_id, 0, ticket_expires);
+        Ok(self.reservation(&up, target, ticket, ticket_expires))
+    }
+
+    /// The pending upload in a commit request's token (`CommitUpload`, `CommitUploads`).
+    fn open_commit(&self, r: &pb::CommitUploadRequest) -> Result<UploadRow, Error> {
+        self.signer
+            .open_commit_token(&r.commit_token)
+            .filter(|u| u.upload_id.0 == r.upload_id)
+            .ok_or_else(|| bad("commit_token is missing, forged, or belongs to another upload"))
+    }
+
     fn reservation(
         &self,
         up: &UploadRow,
@@ -469,27 +513,7 @@ impl CoordinatorService for Service {
         &self,
         req: Request<pb::BeginUploadRequest>,
     ) -> Res<pb::BeginUploadResponse> {
-        let r = req.into_inner();
-        let package = PackageId(id_arg(r.package_id, "packageID")?);
-        common::path::validate_object_path(&r.path).map_err(bad)?;
-        let affinity = (r.affinity != 0).then_some(SpaceId(r.affinity));
-        let target = self.place_with_affinity(affinity).await?;
-        let now = common::time::now_ms();
-        let upload_expires = now + ms(self.upload_expiry);
-        let up = self
-            .catalog
-            .begin_upload(package, &r.path, target.space.0, upload_expires)
-            .await?;
-        let ticket_expires = now + ms(self.ticket_ttl);
-        let ticket = self
-            .signer
-            .put(target.space, up.upload_id, 0, ticket_expires);
-        Ok(Response::new(self.reservation(
-            &up,
-            target,
-            ticket,
-            ticket_expires,
-        )))
+        Ok(Response::new(self.begin_one(req.into_inner()).await?))
     }
 
     async fn commit_upload(
@@ -497,15 +521,66 @@ impl CoordinatorService for Service {
         req: Request<pb::CommitUploadRequest>,
     ) -> Res<pb::ObjectResponse> {
         let r = req.into_inner();
-        let up = self
-            .signer
-            .open_commit_token(&r.commit_token)
-            .filter(|u| u.upload_id.0 == r.upload_id)
-            .ok_or_else(|| bad("commit_token is missing, forged, or belongs to another upload"))?;
+        let up = self.open_commit(&r)?;
         let o = self.catalog.commit_upload(&up, r.size, &r.sha256).await?;
         Ok(Response::new(pb::ObjectResponse {
             object: Some(object_pb(o)),
         }))
+    }
+
+    async fn begin_uploads(
+        &self,
+        req: Request<pb::BeginUploadsRequest>,
+    ) -> Res<pb::BeginUploadsResponse> {
+        let uploads = req.into_inner().uploads;
+        check_batch_len(uploads.len())?;
+        let results = futures::future::join_all(uploads.into_iter().map(|r| self.begin_one(r)))
+            .await
+            .into_iter()
+            .map(|r| pb::BeginUploadResult {
+                result: Some(match r {
+                    Ok(ok) => pb::begin_upload_result::Result::Ok(ok),
+                    Err(e) => pb::begin_upload_result::Result::Error(client::batch::item_error(&e)),
+                }),
+            })
+            .collect();
+        Ok(Response::new(pb::BeginUploadsResponse { results }))
+    }
+
+    async fn commit_uploads(
+        &self,
+        req: Request<pb::CommitUploadsRequest>,
+    ) -> Res<pb::CommitUploadsResponse> {
+        let uploads = req.into_inner().uploads;
+        check_batch_len(uploads.len())?;
+        let opened: Vec<Result<UploadRow, Error>> =
+            uploads.iter().map(|r| self.open_commit(r)).collect();
+        let items: Vec<(UploadRow, u64, String)> = opened
+            .iter()
+            .zip(&uploads)
+            .filter_map(|(up, r)| Some((up.as_ref().ok()?.clone(), r.size, r.sha256.clone())))
+            .collect();
+        // One result per item given, in order (see Catalog::commit_uploads).
+        let mut committed = self.catalog.commit_uploads(&items).await.into_iter();
+        let results = opened
+            .into_iter()
+            .map(|up| {
+                let r = up.and_then(|_| {
+                    committed
+                        .next()
+                        .unwrap_or_else(|| Err(bad("batch commit lost an item")))
+                });
+                pb::CommitUploadResult {
+                    result: Some(match r {
+                        Ok(o) => pb::commit_upload_result::Result::Ok(object_pb(o)),
+                        Err(e) => {
+                            pb::commit_upload_result::Result::Error(client::batch::item_error(&e))
+                        }
+                    }),
+                }
+            })
+            .collect();
+        Ok(Response::new(pb::CommitUploadsResponse { results }))
     }
 
     async fn resolve_object(
@@ -821,8 +896,29 @@ impl CoordinatorService for Service {
         &self,
         req: Request<pb::GetSyncTaskRequest>,
     ) -> Res<pb::SyncTaskResponse> {
-        let id = id_arg(req.into_inner().task_id, "taskID")?;
-        let (task, status) = self.catalog.get_sync_task(id).await?;
+        let r = req.into_inner();
+        let id = id_arg(r.task_id, "taskID")?;
+        let wait = Duration::from_millis(u64::from(r.wait_ms)).min(MAX_SYNC_WAIT);
+        let deadline = tokio::time::Instant::now() + wait;
+        // Subscribed before the first read: a run recorded after it wakes the wait.
+        let mut changed = self.sync_runs.subscribe();
+        let (task, status) = loop {
+            let (task, status) = self.catalog.get_sync_task(id).await?;
+            let settled = !matches!(
+                status.state,
+                common::sync::TaskState::Pending | common::sync::TaskState::Running
+            );
+            if settled || tokio::time::Instant::now() >= deadline {
+                break (task, status);
+            }
+            // Runs recorded by this coordinator wake the wait at once; another
+            // coordinator's (the leader's, when this one follows) are seen by re-reading.
+            let poll = tokio::time::Instant::now() + SYNC_WAIT_POLL;
+            tokio::select! {
+                _ = changed.changed() => {}
+                _ = tokio::time::sleep_until(poll.min(deadline)) => {}
+            }
+        };
         Ok(Response::new(pb::SyncTaskResponse {
             task_json: crate::sync::task_json(&task, &status).to_string(),
         }))
@@ -832,6 +928,7 @@ impl CoordinatorService for Service {
         let id = id_arg(req.into_inner().task_id, "taskID")?;
         self.catalog.cancel_sync_task(id).await?;
         self.sync_runs.cancel(id);
+        self.sync_runs.status_written();
         tracing::info!(task = id, "sync task cancelled");
         Ok(Response::new(pb::Empty {}))
     }

@@ -196,14 +196,35 @@ impl Catalog {
 }
 
 /// Running passes, by task id.
-#[derive(Default)]
 pub struct Runs {
     running: Mutex<HashMap<u64, CancellationToken>>,
+    /// Bumped whenever this coordinator records a run's start or end (long polls of
+    /// `GetSyncTask` wake on it).
+    changed: tokio::sync::watch::Sender<u64>,
+}
+
+impl Default for Runs {
+    fn default() -> Self {
+        Runs {
+            running: Mutex::default(),
+            changed: tokio::sync::watch::channel(0).0,
+        }
+    }
 }
 
 impl Runs {
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<u64, CancellationToken>> {
         self.running.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Wake the long polls: a task's status was written here.
+    pub fn status_written(&self) {
+        self.changed.send_modify(|n| *n = n.wrapping_add(1));
+    }
+
+    /// Changes after this call are seen by the receiver.
+    pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changed.subscribe()
     }
 
     pub fn cancel(&self, id: u64) {
@@ -537,6 +558,7 @@ async fn run_one(
     if let Err(e) = catalog.put_sync_status(id, &status).await {
         tracing::warn!(error = %common::error::ErrorChain(&e), task = id, "cannot record run start");
     }
+    service.sync_runs.status_written();
     tracing::info!(task = id, run = run_id, "sync run started");
     common::metrics::metrics()
         .sync_runs
@@ -619,6 +641,7 @@ async fn run_one(
     if let Err(e) = catalog.put_sync_status(id, &status).await {
         tracing::warn!(error = %common::error::ErrorChain(&e), task = id, "cannot record run end");
     }
+    service.sync_runs.status_written();
 }
 
 #[cfg(test)]

@@ -29,6 +29,10 @@ pub struct GatewayConfig {
     /// still run after the gateway stops accepting; the ones still running then are cut.
     #[serde(with = "humantime_serde")]
     pub shutdown_timeout: Duration,
+    /// Longest long poll (`getTask?waitMs=`): longer waits are shortened to it, and to half
+    /// of `request_timeout`.
+    #[serde(with = "humantime_serde")]
+    pub max_wait: Duration,
 }
 
 impl Default for GatewayConfig {
@@ -40,6 +44,7 @@ impl Default for GatewayConfig {
             max_upload_files: 1000,
             request_timeout: Duration::from_secs(60),
             shutdown_timeout: Duration::from_secs(30),
+            max_wait: Duration::from_secs(20),
         }
     }
 }

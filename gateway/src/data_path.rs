@@ -14,7 +14,7 @@ use axum::extract::multipart::{Field, MultipartError};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use bytes::{Bytes, BytesMut};
-use client::{AgentClient, CoordinatorClient};
+use client::AgentClient;
 use percent_encoding::{AsciiSet, NON_ALPHANUMERIC};
 use proto::agent::put_shard_request::Msg;
 use proto::agent::{
@@ -29,16 +29,23 @@ use proto::coordinator::{
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use tokio::sync::mpsc;
+use tokio::task::{JoinError, JoinSet};
 use tokio_stream::wrappers::ReceiverStream;
 
 use crate::error::ApiError;
 use crate::extract::parse_json;
 use crate::model::{ObjectJson, required};
 use crate::routes::require_id;
-use crate::state::AppState;
+use crate::state::{AppState, MAX_GROUPED_SHARD};
 
 /// Capacity of the bounded channel feeding one `PutShard` request stream.
 pub const PUT_CHANNEL_CAPACITY: usize = 4;
+
+/// Files of one upload request that end within their first chunk are stored concurrently
+/// while the request is read (see `stream_files`): at most this many at once ...
+pub const MAX_PENDING_SMALL: usize = 64;
+/// ... holding at most this many bytes.
+pub const MAX_PENDING_BYTES: usize = 4 * 1024 * 1024;
 
 /// Largest accepted `info` part.
 pub const MAX_INFO_BYTES: usize = 64 * 1024;
@@ -253,12 +260,9 @@ struct Streamed {
     sha256: String,
 }
 
-/// Publish stored bytes with `CommitUpload`.
-async fn commit(
-    coordinator: &mut CoordinatorClient,
-    stored: Streamed,
-) -> Result<pb::Object, ApiError> {
-    coordinator
+/// Publish stored bytes (`CommitUploads`, shared with concurrent requests).
+async fn commit(state: &AppState, stored: Streamed) -> Result<pb::Object, ApiError> {
+    state
         .commit_upload(CommitUploadRequest {
             upload_id: stored.upload_id,
             size: stored.size,
@@ -266,8 +270,6 @@ async fn commit(
             commit_token: stored.commit_token,
         })
         .await
-        .map_err(ApiError::from)
-        .and_then(|r| required(r.into_inner().object, "object"))
 }
 
 fn multipart_error(err: &MultipartError) -> ApiError {
@@ -294,8 +296,9 @@ fn multipart_detail(err: &MultipartError) -> String {
 
 /// Handle a whole upload request: `info` first, then every `files` part streamed to an
 /// agent; commits happen only after the body has been read completely and every file was
-/// stored, in request order. On any earlier failure nothing is committed (the reservations
-/// leave no metadata). A failed commit stops there: the files committed before it stay.
+/// stored. On any earlier failure nothing is committed (the reservations leave no
+/// metadata). The files are then committed together, each on its own: if one fails, the
+/// answer is the error of the first failed file, and the others stay committed.
 pub(crate) async fn upload(
     state: AppState,
     mut multipart: Multipart,
@@ -303,24 +306,28 @@ pub(crate) async fn upload(
     let (package_id, affinity) = read_upload_info(&mut multipart).await?;
     let streamed = stream_files(&state, &mut multipart, package_id, affinity).await?;
 
-    let mut coordinator = state.coordinator();
-    let mut objects = Vec::with_capacity(streamed.len());
     let total = streamed.len();
-    for file in streamed {
-        let upload_id = file.upload_id;
-        match commit(&mut coordinator, file).await {
+    let ids: Vec<u64> = streamed.iter().map(|f| f.upload_id).collect();
+    let results =
+        futures::future::join_all(streamed.into_iter().map(|file| commit(&state, file))).await;
+    let mut objects = Vec::with_capacity(total);
+    let mut first_error = None;
+    for (upload_id, result) in ids.into_iter().zip(results) {
+        match result {
             Ok(object) => objects.push(ObjectJson::from(object)),
             Err(err) => {
-                tracing::warn!(
-                    upload_id,
-                    committed = objects.len(),
-                    uncommitted = total - objects.len(),
-                    error = %err,
-                    "commit failed; the remaining uploads are not committed"
-                );
-                return Err(err);
+                tracing::warn!(upload_id, error = %err, "commit failed");
+                first_error.get_or_insert(err);
             }
         }
+    }
+    if let Some(err) = first_error {
+        tracing::warn!(
+            committed = objects.len(),
+            failed = total - objects.len(),
+            "upload partly committed"
+        );
+        return Err(err);
     }
     tracing::info!(package_id, files = objects.len(), "upload committed");
     Ok(objects)
@@ -386,6 +393,14 @@ async fn read_part_info(multipart: &mut Multipart) -> Result<(u64, u32), ApiErro
 }
 
 /// Stream every remaining part; all must be `files` parts.
+///
+/// A file that ends within its first chunk (1 MiB) is read whole and stored by a task of
+/// its own (reservation, then one small put, grouped with others bound for the same agent
+/// when it is at most [`MAX_GROUPED_SHARD`]) while the next parts are read, so the small
+/// files of one request reach the coordinator and the agents in a few grouped calls. At
+/// most [`MAX_PENDING_SMALL`] such files and [`MAX_PENDING_BYTES`] are in flight per
+/// request; the tasks are aborted if the request fails. Larger files are streamed in
+/// order. The result is in request order.
 async fn stream_files(
     state: &AppState,
     multipart: &mut Multipart,
@@ -393,23 +408,114 @@ async fn stream_files(
     affinity: u64,
 ) -> Result<Vec<Streamed>, ApiError> {
     let max_files = state.config().max_upload_files;
-    let mut streamed = Vec::new();
+    let mut streamed: Vec<Option<Streamed>> = Vec::new();
+    let mut pending: JoinSet<SmallDone> = JoinSet::new();
+    // Bytes held by the pending tasks, and each one's share.
+    let mut in_flight = 0usize;
+    let mut lens = std::collections::HashMap::new();
     loop {
-        let field = match multipart.next_field().await {
+        let mut field = match multipart.next_field().await {
             Ok(Some(field)) => field,
             Ok(None) => break,
             Err(err) => return Err(multipart_error(&err)),
         };
         let path = file_part_path(&field, streamed.len(), max_files)?;
-        let file = stream_file(state, field, package_id, affinity, path).await?;
-        streamed.push(file);
+        let what = format!("file {path:?}");
+        let index = streamed.len();
+        streamed.push(None);
+        let reserve = BeginUploadRequest {
+            package_id,
+            path,
+            affinity,
+        };
+        let head = Head::read(&mut field, &what).await?;
+        if head.complete {
+            // Bounded: at most MAX_PENDING_SMALL files and MAX_PENDING_BYTES in flight.
+            lens.insert(index, head.len);
+            in_flight += head.len;
+            while pending.len() >= MAX_PENDING_SMALL || in_flight > MAX_PENDING_BYTES {
+                let done = pending.join_next().await;
+                if let Some(Ok((i, _))) = &done {
+                    in_flight -= lens.remove(i).unwrap_or(0);
+                }
+                settle(done, &mut streamed)?;
+            }
+            let state = state.clone();
+            pending.spawn(async move {
+                (
+                    index,
+                    store_small(&state, reserve, head.into_bytes(), &what).await,
+                )
+            });
+        } else {
+            let begin = state.begin_upload(reserve).await?;
+            streamed[index] = Some(stream_reserved(state, begin, head, field, &what).await?);
+        }
+    }
+    while !pending.is_empty() {
+        settle(pending.join_next().await, &mut streamed)?;
     }
     if streamed.is_empty() {
         return Err(ApiError::bad_argument(
             "no `files` part: an upload needs at least one file",
         ));
     }
-    Ok(streamed)
+    streamed
+        .into_iter()
+        .map(|f| f.ok_or_else(|| ApiError::internal("an upload task did not report")))
+        .collect()
+}
+
+type SmallDone = (usize, Result<Streamed, ApiError>);
+
+/// Record a finished small-file task of [`stream_files`] (`None`: there was none).
+fn settle(
+    done: Option<Result<SmallDone, JoinError>>,
+    streamed: &mut [Option<Streamed>],
+) -> Result<(), ApiError> {
+    match done {
+        Some(Ok((i, Ok(file)))) => {
+            streamed[i] = Some(file);
+            Ok(())
+        }
+        Some(Ok((_, Err(err)))) => Err(err),
+        Some(Err(err)) => Err(ApiError::internal(format!("upload task failed: {err}"))),
+        None => Ok(()),
+    }
+}
+
+/// Reserve and store one small file read whole.
+async fn store_small(
+    state: &AppState,
+    reserve: BeginUploadRequest,
+    data: Bytes,
+    what: &str,
+) -> Result<Streamed, ApiError> {
+    let begin = state.begin_upload(reserve).await?;
+    let ticket = required(begin.ticket, "upload ticket")?;
+    let len = data.len();
+    let req = PutSmallShardRequest {
+        ticket: Some(ticket),
+        data,
+    };
+    let stored = if len <= MAX_GROUPED_SHARD {
+        state.put_small_shard(&begin.agent_address, req).await?
+    } else {
+        state
+            .agents()
+            .get(&begin.agent_address)?
+            .put_small_shard(req)
+            .await?
+            .into_inner()
+    };
+    let len = len as u64;
+    check_stored_size(&stored, len, what)?;
+    Ok(Streamed {
+        upload_id: begin.upload_id,
+        commit_token: begin.commit_token,
+        size: stored.size,
+        sha256: stored.sha256,
+    })
 }
 
 /// Check a part header: its name must be `files` and its filename a valid encoded path.
@@ -453,39 +559,19 @@ fn check_files_name(name: Option<&str>) -> Result<(), ApiError> {
     }
 }
 
-/// Begin an upload for one file and stream its bytes to the agent.
-async fn stream_file(
-    state: &AppState,
-    field: Field<'_>,
-    package_id: u64,
-    affinity: u64,
-    path: String,
-) -> Result<Streamed, ApiError> {
-    let begin = state
-        .coordinator()
-        .begin_upload(BeginUploadRequest {
-            package_id,
-            path: path.clone(),
-            affinity,
-        })
-        .await?
-        .into_inner();
-    stream_reserved(state, begin, field, &format!("file {path:?}")).await
-}
-
 /// Stream `field` to the agent of a reservation (`BeginUpload` or `BeginUploadPart`) and
 /// return what `CommitUpload` needs. `what` names the bytes in logs and errors.
 async fn stream_reserved(
     state: &AppState,
     begin: BeginUploadResponse,
+    head: Head,
     mut field: Field<'_>,
     what: &str,
 ) -> Result<Streamed, ApiError> {
     let upload_id = begin.upload_id;
     tracing::debug!(upload_id, what, agent = %begin.agent_address, "upload begun");
     let ticket = required(begin.ticket, "upload ticket")?;
-    let agent = state.agents().get(&begin.agent_address)?;
-    let stored = put_shard(agent, ticket, &mut field, what).await?;
+    let stored = put_shard(state, &begin.agent_address, ticket, head, &mut field, what).await?;
     tracing::debug!(upload_id, what, size = stored.size, "bytes stored");
     Ok(Streamed {
         upload_id,
@@ -502,50 +588,93 @@ enum FeedError {
     AgentGone,
 }
 
-/// Store the bytes of `field` on the agent. A field that ends within its first
-/// [`proto::CHUNK_SIZE`] bytes goes in one `PutSmallShard` call; a longer one is streamed
+/// The first bytes of a part: up to [`proto::CHUNK_SIZE`], or all of it if it ends first.
+struct Head {
+    pieces: Vec<Bytes>,
+    len: usize,
+    /// The part ended within these bytes.
+    complete: bool,
+}
+
+impl Head {
+    /// Read until the part ends or [`proto::CHUNK_SIZE`] bytes are held (at most one
+    /// chunk, plus the last piece read).
+    async fn read(field: &mut Field<'_>, what: &str) -> Result<Head, ApiError> {
+        let mut head = Head {
+            pieces: Vec::new(),
+            len: 0,
+            complete: false,
+        };
+        while head.len < proto::CHUNK_SIZE {
+            match field.chunk().await {
+                Ok(Some(bytes)) => {
+                    head.len += bytes.len();
+                    head.pieces.push(bytes);
+                }
+                Ok(None) => {
+                    head.complete = true;
+                    break;
+                }
+                Err(err) => {
+                    return Err(ApiError::bad_argument(format!(
+                        "failed to read the body of {what}: {}",
+                        multipart_detail(&err)
+                    )));
+                }
+            }
+        }
+        Ok(head)
+    }
+
+    /// The bytes as one buffer (no copy when they arrived in one piece).
+    fn into_bytes(mut self) -> Bytes {
+        match self.pieces.len() {
+            0 => Bytes::new(),
+            1 => self.pieces.swap_remove(0),
+            _ => {
+                let mut buf = BytesMut::with_capacity(self.len);
+                for piece in &self.pieces {
+                    buf.extend_from_slice(piece);
+                }
+                buf.freeze()
+            }
+        }
+    }
+}
+
+/// Store a part on the agent: `head` (already read) then the rest of `field`. A part that
+/// ended within its head goes in one `PutSmallShard` call (grouped with others bound for
+/// the same agent when it is at most [`MAX_GROUPED_SHARD`] bytes); a longer one is streamed
 /// with `PutShard` (see [`put_shard_stream`]). `what` names the bytes in errors
 /// (`file "a/b.txt"`, `part 2 of object 7`).
 async fn put_shard(
-    mut agent: AgentClient,
+    state: &AppState,
+    address: &str,
     ticket: Ticket,
+    head: Head,
     field: &mut Field<'_>,
     what: &str,
 ) -> Result<PutShardResponse, ApiError> {
-    let body_error = |err: MultipartError| {
-        ApiError::bad_argument(format!(
-            "failed to read the body of {what}: {}",
-            multipart_detail(&err)
-        ))
-    };
-    // At most one chunk is held here: the pieces read so far, fewer than CHUNK_SIZE bytes.
-    let mut head: Vec<Bytes> = Vec::new();
-    let mut len = 0usize;
-    while let Some(bytes) = field.chunk().await.map_err(body_error)? {
-        len += bytes.len();
-        head.push(bytes);
-        if len >= proto::CHUNK_SIZE {
-            return put_shard_stream(agent, ticket, head, field, what).await;
-        }
+    if !head.complete {
+        // A part that ends exactly at CHUNK_SIZE is streamed too: its end is not seen yet.
+        let agent = state.agents().get(address)?;
+        return put_shard_stream(agent, ticket, head.pieces, field, what).await;
     }
-    let data = match head.len() {
-        0 => Bytes::new(),
-        1 => head.swap_remove(0),
-        _ => {
-            let mut buf = BytesMut::with_capacity(len);
-            for piece in &head {
-                buf.extend_from_slice(piece);
-            }
-            buf.freeze()
-        }
+    let len = head.len;
+    let req = PutSmallShardRequest {
+        ticket: Some(ticket),
+        data: head.into_bytes(),
     };
-    let stored = agent
-        .put_small_shard(PutSmallShardRequest {
-            ticket: Some(ticket),
-            data,
-        })
-        .await?
-        .into_inner();
+    let stored = if len <= MAX_GROUPED_SHARD {
+        state.put_small_shard(address, req).await?
+    } else {
+        state
+            .agents()
+            .get(address)?
+            .put_small_shard(req)
+            .await?
+            .into_inner()
+    };
     check_stored_size(&stored, len as u64, what)?;
     Ok(stored)
 }
@@ -663,7 +792,7 @@ pub(crate) async fn upload_part(state: AppState, mut multipart: Multipart) -> Re
     let (object_id, index) = read_part_info(&mut multipart).await?;
     let stored = stream_part(&state, &mut multipart, object_id, index).await?;
     let size = stored.size;
-    commit(&mut state.coordinator(), stored).await?;
+    commit(&state, stored).await?;
     tracing::info!(object_id, index, size, "part uploaded");
     Ok(())
 }
@@ -685,13 +814,15 @@ async fn stream_part(
         Err(err) => return Err(multipart_error(&err)),
     };
     check_files_name(field.name())?;
+    let what = format!("part {index} of object {object_id}");
+    let mut field = field;
+    let head = Head::read(&mut field, &what).await?;
     let begin = state
         .coordinator()
         .begin_upload_part(BeginUploadPartRequest { object_id, index })
         .await?
         .into_inner();
-    let what = format!("part {index} of object {object_id}");
-    let stored = stream_reserved(state, begin, field, &what).await?;
+    let stored = stream_reserved(state, begin, head, field, &what).await?;
     match multipart.next_field().await {
         Ok(None) => Ok(stored),
         Ok(Some(extra)) => Err(ApiError::bad_argument(format!(
@@ -715,13 +846,13 @@ pub(crate) async fn complete_multipart_upload(
     indexes: Vec<u32>,
 ) -> Result<ObjectJson, ApiError> {
     let parts = indexes.len();
-    let mut coordinator = state.coordinator();
-    let begin = coordinator
+    let begin = state
+        .coordinator()
         .begin_complete_multipart_upload(CompleteMultipartUploadRequest { object_id, indexes })
         .await?
         .into_inner();
     let upload_id = begin.upload_id;
-    match concat_and_commit(&state, &mut coordinator, begin).await {
+    match concat_and_commit(&state, begin).await {
         Ok(object) => {
             tracing::info!(
                 object_id,
@@ -740,7 +871,6 @@ pub(crate) async fn complete_multipart_upload(
 
 async fn concat_and_commit(
     state: &AppState,
-    coordinator: &mut CoordinatorClient,
     begin: BeginUploadResponse,
 ) -> Result<pb::Object, ApiError> {
     let ticket = required(begin.ticket, "concat ticket")?;
@@ -757,7 +887,7 @@ async fn concat_and_commit(
         size: stored.size,
         sha256: stored.sha256,
     };
-    commit(coordinator, stored).await
+    commit(state, stored).await
 }
 
 // ---------------------------------------------------------------------------------------

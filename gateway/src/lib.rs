@@ -3,6 +3,7 @@
 //! touches metadata storage. The `jcs` binary builds it with [`Gateway::build`] and runs it
 //! with [`Gateway::serve`]; the API is described in `docs/api.md`.
 
+pub mod batch;
 pub mod config;
 pub mod data_path;
 pub mod error;

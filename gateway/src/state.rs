@@ -1,8 +1,13 @@
 //! Shared state of the handlers: configuration and gRPC clients (cheap to clone).
 
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
 
 use client::{AgentPool, CoordinatorClient};
+use proto::agent::{PutShardResponse, PutSmallShardRequest, PutSmallShardsRequest};
+use proto::coordinator as pb;
+
+use crate::batch::Batcher;
 
 use crate::config::GatewayConfig;
 use crate::error::ApiError;
@@ -20,7 +25,25 @@ struct Inner {
     /// per-call deadline.
     bulk_coordinator: CoordinatorClient,
     agents: AgentPool,
+    begins: Batcher<pb::BeginUploadRequest, pb::BeginUploadResponse>,
+    commits: Batcher<pb::CommitUploadRequest, pb::Object>,
+    /// Per agent address: small shards of concurrent uploads, grouped (`PutSmallShards`).
+    small_puts: Mutex<HashMap<String, Arc<SmallPutBatcher>>>,
 }
+
+type SmallPutBatcher = Batcher<PutSmallShardRequest, PutShardResponse>;
+
+/// Largest shard sent through the per-agent group (`PutSmallShards`); larger ones go alone
+/// in `PutSmallShard`. With [`MAX_SMALL_PUT_BATCH`] this keeps a group call well under the
+/// 4 MiB message limit.
+pub const MAX_GROUPED_SHARD: usize = 64 * 1024;
+/// Most shards in one `PutSmallShards` call.
+const MAX_SMALL_PUT_BATCH: usize = 32;
+
+/// Most uploads one `BeginUploads` / `CommitUploads` call carries.
+const MAX_UPLOAD_BATCH: usize = 64;
+/// Batch calls of each kind in flight at once.
+const UPLOAD_CALLS_IN_FLIGHT: usize = 1;
 
 impl AppState {
     /// State over already-built clients (tests may point them anywhere); long-running calls
@@ -41,9 +64,12 @@ impl AppState {
         AppState {
             inner: Arc::new(Inner {
                 config,
-                coordinator,
                 bulk_coordinator,
                 agents,
+                begins: begin_batcher(coordinator.clone()),
+                commits: commit_batcher(coordinator.clone()),
+                small_puts: Mutex::new(HashMap::new()),
+                coordinator,
             }),
         }
     }
@@ -64,6 +90,49 @@ impl AppState {
         self.inner.bulk_coordinator.clone()
     }
 
+    /// Reserve an upload; concurrent reservations share `BeginUploads` calls.
+    pub async fn begin_upload(
+        &self,
+        req: pb::BeginUploadRequest,
+    ) -> Result<pb::BeginUploadResponse, ApiError> {
+        self.inner.begins.submit(req).await
+    }
+
+    /// Publish an upload; concurrent commits share `CommitUploads` calls (and, for new
+    /// objects, metadata transactions).
+    pub async fn commit_upload(
+        &self,
+        req: pb::CommitUploadRequest,
+    ) -> Result<pb::Object, ApiError> {
+        self.inner.commits.submit(req).await
+    }
+
+    /// Store a shard of at most [`MAX_GROUPED_SHARD`] bytes on the agent at `address`;
+    /// concurrent ones bound for the same agent share `PutSmallShards` calls.
+    pub async fn put_small_shard(
+        &self,
+        address: &str,
+        req: PutSmallShardRequest,
+    ) -> Result<PutShardResponse, ApiError> {
+        let batcher = {
+            let mut map = self
+                .inner
+                .small_puts
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            match map.get(address) {
+                Some(b) => b.clone(),
+                None => {
+                    let agent = self.inner.agents.get(address)?;
+                    let b = Arc::new(small_put_batcher(agent));
+                    map.insert(address.to_owned(), b.clone());
+                    b
+                }
+            }
+        };
+        batcher.submit(req).await
+    }
+
     /// Agent clients cached by address.
     pub fn agents(&self) -> &AgentPool {
         &self.inner.agents
@@ -79,5 +148,110 @@ impl AppState {
             )),
             Some(id) => Ok(id),
         }
+    }
+}
+
+fn begin_batcher(
+    coordinator: CoordinatorClient,
+) -> Batcher<pb::BeginUploadRequest, pb::BeginUploadResponse> {
+    Batcher::new(
+        "BeginUploads",
+        MAX_UPLOAD_BATCH,
+        UPLOAD_CALLS_IN_FLIGHT,
+        move |uploads: Vec<pb::BeginUploadRequest>| {
+            let mut coordinator = coordinator.clone();
+            async move {
+                let sent = uploads.len();
+                let answer = coordinator
+                    .begin_uploads(pb::BeginUploadsRequest { uploads })
+                    .await
+                    .map(|r| r.into_inner().results);
+                per_item(sent, answer, |r| match r.result {
+                    Some(pb::begin_upload_result::Result::Ok(ok)) => Ok(ok),
+                    Some(pb::begin_upload_result::Result::Error(e)) => Err(e),
+                    None => Err(missing_result()),
+                })
+            }
+        },
+    )
+}
+
+fn commit_batcher(coordinator: CoordinatorClient) -> Batcher<pb::CommitUploadRequest, pb::Object> {
+    Batcher::new(
+        "CommitUploads",
+        MAX_UPLOAD_BATCH,
+        UPLOAD_CALLS_IN_FLIGHT,
+        move |uploads: Vec<pb::CommitUploadRequest>| {
+            let mut coordinator = coordinator.clone();
+            async move {
+                let sent = uploads.len();
+                let answer = coordinator
+                    .commit_uploads(pb::CommitUploadsRequest { uploads })
+                    .await
+                    .map(|r| r.into_inner().results);
+                per_item(sent, answer, |r| match r.result {
+                    Some(pb::commit_upload_result::Result::Ok(ok)) => Ok(ok),
+                    Some(pb::commit_upload_result::Result::Error(e)) => Err(e),
+                    None => Err(missing_result()),
+                })
+            }
+        },
+    )
+}
+
+fn small_put_batcher(agent: client::AgentClient) -> SmallPutBatcher {
+    Batcher::new(
+        "PutSmallShards",
+        MAX_SMALL_PUT_BATCH,
+        UPLOAD_CALLS_IN_FLIGHT,
+        move |shards: Vec<PutSmallShardRequest>| {
+            let mut agent = agent.clone();
+            async move {
+                let sent = shards.len();
+                let answer = agent
+                    .put_small_shards(PutSmallShardsRequest { shards })
+                    .await
+                    .map(|r| r.into_inner().results);
+                per_item(sent, answer, |r| {
+                    use proto::agent::put_small_shard_result::Result as R;
+                    match r.result {
+                        Some(R::Ok(ok)) => Ok(ok),
+                        Some(R::Error(e)) => Err(e),
+                        None => Err(missing_result()),
+                    }
+                })
+            }
+        },
+    )
+}
+
+fn missing_result() -> proto::common::ItemError {
+    proto::common::ItemError {
+        code: common::ErrorCode::Internal.as_str().to_owned(),
+        message: "batch result without a value".to_owned(),
+    }
+}
+
+/// One result per item from a batch call's answer: a failed call fails every item the
+/// same way; a wrong number of results is an internal error for every item.
+fn per_item<R, O>(
+    sent: usize,
+    answer: Result<Vec<R>, tonic::Status>,
+    each: impl Fn(R) -> Result<O, proto::common::ItemError>,
+) -> Vec<Result<O, ApiError>> {
+    match answer {
+        Ok(results) if results.len() == sent => results
+            .into_iter()
+            .map(|r| each(r).map_err(|e| ApiError::from(client::batch::item_status(e))))
+            .collect(),
+        Ok(results) => {
+            let status = client::batch::length_mismatch(sent, results.len());
+            (0..sent)
+                .map(|_| Err(ApiError::from(status.clone())))
+                .collect()
+        }
+        Err(status) => (0..sent)
+            .map(|_| Err(ApiError::from(status.clone())))
+            .collect(),
     }
 }

@@ -625,6 +625,45 @@ impl CoordinatorService for FakeCoordinator {
         ))
     }
 
+    /// Item by item through `begin_upload` (recorded as such).
+    async fn begin_uploads(
+        &self,
+        req: GrpcRequest<pb::BeginUploadsRequest>,
+    ) -> Result<GrpcResponse<pb::BeginUploadsResponse>, Status> {
+        let mut results = Vec::new();
+        for item in req.into_inner().uploads {
+            let r = CoordinatorService::begin_upload(self, GrpcRequest::new(item)).await;
+            results.push(pb::BeginUploadResult {
+                result: Some(match r {
+                    Ok(ok) => pb::begin_upload_result::Result::Ok(ok.into_inner()),
+                    Err(status) => pb::begin_upload_result::Result::Error(item_error(&status)),
+                }),
+            });
+        }
+        Ok(GrpcResponse::new(pb::BeginUploadsResponse { results }))
+    }
+
+    /// Item by item through `commit_upload` (recorded as such).
+    async fn commit_uploads(
+        &self,
+        req: GrpcRequest<pb::CommitUploadsRequest>,
+    ) -> Result<GrpcResponse<pb::CommitUploadsResponse>, Status> {
+        let mut results = Vec::new();
+        for item in req.into_inner().uploads {
+            let r = CoordinatorService::commit_upload(self, GrpcRequest::new(item)).await;
+            results.push(pb::CommitUploadResult {
+                result: Some(match r.map(|o| o.into_inner().object) {
+                    Ok(Some(o)) => pb::commit_upload_result::Result::Ok(o),
+                    Ok(None) => pb::commit_upload_result::Result::Error(item_error(
+                        &Status::internal("no object"),
+                    )),
+                    Err(status) => pb::commit_upload_result::Result::Error(item_error(&status)),
+                }),
+            });
+        }
+        Ok(GrpcResponse::new(pb::CommitUploadsResponse { results }))
+    }
+
     async fn commit_upload(
         &self,
         req: GrpcRequest<pb::CommitUploadRequest>,
@@ -1280,6 +1319,27 @@ impl AgentService for FakeAgent {
         Ok(GrpcResponse::new(PutShardResponse { size, sha256 }))
     }
 
+    /// Shard by shard through `put_small_shard` (recorded as such).
+    async fn put_small_shards(
+        &self,
+        req: GrpcRequest<proto::agent::PutSmallShardsRequest>,
+    ) -> Result<GrpcResponse<proto::agent::PutSmallShardsResponse>, Status> {
+        use proto::agent::put_small_shard_result::Result as R;
+        let mut results = Vec::new();
+        for item in req.into_inner().shards {
+            let r = AgentService::put_small_shard(self, GrpcRequest::new(item)).await;
+            results.push(proto::agent::PutSmallShardResult {
+                result: Some(match r {
+                    Ok(ok) => R::Ok(ok.into_inner()),
+                    Err(status) => R::Error(item_error(&status)),
+                }),
+            });
+        }
+        Ok(GrpcResponse::new(proto::agent::PutSmallShardsResponse {
+            results,
+        }))
+    }
+
     type GetShardStream = ChunkStream;
 
     async fn get_shard(
@@ -1617,6 +1677,14 @@ pub fn multipart_request(uri: &str, body: Body) -> Request<Body> {
 
 pub fn sha256_hex(data: &[u8]) -> String {
     hex::encode(Sha256::digest(data))
+}
+
+/// A status as a batch item error (code from `x-jcs-code`, else from the gRPC code).
+fn item_error(status: &Status) -> proto::common::ItemError {
+    proto::common::ItemError {
+        code: common::error::code_of(status).as_str().to_owned(),
+        message: status.message().to_owned(),
+    }
 }
 
 #[cfg(test)]

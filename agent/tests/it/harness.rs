@@ -149,6 +149,18 @@ impl CoordinatorService for FakeCoordinator {
     ) -> Result<Response<ObjectResponse>, Status> {
         unimplemented()
     }
+    async fn begin_uploads(
+        &self,
+        _: Request<proto::coordinator::BeginUploadsRequest>,
+    ) -> Result<Response<proto::coordinator::BeginUploadsResponse>, Status> {
+        unimplemented()
+    }
+    async fn commit_uploads(
+        &self,
+        _: Request<proto::coordinator::CommitUploadsRequest>,
+    ) -> Result<Response<proto::coordinator::CommitUploadsResponse>, Status> {
+        unimplemented()
+    }
     async fn resolve_object(
         &self,
         _: Request<ResolveObjectRequest>,

@@ -816,13 +816,37 @@ async fn get_task(api: &Api, id: u64) -> Result<Value> {
 
 async fn sync(api: &Api, out: &Out, c: SyncCommand) -> Result<()> {
     match c {
-        SyncCommand::Create { file } => {
+        SyncCommand::Create { file, wait } => {
             let body = read_spec(&file)?;
             let v: Value = api.post("spaceSyncer/createTask", &body).await?;
-            out.either(
-                &v["task"],
-                &format!("created sync task {}", v["task"]["taskID"]),
-            );
+            if !wait {
+                out.either(
+                    &v["task"],
+                    &format!("created sync task {}", v["task"]["taskID"]),
+                );
+                return Ok(());
+            }
+            let id = v["task"]["taskID"].as_u64().unwrap_or(0);
+            let spinner = out.spinner(&format!("task {id} running"));
+            let task = loop {
+                let task: Value = api
+                    .get(
+                        "spaceSyncer/getTask",
+                        &[("taskID", id.to_string()), ("waitMs", "20000".to_owned())],
+                    )
+                    .await?;
+                let task = task["task"].clone();
+                let state = task["status"]["state"].as_str().unwrap_or("");
+                if state != "Pending" && state != "Running" {
+                    break task;
+                }
+            };
+            out.remove(&spinner);
+            print_task(out, &task);
+            let state = task["status"]["state"].as_str().unwrap_or("").to_owned();
+            if state == "Failed" || state == "Cancelled" {
+                return Err(super::error::Error::RunFailed { id, state });
+            }
         }
         SyncCommand::Status {
             id,

@@ -69,6 +69,9 @@ pub enum Error {
 
     #[snafu(display("interrupted by test hook after {parts} parts"))]
     TestAbort { parts: u64 },
+
+    #[snafu(display("sync task {id} ended {state}"))]
+    RunFailed { id: u64, state: String },
 }
 
 impl Error {
@@ -123,6 +126,7 @@ impl Error {
             Error::HashMismatch { .. } => "HashMismatch",
             Error::Partial { .. } => "Partial",
             Error::TestAbort { .. } => "Interrupted",
+            Error::RunFailed { .. } => "RunFailed",
         }
     }
 }
@@ -164,6 +168,7 @@ impl CodedError for Error {
             Error::HashMismatch { .. } => ErrorCode::Internal,
             Error::Partial { .. } => ErrorCode::Conflict,
             Error::TestAbort { .. } => ErrorCode::Internal,
+            Error::RunFailed { .. } => ErrorCode::Internal,
         }
     }
 }

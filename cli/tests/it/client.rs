@@ -445,6 +445,21 @@ async fn user_spaces_and_sync_tasks_from_the_cli() {
     assert_eq!(st[0]["status"]["state"], "Cancelled");
     env.expect(3, &["sync", "status", "999"]);
 
+    // `create --wait` long-polls until the run is recorded and prints the settled task.
+    std::fs::write(root.join("src/three.txt"), b"three").unwrap();
+    let waited = env.json_lines(&[
+        "sync",
+        "create",
+        "--wait",
+        "--file",
+        task_file.to_str().unwrap(),
+    ]);
+    let task = waited.last().unwrap();
+    assert_eq!(task["status"]["state"], "Idle", "{task}");
+    assert_eq!(task["status"]["runs"][0]["result"], "Succeeded", "{task}");
+    assert_eq!(task["status"]["runs"][0]["filesCopied"], 1, "{task}");
+    assert_eq!(std::fs::read(root.join("dst/three.txt")).unwrap(), b"three");
+
     env.ok(&["space", "rm", &id1s]);
     env.expect(3, &["space", "get", &id1s]);
     env.finish();

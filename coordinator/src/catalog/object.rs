@@ -280,66 +280,18 @@ impl Catalog {
 
     /// One optimistic attempt; a single transaction when the path is new.
     async fn try_commit_object(&self, u: &UploadRow, size: u64, sha256: &str) -> Result<Attempt> {
-        let obj_key = keys::object(u.package_id, &u.path);
-        let pkg_key = keys::package(u.package_id);
         // Usually the path is new: try that without reading first, then with what the
         // failed attempt read back.
         let mut existing: Option<Versioned<ObjectRow>> = None;
         for _ in 0..2 {
-            let now = common::time::now_ms();
-            let (mut when, mut otherwise) = Self::commit_guards(u, sha256);
-            when.push(Compare::ModRev(
-                pkg_key.clone(),
-                meta::Revision(u.package_rev),
-            ));
-            otherwise.push(Op::Get(pkg_key.clone()));
-            otherwise.push(Op::Get(obj_key.clone()));
-            let (object_id, create_time_ms) = match &existing {
-                Some(o) => {
-                    when.push(Compare::ModRev(obj_key.clone(), o.rev));
-                    (o.row.object_id, o.row.create_time_ms)
-                }
-                None => {
-                    when.push(Compare::Absent(obj_key.clone()));
-                    (ObjectId(self.ids.next("object").await?), now)
-                }
+            let object_id = match &existing {
+                Some(o) => o.row.object_id,
+                None => ObjectId(self.ids.next("object").await?),
             };
-            let row = ObjectRow {
-                v: VERSION,
-                object_id,
-                package_id: u.package_id,
-                path: u.path.clone(),
-                size,
-                sha256: sha256.to_owned(),
-                space_id: u.space_id,
-                redundancy: NONE.to_owned(),
-                create_time_ms,
-                update_time_ms: now,
-            };
-            let mut then = vec![
-                Op::Put(obj_key.clone(), encode(&row)),
-                Op::Put(keys::upload(u.upload_id), encode(&committed(u, object_id))),
-            ];
-            let new_ref = keys::object_ref(u.space_id, sha256, object_id);
-            let old_ref = existing
-                .as_ref()
-                .filter(|o| !o.row.is_multipart())
-                .map(|o| keys::object_ref(o.row.space_id, &o.row.sha256, object_id));
-            if old_ref.as_ref() != Some(&new_ref) {
-                then.push(Op::Put(new_ref, Vec::new()));
-                if let Some(old) = old_ref {
-                    then.push(Op::Delete(old));
-                }
-            }
-            if existing.is_none() {
-                then.push(Op::Put(
-                    keys::object_id(object_id),
-                    encode(&ObjectIdRow {
-                        package_id: row.package_id,
-                        path: row.path.clone(),
-                    }),
-                ));
-            }
+            let (row, when, then) = object_commit(u, size, sha256, existing.as_ref(), object_id);
+            let (_, mut otherwise) = Self::commit_guards(u, sha256);
+            otherwise.push(Op::Get(keys::package(u.package_id)));
+            otherwise.push(Op::Get(keys::object(u.package_id, &u.path)));
             let res = self
                 .meta
                 .txn(Txn {
@@ -392,6 +344,72 @@ impl Catalog {
         }
         Ok(n)
     }
+}
+
+/// The row, conditions and writes of committing upload `u` as object `object_id` at its
+/// path: a new object when `existing` is `None` (the path must still be free), else a new
+/// version of `existing` (which must be unchanged). The conditions start with
+/// [`Catalog::commit_guards`] and the package's revision.
+pub(crate) fn object_commit(
+    u: &UploadRow,
+    size: u64,
+    sha256: &str,
+    existing: Option<&Versioned<ObjectRow>>,
+    object_id: ObjectId,
+) -> (ObjectRow, Vec<Compare>, Vec<Op>) {
+    let now = common::time::now_ms();
+    let obj_key = keys::object(u.package_id, &u.path);
+    let (mut when, _) = Catalog::commit_guards(u, sha256);
+    when.push(Compare::ModRev(
+        keys::package(u.package_id),
+        meta::Revision(u.package_rev),
+    ));
+    let create_time_ms = match existing {
+        Some(o) => {
+            when.push(Compare::ModRev(obj_key.clone(), o.rev));
+            o.row.create_time_ms
+        }
+        None => {
+            when.push(Compare::Absent(obj_key.clone()));
+            now
+        }
+    };
+    let row = ObjectRow {
+        v: VERSION,
+        object_id,
+        package_id: u.package_id,
+        path: u.path.clone(),
+        size,
+        sha256: sha256.to_owned(),
+        space_id: u.space_id,
+        redundancy: NONE.to_owned(),
+        create_time_ms,
+        update_time_ms: now,
+    };
+    let mut then = vec![
+        Op::Put(obj_key, encode(&row)),
+        Op::Put(keys::upload(u.upload_id), encode(&committed(u, object_id))),
+    ];
+    let new_ref = keys::object_ref(u.space_id, sha256, object_id);
+    let old_ref = existing
+        .filter(|o| !o.row.is_multipart())
+        .map(|o| keys::object_ref(o.row.space_id, &o.row.sha256, object_id));
+    if old_ref.as_ref() != Some(&new_ref) {
+        then.push(Op::Put(new_ref, Vec::new()));
+        if let Some(old) = old_ref {
+            then.push(Op::Delete(old));
+        }
+    }
+    if existing.is_none() {
+        then.push(Op::Put(
+            keys::object_id(object_id),
+            encode(&ObjectIdRow {
+                package_id: row.package_id,
+                path: row.path.clone(),
+            }),
+        ));
+    }
+    (row, when, then)
 }
 
 /// How one optimistic commit attempt ended.

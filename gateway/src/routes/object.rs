@@ -550,14 +550,16 @@ mod tests {
         assert_eq!(uploadeds[2]["size"], "0");
 
         let coord = fx.coord();
-        let begun: Vec<_> = coord
+        // Small files are reserved and stored concurrently: any order.
+        let mut begun: Vec<_> = coord
             .begins
             .iter()
             .map(|(p, path, a)| (*p, path.as_str(), *a))
             .collect();
+        begun.sort_unstable();
         assert_eq!(
             begun,
-            [(1, "test.txt", 0), (1, "a/b/test2.txt", 0), (1, "empty", 0)]
+            [(1, "a/b/test2.txt", 0), (1, "empty", 0), (1, "test.txt", 0)]
         );
         // Every commit happens after every file was streamed.
         let first_commit = coord
@@ -740,8 +742,9 @@ mod tests {
             "the streamed file is not committed"
         );
         assert!(coord.objects.is_empty());
-        assert_eq!(coord.begins.len(), 1);
-        assert_eq!(coord.reservations.len(), 1, "its reservation is left alone");
+        // The first (small) file's task may have reserved before the request failed.
+        assert!(coord.begins.len() <= 1);
+        assert!(coord.reservations.len() <= 1, "a reservation is left alone");
     }
 
     #[tokio::test]
@@ -761,14 +764,17 @@ mod tests {
         let coord = fx.coord();
         assert!(coord.commits.is_empty(), "nothing becomes visible");
         assert!(coord.objects.is_empty());
-        assert_eq!(
-            coord.reservations.values().collect::<Vec<_>>(),
-            [&PendingKind::Object {
-                package_id: 1,
-                path: "good.txt".into()
-            }],
-            "the streamed file stays uncommitted"
-        );
+        // The small file's task may or may not have reserved before it was aborted.
+        for kind in coord.reservations.values() {
+            assert_eq!(
+                kind,
+                &PendingKind::Object {
+                    package_id: 1,
+                    path: "good.txt".into()
+                },
+                "the stored file stays uncommitted"
+            );
+        }
     }
 
     /// Upload a file part `a` whose body sends `bytes` bytes, then fails; returns the
@@ -790,10 +796,11 @@ mod tests {
         let response = tokio::spawn(call(fx.app(), upload_request(body)));
         tx.send(Ok(Bytes::from(head))).await.unwrap();
         let wait = std::time::Duration::from_secs(5);
-        let begun = common::testing::wait_until(wait, || async { !fx.coord().begins.is_empty() });
-        assert!(begun.await, "the file part started streaming");
         tx.send(Ok(Bytes::from(vec![7u8; bytes]))).await.unwrap();
         if streams {
+            let begun =
+                common::testing::wait_until(wait, || async { !fx.coord().begins.is_empty() });
+            assert!(begun.await, "the file part started streaming");
             let opened =
                 common::testing::wait_until(wait, || async { fx.agent().put_streams_opened > 0 });
             assert!(opened.await, "the PutShard stream opened");
@@ -815,8 +822,9 @@ mod tests {
             "{message}"
         );
         assert!(fx.coord().commits.is_empty());
-        assert_eq!(fx.coord().reservations.len(), 1, "never committed");
-        // Less than one chunk was read: nothing was sent to the agent.
+        // Less than one chunk was read before the failure: the part never got as far as a
+        // reservation, and nothing was sent to the agent.
+        assert!(fx.coord().reservations.is_empty());
         assert_eq!(fx.agent().put_streams_opened, 0);
         assert!(fx.agent().puts.is_empty(), "{:?}", fx.agent().puts);
         assert!(fx.agent().shards.is_empty());
@@ -852,7 +860,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_failed_commit_leaves_the_earlier_commits_and_skips_the_rest() {
+    async fn a_failed_commit_fails_the_request_and_leaves_the_other_files_committed() {
         let fx = fixture().await;
         fx.coord().fail_commit_path = Some("b".into());
         let info = info(1);
@@ -870,11 +878,13 @@ mod tests {
             (status, body["code"].as_str()),
             (503, Some("OperationFailed"))
         );
+        // The files commit together, each on its own: the failed one stays reserved.
         let coord = fx.coord();
-        assert_eq!(coord.commits.len(), 1);
-        let visible: Vec<_> = coord.objects.keys().map(|(_, p)| p.as_str()).collect();
-        assert_eq!(visible, ["a"], "the commit before the failure stays");
-        let mut uncommitted: Vec<_> = coord
+        assert_eq!(coord.commits.len(), 2);
+        let mut visible: Vec<_> = coord.objects.keys().map(|(_, p)| p.as_str()).collect();
+        visible.sort_unstable();
+        assert_eq!(visible, ["a", "c"]);
+        let uncommitted: Vec<_> = coord
             .reservations
             .values()
             .map(|kind| match kind {
@@ -882,8 +892,7 @@ mod tests {
                 other => panic!("unexpected reservation {other:?}"),
             })
             .collect();
-        uncommitted.sort_unstable();
-        assert_eq!(uncommitted, ["b", "c"]);
+        assert_eq!(uncommitted, ["b"]);
     }
 
     /// Upload `content` as `path` and return its object id.

@@ -30,6 +30,12 @@ pub(crate) struct GetTaskQuery {
     #[serde(rename = "taskID")]
     #[param(value_type = u64, required = true, minimum = 1)]
     task_id: Option<u64>,
+    /// Long poll: while the task is `Pending` or `Running`, wait up to this many
+    /// milliseconds for it to settle before answering (shortened to the gateway's
+    /// `max_wait`, 20 s by default). Absent or 0: answer at once.
+    #[serde(rename = "waitMs")]
+    #[param(value_type = u64, required = false, minimum = 0)]
+    wait_ms: Option<u64>,
 }
 
 /// Body of `POST /v1/spaceSyncer/cancelTask`.
@@ -87,7 +93,8 @@ pub(crate) async fn create_task(
     Ok(ApiOk(data))
 }
 
-/// `GET /v1/spaceSyncer/getTask`: the task and its status.
+/// `GET /v1/spaceSyncer/getTask`: the task and its status; with `waitMs`, a long poll that
+/// answers as soon as the task is no longer `Pending` or `Running`.
 #[utoipa::path(get, path = "/v1/spaceSyncer/getTask", tag = "spaceSyncer", params(GetTaskQuery),
     responses((status = 200, description = "The task and its status", body = OkEnvelope<TaskData>)))]
 pub(crate) async fn get_task(
@@ -95,9 +102,13 @@ pub(crate) async fn get_task(
     ApiQuery(query): ApiQuery<GetTaskQuery>,
 ) -> Result<ApiOk<TaskData>, ApiError> {
     let task_id = require_id("taskID", query.task_id)?;
+    let config = state.config();
+    let max_wait = config.max_wait.min(config.request_timeout / 2);
+    let max_wait = u64::try_from(max_wait.as_millis()).unwrap_or(u64::MAX);
+    let wait_ms = u32::try_from(query.wait_ms.unwrap_or(0).min(max_wait)).unwrap_or(u32::MAX);
     let resp = state
         .coordinator()
-        .get_sync_task(GetSyncTaskRequest { task_id })
+        .get_sync_task(GetSyncTaskRequest { task_id, wait_ms })
         .await?
         .into_inner();
     Ok(ApiOk(task_data(resp)?))

@@ -107,9 +107,9 @@ async fn request_ids_reach_coordinator_and_agent_logs() {
             .any(|(r, p, i)| r == role && p.ends_with(method) && i == rid)
     };
     for (role, method, rid) in [
-        ("coordinator", "CoordinatorService/BeginUpload", &up),
+        ("coordinator", "CoordinatorService/BeginUploads", &up),
         ("agent", "AgentService/PutShard", &up),
-        ("coordinator", "CoordinatorService/CommitUpload", &up),
+        ("coordinator", "CoordinatorService/CommitUploads", &up),
         ("coordinator", "CoordinatorService/ResolveObject", &down),
         ("agent", "AgentService/GetShard", &down),
     ] {
@@ -170,7 +170,7 @@ async fn metrics_move_with_traffic() {
             1.0,
         ),
         (
-            r#"jcs_grpc_requests_total{code="Ok",method="jcs.coordinator.v1.CoordinatorService/CommitUpload",role="coordinator"}"#,
+            r#"jcs_grpc_requests_total{code="Ok",method="jcs.coordinator.v1.CoordinatorService/CommitUploads",role="coordinator"}"#,
             1.0,
         ),
         (

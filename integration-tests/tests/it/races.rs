@@ -151,3 +151,88 @@ async fn move_clone_delete_race_uploads_on_etcd() {
 async fn move_clone_delete_race_uploads_on_redb() {
     move_clone_delete_racing_uploads(Meta::Redb).await;
 }
+
+/// The gateway groups the small files of one request and of concurrent requests into
+/// shared reservation, agent and commit calls (and new objects into shared metadata
+/// transactions): every file still becomes exactly one object with its own bytes, new
+/// versions keep their object id, and references match objects one to one.
+async fn grouped_small_uploads_stay_consistent(meta: Meta) {
+    let Some(c) = TestCluster::builder().meta(meta).agents(2).build().await else {
+        return;
+    };
+    let api = c.api().clone();
+    let bucket = api.create_bucket("group").await;
+    let p = api.create_package(bucket, "p").await;
+    // One request with 100 small files and one 2 MiB file among them.
+    let mut files: Vec<(String, Vec<u8>)> = (0..100u64)
+        .map(|i| (format!("many/{i:03}"), data(i, 100 + i as usize * 37)))
+        .collect();
+    files.insert(50, ("many/large".to_owned(), data(999, 2 << 20)));
+    let form: Vec<(&str, Vec<u8>)> = files.iter().map(|(p, d)| (p.as_str(), d.clone())).collect();
+    let (status, v) = api
+        .post_form("/v1/object/upload", Api::upload_form(p, &form))
+        .await;
+    assert_eq!(v["code"], "OK", "{status} {v}");
+    let uploaded = v["data"]["uploadeds"].as_array().unwrap();
+    assert_eq!(uploaded.len(), files.len());
+    for ((path, d), o) in files.iter().zip(uploaded) {
+        assert_eq!(o["path"], path.as_str(), "results are in request order");
+        assert_eq!(o["fileHash"], file_hash(d).as_str());
+    }
+    let before: Vec<u64> = uploaded
+        .iter()
+        .take(10)
+        .map(|o| o["objectID"].as_u64().unwrap())
+        .collect();
+    // 8 concurrent clients: new paths, new versions of the first 10 files, and one path
+    // all of them write.
+    let mut tasks = Vec::new();
+    for client in 0..8u64 {
+        let api = api.clone();
+        tasks.push(tokio::spawn(async move {
+            for round in 0..10u64 {
+                let path = match round % 3 {
+                    0 => format!("c{client}/{round}"),
+                    1 => format!("many/{:03}", (client + round) % 10),
+                    _ => "shared".to_owned(),
+                };
+                let d = data(client * 100 + round, 64 + round as usize);
+                let (status, v) = api
+                    .post_form(
+                        "/v1/object/upload",
+                        Api::upload_form(p, &[(path.as_str(), d)]),
+                    )
+                    .await;
+                assert!(v["code"] == "OK" || status.as_u16() == 409, "{status} {v}");
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let objects = api.package_objects(p).await;
+    // 101 from the big request, 8 clients x 4 new paths (rounds 0, 3, 6, 9), "shared".
+    assert_eq!(objects.len(), 101 + 8 * 4 + 1);
+    for o in objects
+        .iter()
+        .filter(|o| o["path"].as_str().unwrap().starts_with("many/00"))
+    {
+        let id = o["objectID"].as_u64().unwrap();
+        assert!(
+            before.contains(&id),
+            "a new version keeps its object id: {o}"
+        );
+    }
+    assert_consistent(&c, p).await;
+    c.shutdown().await;
+}
+
+#[tokio::test]
+async fn grouped_small_uploads_on_etcd() {
+    grouped_small_uploads_stay_consistent(Meta::Etcd).await;
+}
+
+#[tokio::test]
+async fn grouped_small_uploads_on_redb() {
+    grouped_small_uploads_stay_consistent(Meta::Redb).await;
+}

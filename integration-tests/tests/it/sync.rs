@@ -560,3 +560,71 @@ async fn a_destination_agent_stopped_mid_run_records_errors_and_deletes_nothing(
     );
     c.shutdown().await;
 }
+
+/// `getTask?waitMs=` is a long poll: it answers once the run is recorded (one request, no
+/// client-side polling), and a task that stays `Pending` holds the request only for the
+/// time asked.
+#[tokio::test]
+async fn get_task_long_polls_until_the_task_settles() {
+    let c = TestCluster::builder().build().await.unwrap();
+    let api = c.api();
+    let src = c.scratch("src");
+    let dst = c.scratch("dst");
+    let files: Vec<(String, Vec<u8>)> = (0..300)
+        .map(|i| (format!("d{}/f{i}", i % 7), vec![i as u8; 1000 + i]))
+        .collect();
+    let refs: Vec<(&str, &[u8])> = files
+        .iter()
+        .map(|(p, d)| (p.as_str(), d.as_slice()))
+        .collect();
+    write_tree(&src, &refs);
+    let s = local_space(api, "src", &src).await;
+    let d = local_space(api, "dst", &dst).await;
+    let create = |trigger: Value| {
+        api.post(
+            "/v1/spaceSyncer/createTask",
+            json!({"trigger": trigger, "mode": {"type": "Full"},
+                   "srcUserSpaceID": s, "srcPath": "", "destUserSpaceIDs": [d], "destPathes": [""]}),
+        )
+    };
+    let id = Api::ok(create(json!({"type": "Once"})).await)["task"]["taskID"]
+        .as_u64()
+        .unwrap();
+    let t = Api::ok(
+        api.get(&format!("/v1/spaceSyncer/getTask?taskID={id}&waitMs=20000"))
+            .await,
+    )["task"]
+        .clone();
+    assert_eq!(t["status"]["state"], "Idle", "{t}");
+    assert_eq!(t["status"]["runs"][0]["result"], "Succeeded", "{t}");
+    assert_eq!(t["status"]["runs"][0]["filesCopied"], 300, "{t}");
+    assert_eq!(std::fs::read(dst.join("d3/f10")).unwrap(), files[10].1);
+
+    // A schedule window that opens in two hours: the task stays Pending.
+    let hour = (common::time::now_ms() / 3_600_000) % 24;
+    let window = json!({"type": "Schedule",
+        "start": format!("{:02}:00", (hour + 2) % 24), "end": format!("{:02}:00", (hour + 3) % 24)});
+    let pending = Api::ok(create(window).await)["task"]["taskID"]
+        .as_u64()
+        .unwrap();
+    let t0 = std::time::Instant::now();
+    let t = Api::ok(
+        api.get(&format!(
+            "/v1/spaceSyncer/getTask?taskID={pending}&waitMs=400"
+        ))
+        .await,
+    )["task"]
+        .clone();
+    let took = t0.elapsed();
+    assert_eq!(t["status"]["state"], "Pending", "{t}");
+    assert!(took >= Duration::from_millis(400), "waited {took:?}");
+    assert!(took < Duration::from_secs(10), "waited {took:?}");
+    // An unknown task is NotFound at once, whatever the wait.
+    let t0 = std::time::Instant::now();
+    let (status, _) = api
+        .get("/v1/spaceSyncer/getTask?taskID=999999&waitMs=20000")
+        .await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert!(t0.elapsed() < Duration::from_secs(5));
+    c.shutdown().await;
+}
