@@ -230,6 +230,38 @@ mod tests {
         assert_eq!(e.to_string(), "bucket b exists");
     }
 
+    /// tonic dials `http://` in plain text even with a TLS config: with TLS every address,
+    /// whatever its scheme, must become `https://`.
+    #[test]
+    fn tls_endpoints_always_use_https() {
+        use common::tls::generate::Ca;
+        let ca = Ca::new("t", 1).unwrap();
+        let node = ca.issue("n", &["localhost".into()], &[], 1).unwrap();
+        let material = Arc::new(TlsMaterial {
+            ca_pem: ca.cert_pem().as_bytes().to_vec(),
+            cert_pem: node.cert_pem.into_bytes(),
+            key_pem: node.key_pem.into_bytes(),
+        });
+        let tls = ChannelOptions::default().with_tls(Some(material));
+        for address in ["127.0.0.1:7900", "http://127.0.0.1:7900", "https://h:1"] {
+            let ep = endpoint(address, &tls).unwrap();
+            assert_eq!(ep.uri().scheme_str(), Some("https"), "{address}");
+        }
+        let plain = endpoint("127.0.0.1:7900", &ChannelOptions::default()).unwrap();
+        assert_eq!(plain.uri().scheme_str(), Some("http"));
+        // Garbage where a key belongs is refused when the endpoint is built.
+        let bad = Arc::new(TlsMaterial {
+            key_pem: b"-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n".to_vec(),
+            ..(**tls.tls.as_ref().unwrap()).clone()
+        });
+        let err = endpoint("h:1", &ChannelOptions::default().with_tls(Some(bad))).unwrap_err();
+        assert_eq!(
+            common::CodedError::code(&err),
+            ErrorCode::BadArgument,
+            "{err}"
+        );
+    }
+
     #[test]
     fn bad_address_is_bad_argument() {
         let e = channel("not a uri ::", &ChannelOptions::default()).unwrap_err();

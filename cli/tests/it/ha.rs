@@ -458,6 +458,24 @@ impl Cluster {
     }
 }
 
+/// `text` without ANSI colour sequences (`ESC [ … m`), as logs written to a file may carry.
+fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 fn content(i: u64) -> Vec<u8> {
     let len = 100_000 + (i as usize * 7919) % 200_000;
     crate::data(i, len)
@@ -474,7 +492,8 @@ async fn killing_the_leader_during_uploads_loses_no_acknowledged_upload() {
     c.warm_up(package).await;
     // The cluster really runs on mTLS (an upload went gateway → coordinator → agent).
     for p in c.coords.iter().chain(&c.agents) {
-        assert!(p.log_text().contains("mtls=true"), "{}", p.log_text());
+        let log = strip_ansi(&p.log_text());
+        assert!(log.contains("mtls=true"), "{log}");
     }
 
     const UPLOADS: u64 = 40;
