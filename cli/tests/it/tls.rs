@@ -79,7 +79,7 @@ fn jcs_cert_creates_a_ca_and_node_certificates() {
 
 /// Start `jcs coordinator` with `config`; `Err(stderr)` when it exits within 20 s, `Ok`
 /// (after a clean SIGTERM stop) when it serves on `port`.
-fn run_coordinator(config: &std::path::Path, port: u16) -> Result<(), String> {
+async fn run_coordinator(config: &std::path::Path, port: u16) -> Result<(), String> {
     let mut child = Command::new(env!("CARGO_BIN_EXE_jcs"))
         .args(["--log", "warn", "coordinator", "--config"])
         .arg(config)
@@ -108,12 +108,12 @@ fn run_coordinator(config: &std::path::Path, port: u16) -> Result<(), String> {
             Instant::now() < deadline,
             "coordinator neither served nor exited"
         );
-        std::thread::sleep(Duration::from_millis(50));
+        tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
 
-#[test]
-fn a_role_on_a_public_address_without_tls_refuses_to_start() {
+#[tokio::test]
+async fn a_role_on_a_public_address_without_tls_refuses_to_start() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let base = format!(
@@ -121,7 +121,7 @@ fn a_role_on_a_public_address_without_tls_refuses_to_start() {
     );
     let plain = dir.path().join("plain.toml");
     std::fs::write(&plain, &base).unwrap();
-    let err = run_coordinator(&plain, port).unwrap_err();
+    let err = run_coordinator(&plain, port).await.unwrap_err();
     assert!(
         err.contains("refusing plain TCP on non-loopback address 0.0.0.0")
             && err.contains("insecure_plaintext"),
@@ -130,5 +130,5 @@ fn a_role_on_a_public_address_without_tls_refuses_to_start() {
 
     let opt_in = dir.path().join("opt-in.toml");
     std::fs::write(&opt_in, format!("{base}[tls]\ninsecure_plaintext = true\n")).unwrap();
-    run_coordinator(&opt_in, port).unwrap();
+    run_coordinator(&opt_in, port).await.unwrap();
 }
