@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # A whole JCS cluster on loopback: etcd, 2 coordinators (one leads, see
 # docs/architecture.md "Coordinators and leadership"), 3 agents with one Local user space
-# each, and a gateway; every process from the `jcs` binary.
+# each, and a gateway; every process from the `jcs` binary. The JCS processes talk mTLS:
+# `start` creates a cluster CA and one certificate per process with `jcs cert` (in
+# $DIR/tls; the CA is kept across restarts, node certificates are issued anew).
 #
 #   deploy/local-cluster.sh start    # prints the gateway URL; configs, pids, logs in $DIR
 #   deploy/local-cluster.sh status   # which process runs, who leads
@@ -56,6 +58,16 @@ wait_for() {
   return 1
 }
 
+# tls_section NAME: the [tls] table of process NAME.
+tls_section() {
+  cat <<EOF
+[tls]
+ca = "$DIR/tls/ca/ca.pem"
+cert = "$DIR/tls/nodes/$1.pem"
+key = "$DIR/tls/nodes/$1.key"
+EOF
+}
+
 port_open() { (exec 3<>"/dev/tcp/${1%:*}/${1##*:}") 2>/dev/null; }
 
 # spawn NAME COMMAND...: start in the background, output to NAME.log, pid to NAME.pid.
@@ -73,6 +85,17 @@ start() {
   mkdir -p "$DIR"
   rm -f "$DIR"/*.pid
   (umask 077; head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \n' >"$DIR/cluster.secret")
+
+  # mTLS: a CA (kept), then a certificate per process for the loopback names it is dialled by.
+  if [[ ! -f "$DIR/tls/ca/ca.pem" ]]; then
+    "$bin" cert ca --out "$DIR/tls/ca" --name "JCS local cluster CA" >/dev/null
+  fi
+  rm -rf "$DIR/tls/nodes"
+  local n
+  for n in coordinator-1 coordinator-2 agent-1 agent-2 agent-3 gateway; do
+    "$bin" cert issue --ca "$DIR/tls/ca" --name "$n" --dns localhost --ip 127.0.0.1 \
+      --out "$DIR/tls/nodes" >/dev/null
+  done
 
   spawn etcd "$ETCD_BIN" --name jcs-local --data-dir "$DIR/etcd-data" \
     --listen-client-urls "http://127.0.0.1:$ETCD_PORT" \
@@ -94,6 +117,8 @@ heartbeat_interval = "1s"
 agent_ttl = "5s"
 leader_ttl = "3s"
 
+$(tls_section "coordinator-$i")
+
 [meta]
 backend = "etcd"
 endpoints = ["http://127.0.0.1:$ETCD_PORT"]
@@ -112,6 +137,8 @@ coordinator = "$coordinators"
 cluster_secret_file = "$DIR/cluster.secret"
 heartbeat_interval = "1s"
 
+$(tls_section "agent-$i")
+
 [[spaces]]
 name = "local-$i"
 path = "$DIR/space-$i"
@@ -124,13 +151,15 @@ EOF
 listen = "$GATEWAY"
 coordinator = "$coordinators"
 request_timeout = "30s"
+
+$(tls_section gateway)
 EOF
   spawn gateway "$bin" gateway --config "$DIR/gateway.toml"
   wait_for gateway 30 curl -fsS "http://$GATEWAY/readyz"
 
   echo "JCS local cluster up; state in $DIR"
   echo "gateway:      http://$GATEWAY/v1"
-  echo "coordinators: $coordinators"
+  echo "coordinators: $coordinators (mTLS; CA $DIR/tls/ca/ca.pem)"
   echo "etcd:         http://127.0.0.1:$ETCD_PORT"
 }
 

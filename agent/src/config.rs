@@ -39,6 +39,9 @@ pub struct AgentConfig {
     /// accepting; the ones still running then are cut.
     #[serde(with = "humantime_serde")]
     pub shutdown_timeout: Duration,
+    /// mTLS for the gRPC server and towards the coordinator and other agents (`[tls]`: ca,
+    /// cert, key); without it, plain TCP only on loopback or with `insecure_plaintext`.
+    pub tls: common::tls::TlsConfig,
 }
 
 /// One `Local` user space: a directory on this machine.
@@ -64,6 +67,7 @@ impl Default for AgentConfig {
             heartbeat_interval: Duration::from_secs(2),
             metrics_addr: None,
             shutdown_timeout: Duration::from_secs(30),
+            tls: common::tls::TlsConfig::default(),
         }
     }
 }
@@ -114,7 +118,12 @@ impl AgentConfig {
         if self.cluster_secret_file.is_none() && !has_inline {
             return Err("cluster_secret_file or cluster_secret must be set".to_owned());
         }
-        Ok(())
+        let listen = self.listen.to_string();
+        let mut grpc = vec![listen.as_str()];
+        grpc.extend(self.advertise.as_deref());
+        let coordinators = client::coordinator_addresses(&self.coordinator);
+        grpc.extend(coordinators.iter().map(String::as_str));
+        self.tls.check("agent", &grpc)
     }
 
     /// The cluster secret: read from `cluster_secret_file` when set, else the inline value.
@@ -162,6 +171,8 @@ mod tests {
             coordinator = "coord:7900"
             cluster_secret = "abc"
             heartbeat_interval = "500ms"
+            [tls]
+            insecure_plaintext = true
             [[spaces]]
             name = "s1"
             path = "/data/s1"
@@ -173,6 +184,7 @@ mod tests {
         assert_eq!(c.heartbeat_interval, Duration::from_millis(500));
         assert_eq!(c.spaces[0].path, PathBuf::from("/data/s1"));
         assert_eq!(c.secret().unwrap().expose(), "abc");
+        assert!(c.tls.insecure_plaintext);
         c.validate().unwrap();
     }
 
@@ -259,7 +271,19 @@ mod example_tests {
                 heartbeat_interval: Duration::from_secs(2),
                 metrics_addr: Some("0.0.0.0:9910".parse().unwrap()),
                 shutdown_timeout: Duration::from_secs(25),
+                tls: common::tls::TlsConfig::files(
+                    "/etc/jcs/tls/ca.pem",
+                    "/etc/jcs/tls/agent.pem",
+                    "/etc/jcs/tls/agent.key"
+                ),
             }
         );
+        // mTLS configured: the public addresses are accepted.
+        let mut cfg = cfg;
+        cfg.cluster_secret = Some(Secret::new("x"));
+        cfg.cluster_secret_file = None;
+        cfg.validate().unwrap();
+        cfg.tls = common::tls::TlsConfig::default();
+        assert!(cfg.validate().unwrap_err().contains("insecure_plaintext"));
     }
 }

@@ -39,6 +39,7 @@ pub struct Agent {
     registry: SpaceRegistry,
     locations: Locations,
     registration: watch::Sender<Option<Registration>>,
+    tls: Option<std::sync::Arc<common::tls::TlsMaterial>>,
 }
 
 impl Agent {
@@ -52,6 +53,18 @@ impl Agent {
         let secret = config
             .secret()
             .map_err(|message| InvalidConfigSnafu { message }.build())?;
+        let tls = config
+            .tls
+            .load()
+            .map_err(|message| InvalidConfigSnafu { message }.build())?;
+        if let Some(material) = &tls {
+            client::tls::check(material).map_err(|e| {
+                InvalidConfigSnafu {
+                    message: e.to_string(),
+                }
+                .build()
+            })?;
+        }
         let locations = Locations::default();
         let stores = config
             .spaces
@@ -66,6 +79,7 @@ impl Agent {
             registry: SpaceRegistry::default(),
             locations,
             registration,
+            tls,
         })
     }
 
@@ -103,6 +117,7 @@ impl Agent {
             &ChannelOptions {
                 connect_timeout: CONNECT_TIMEOUT,
                 request_timeout: Some(REGISTER_TIMEOUT),
+                tls: self.tls.clone(),
             },
         )
         .context(CoordinatorClientSnafu)?;
@@ -117,6 +132,7 @@ impl Agent {
                         &ChannelOptions {
                             connect_timeout: CONNECT_TIMEOUT,
                             request_timeout: Some(REGISTER_TIMEOUT),
+                            tls: self.tls.clone(),
                         },
                     )
                     .context(CoordinatorClientSnafu)?,
@@ -174,10 +190,12 @@ impl Agent {
         // In-flight streams are cut only when the drain after `shutdown` times out (or the
         // server has stopped), not as soon as `shutdown` fires: requests in flight finish.
         let abort = CancellationToken::new();
-        let service =
-            AgentServiceServer::new(AgentGrpc::new(self.secret, self.registry, abort.clone()))
-                .max_decoding_message_size(proto::MAX_MESSAGE_SIZE)
-                .max_encoding_message_size(proto::MAX_MESSAGE_SIZE);
+        let service = AgentServiceServer::new(
+            AgentGrpc::new(self.secret, self.registry, abort.clone())
+                .with_agent_tls(self.tls.clone()),
+        )
+        .max_decoding_message_size(proto::MAX_MESSAGE_SIZE)
+        .max_encoding_message_size(proto::MAX_MESSAGE_SIZE);
         // Standard gRPC health (`grpc.health.v1.Health`): SERVING once the stores are open
         // and the service is built, i.e. from here on.
         let (health, health_svc) = tonic_health::server::health_reporter();
@@ -189,9 +207,16 @@ impl Agent {
             advertise = %advertise,
             coordinator = %self.config.coordinator,
             spaces = self.stores.len(),
+            mtls = self.tls.is_some(),
             "agent serving"
         );
-        let server = Server::builder()
+        let mut builder = Server::builder();
+        if let Some(material) = &self.tls {
+            builder = builder
+                .tls_config(client::tls::server_config(material))
+                .context(ServeSnafu)?;
+        }
+        let server = builder
             .http2_adaptive_window(Some(true))
             .layer(common::grpc::RpcLayer::new("agent"))
             .add_service(health_svc)

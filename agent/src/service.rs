@@ -67,8 +67,19 @@ impl AgentGrpc {
             agents: client::AgentPool::new(client::ChannelOptions {
                 connect_timeout: AGENT_CONNECT_TIMEOUT,
                 request_timeout: None,
+                tls: None,
             }),
         }
+    }
+
+    /// Dial other agents (imports, exports, cross-agent sync) with mTLS (`None`: plain TCP).
+    pub fn with_agent_tls(mut self, tls: Option<std::sync::Arc<common::tls::TlsMaterial>>) -> Self {
+        self.agents = client::AgentPool::new(client::ChannelOptions {
+            connect_timeout: AGENT_CONNECT_TIMEOUT,
+            request_timeout: None,
+            tls,
+        });
+        self
     }
 
     /// Client of the agent at `address` (`role`: how messages name it).

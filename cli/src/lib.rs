@@ -1,7 +1,8 @@
 //! The `jcs` command's building blocks: [`standalone`] runs coordinator, agent and gateway
 //! in one process; [`roles`] runs one cluster role from a TOML config; [`user`] holds the
-//! client commands that talk to a gateway.
+//! client commands that talk to a gateway; [`cert`] creates mTLS certificates.
 
+pub mod cert;
 pub mod roles;
 pub mod standalone;
 pub mod user;

@@ -48,6 +48,8 @@ enum Command {
     Agent(RoleArgs),
     /// Run a gateway (the /v1 HTTP API).
     Gateway(RoleArgs),
+    /// Create a cluster CA and node certificates for mTLS (`jcs cert ca`, `jcs cert issue`).
+    Cert(cli::cert::CertArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions { shell: clap_complete::Shell },
     #[command(flatten)]
@@ -80,7 +82,7 @@ async fn serve(cli: Cli) -> anyhow::Result<()> {
         Command::Coordinator(a) => cli::roles::coordinator(a.config.as_deref(), shutdown).await,
         Command::Agent(a) => cli::roles::agent(a.config.as_deref(), shutdown).await,
         Command::Gateway(a) => cli::roles::gateway(a.config.as_deref(), shutdown).await,
-        Command::Completions { .. } | Command::Client(_) => Ok(()),
+        Command::Completions { .. } | Command::Client(_) | Command::Cert(_) => Ok(()),
     }
 }
 
@@ -94,6 +96,7 @@ async fn main() -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Client(c) => Ok(ExitCode::from(cli::user::run(cli.client, *c).await)),
+        Command::Cert(args) => cli::cert::run(args).map(|()| ExitCode::SUCCESS),
         _ => serve(cli).await.map(|()| ExitCode::SUCCESS),
     }
 }

@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use common::ErrorCode;
+use common::tls::TlsMaterial;
 use proto::agent::agent_service_client::AgentServiceClient;
 use proto::coordinator::coordinator_service_client::CoordinatorServiceClient;
 use snafu::Snafu;
@@ -15,6 +16,7 @@ use tonic::transport::{Channel, Endpoint};
 
 pub mod batch;
 pub mod failover;
+pub mod tls;
 pub use failover::{FailoverChannel, RetryPolicy};
 pub use request_id::RequestIdInterceptor;
 
@@ -25,6 +27,11 @@ mod request_id;
 pub enum Error {
     #[snafu(display("invalid address {address:?}: {source}"))]
     InvalidAddress {
+        address: String,
+        source: tonic::transport::Error,
+    },
+    #[snafu(display("invalid TLS configuration for {address:?}: {source}"))]
+    TlsConfig {
         address: String,
         source: tonic::transport::Error,
     },
@@ -41,7 +48,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 impl common::CodedError for Error {
     fn code(&self) -> ErrorCode {
         match self {
-            Error::InvalidAddress { .. } => ErrorCode::BadArgument,
+            Error::InvalidAddress { .. } | Error::TlsConfig { .. } => ErrorCode::BadArgument,
             Error::Remote { code, .. } => *code,
         }
     }
@@ -73,6 +80,9 @@ pub struct ChannelOptions {
     pub connect_timeout: Duration,
     /// Deadline of unary calls. Streaming calls are not bounded by it.
     pub request_timeout: Option<Duration>,
+    /// mTLS ([`common::tls`]): present this node's certificate and accept only servers whose
+    /// certificate the CA signed for the host dialled. `None` = plain TCP.
+    pub tls: Option<Arc<TlsMaterial>>,
 }
 
 impl Default for ChannelOptions {
@@ -80,15 +90,27 @@ impl Default for ChannelOptions {
         ChannelOptions {
             connect_timeout: Duration::from_secs(3),
             request_timeout: None,
+            tls: None,
         }
     }
 }
 
+impl ChannelOptions {
+    /// These options with mTLS material (or plain TCP with `None`).
+    pub fn with_tls(mut self, tls: Option<Arc<TlsMaterial>>) -> Self {
+        self.tls = tls;
+        self
+    }
+}
+
 fn endpoint(address: &str, opts: &ChannelOptions) -> Result<Endpoint> {
-    let uri = if address.contains("://") {
-        address.to_owned()
-    } else {
-        format!("http://{address}")
+    // With TLS the scheme must be https: tonic dials `http://` URIs in plain text even
+    // when a TLS configuration is set.
+    let scheme = if opts.tls.is_some() { "https" } else { "http" };
+    let uri = match address.split_once("://") {
+        Some((_, rest)) if opts.tls.is_some() => format!("https://{rest}"),
+        Some(_) => address.to_owned(),
+        None => format!("{scheme}://{address}"),
     };
     let mut ep = Endpoint::from_shared(uri)
         .map_err(|source| Error::InvalidAddress {
@@ -100,6 +122,14 @@ fn endpoint(address: &str, opts: &ChannelOptions) -> Result<Endpoint> {
         .http2_adaptive_window(true);
     if let Some(t) = opts.request_timeout {
         ep = ep.timeout(t);
+    }
+    if let Some(material) = &opts.tls {
+        ep = ep
+            .tls_config(tls::client_config(material))
+            .map_err(|source| Error::TlsConfig {
+                address: address.to_owned(),
+                source,
+            })?;
     }
     Ok(ep)
 }
@@ -199,6 +229,38 @@ mod tests {
             }
         ));
         assert_eq!(e.to_string(), "bucket b exists");
+    }
+
+    /// tonic dials `http://` in plain text even with a TLS config: with TLS every address,
+    /// whatever its scheme, must become `https://`.
+    #[test]
+    fn tls_endpoints_always_use_https() {
+        use common::tls::generate::Ca;
+        let ca = Ca::new("t", 1).unwrap();
+        let node = ca.issue("n", &["localhost".into()], &[], 1).unwrap();
+        let material = Arc::new(TlsMaterial {
+            ca_pem: ca.cert_pem().as_bytes().to_vec(),
+            cert_pem: node.cert_pem.into_bytes(),
+            key_pem: node.key_pem.into_bytes(),
+        });
+        let tls = ChannelOptions::default().with_tls(Some(material));
+        for address in ["127.0.0.1:7900", "http://127.0.0.1:7900", "https://h:1"] {
+            let ep = endpoint(address, &tls).unwrap();
+            assert_eq!(ep.uri().scheme_str(), Some("https"), "{address}");
+        }
+        let plain = endpoint("127.0.0.1:7900", &ChannelOptions::default()).unwrap();
+        assert_eq!(plain.uri().scheme_str(), Some("http"));
+        // Garbage where a key belongs is refused when the endpoint is built.
+        let bad = Arc::new(TlsMaterial {
+            key_pem: b"-----BEGIN PRIVATE KEY-----\nAAAA\n-----END PRIVATE KEY-----\n".to_vec(),
+            ..(**tls.tls.as_ref().unwrap()).clone()
+        });
+        let err = endpoint("h:1", &ChannelOptions::default().with_tls(Some(bad))).unwrap_err();
+        assert_eq!(
+            common::CodedError::code(&err),
+            ErrorCode::BadArgument,
+            "{err}"
+        );
     }
 
     #[test]

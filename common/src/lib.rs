@@ -15,6 +15,7 @@ pub mod telemetry;
 pub mod testing;
 pub mod ticket;
 pub mod time;
+pub mod tls;
 
 pub use error::{CodedError, ErrorCode};
 pub use id::{AgentId, BucketId, ObjectId, PackageId, SpaceId, UploadId, UserId};

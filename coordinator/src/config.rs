@@ -86,6 +86,9 @@ pub struct CoordinatorConfig {
     /// accepting; the ones still running then are cut.
     #[serde(with = "humantime_serde")]
     pub shutdown_timeout: Duration,
+    /// mTLS towards agents and gateways (`[tls]`: ca, cert, key); without it, plain TCP
+    /// only on loopback or with `insecure_plaintext` (see `common::tls`).
+    pub tls: common::tls::TlsConfig,
 }
 
 impl Default for CoordinatorConfig {
@@ -107,6 +110,7 @@ impl Default for CoordinatorConfig {
             advertise: None,
             metrics_addr: None,
             shutdown_timeout: Duration::from_secs(30),
+            tls: common::tls::TlsConfig::default(),
         }
     }
 }
@@ -139,6 +143,10 @@ impl CoordinatorConfig {
         if self.leader_ttl < Duration::from_secs(1) {
             return Err("leader_ttl must be at least 1s".into());
         }
+        self.tls.check(
+            "coordinator",
+            &[&self.listen.to_string(), &self.advertised()],
+        )?;
         self.secret().map(|_| ())
     }
 
@@ -183,6 +191,20 @@ mod tests {
         assert_eq!(cfg.agent_ttl, Duration::from_secs(10));
         assert_eq!(cfg.metrics_addr, Some("0.0.0.0:9900".parse().unwrap()));
         assert_eq!(cfg.shutdown_timeout, Duration::from_secs(25));
+        assert_eq!(
+            cfg.tls,
+            common::tls::TlsConfig::files(
+                "/etc/jcs/tls/ca.pem",
+                "/etc/jcs/tls/coordinator.pem",
+                "/etc/jcs/tls/coordinator.key"
+            )
+        );
+        let mut plain = cfg.clone();
+        plain.cluster_secret = Some(Secret::new("x"));
+        plain.cluster_secret_file = None;
+        plain.validate().unwrap();
+        plain.tls = common::tls::TlsConfig::default();
+        assert!(plain.validate().unwrap_err().contains("insecure_plaintext"));
     }
 
     #[test]

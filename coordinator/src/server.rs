@@ -32,6 +32,7 @@ pub struct Coordinator {
     gc_grace: Duration,
     multipart_expiry: Duration,
     shutdown_timeout: Duration,
+    tls: Option<Arc<common::tls::TlsMaterial>>,
 }
 
 /// Open the metadata store a config names, wrapped in the cluster's key prefix.
@@ -66,10 +67,20 @@ impl Coordinator {
         let secret = config
             .secret()
             .map_err(|message| Error::Startup { message })?;
+        let tls = config
+            .tls
+            .load()
+            .map_err(|message| Error::Startup { message })?;
+        if let Some(material) = &tls {
+            client::tls::check(material).map_err(|e| Error::Startup {
+                message: e.to_string(),
+            })?;
+        }
         let catalog = Catalog::new(meta.clone());
         let registry = Arc::new(Registry::new(config.agent_ttl));
         let signer = TicketSigner::new(secret.clone());
-        let agents = client::AgentPool::new(client::ChannelOptions::default());
+        let agents =
+            client::AgentPool::new(client::ChannelOptions::default().with_tls(tls.clone()));
         let gc = Gc {
             catalog: catalog.clone(),
             registry: registry.clone(),
@@ -101,6 +112,7 @@ impl Coordinator {
             gc_grace: config.gc_grace,
             multipart_expiry: config.multipart_expiry,
             shutdown_timeout: config.shutdown_timeout,
+            tls,
         })
     }
 
@@ -121,6 +133,13 @@ impl Coordinator {
     /// Serve gRPC on an already bound listener until `shutdown` is cancelled. Also resumes
     /// interrupted deletions and sweeps expired uploads while this node leads.
     pub async fn serve(self, listener: TcpListener, shutdown: CancellationToken) -> Result<()> {
+        // mTLS (when configured): checked at build, so this does not fail in practice.
+        let mut builder = tonic::transport::Server::builder();
+        if let Some(material) = &self.tls {
+            builder = builder
+                .tls_config(client::tls::server_config(material))
+                .context(ServeSnafu)?;
+        }
         // Leader-only work (housekeeping, GC, sync scheduler) runs per term: see leader.rs.
         let election = tokio::spawn(
             crate::leader::Election {
@@ -149,8 +168,12 @@ impl Coordinator {
         health
             .set_serving::<CoordinatorServiceServer<crate::service::Service>>()
             .await;
-        tracing::info!(addr = ?listener.local_addr().ok(), "coordinator serving");
-        let server = tonic::transport::Server::builder()
+        tracing::info!(
+            addr = ?listener.local_addr().ok(),
+            mtls = self.tls.is_some(),
+            "coordinator serving"
+        );
+        let server = builder
             .layer(common::grpc::RpcLayer::new("coordinator"))
             .add_service(health_svc)
             .add_service(svc)

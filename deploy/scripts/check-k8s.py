@@ -1,7 +1,8 @@
 #!/usr/bin/env python3
 """Validate deploy/k8s: every file parses as YAML, the kustomization lists every manifest,
 workloads have readiness and liveness probes on the JCS ports, the agent StatefulSet has a
-PVC, the ConfigMaps' TOML parses, and the cluster secret is mounted. Needs python3-yaml.
+PVC, the ConfigMaps' TOML parses with a [tls] section whose files the jcs-tls Secret
+provides, and the cluster and TLS secrets are mounted. Needs python3-yaml.
 Usage: deploy/scripts/check-k8s.py [deploy/k8s]"""
 import pathlib
 import sys
@@ -66,6 +67,13 @@ for kind, name, port in [
         check(probe in c, f"{name}: no {probe}")
         if probe in c:
             check(probe_port(c[probe]) == port, f"{name}: {probe} not on port {port}")
+            # kubelet's gRPC probes cannot present a client certificate (mTLS).
+            check("grpc" not in c[probe], f"{name}: {probe} is a gRPC probe on an mTLS port")
+    tls_mounts = [m for m in c.get("volumeMounts", []) if m.get("mountPath") == "/etc/jcs/tls"]
+    check(len(tls_mounts) == 1, f"{name}: the TLS secret is not mounted at /etc/jcs/tls")
+    tls_volumes = [v["secret"]["secretName"] for v in spec.get("volumes", [])
+                   if "secret" in v and tls_mounts and v["name"] == tls_mounts[0]["name"]]
+    check(tls_volumes == ["jcs-tls"], f"{name}: /etc/jcs/tls is not the jcs-tls Secret")
     check(spec.get("terminationGracePeriodSeconds", 30) > 25,
           f"{name}: terminationGracePeriodSeconds must exceed shutdown_timeout (25s)")
 
@@ -91,9 +99,23 @@ for cm, key in [("jcs-coordinator", "coordinator.toml"), ("jcs-agent", "agent.to
     check(obj is not None, f"no ConfigMap {cm}")
     if obj:
         try:
-            tomllib.loads(obj["data"][key])
+            config = tomllib.loads(obj["data"][key])
         except (KeyError, tomllib.TOMLDecodeError) as e:
             errors.append(f"ConfigMap {cm}: {key}: {e}")
+            continue
+        tls = config.get("tls", {})
+        check(not tls.get("insecure_plaintext", False), f"ConfigMap {cm}: insecure_plaintext")
+        for k in ("ca", "cert", "key"):
+            check(str(tls.get(k, "")).startswith("/etc/jcs/tls/"),
+                  f"ConfigMap {cm}: tls.{k} is not a file of the jcs-tls Secret")
+
+tls_secret = objects.get(("Secret", "jcs-tls"))
+check(tls_secret is not None, "no Secret jcs-tls")
+if tls_secret:
+    keys = set(tls_secret.get("stringData", {})) | set(tls_secret.get("data", {}))
+    for k in ("ca.pem", "coordinator.pem", "coordinator.key", "agent.pem", "agent.key",
+              "gateway.pem", "gateway.key"):
+        check(k in keys, f"Secret jcs-tls: no key {k}")
 
 for e in errors:
     print(f"check-k8s: {e}", file=sys.stderr)

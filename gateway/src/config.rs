@@ -33,6 +33,10 @@ pub struct GatewayConfig {
     /// of `request_timeout`.
     #[serde(with = "humantime_serde")]
     pub max_wait: Duration,
+    /// mTLS towards coordinators and agents (`[tls]`: ca, cert, key; the HTTP API itself is
+    /// not affected); without it, plain TCP only to loopback coordinators or with
+    /// `insecure_plaintext` (see `common::tls`).
+    pub tls: common::tls::TlsConfig,
 }
 
 impl Default for GatewayConfig {
@@ -45,6 +49,7 @@ impl Default for GatewayConfig {
             request_timeout: Duration::from_secs(60),
             shutdown_timeout: Duration::from_secs(30),
             max_wait: Duration::from_secs(20),
+            tls: common::tls::TlsConfig::default(),
         }
     }
 }
@@ -64,7 +69,9 @@ impl GatewayConfig {
         if self.request_timeout.is_zero() {
             return Err("gateway.request_timeout must be greater than zero".to_owned());
         }
-        Ok(())
+        let coordinators = client::coordinator_addresses(&self.coordinator);
+        let grpc: Vec<&str> = coordinators.iter().map(String::as_str).collect();
+        self.tls.check("gateway", &grpc)
     }
 }
 
@@ -148,6 +155,7 @@ mod example_tests {
         assert_eq!(cfg.max_upload_files, 1000);
         assert_eq!(cfg.request_timeout, Duration::from_secs(60));
         assert_eq!(cfg.shutdown_timeout, Duration::from_secs(25));
+        assert!(cfg.tls.enabled());
         assert!(cfg.validate().is_ok());
     }
 }

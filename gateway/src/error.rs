@@ -119,7 +119,7 @@ impl From<client::Error> for ApiError {
         match err {
             client::Error::Remote { code, message, .. } => ApiError::new(code, message),
             // An address handed out by the coordinator (or configured) that is not a URI.
-            client::Error::InvalidAddress { .. } => {
+            client::Error::InvalidAddress { .. } | client::Error::TlsConfig { .. } => {
                 ApiError::internal(common::error::ErrorChain(&err).to_string())
             }
         }

@@ -42,9 +42,20 @@ impl Gateway {
         if tokio::runtime::Handle::try_current().is_err() {
             return Err(Error::NoRuntime);
         }
+        // mTLS towards coordinators and agents when `[tls]` is configured.
+        let tls = config
+            .tls
+            .load()
+            .map_err(|message| Error::InvalidConfig { message })?;
+        if let Some(material) = &tls {
+            client::tls::check(material).map_err(|e| Error::InvalidConfig {
+                message: e.to_string(),
+            })?;
+        }
+        let plain = ChannelOptions::default().with_tls(tls);
         let coordinator_opts = ChannelOptions {
             request_timeout: Some(config.request_timeout),
-            ..ChannelOptions::default()
+            ..plain.clone()
         };
         let coordinator = client::coordinator(&config.coordinator, &coordinator_opts).context(
             CoordinatorClientSnafu {
@@ -53,12 +64,12 @@ impl Gateway {
         )?;
         // Package import and export are single RPCs that copy a whole package: they get a
         // channel without the per-call deadline (`GrpcTimeout` only ever shortens it).
-        let bulk_coordinator = client::coordinator(&config.coordinator, &ChannelOptions::default())
-            .context(CoordinatorClientSnafu {
+        let bulk_coordinator =
+            client::coordinator(&config.coordinator, &plain).context(CoordinatorClientSnafu {
                 address: config.coordinator.clone(),
             })?;
         // Agent calls stream object bytes: no per-call deadline.
-        let agents = AgentPool::new(ChannelOptions::default());
+        let agents = AgentPool::new(plain);
         Ok(Gateway {
             state: AppState::with_bulk_coordinator(config, coordinator, bulk_coordinator, agents),
         })
@@ -318,6 +329,11 @@ mod tests {
             assert!(err.to_string().contains("max_upload_files"), "{err}");
             let bad = GatewayConfig {
                 coordinator: "not a uri ::".into(),
+                // Not loopback: plain TCP must be allowed explicitly to reach the URI check.
+                tls: common::tls::TlsConfig {
+                    insecure_plaintext: true,
+                    ..Default::default()
+                },
                 ..Default::default()
             };
             assert!(matches!(

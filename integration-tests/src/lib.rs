@@ -31,6 +31,7 @@ pub enum Meta {
 pub struct TestClusterBuilder {
     meta: Meta,
     agents: usize,
+    mtls: bool,
 }
 
 impl TestClusterBuilder {
@@ -41,6 +42,13 @@ impl TestClusterBuilder {
 
     pub fn agents(mut self, n: usize) -> Self {
         self.agents = n;
+        self
+    }
+
+    /// Run every gRPC connection on mTLS: a CA of the test's own and one certificate per
+    /// process (for 127.0.0.1 and localhost), see [`TestCluster::tls_config`].
+    pub fn mtls(mut self) -> Self {
+        self.mtls = true;
         self
     }
 
@@ -61,6 +69,18 @@ impl TestClusterBuilder {
                 request_timeout: Duration::from_secs(10),
             },
         };
+        let ca_dir = self.mtls.then(|| {
+            let ca_dir = dir.path().join("ca");
+            common::tls::generate::Ca::new("test ca", 1)
+                .unwrap()
+                .write(&ca_dir)
+                .unwrap();
+            ca_dir
+        });
+        let tls = |name: &str| match &ca_dir {
+            Some(ca) => issue_tls(ca, name),
+            None => common::tls::TlsConfig::default(),
+        };
         let coord_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let coord_addr = coord_listener.local_addr().unwrap();
         let coord_config = coordinator::CoordinatorConfig {
@@ -71,9 +91,12 @@ impl TestClusterBuilder {
             cluster_secret: Some(secret.clone()),
             heartbeat_interval: Duration::from_millis(200),
             agent_ttl: Duration::from_secs(3),
+            tls: tls("coordinator"),
             ..Default::default()
         };
+        let gateway_tls = tls("gateway");
         let mut cluster = TestCluster {
+            ca_dir,
             dir,
             secret,
             shutdown: CancellationToken::new(),
@@ -93,6 +116,7 @@ impl TestClusterBuilder {
         let gateway = gateway::Gateway::build(gateway::GatewayConfig {
             listen: gw_addr,
             coordinator: coord_addr.to_string(),
+            tls: gateway_tls,
             ..Default::default()
         })
         .unwrap();
@@ -119,6 +143,7 @@ pub struct RunningAgent {
 }
 
 pub struct TestCluster {
+    ca_dir: Option<PathBuf>,
     dir: TempDir,
     secret: Secret,
     shutdown: CancellationToken,
@@ -135,7 +160,17 @@ impl TestCluster {
         TestClusterBuilder {
             meta: Meta::Memory,
             agents: 1,
+            mtls: false,
         }
+    }
+
+    /// With [`TestClusterBuilder::mtls`]: the `[tls]` section of a new certificate named
+    /// `name` (for 127.0.0.1 and localhost) signed by the cluster's CA.
+    pub fn tls_config(&self, name: &str) -> common::tls::TlsConfig {
+        issue_tls(
+            self.ca_dir.as_ref().expect("cluster built with mtls()"),
+            name,
+        )
     }
 
     pub fn api(&self) -> &Api {
@@ -186,6 +221,10 @@ impl TestCluster {
                 path: space_dir.clone(),
             }],
             heartbeat_interval: Duration::from_millis(200),
+            tls: match &self.ca_dir {
+                Some(ca) => issue_tls(ca, &format!("agent-{i}")),
+                None => common::tls::TlsConfig::default(),
+            },
             ..Default::default()
         };
         let addr = config.listen;
@@ -280,6 +319,25 @@ impl TestCluster {
             g.await.unwrap().unwrap();
         }
     }
+}
+
+/// A certificate `name` for 127.0.0.1 and localhost, signed by the CA in `ca_dir` and
+/// written next to it (`<ca_dir>/../certs/<name>.{pem,key}`); its `[tls]` section.
+pub fn issue_tls(ca_dir: &std::path::Path, name: &str) -> common::tls::TlsConfig {
+    use common::tls::generate::{CA_CERT_FILE, Ca};
+    let certs = ca_dir.with_file_name("certs");
+    let (cert, key) = Ca::load(ca_dir)
+        .unwrap()
+        .issue(
+            name,
+            &["localhost".to_owned()],
+            &["127.0.0.1".parse().unwrap()],
+            1,
+        )
+        .unwrap()
+        .write(&certs, name)
+        .unwrap();
+    common::tls::TlsConfig::files(ca_dir.join(CA_CERT_FILE), cert, key)
 }
 
 async fn bind_retry(addr: SocketAddr) -> TcpListener {

@@ -3,6 +3,8 @@
 //! coordinators. Gated on etcd like the other etcd tests: without `JCS_TEST_ETCD_ENDPOINTS`
 //! (and not required by `CI=true` / `JCS_TEST_REQUIRE_ETCD=1`) they print a skip line; the
 //! `etcd` and `etcdctl` binaries come from PATH (or `ETCD_BIN` / `ETCDCTL_BIN`).
+//! The JCS processes talk mTLS with each other: a CA and one certificate per process made by
+//! `jcs cert` (as `deploy/local-cluster.sh` does).
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -176,6 +178,49 @@ fn free_port_pair() -> u16 {
     }
 }
 
+/// Run `jcs` with `args` (a short command such as `jcs cert`), asserting success.
+fn jcs(args: &[&str]) {
+    let out = Command::new(env!("CARGO_BIN_EXE_jcs"))
+        .args(args)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "jcs {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The `[tls]` section of process `name`: its certificate, issued with `jcs cert` by the
+/// test's CA (created on first use) for 127.0.0.1 and localhost.
+fn tls_section(dir: &Path, name: &str) -> String {
+    let ca = dir.join("ca");
+    let certs = dir.join("certs");
+    if !ca.join("ca.pem").exists() {
+        jcs(&["cert", "ca", "--out", ca.to_str().unwrap()]);
+    }
+    jcs(&[
+        "cert",
+        "issue",
+        "--ca",
+        ca.to_str().unwrap(),
+        "--name",
+        name,
+        "--dns",
+        "localhost",
+        "--ip",
+        "127.0.0.1",
+        "--out",
+        certs.to_str().unwrap(),
+    ]);
+    format!(
+        "[tls]\nca = {:?}\ncert = {:?}\nkey = {:?}\n",
+        ca.join("ca.pem"),
+        certs.join(format!("{name}.pem")),
+        certs.join(format!("{name}.key"))
+    )
+}
+
 impl Cluster {
     async fn start(agents: usize) -> Cluster {
         use std::os::unix::fs::PermissionsExt;
@@ -196,6 +241,7 @@ impl Cluster {
             std::fs::write(&p, text).unwrap();
             p
         };
+        let tls = |name: &str| tls_section(&d, name);
         let mut coords = Vec::new();
         for (i, addr) in coord_addrs.iter().enumerate() {
             let cfg = write(
@@ -204,7 +250,8 @@ impl Cluster {
                     "listen = \"{addr}\"\nroot = \"{root}\"\ncluster_secret_file = {secret:?}\n\
                      heartbeat_interval = \"300ms\"\nagent_ttl = \"3s\"\nleader_ttl = \"2s\"\n\
                      [meta]\nbackend = \"etcd\"\nendpoints = [\"http://127.0.0.1:{etcd_port}\"]\n\
-                     connect_timeout = \"1s\"\nrequest_timeout = \"2s\"\n"
+                     connect_timeout = \"1s\"\nrequest_timeout = \"2s\"\n{}",
+                    tls(&format!("coordinator-{i}"))
                 ),
             );
             coords.push(Proc::spawn(
@@ -222,9 +269,10 @@ impl Cluster {
                 format!(
                     "name = \"agent-{i}\"\nlisten = \"127.0.0.1:{}\"\ncoordinator = \"{list}\"\n\
                      cluster_secret_file = {secret:?}\nheartbeat_interval = \"300ms\"\n\
-                     [[spaces]]\nname = \"{root}-s{i}\"\npath = {:?}\n",
+                     [[spaces]]\nname = \"{root}-s{i}\"\npath = {:?}\n{}",
                     free_port(),
-                    d.join(format!("space-{i}"))
+                    d.join(format!("space-{i}")),
+                    tls(&format!("agent-{i}"))
                 ),
             );
             agent_procs.push(Proc::spawn(
@@ -239,7 +287,8 @@ impl Cluster {
         let gcfg = write(
             "gateway.toml",
             format!(
-                "listen = \"127.0.0.1:{gp}\"\ncoordinator = \"{list}\"\nrequest_timeout = \"40s\"\n"
+                "listen = \"127.0.0.1:{gp}\"\ncoordinator = \"{list}\"\nrequest_timeout = \"40s\"\n{}",
+                tls("gateway")
             ),
         );
         let gateway = Proc::spawn(
@@ -409,6 +458,24 @@ impl Cluster {
     }
 }
 
+/// `text` without ANSI colour sequences (`ESC [ … m`), as logs written to a file may carry.
+fn strip_ansi(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c.is_ascii_alphabetic() {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
 fn content(i: u64) -> Vec<u8> {
     let len = 100_000 + (i as usize * 7919) % 200_000;
     crate::data(i, len)
@@ -423,6 +490,11 @@ async fn killing_the_leader_during_uploads_loses_no_acknowledged_upload() {
     let leader = c.wait_leader(None, Duration::from_secs(20)).await;
     let package = c.package().await;
     c.warm_up(package).await;
+    // The cluster really runs on mTLS (an upload went gateway → coordinator → agent).
+    for p in c.coords.iter().chain(&c.agents) {
+        let log = strip_ansi(&p.log_text());
+        assert!(log.contains("mtls=true"), "{log}");
+    }
 
     const UPLOADS: u64 = 40;
     const KILL_AT: u64 = 10;

@@ -10,6 +10,7 @@ use sha2::Digest;
 mod client;
 mod ha;
 mod shutdown;
+mod tls;
 
 /// Deterministic pseudo-random bytes (xorshift), so failures are reproducible.
 pub fn data(seed: u64, len: usize) -> Vec<u8> {

@@ -11,6 +11,7 @@ mod objects;
 mod ops;
 mod races;
 mod sync;
+mod tls;
 mod user_spaces;
 
 /// Deterministic pseudo-random bytes (xorshift), so failures are reproducible.
