@@ -62,6 +62,7 @@ pub fn openapi() -> OpenApi {
 /// handlers' names repeat across modules).
 pub(crate) fn finish(spec: &mut OpenApi) {
     ErrorResponses.modify(spec);
+    SignatureScheme.modify(spec);
     for (path, item) in spec.paths.paths.iter_mut() {
         let id = path.trim_start_matches("/v1/").replace('/', ".");
         for op in operations_mut(item) {
@@ -84,6 +85,40 @@ fn operations_mut(item: &mut PathItem) -> impl Iterator<Item = &mut Operation> {
     ]
     .into_iter()
     .flatten()
+}
+
+/// Name of the security scheme in the document.
+pub const SECURITY_SCHEME: &str = "jcsSignature";
+
+/// Declares the `JCS-HMAC-SHA256` signature (`Authorization` header) as the security
+/// scheme of every operation. It is required when the gateway runs with
+/// `[auth] enabled = true` (the cluster configs); Swagger UI cannot compute signatures, so
+/// "Try it out" works against gateways without authentication only.
+struct SignatureScheme;
+
+impl Modify for SignatureScheme {
+    fn modify(&self, openapi: &mut OpenApi) {
+        use utoipa::openapi::security::{ApiKey, ApiKeyValue, SecurityRequirement, SecurityScheme};
+        let scheme = SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::with_description(
+            "Authorization",
+            "`JCS-HMAC-SHA256 Credential=<access key id>/<YYYYMMDD>/jcs, \
+             SignedHeaders=host;x-jcs-content-sha256;x-jcs-date, Signature=<hex>`, with the \
+             headers `x-jcs-date` (`YYYYMMDDTHHMMSSZ`, within 15 minutes of the gateway's \
+             clock by default) and `x-jcs-content-sha256` (hex SHA-256 of the body, or \
+             `UNSIGNED-PAYLOAD`). Required when the gateway runs with `[auth] enabled = \
+             true`; missing, wrong, expired or unknown-key signatures are answered 401 \
+             `Unauthorized`. The algorithm, with a worked example, is in docs/api.md \
+             (\"Authentication\"). Access keys: `jcs admin key create`.",
+        )));
+        openapi
+            .components
+            .get_or_insert_with(Default::default)
+            .add_security_scheme(SECURITY_SCHEME, scheme);
+        openapi.security = Some(vec![SecurityRequirement::new(
+            SECURITY_SCHEME,
+            Vec::<String>::new(),
+        )]);
+    }
 }
 
 /// Adds the error responses (`4XX` and `5XX`, an [`ErrorEnvelope`]) to every operation:
