@@ -33,6 +33,8 @@ enum Command {
         /// Address of the /v1 HTTP API.
         #[arg(long, env = "JCS_LISTEN", default_value = "127.0.0.1:7890")]
         listen: SocketAddr,
+        #[command(flatten)]
+        auth: cli::standalone::AuthArgs,
     },
     /// Run a coordinator (metadata owner).
     Coordinator(RoleArgs),
@@ -40,6 +42,8 @@ enum Command {
     Agent(RoleArgs),
     /// Run a gateway (the /v1 HTTP API).
     Gateway(RoleArgs),
+    /// Operator commands that talk to the coordinator (access keys).
+    Admin(cli::admin::AdminArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions { shell: clap_complete::Shell },
     #[command(flatten)]
@@ -57,14 +61,22 @@ async fn serve(cli: Cli) -> anyhow::Result<()> {
     common::telemetry::init(&cli.log, cli.log_json);
     let shutdown = cli::shutdown_on_signals();
     match cli.command {
-        Command::Standalone { data_dir, listen } => {
-            let opts = cli::standalone::StandaloneOptions { data_dir, listen };
+        Command::Standalone {
+            data_dir,
+            listen,
+            auth,
+        } => {
+            let opts = cli::standalone::StandaloneOptions {
+                data_dir,
+                listen,
+                auth,
+            };
             cli::standalone::run(opts, shutdown, None).await
         }
         Command::Coordinator(a) => cli::roles::coordinator(a.config.as_deref(), shutdown).await,
         Command::Agent(a) => cli::roles::agent(a.config.as_deref(), shutdown).await,
         Command::Gateway(a) => cli::roles::gateway(a.config.as_deref(), shutdown).await,
-        Command::Completions { .. } | Command::Client(_) => Ok(()),
+        Command::Completions { .. } | Command::Client(_) | Command::Admin(_) => Ok(()),
     }
 }
 
@@ -78,6 +90,9 @@ async fn main() -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Client(c) => Ok(ExitCode::from(cli::user::run(cli.client, *c).await)),
+        Command::Admin(a) => Ok(ExitCode::from(
+            cli::admin::run(a, cli.client.json, cli.client.quiet).await,
+        )),
         _ => serve(cli).await.map(|()| ExitCode::SUCCESS),
     }
 }

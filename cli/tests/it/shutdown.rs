@@ -79,6 +79,7 @@ async fn in_flight_requests_finish_after_the_shutdown_signal() {
     let opts = cli::standalone::StandaloneOptions {
         data_dir: dir.path().join("data"),
         listen: "127.0.0.1:0".parse().unwrap(),
+        ..Default::default()
     };
     let run = tokio::spawn(cli::standalone::run(opts, shutdown.clone(), Some(ready_tx)));
     let addr = ready_rx.await.unwrap();
