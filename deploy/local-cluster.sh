@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # A whole JCS cluster on loopback: etcd, 2 coordinators (one leads, see
 # docs/architecture.md "Coordinators and leadership"), 3 agents with one Local user space
-# each, and a gateway; every process from the `jcs` binary.
+# each, and a gateway; every process from the `jcs` binary. The gateway authenticates /v1
+# (`[auth] enabled = true`): `start` creates an access key with `jcs admin key create` and
+# prints how to use it (also saved, mode 600, in $DIR/client.toml for `jcs --config-file`).
 #
 #   deploy/local-cluster.sh start    # prints the gateway URL; configs, pids, logs in $DIR
 #   deploy/local-cluster.sh status   # which process runs, who leads
@@ -124,14 +126,33 @@ EOF
 listen = "$GATEWAY"
 coordinator = "$coordinators"
 request_timeout = "30s"
+
+[auth]
+enabled = true
 EOF
   spawn gateway "$bin" gateway --config "$DIR/gateway.toml"
   wait_for gateway 30 curl -fsS "http://$GATEWAY/readyz"
 
+  # An access key for the client commands (its secret is printed only by this call).
+  local key id secret
+  key=$("$bin" --json admin key create --coordinator "$coordinators" --name local-cluster)
+  id=$(sed -n 's/.*"accessKeyID":"\([^"]*\)".*/\1/p' <<<"$key")
+  secret=$(sed -n 's/.*"secretKey":"\([^"]*\)".*/\1/p' <<<"$key")
+  if [[ -z "$id" || -z "$secret" ]]; then
+    echo "could not create an access key: $key" >&2
+    exit 1
+  fi
+  (umask 077; printf 'url = "http://%s"\naccess_key = "%s"\nsecret_key = "%s"\n' \
+    "$GATEWAY" "$id" "$secret" >"$DIR/client.toml")
+
   echo "JCS local cluster up; state in $DIR"
-  echo "gateway:      http://$GATEWAY/v1"
+  echo "gateway:      http://$GATEWAY/v1 (signed requests only, docs/api.md \"Authentication\")"
   echo "coordinators: $coordinators"
   echo "etcd:         http://127.0.0.1:$ETCD_PORT"
+  echo "access key:   $id (with its secret in $DIR/client.toml)"
+  echo "use it:       $bin --config-file $DIR/client.toml bucket ls"
+  echo "          or: export JCS_URL=http://$GATEWAY JCS_ACCESS_KEY=$id JCS_SECRET_KEY=<secret_key of client.toml>"
+  echo "more keys:    $bin admin key create|list|delete --coordinator $coordinators"
 }
 
 status() {

@@ -16,7 +16,12 @@ use crate::user::output::Out;
 pub struct AdminArgs {
     /// Coordinator gRPC address(es), comma-separated (the same list as a gateway's
     /// `coordinator`); calls fail over between them.
-    #[arg(long, env = "JCS_COORDINATOR", default_value = "127.0.0.1:7900")]
+    #[arg(
+        long,
+        global = true,
+        env = "JCS_COORDINATOR",
+        default_value = "127.0.0.1:7900"
+    )]
     pub coordinator: String,
     #[command(subcommand)]
     pub command: AdminCommand,
