@@ -686,6 +686,29 @@ mod tests {
         assert_eq!(resp.status(), 401);
     }
 
+    /// The served document declares the scheme either way, and requires it of every
+    /// operation only when authentication is on.
+    #[tokio::test]
+    async fn the_openapi_document_follows_the_setting() {
+        for (fx, required) in [(fixture().await, true), (Fixture::start().await, false)] {
+            let (status, doc) =
+                json(call(fx.app(), crate::testing::http_get("/openapi.json")).await).await;
+            assert_eq!(status, 200);
+            let scheme = &doc["components"]["securitySchemes"][crate::openapi::SECURITY_SCHEME];
+            assert_eq!(scheme["type"], "apiKey", "{scheme}");
+            assert_eq!(scheme["in"], "header");
+            assert_eq!(scheme["name"], "Authorization");
+            if required {
+                assert_eq!(
+                    doc["security"],
+                    serde_json::json!([{ crate::openapi::SECURITY_SCHEME: [] }])
+                );
+            } else {
+                assert!(doc.get("security").is_none(), "{}", doc["security"]);
+            }
+        }
+    }
+
     #[tokio::test]
     async fn without_auth_unsigned_requests_pass() {
         let fx = Fixture::start().await;

@@ -165,7 +165,7 @@ pub fn router(state: AppState) -> Router {
             crate::auth::Authenticator::new(state.config().auth.clone(), state.coordinator());
         api = api.layer(middleware::from_fn_with_state(auth, crate::auth::layer));
     }
-    crate::openapi::finish(&mut spec);
+    crate::openapi::finish(&mut spec, state.config().auth.enabled);
     let docs = SwaggerUi::new(DOCS_PATH).url(OPENAPI_PATH, spec);
 
     Router::new()
