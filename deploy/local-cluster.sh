@@ -4,6 +4,9 @@
 # each, and a gateway; every process from the `jcs` binary. The JCS processes talk mTLS:
 # `start` creates a cluster CA and one certificate per process with `jcs cert` (in
 # $DIR/tls; the CA is kept across restarts, node certificates are issued anew).
+# The gateway authenticates /v1 (`[auth] enabled = true`): `start` creates an access key
+# with `jcs admin key create` and prints how to use it (also saved, mode 600, in
+# $DIR/client.toml for `jcs --config-file`).
 #
 #   deploy/local-cluster.sh start    # prints the gateway URL; configs, pids, logs in $DIR
 #   deploy/local-cluster.sh status   # which process runs, who leads
@@ -92,7 +95,7 @@ start() {
   fi
   rm -rf "$DIR/tls/nodes"
   local n
-  for n in coordinator-1 coordinator-2 agent-1 agent-2 agent-3 gateway; do
+  for n in coordinator-1 coordinator-2 agent-1 agent-2 agent-3 gateway admin; do
     "$bin" cert issue --ca "$DIR/tls/ca" --name "$n" --dns localhost --ip 127.0.0.1 \
       --out "$DIR/tls/nodes" >/dev/null
   done
@@ -153,14 +156,33 @@ coordinator = "$coordinators"
 request_timeout = "30s"
 
 $(tls_section gateway)
+
+[auth]
+enabled = true
 EOF
   spawn gateway "$bin" gateway --config "$DIR/gateway.toml"
   wait_for gateway 30 curl -fsS "http://$GATEWAY/readyz"
 
+  # An access key for the client commands (its secret is printed only by this call).
+  local key id secret
+  key=$("$bin" --json admin key create --coordinator "$coordinators" --tls-ca "$DIR/tls/ca/ca.pem" --tls-cert "$DIR/tls/nodes/admin.pem" --tls-key "$DIR/tls/nodes/admin.key" --name local-cluster)
+  id=$(sed -n 's/.*"accessKeyID":"\([^"]*\)".*/\1/p' <<<"$key")
+  secret=$(sed -n 's/.*"secretKey":"\([^"]*\)".*/\1/p' <<<"$key")
+  if [[ -z "$id" || -z "$secret" ]]; then
+    echo "could not create an access key: $key" >&2
+    exit 1
+  fi
+  (umask 077; printf 'url = "http://%s"\naccess_key = "%s"\nsecret_key = "%s"\n' \
+    "$GATEWAY" "$id" "$secret" >"$DIR/client.toml")
+
   echo "JCS local cluster up; state in $DIR"
-  echo "gateway:      http://$GATEWAY/v1"
+  echo "gateway:      http://$GATEWAY/v1 (signed requests only, docs/api.md \"Authentication\")"
   echo "coordinators: $coordinators (mTLS; CA $DIR/tls/ca/ca.pem)"
   echo "etcd:         http://127.0.0.1:$ETCD_PORT"
+  echo "access key:   $id (with its secret in $DIR/client.toml)"
+  echo "use it:       $bin --config-file $DIR/client.toml bucket ls"
+  echo "          or: export JCS_URL=http://$GATEWAY JCS_ACCESS_KEY=$id JCS_SECRET_KEY=<secret_key of client.toml>"
+  echo "more keys:    $bin admin key create|list|delete --coordinator $coordinators --tls-ca $DIR/tls/ca/ca.pem --tls-cert $DIR/tls/nodes/admin.pem --tls-key $DIR/tls/nodes/admin.key"
 }
 
 status() {

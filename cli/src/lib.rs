@@ -2,6 +2,7 @@
 //! in one process; [`roles`] runs one cluster role from a TOML config; [`user`] holds the
 //! client commands that talk to a gateway; [`cert`] creates mTLS certificates.
 
+pub mod admin;
 pub mod cert;
 pub mod roles;
 pub mod standalone;

@@ -41,6 +41,8 @@ enum Command {
         /// Longest long poll of the API (`getTask?waitMs=`), in milliseconds.
         #[arg(long, env = "JCS_MAX_WAIT_MS", default_value_t = 20_000)]
         max_wait_ms: u64,
+        #[command(flatten)]
+        auth: cli::standalone::AuthArgs,
     },
     /// Run a coordinator (metadata owner).
     Coordinator(RoleArgs),
@@ -50,6 +52,8 @@ enum Command {
     Gateway(RoleArgs),
     /// Create a cluster CA and node certificates for mTLS (`jcs cert ca`, `jcs cert issue`).
     Cert(cli::cert::CertArgs),
+    /// Operator commands that talk to the coordinator (access keys).
+    Admin(cli::admin::AdminArgs),
     /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
     Completions { shell: clap_complete::Shell },
     #[command(flatten)]
@@ -71,18 +75,22 @@ async fn serve(cli: Cli) -> anyhow::Result<()> {
             data_dir,
             listen,
             max_wait_ms,
+            auth,
         } => {
             let opts = cli::standalone::StandaloneOptions {
                 data_dir,
                 listen,
                 max_wait: std::time::Duration::from_millis(max_wait_ms),
+                auth,
             };
             cli::standalone::run(opts, shutdown, None).await
         }
         Command::Coordinator(a) => cli::roles::coordinator(a.config.as_deref(), shutdown).await,
         Command::Agent(a) => cli::roles::agent(a.config.as_deref(), shutdown).await,
         Command::Gateway(a) => cli::roles::gateway(a.config.as_deref(), shutdown).await,
-        Command::Completions { .. } | Command::Client(_) | Command::Cert(_) => Ok(()),
+        Command::Completions { .. } | Command::Client(_) | Command::Cert(_) | Command::Admin(_) => {
+            Ok(())
+        }
     }
 }
 
@@ -97,6 +105,9 @@ async fn main() -> anyhow::Result<ExitCode> {
         }
         Command::Client(c) => Ok(ExitCode::from(cli::user::run(cli.client, *c).await)),
         Command::Cert(args) => cli::cert::run(args).map(|()| ExitCode::SUCCESS),
+        Command::Admin(a) => Ok(ExitCode::from(
+            cli::admin::run(a, cli.client.json, cli.client.quiet).await,
+        )),
         _ => serve(cli).await.map(|()| ExitCode::SUCCESS),
     }
 }

@@ -6,8 +6,9 @@
 //! <data-dir>/cluster.secret   ticket signing key (generated on first start, mode 600)
 //! <data-dir>/space/           the Local user space "local" (shards/, tmp/)
 //! ```
-//! Internal gRPC ports are ephemeral on 127.0.0.1; only the gateway's `/v1` is meant for
-//! clients.
+//! Internal gRPC ports are ephemeral on 127.0.0.1 (`--coordinator-listen` fixes the
+//! coordinator's, for `jcs admin`); only the gateway's `/v1` is meant for clients. `/v1`
+//! is open unless `--auth` is given.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -23,6 +24,7 @@ pub struct StandaloneOptions {
     pub listen: SocketAddr,
     /// The gateway's `max_wait` (longest long poll).
     pub max_wait: std::time::Duration,
+    pub auth: AuthArgs,
 }
 
 impl Default for StandaloneOptions {
@@ -31,8 +33,22 @@ impl Default for StandaloneOptions {
             data_dir: PathBuf::from("jcs-data"),
             listen: SocketAddr::from(([127, 0, 0, 1], 7890)),
             max_wait: gateway::GatewayConfig::default().max_wait,
+            auth: AuthArgs::default(),
         }
     }
+}
+
+/// Authentication of `jcs standalone` (off unless asked for).
+#[derive(Debug, Clone, Default, clap::Args)]
+pub struct AuthArgs {
+    /// Require signed /v1 requests (access keys: `jcs admin key create --coordinator
+    /// <--coordinator-listen address>`).
+    #[arg(long, env = "JCS_AUTH")]
+    pub auth: bool,
+    /// Address of the internal coordinator's gRPC port, for `jcs admin` [default: an
+    /// ephemeral port on 127.0.0.1].
+    #[arg(long, env = "JCS_COORDINATOR_LISTEN")]
+    pub coordinator_listen: Option<SocketAddr>,
 }
 
 /// Read the cluster secret of a data dir, creating it (mode 600) on first start.
@@ -69,7 +85,13 @@ pub async fn run(
     let gateway_listener = TcpListener::bind(opts.listen)
         .await
         .with_context(|| format!("binding the API address {}", opts.listen))?;
-    let coord_listener = TcpListener::bind("127.0.0.1:0").await?;
+    let coord_bind = opts
+        .auth
+        .coordinator_listen
+        .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 0)));
+    let coord_listener = TcpListener::bind(coord_bind)
+        .await
+        .with_context(|| format!("binding the coordinator address {coord_bind}"))?;
     let agent_listener = TcpListener::bind("127.0.0.1:0").await?;
     let coord_addr = coord_listener.local_addr()?;
 
@@ -101,6 +123,10 @@ pub async fn run(
         listen: gateway_listener.local_addr()?,
         coordinator: coord_addr.to_string(),
         max_wait: opts.max_wait,
+        auth: gateway::AuthConfig {
+            enabled: opts.auth.auth,
+            ..Default::default()
+        },
         ..Default::default()
     };
     let gateway = gateway::Gateway::build(gateway_config)?;
@@ -112,7 +138,13 @@ pub async fn run(
     let c = tokio::spawn(coord.serve(coord_listener, backend.child_token()));
     let a = tokio::spawn(agent.serve(agent_listener, backend.child_token()));
     let g = tokio::spawn(gateway.serve(gateway_listener, shutdown.child_token()));
-    tracing::info!(api = %api_addr, data_dir = %data_dir.display(), "jcs standalone ready");
+    tracing::info!(
+        api = %api_addr,
+        coordinator = %coord_addr,
+        auth = opts.auth.auth,
+        data_dir = %data_dir.display(),
+        "jcs standalone ready"
+    );
     if let Some(tx) = ready {
         let _ = tx.send(api_addr);
     }

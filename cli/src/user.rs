@@ -22,10 +22,10 @@ pub struct ClientArgs {
     /// Gateway URL [default: http://127.0.0.1:7890].
     #[arg(long, global = true, env = "JCS_URL")]
     pub url: Option<String>,
-    /// Access key (kept for when the gateway authenticates /v1; not sent yet).
+    /// Access key id: with the secret key, every request to the gateway is signed.
     #[arg(long, global = true, env = "JCS_ACCESS_KEY")]
     pub access_key: Option<String>,
-    /// Secret key (kept for when the gateway authenticates /v1; not sent yet).
+    /// Secret key of the access key (`jcs admin key create` prints it once).
     #[arg(long, global = true, env = "JCS_SECRET_KEY", hide_env_values = true, value_parser = parse_secret)]
     pub secret_key: Option<Secret>,
     /// Client config file [default: ~/.config/jcs/config.toml].

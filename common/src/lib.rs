@@ -9,6 +9,7 @@ pub mod path;
 pub mod request_id;
 pub mod secret;
 pub mod shutdown;
+pub mod signing;
 pub mod space;
 pub mod sync;
 pub mod telemetry;

@@ -939,4 +939,55 @@ impl CoordinatorService for Service {
     ) -> Res<pb::RegisterAgentResponse> {
         Ok(Response::new(self.register(req.into_inner()).await?))
     }
+
+    async fn create_access_key(
+        &self,
+        req: Request<pb::CreateAccessKeyRequest>,
+    ) -> Res<pb::CreateAccessKeyResponse> {
+        let name = req.into_inner().name;
+        let (row, secret) = self.catalog.create_access_key(&name, &self.cipher).await?;
+        tracing::info!(access_key = %row.access_key_id, "access key created");
+        Ok(Response::new(pb::CreateAccessKeyResponse {
+            key: Some(access_key_pb(row)),
+            secret_key: secret.expose().to_owned(),
+        }))
+    }
+
+    async fn list_access_keys(
+        &self,
+        _req: Request<pb::ListAccessKeysRequest>,
+    ) -> Res<pb::ListAccessKeysResponse> {
+        let keys = self.catalog.list_access_keys().await?;
+        Ok(Response::new(pb::ListAccessKeysResponse {
+            keys: keys.into_iter().map(access_key_pb).collect(),
+        }))
+    }
+
+    async fn delete_access_key(&self, req: Request<pb::DeleteAccessKeyRequest>) -> Res<pb::Empty> {
+        let id = req.into_inner().access_key_id;
+        self.catalog.delete_access_key(&id).await?;
+        tracing::info!(access_key = %id, "access key deleted");
+        Ok(Response::new(pb::Empty {}))
+    }
+
+    async fn lookup_access_key(
+        &self,
+        req: Request<pb::LookupAccessKeyRequest>,
+    ) -> Res<pb::LookupAccessKeyResponse> {
+        let id = req.into_inner().access_key_id;
+        let (row, secret) = self.catalog.lookup_access_key(&id, &self.cipher).await?;
+        Ok(Response::new(pb::LookupAccessKeyResponse {
+            key: Some(access_key_pb(row)),
+            secret_key: secret.expose().to_owned(),
+        }))
+    }
+}
+
+/// An access key without its secret.
+fn access_key_pb(row: crate::catalog::access_key::AccessKeyRow) -> pb::AccessKey {
+    pb::AccessKey {
+        access_key_id: row.access_key_id,
+        name: row.name,
+        create_time_ms: row.create_time_ms,
+    }
 }

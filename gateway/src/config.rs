@@ -37,6 +37,38 @@ pub struct GatewayConfig {
     /// not affected); without it, plain TCP only to loopback coordinators or with
     /// `insecure_plaintext` (see `common::tls`).
     pub tls: common::tls::TlsConfig,
+    /// Authentication of `/v1` requests (`[auth]`; docs/api.md, "Authentication").
+    pub auth: AuthConfig,
+}
+
+/// `[auth]`: signed requests (`JCS-HMAC-SHA256`) on every `/v1` route. Off by default (a
+/// single-machine dev setup, `jcs standalone`); the cluster example config turns it on.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthConfig {
+    /// Refuse unsigned or badly signed `/v1` requests with 401 `Unauthorized`.
+    pub enabled: bool,
+    /// Largest accepted difference between a request's `x-jcs-date` and the gateway's
+    /// clock, e.g. `"15m"`.
+    #[serde(with = "humantime_serde")]
+    pub max_clock_skew: Duration,
+    /// How long a looked-up access key (or its absence) is remembered: a deleted key stops
+    /// working, and a new one starts working, at most this long later.
+    #[serde(with = "humantime_serde")]
+    pub key_cache_ttl: Duration,
+    /// Most access keys remembered at once (the cache is bounded).
+    pub key_cache_capacity: usize,
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        AuthConfig {
+            enabled: false,
+            max_clock_skew: Duration::from_secs(15 * 60),
+            key_cache_ttl: Duration::from_secs(5),
+            key_cache_capacity: 10_000,
+        }
+    }
 }
 
 impl Default for GatewayConfig {
@@ -50,6 +82,7 @@ impl Default for GatewayConfig {
             shutdown_timeout: Duration::from_secs(30),
             max_wait: Duration::from_secs(20),
             tls: common::tls::TlsConfig::default(),
+            auth: AuthConfig::default(),
         }
     }
 }
@@ -69,6 +102,12 @@ impl GatewayConfig {
         if self.request_timeout.is_zero() {
             return Err("gateway.request_timeout must be greater than zero".to_owned());
         }
+        if self.auth.max_clock_skew.is_zero() {
+            return Err("gateway.auth.max_clock_skew must be greater than zero".to_owned());
+        }
+        if self.auth.key_cache_capacity == 0 {
+            return Err("gateway.auth.key_cache_capacity must be at least 1".to_owned());
+        }
         let coordinators = client::coordinator_addresses(&self.coordinator);
         let grpc: Vec<&str> = coordinators.iter().map(String::as_str).collect();
         self.tls.check("gateway", &grpc)
@@ -87,6 +126,20 @@ mod tests {
         assert_eq!(c.coordinator, "127.0.0.1:7900");
         assert_eq!(c.default_user_id, 1);
         assert_eq!(c.max_upload_files, 1000);
+        assert!(!c.auth.enabled, "authentication is off unless configured");
+    }
+
+    #[test]
+    fn auth_section_parses() {
+        let c: GatewayConfig = common::config::from_toml(
+            "[auth]\nenabled = true\nmax_clock_skew = '2m'\nkey_cache_ttl = '200ms'\n",
+        )
+        .unwrap();
+        assert!(c.auth.enabled);
+        assert_eq!(c.auth.max_clock_skew, Duration::from_secs(120));
+        assert_eq!(c.auth.key_cache_ttl, Duration::from_millis(200));
+        assert_eq!(c.auth.key_cache_capacity, 10_000);
+        assert!(common::config::from_toml::<GatewayConfig>("[auth]\nenable = true\n").is_err());
     }
 
     #[test]
@@ -156,6 +209,15 @@ mod example_tests {
         assert_eq!(cfg.request_timeout, Duration::from_secs(60));
         assert_eq!(cfg.shutdown_timeout, Duration::from_secs(25));
         assert!(cfg.tls.enabled());
+        assert_eq!(
+            cfg.auth,
+            AuthConfig {
+                enabled: true,
+                max_clock_skew: Duration::from_secs(15 * 60),
+                key_cache_ttl: Duration::from_secs(5),
+                key_cache_capacity: 10_000,
+            }
+        );
         assert!(cfg.validate().is_ok());
     }
 }

@@ -3,6 +3,7 @@
 //! touches metadata storage. The `jcs` binary builds it with [`Gateway::build`] and runs it
 //! with [`Gateway::serve`]; the API is described in `docs/api.md`.
 
+pub mod auth;
 pub mod batch;
 pub mod config;
 pub mod data_path;
@@ -18,7 +19,7 @@ pub mod state;
 #[cfg(test)]
 mod testing;
 
-pub use config::GatewayConfig;
+pub use config::{AuthConfig, GatewayConfig};
 pub use error::{ApiError, Error};
 pub use server::{Gateway, router};
 pub use state::AppState;

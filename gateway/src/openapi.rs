@@ -51,17 +51,19 @@ pub struct ApiDoc;
 
 /// The document with every `/v1` route (no server state needed).
 pub fn openapi() -> OpenApi {
-    let mut spec =
-        crate::server::api_routes(crate::GatewayConfig::default().request_timeout).into_openapi();
-    finish(&mut spec);
+    let config = crate::GatewayConfig::default();
+    let mut spec = crate::server::api_routes(config.request_timeout).into_openapi();
+    finish(&mut spec, config.auth.enabled);
     spec
 }
 
-/// Complete the document once the routes are in: the shared error responses, and
-/// operation ids made unique from the path (`/v1/bucket/create` → `bucket.create`; the
-/// handlers' names repeat across modules).
-pub(crate) fn finish(spec: &mut OpenApi) {
+/// Complete the document once the routes are in: the shared error responses, the
+/// signature scheme (required by every operation when `auth_required`, i.e. the gateway
+/// runs with `[auth] enabled = true`), and operation ids made unique from the path
+/// (`/v1/bucket/create` → `bucket.create`; the handlers' names repeat across modules).
+pub(crate) fn finish(spec: &mut OpenApi, auth_required: bool) {
     ErrorResponses.modify(spec);
+    SignatureScheme { auth_required }.modify(spec);
     for (path, item) in spec.paths.paths.iter_mut() {
         let id = path.trim_start_matches("/v1/").replace('/', ".");
         for op in operations_mut(item) {
@@ -84,6 +86,46 @@ fn operations_mut(item: &mut PathItem) -> impl Iterator<Item = &mut Operation> {
     ]
     .into_iter()
     .flatten()
+}
+
+/// Name of the security scheme in the document.
+pub const SECURITY_SCHEME: &str = "jcsSignature";
+
+/// Declares the `JCS-HMAC-SHA256` signature (`Authorization` header) as a security scheme,
+/// and, when `auth_required` (the gateway runs with `[auth] enabled = true`, as in the
+/// cluster configs), requires it of every operation. A gateway without authentication
+/// serves a document without the requirement, so that the document describes what it
+/// accepts (schemathesis checks that). Swagger UI cannot compute signatures, so "Try it
+/// out" works against gateways without authentication only.
+struct SignatureScheme {
+    auth_required: bool,
+}
+
+impl Modify for SignatureScheme {
+    fn modify(&self, openapi: &mut OpenApi) {
+        use utoipa::openapi::security::{ApiKey, ApiKeyValue, SecurityRequirement, SecurityScheme};
+        let scheme = SecurityScheme::ApiKey(ApiKey::Header(ApiKeyValue::with_description(
+            "Authorization",
+            "`JCS-HMAC-SHA256 Credential=<access key id>/<YYYYMMDD>/jcs, \
+             SignedHeaders=host;x-jcs-content-sha256;x-jcs-date, Signature=<hex>`, with the \
+             headers `x-jcs-date` (`YYYYMMDDTHHMMSSZ`, within 15 minutes of the gateway's \
+             clock by default) and `x-jcs-content-sha256` (hex SHA-256 of the body, or \
+             `UNSIGNED-PAYLOAD`). Required when the gateway runs with `[auth] enabled = \
+             true`; missing, wrong, expired or unknown-key signatures are answered 401 \
+             `Unauthorized`. The algorithm, with a worked example, is in docs/api.md \
+             (\"Authentication\"). Access keys: `jcs admin key create`.",
+        )));
+        openapi
+            .components
+            .get_or_insert_with(Default::default)
+            .add_security_scheme(SECURITY_SCHEME, scheme);
+        if self.auth_required {
+            openapi.security = Some(vec![SecurityRequirement::new(
+                SECURITY_SCHEME,
+                Vec::<String>::new(),
+            )]);
+        }
+    }
 }
 
 /// Adds the error responses (`4XX` and `5XX`, an [`ErrorEnvelope`]) to every operation:

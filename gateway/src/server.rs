@@ -170,8 +170,13 @@ pub(crate) fn api_routes(deadline: Duration) -> OpenApiRouter<AppState> {
 /// at `/openapi.json` with Swagger UI at `/docs`, the probes, and envelope fallbacks for
 /// unknown paths (404) and wrong methods (405).
 pub fn router(state: AppState) -> Router {
-    let (api, mut spec) = api_routes(state.config().request_timeout).split_for_parts();
-    crate::openapi::finish(&mut spec);
+    let (mut api, mut spec) = api_routes(state.config().request_timeout).split_for_parts();
+    if state.config().auth.enabled {
+        let auth =
+            crate::auth::Authenticator::new(state.config().auth.clone(), state.coordinator());
+        api = api.layer(middleware::from_fn_with_state(auth, crate::auth::layer));
+    }
+    crate::openapi::finish(&mut spec, state.config().auth.enabled);
     let docs = SwaggerUi::new(DOCS_PATH).url(OPENAPI_PATH, spec);
 
     Router::new()

@@ -105,6 +105,8 @@ pub struct CoordState {
     pub sync_task_specs: Vec<String>,
     /// Every `CancelSyncTask` task id, as received.
     pub sync_cancels: Vec<u64>,
+    /// API access keys by id: the key and its secret.
+    pub access_keys: BTreeMap<String, (pb::AccessKey, String)>,
 }
 
 /// What committing a reserved upload publishes.
@@ -1203,6 +1205,68 @@ impl CoordinatorService for FakeCoordinator {
         _req: GrpcRequest<pb::RegisterAgentRequest>,
     ) -> Result<GrpcResponse<pb::RegisterAgentResponse>, Status> {
         Err(Status::unimplemented("register_agent"))
+    }
+
+    async fn create_access_key(
+        &self,
+        req: GrpcRequest<pb::CreateAccessKeyRequest>,
+    ) -> Result<GrpcResponse<pb::CreateAccessKeyResponse>, Status> {
+        let mut st = self.call_checked("create_access_key")?;
+        let id = format!("JCSKFAKE{:012}", st.next_id);
+        let secret = format!("fake-secret-{}", st.next_id);
+        let key = pb::AccessKey {
+            access_key_id: id.clone(),
+            name: req.into_inner().name,
+            create_time_ms: 1_750_753_888_514,
+        };
+        st.access_keys.insert(id, (key.clone(), secret.clone()));
+        Ok(GrpcResponse::new(pb::CreateAccessKeyResponse {
+            key: Some(key),
+            secret_key: secret,
+        }))
+    }
+
+    async fn list_access_keys(
+        &self,
+        _req: GrpcRequest<pb::ListAccessKeysRequest>,
+    ) -> Result<GrpcResponse<pb::ListAccessKeysResponse>, Status> {
+        let st = self.call_checked("list_access_keys")?;
+        Ok(GrpcResponse::new(pb::ListAccessKeysResponse {
+            keys: st.access_keys.values().map(|(k, _)| k.clone()).collect(),
+        }))
+    }
+
+    async fn delete_access_key(
+        &self,
+        req: GrpcRequest<pb::DeleteAccessKeyRequest>,
+    ) -> Result<GrpcResponse<pb::Empty>, Status> {
+        let id = req.into_inner().access_key_id;
+        let mut st = self.call_checked("delete_access_key")?;
+        match st.access_keys.remove(&id) {
+            Some(_) => Ok(GrpcResponse::new(pb::Empty {})),
+            None => Err(coded(
+                common::ErrorCode::NotFound,
+                format!("access key {id} not found"),
+            )),
+        }
+    }
+
+    async fn lookup_access_key(
+        &self,
+        req: GrpcRequest<pb::LookupAccessKeyRequest>,
+    ) -> Result<GrpcResponse<pb::LookupAccessKeyResponse>, Status> {
+        let id = req.into_inner().access_key_id;
+        let st = self.call_checked("lookup_access_key")?;
+        match st.access_keys.get(&id) {
+            Some((key, secret)) => Ok(GrpcResponse::new(pb::LookupAccessKeyResponse {
+                key: Some(key.clone()),
+                secret_key: secret.clone(),
+            })),
+            None => Err(coded(
+                common::ErrorCode::NotFound,
+                format!("access key {id} not found"),
+            )),
+        }
     }
 }
 

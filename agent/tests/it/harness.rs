@@ -301,6 +301,30 @@ impl CoordinatorService for FakeCoordinator {
             specs,
         }))
     }
+    async fn create_access_key(
+        &self,
+        _: Request<CreateAccessKeyRequest>,
+    ) -> Result<Response<CreateAccessKeyResponse>, Status> {
+        unimplemented()
+    }
+    async fn list_access_keys(
+        &self,
+        _: Request<ListAccessKeysRequest>,
+    ) -> Result<Response<ListAccessKeysResponse>, Status> {
+        unimplemented()
+    }
+    async fn delete_access_key(
+        &self,
+        _: Request<DeleteAccessKeyRequest>,
+    ) -> Result<Response<Empty>, Status> {
+        unimplemented()
+    }
+    async fn lookup_access_key(
+        &self,
+        _: Request<LookupAccessKeyRequest>,
+    ) -> Result<Response<LookupAccessKeyResponse>, Status> {
+        unimplemented()
+    }
 }
 
 /// Serve `fake` on a fresh loopback port until `shutdown`; returns its address.

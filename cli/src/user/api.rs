@@ -6,12 +6,17 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 use snafu::ResultExt;
 
+use common::secret::Secret;
+use common::signing::{self, CONTENT_SHA256_HEADER, DATE_HEADER, UNSIGNED_PAYLOAD};
+
 use super::error::{DecodeAnswerSnafu, Error, Result, SendRequestSnafu};
 
 #[derive(Clone)]
 pub struct Api {
     base: String,
     http: reqwest::Client,
+    /// Access key id and secret: every request is signed (`JCS-HMAC-SHA256`) when set.
+    credentials: Option<(String, Secret)>,
 }
 
 #[derive(Deserialize)]
@@ -82,7 +87,9 @@ pub struct Package {
 }
 
 impl Api {
-    pub fn new(base: &str) -> Result<Api> {
+    /// A client of the gateway at `base`; requests are signed with `credentials` (access
+    /// key id, secret) when given.
+    pub fn new(base: &str, credentials: Option<(String, Secret)>) -> Result<Api> {
         let http = reqwest::Client::builder()
             .connect_timeout(std::time::Duration::from_secs(10))
             .build()
@@ -90,7 +97,22 @@ impl Api {
         Ok(Api {
             base: base.trim_end_matches('/').to_owned(),
             http,
+            credentials,
         })
+    }
+
+    /// Sign (when credentials are set) and send a request.
+    async fn send(&self, builder: reqwest::RequestBuilder, url: &str) -> Result<reqwest::Response> {
+        let mut req = builder.build().context(SendRequestSnafu { url })?;
+        if let Some((id, secret)) = &self.credentials {
+            sign(&mut req, id, secret, &signing::now_date_time()).map_err(|message| {
+                Error::usage(format!("cannot sign the request to {url}: {message}"))
+            })?;
+        }
+        self.http
+            .execute(req)
+            .await
+            .context(SendRequestSnafu { url })
     }
 
     pub fn url(&self, endpoint: &str) -> String {
@@ -136,25 +158,15 @@ impl Api {
         query: &[(&str, String)],
     ) -> Result<T> {
         let url = self.url(endpoint);
-        let resp = self
-            .http
-            .get(&url)
-            .query(query)
-            .send()
-            .await
-            .context(SendRequestSnafu { url })?;
+        let builder = self.http.get(&url).query(query);
+        let resp = self.send(builder, &url).await?;
         self.answer(endpoint, resp).await
     }
 
     pub async fn post<T: DeserializeOwned>(&self, endpoint: &str, body: &Value) -> Result<T> {
         let url = self.url(endpoint);
-        let resp = self
-            .http
-            .post(&url)
-            .json(body)
-            .send()
-            .await
-            .context(SendRequestSnafu { url })?;
+        let builder = self.http.post(&url).json(body);
+        let resp = self.send(builder, &url).await?;
         self.answer(endpoint, resp).await
     }
 
@@ -164,13 +176,8 @@ impl Api {
         form: reqwest::multipart::Form,
     ) -> Result<T> {
         let url = self.url(endpoint);
-        let resp = self
-            .http
-            .post(&url)
-            .multipart(form)
-            .send()
-            .await
-            .context(SendRequestSnafu { url })?;
+        let builder = self.http.post(&url).multipart(form);
+        let resp = self.send(builder, &url).await?;
         self.answer(endpoint, resp).await
     }
 
@@ -179,16 +186,11 @@ impl Api {
     pub async fn download(&self, object_id: u64, offset: u64) -> Result<reqwest::Response> {
         let endpoint = "object/download";
         let url = self.url(endpoint);
-        let resp = self
-            .http
-            .get(&url)
-            .query(&[
-                ("objectID", object_id.to_string()),
-                ("offset", offset.to_string()),
-            ])
-            .send()
-            .await
-            .context(SendRequestSnafu { url })?;
+        let builder = self.http.get(&url).query(&[
+            ("objectID", object_id.to_string()),
+            ("offset", offset.to_string()),
+        ]);
+        let resp = self.send(builder, &url).await?;
         if resp.status().is_success() {
             return Ok(resp);
         }
@@ -292,6 +294,51 @@ impl Api {
             .await?;
         Ok(())
     }
+}
+
+/// Sign `req` at `date_time` (`YYYYMMDDTHHMMSSZ`): adds `host`, `x-jcs-date`,
+/// `x-jcs-content-sha256` (the body's SHA-256 when the body is in memory, `UNSIGNED-PAYLOAD`
+/// when it streams) and `Authorization` (docs/api.md, "Authentication").
+pub fn sign(
+    req: &mut reqwest::Request,
+    access_key_id: &str,
+    secret: &Secret,
+    date_time: &str,
+) -> std::result::Result<(), String> {
+    let payload_hash = match req.body() {
+        None => signing::EMPTY_SHA256.to_owned(),
+        Some(body) => match body.as_bytes() {
+            Some(bytes) => signing::sha256_hex(bytes),
+            None => UNSIGNED_PAYLOAD.to_owned(),
+        },
+    };
+    let url = req.url();
+    let host = match (url.host_str(), url.port()) {
+        (Some(h), Some(p)) => format!("{h}:{p}"),
+        (Some(h), None) => h.to_owned(),
+        (None, _) => return Err("the URL has no host".to_owned()),
+    };
+    let parts = signing::RequestParts {
+        method: req.method().as_str(),
+        path: url.path(),
+        query: url.query().unwrap_or(""),
+        headers: vec![
+            ("host".to_owned(), host.clone()),
+            (DATE_HEADER.to_owned(), date_time.to_owned()),
+            (CONTENT_SHA256_HEADER.to_owned(), payload_hash.clone()),
+        ],
+        payload_hash: &payload_hash,
+    };
+    let authorization = signing::sign(access_key_id, secret, date_time, &parts);
+    let value = |v: &str| reqwest::header::HeaderValue::from_str(v).map_err(|e| e.to_string());
+    let headers = req.headers_mut();
+    headers.insert(reqwest::header::HOST, value(&host)?);
+    headers.insert(DATE_HEADER, value(date_time)?);
+    headers.insert(CONTENT_SHA256_HEADER, value(&payload_hash)?);
+    let mut auth = value(&authorization)?;
+    auth.set_sensitive(true);
+    headers.insert(reqwest::header::AUTHORIZATION, auth);
+    Ok(())
 }
 
 /// Turn a 404 answer into a [`Error::NotFound`] naming `what`.

@@ -29,7 +29,7 @@ pub async fn run(args: &ClientArgs, command: ClientCommand, out: &Out) -> Result
         args.secret_key.clone(),
         None,
     )?;
-    let api = Api::new(&settings.url)?;
+    let api = Api::new(&settings.url, settings.credentials()?)?;
     match command {
         ClientCommand::Bucket(c) => bucket(&api, out, c).await,
         ClientCommand::Package(c) => package(&api, out, c).await,

@@ -26,10 +26,27 @@ pub struct FileConfig {
 #[derive(Debug)]
 pub struct Settings {
     pub url: String,
-    /// Accepted and kept for when the gateway authenticates `/v1`; not sent yet.
+    /// With `secret_key`: every request is signed (docs/api.md, "Authentication").
     pub access_key: Option<String>,
     pub secret_key: Option<Secret>,
     pub state_dir: PathBuf,
+}
+
+impl Settings {
+    /// The access key and secret to sign with; `None` when neither is set, a usage error
+    /// when only one is.
+    pub fn credentials(&self) -> Result<Option<(String, Secret)>> {
+        match (&self.access_key, &self.secret_key) {
+            (None, None) => Ok(None),
+            (Some(id), Some(secret)) if !id.is_empty() && !secret.is_empty() => {
+                Ok(Some((id.clone(), secret.clone())))
+            }
+            _ => Err(Error::usage(
+                "set both the access key and the secret key (--access-key/--secret-key, \
+                 JCS_ACCESS_KEY/JCS_SECRET_KEY or the config file), or neither",
+            )),
+        }
+    }
 }
 
 fn home() -> Option<PathBuf> {
@@ -114,5 +131,27 @@ mod tests {
         std::fs::write(&p, "bogus = 1\n").unwrap();
         assert!(resolve(Some(&p), None, None, None, None).is_err());
         assert!(resolve(Some(&dir.path().join("none.toml")), None, None, None, None).is_err());
+    }
+
+    #[test]
+    fn credentials_need_both_halves() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.toml");
+        std::fs::write(
+            &p,
+            "access_key = \"JCSKFILE\"\nsecret_key = \"from-file\"\n",
+        )
+        .unwrap();
+        let s = resolve(Some(&p), None, None, None, None).unwrap();
+        let (id, secret) = s.credentials().unwrap().unwrap();
+        assert_eq!((id.as_str(), secret.expose()), ("JCSKFILE", "from-file"));
+        let s = resolve(Some(&p), None, Some("JCSKFLAG".into()), None, None).unwrap();
+        assert_eq!(s.credentials().unwrap().unwrap().0, "JCSKFLAG");
+        std::fs::write(&p, "access_key = \"JCSKFILE\"\n").unwrap();
+        let s = resolve(Some(&p), None, None, None, None).unwrap();
+        assert!(s.credentials().is_err());
+        std::fs::write(&p, "").unwrap();
+        let s = resolve(Some(&p), None, None, None, None).unwrap();
+        assert!(s.credentials().unwrap().is_none());
     }
 }

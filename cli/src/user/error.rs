@@ -14,6 +14,9 @@ pub mod exit {
     pub const NOT_FOUND: u8 = 3;
     /// Name or path taken, concurrent change, or some items of a batch failed.
     pub const CONFLICT: u8 = 4;
+    /// The gateway refused the request as unauthenticated (HTTP 401: missing or wrong
+    /// credentials, unknown or deleted access key, clock too far off).
+    pub const AUTH: u8 = 5;
 }
 
 #[derive(Debug, Snafu)]
@@ -101,8 +104,8 @@ impl Error {
             _ => match self.code() {
                 ErrorCode::NotFound => exit::NOT_FOUND,
                 ErrorCode::AlreadyExists | ErrorCode::Conflict => exit::CONFLICT,
+                ErrorCode::Unauthenticated => exit::AUTH,
                 ErrorCode::BadArgument
-                | ErrorCode::Unauthenticated
                 | ErrorCode::PermissionDenied
                 | ErrorCode::NotLeader
                 | ErrorCode::Unavailable
@@ -190,6 +193,7 @@ mod tests {
         assert_eq!(api(409, "OperationFailed").exit_code(), exit::CONFLICT);
         assert_eq!(api(500, "OperationFailed").exit_code(), exit::ERROR);
         assert_eq!(api(400, "BadArgument").exit_code(), exit::ERROR);
+        assert_eq!(api(401, "Unauthorized").exit_code(), exit::AUTH);
         assert_eq!(Error::usage("x").exit_code(), exit::USAGE);
         assert_eq!(
             Error::Partial {

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use sha2::Digest;
 
+mod auth;
 mod client;
 mod ha;
 mod shutdown;

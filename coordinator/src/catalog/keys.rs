@@ -28,6 +28,8 @@
 //!                                        its revision is the fence of leader-only writes
 //!                                        (`leader.rs`, `meta::Fenced`)
 //! v1/leader-state                        written through the fence each renewal round
+//! v1/access-keys/{access_key_id}         AccessKeyRow: API credential, secret encrypted with
+//!                                        the cluster secret (`catalog/access_key.rs`)
 //! ```
 //!
 //! Sync tasks keep their own keys (`v1/sync-task/…`, `v1/sync-status/…`, see `sync.rs`).
@@ -162,6 +164,15 @@ pub fn part(object: ObjectId, index: u32) -> Vec<u8> {
 
 pub fn part_prefix(object: ObjectId) -> Vec<u8> {
     format!("v1/mpart/{}/", object.key()).into_bytes()
+}
+
+/// `id` must pass `access_key::valid_id` (A-Z, 0-9), so it cannot leave the prefix.
+pub fn access_key(id: &str) -> Vec<u8> {
+    format!("v1/access-keys/{id}").into_bytes()
+}
+
+pub fn access_key_prefix() -> Vec<u8> {
+    b"v1/access-keys/".to_vec()
 }
 
 /// The id at the end of a key such as `v1/job/delete-package/000…42`.
