@@ -1,6 +1,7 @@
 //! Typed tables over [`meta::MetaStore`]: buckets, packages, objects, uploads, agents and
 //! user spaces. Every uniqueness rule is enforced in the transaction that writes the row.
 
+pub mod blocks;
 pub mod keys;
 pub mod listing;
 pub mod multipart;

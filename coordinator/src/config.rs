@@ -86,6 +86,9 @@ pub struct CoordinatorConfig {
     /// accepting; the ones still running then are cut.
     #[serde(with = "humantime_serde")]
     pub shutdown_timeout: Duration,
+    /// Redundancy policy of packages created without one (and of packages created before
+    /// policies existed), e.g. `{ type = "ec", k = 4, n = 6 }`; see docs/redundancy.md.
+    pub default_redundancy: redundancy::Policy,
 }
 
 impl Default for CoordinatorConfig {
@@ -107,6 +110,7 @@ impl Default for CoordinatorConfig {
             advertise: None,
             metrics_addr: None,
             shutdown_timeout: Duration::from_secs(30),
+            default_redundancy: redundancy::Policy::None,
         }
     }
 }
@@ -139,6 +143,9 @@ impl CoordinatorConfig {
         if self.leader_ttl < Duration::from_secs(1) {
             return Err("leader_ttl must be at least 1s".into());
         }
+        self.default_redundancy
+            .validate()
+            .map_err(|e| format!("default_redundancy: {e}"))?;
         self.secret().map(|_| ())
     }
 
@@ -183,6 +190,28 @@ mod tests {
         assert_eq!(cfg.agent_ttl, Duration::from_secs(10));
         assert_eq!(cfg.metrics_addr, Some("0.0.0.0:9900".parse().unwrap()));
         assert_eq!(cfg.shutdown_timeout, Duration::from_secs(25));
+    }
+
+    #[test]
+    fn default_redundancy_parses_from_toml() {
+        let cfg: CoordinatorConfig = common::config::from_toml(
+            "cluster_secret = 'x'\ndefault_redundancy = { type = 'ec', k = 4, n = 6 }\n",
+        )
+        .unwrap();
+        assert_eq!(
+            cfg.default_redundancy,
+            redundancy::Policy::Ec {
+                k: 4,
+                n: 6,
+                chunk_size: 1 << 20
+            }
+        );
+        assert!(
+            common::config::from_toml::<CoordinatorConfig>(
+                "cluster_secret = 'x'\ndefault_redundancy = { type = 'ec', k = 6, n = 4 }\n",
+            )
+            .is_err()
+        );
     }
 
     #[test]

@@ -37,6 +37,8 @@ pub struct Service {
     pub(crate) sync_runs: crate::sync::Runs,
     /// Wakes the sync scheduler (a task was created), so a `Once` task starts at once.
     pub(crate) sync_wakeup: tokio::sync::Notify,
+    /// Policy of packages without their own (`default_redundancy`).
+    pub(crate) default_redundancy: redundancy::Policy,
 }
 
 /// Where to reach a user space now.
@@ -82,6 +84,7 @@ pub(crate) fn package_pb(p: PackageRow) -> pb::Package {
         name: p.name,
         bucket_id: p.bucket_id.0,
         create_time_ms: p.create_time_ms,
+        redundancy_json: String::new(),
     }
 }
 
@@ -213,6 +216,8 @@ impl Service {
             ticket: Some(ticket),
             expires_at_ms,
             commit_token: self.signer.commit_token(up),
+            redundancy_json: String::new(),
+            blocks: Vec::new(),
         }
     }
 
@@ -393,9 +398,15 @@ impl CoordinatorService for Service {
     ) -> Res<pb::PackageResponse> {
         let r = req.into_inner();
         let bucket = BucketId(id_arg(r.bucket_id, "bucketID")?);
-        let p = self.catalog.create_package(bucket, &r.name).await?;
+        let policy = (!r.redundancy_json.is_empty())
+            .then(|| crate::catalog::blocks::parse_policy(&r.redundancy_json, "redundancy"))
+            .transpose()?;
+        let p = self
+            .catalog
+            .create_package_with(bucket, &r.name, policy)
+            .await?;
         Ok(Response::new(pb::PackageResponse {
-            package: Some(package_pb(p)),
+            package: Some(self.package_with_policy(p).await?),
         }))
     }
 
@@ -403,7 +414,7 @@ impl CoordinatorService for Service {
         let id = PackageId(id_arg(req.into_inner().package_id, "packageID")?);
         let p = self.catalog.get_package(id).await?;
         Ok(Response::new(pb::PackageResponse {
-            package: Some(package_pb(p.row)),
+            package: Some(self.package_with_policy(p.row).await?),
         }))
     }
 
@@ -417,7 +428,7 @@ impl CoordinatorService for Service {
             .get_package_by_full_name(user(r.user_id), &r.bucket_name, &r.package_name)
             .await?;
         Ok(Response::new(pb::PackageResponse {
-            package: Some(package_pb(p)),
+            package: Some(self.package_with_policy(p).await?),
         }))
     }
 
@@ -426,10 +437,12 @@ impl CoordinatorService for Service {
         req: Request<pb::ListBucketPackagesRequest>,
     ) -> Res<pb::ListBucketPackagesResponse> {
         let id = BucketId(id_arg(req.into_inner().bucket_id, "bucketID")?);
-        let packages = self.catalog.list_bucket_packages(id).await?;
-        Ok(Response::new(pb::ListBucketPackagesResponse {
-            packages: packages.into_iter().map(package_pb).collect(),
-        }))
+        let rows = self.catalog.list_bucket_packages(id).await?;
+        let mut packages = Vec::with_capacity(rows.len());
+        for p in rows {
+            packages.push(self.package_with_policy(p).await?);
+        }
+        Ok(Response::new(pb::ListBucketPackagesResponse { packages }))
     }
 
     async fn delete_package(&self, req: Request<pb::DeletePackageRequest>) -> Res<pb::Empty> {
@@ -473,6 +486,13 @@ impl CoordinatorService for Service {
         let package = PackageId(id_arg(r.package_id, "packageID")?);
         common::path::validate_object_path(&r.path).map_err(bad)?;
         let affinity = (r.affinity != 0).then_some(SpaceId(r.affinity));
+        let policy = self.upload_policy(package, &r.redundancy_json).await?;
+        if policy != redundancy::Policy::None {
+            let resp = self
+                .begin_block_upload(package, &r.path, affinity, policy)
+                .await?;
+            return Ok(Response::new(resp));
+        }
         let target = self.place_with_affinity(affinity).await?;
         let now = common::time::now_ms();
         let upload_expires = now + ms(self.upload_expiry);
@@ -502,7 +522,13 @@ impl CoordinatorService for Service {
             .open_commit_token(&r.commit_token)
             .filter(|u| u.upload_id.0 == r.upload_id)
             .ok_or_else(|| bad("commit_token is missing, forged, or belongs to another upload"))?;
-        let o = self.catalog.commit_upload(&up, r.size, &r.sha256).await?;
+        let o = if up.blocks.is_some() {
+            self.commit_blocks(&up, &r).await?
+        } else if !r.blocks.is_empty() {
+            return Err(bad("blocks given for an upload that was not begun as rep/ec").into());
+        } else {
+            self.catalog.commit_upload(&up, r.size, &r.sha256).await?
+        };
         Ok(Response::new(pb::ObjectResponse {
             object: Some(object_pb(o)),
         }))
@@ -527,6 +553,15 @@ impl CoordinatorService for Service {
             }
             self.catalog.get_object_by_path(package, &r.path).await?
         };
+        if o.block_policy().is_some() {
+            let blocks = self.block_sources(&o).await?;
+            return Ok(Response::new(pb::ResolveObjectResponse {
+                object: Some(object_pb(o)),
+                agent_address: String::new(),
+                ticket: None,
+                blocks,
+            }));
+        }
         let target = self.space_agent(o.space_id).await?;
         let ticket = self.signer.get(
             target.space,
@@ -537,6 +572,7 @@ impl CoordinatorService for Service {
             object: Some(object_pb(o)),
             agent_address: target.address,
             ticket: Some(ticket),
+            blocks: Vec::new(),
         }))
     }
 
@@ -834,6 +870,16 @@ impl CoordinatorService for Service {
         self.sync_runs.cancel(id);
         tracing::info!(task = id, "sync task cancelled");
         Ok(Response::new(pb::Empty {}))
+    }
+
+    async fn update_package(
+        &self,
+        req: Request<pb::UpdatePackageRequest>,
+    ) -> Res<pb::PackageResponse> {
+        let package = self.update_package_policy(req.into_inner()).await?;
+        Ok(Response::new(pb::PackageResponse {
+            package: Some(package),
+        }))
     }
 
     async fn register_agent(

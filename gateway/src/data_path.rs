@@ -230,6 +230,8 @@ struct UploadInfo {
     #[serde(rename = "packageID")]
     package_id: Option<u64>,
     affinity: Option<u64>,
+    /// Redundancy of this upload (overrides the package's; docs/redundancy.md).
+    redundancy: Option<serde_json::Value>,
 }
 
 /// The `info` part of an uploadPart request. Unknown fields are ignored.
@@ -251,6 +253,8 @@ struct Streamed {
     commit_token: Vec<u8>,
     size: u64,
     sha256: String,
+    /// rep/ec uploads: every stored block (`redundant.rs`).
+    blocks: Vec<pb::StoredBlock>,
 }
 
 /// Publish stored bytes with `CommitUpload`.
@@ -264,6 +268,7 @@ async fn commit(
             size: stored.size,
             sha256: stored.sha256,
             commit_token: stored.commit_token,
+            blocks: stored.blocks,
         })
         .await
         .map_err(ApiError::from)
@@ -300,8 +305,9 @@ pub(crate) async fn upload(
     state: AppState,
     mut multipart: Multipart,
 ) -> Result<Vec<ObjectJson>, ApiError> {
-    let (package_id, affinity) = read_upload_info(&mut multipart).await?;
-    let streamed = stream_files(&state, &mut multipart, package_id, affinity).await?;
+    let (package_id, affinity, redundancy) = read_upload_info(&mut multipart).await?;
+    let streamed =
+        stream_files(&state, &mut multipart, (package_id, affinity, &redundancy)).await?;
 
     let mut coordinator = state.coordinator();
     let mut objects = Vec::with_capacity(streamed.len());
@@ -367,11 +373,18 @@ fn in_info(message: impl std::fmt::Display) -> ApiError {
     ApiError::bad_argument(format!("invalid `info` part: {message}"))
 }
 
-/// Read and check the `info` part of an upload; returns (package id, affinity).
-async fn read_upload_info(multipart: &mut Multipart) -> Result<(u64, u64), ApiError> {
+/// Read and check the `info` part of an upload; returns (package id, affinity, redundancy
+/// policy JSON or "").
+async fn read_upload_info(multipart: &mut Multipart) -> Result<(u64, u64, String), ApiError> {
     let info: UploadInfo = read_info(multipart).await?;
     let package_id = require_id("packageID", info.package_id).map_err(|e| in_info(e.message))?;
-    Ok((package_id, info.affinity.unwrap_or(0)))
+    let redundancy = match info.redundancy {
+        None | Some(serde_json::Value::Null) => String::new(),
+        Some(v) => serde_json::from_value::<redundancy::Policy>(v)
+            .map(|p| serde_json::to_string(&p).unwrap_or_default())
+            .map_err(|e| in_info(format!("redundancy: {e}")))?,
+    };
+    Ok((package_id, info.affinity.unwrap_or(0), redundancy))
 }
 
 /// Read and check the `info` part of an uploadPart request; returns (object id, index).
@@ -389,8 +402,7 @@ async fn read_part_info(multipart: &mut Multipart) -> Result<(u64, u32), ApiErro
 async fn stream_files(
     state: &AppState,
     multipart: &mut Multipart,
-    package_id: u64,
-    affinity: u64,
+    (package_id, affinity, redundancy): (u64, u64, &str),
 ) -> Result<Vec<Streamed>, ApiError> {
     let max_files = state.config().max_upload_files;
     let mut streamed = Vec::new();
@@ -401,7 +413,7 @@ async fn stream_files(
             Err(err) => return Err(multipart_error(&err)),
         };
         let path = file_part_path(&field, streamed.len(), max_files)?;
-        let file = stream_file(state, field, package_id, affinity, path).await?;
+        let file = stream_file(state, field, (package_id, affinity, redundancy), path).await?;
         streamed.push(file);
     }
     if streamed.is_empty() {
@@ -456,9 +468,8 @@ fn check_files_name(name: Option<&str>) -> Result<(), ApiError> {
 /// Begin an upload for one file and stream its bytes to the agent.
 async fn stream_file(
     state: &AppState,
-    field: Field<'_>,
-    package_id: u64,
-    affinity: u64,
+    mut field: Field<'_>,
+    (package_id, affinity, redundancy): (u64, u64, &str),
     path: String,
 ) -> Result<Streamed, ApiError> {
     let begin = state
@@ -467,10 +478,23 @@ async fn stream_file(
             package_id,
             path: path.clone(),
             affinity,
+            redundancy_json: redundancy.to_owned(),
         })
         .await?
         .into_inner();
-    stream_reserved(state, begin, field, &format!("file {path:?}")).await
+    let what = format!("file {path:?}");
+    if !begin.blocks.is_empty() {
+        // rep/ec: encode and store one block per space (redundant.rs).
+        let stored = crate::redundant::put_blocks(state, &begin, &mut field, &what).await?;
+        return Ok(Streamed {
+            upload_id: begin.upload_id,
+            commit_token: begin.commit_token,
+            size: stored.size,
+            sha256: stored.sha256,
+            blocks: stored.blocks,
+        });
+    }
+    stream_reserved(state, begin, field, &what).await
 }
 
 /// Stream `field` to the agent of a reservation (`BeginUpload` or `BeginUploadPart`) and
@@ -492,6 +516,7 @@ async fn stream_reserved(
         commit_token: begin.commit_token,
         size: stored.size,
         sha256: stored.sha256,
+        blocks: Vec::new(),
     })
 }
 
@@ -756,6 +781,7 @@ async fn concat_and_commit(
         commit_token: begin.commit_token,
         size: stored.size,
         sha256: stored.sha256,
+        blocks: Vec::new(),
     };
     commit(coordinator, stored).await
 }
@@ -821,6 +847,12 @@ pub(crate) async fn download(
     if len == 0 {
         // GetShard reads `length = 0` as "to the end": never ask for an empty range.
         return Ok((StatusCode::OK, headers, Body::empty()).into_response());
+    }
+    if !resolved.blocks.is_empty() {
+        // rep/ec: ranged and degraded reads over the blocks (redundant.rs).
+        let body =
+            crate::redundant::read_blocks(state, &object, resolved.blocks, start, len).await?;
+        return Ok((StatusCode::OK, headers, Body::from_stream(body)).into_response());
     }
 
     let ticket = required(resolved.ticket, "read ticket")?;

@@ -118,6 +118,10 @@ impl Catalog {
                                 id,
                             )));
                         }
+                        // rep/ec: the blocks key and one reference per block (blocks.rs).
+                        let (w, ops) = self.release_blocks(&obj.row).await?;
+                        when.extend(w);
+                        then.extend(ops);
                     }
                     // A stale index entry (the row is gone or belongs to another id).
                     Some(other) => when.push(Compare::ModRev(obj_key, other.rev)),
@@ -185,6 +189,7 @@ impl Catalog {
             object_id: None,
             create_time_ms: common::time::now_ms(),
             expires_at_ms,
+            blocks: None,
         })
     }
 
@@ -330,6 +335,12 @@ impl Catalog {
                 if let Some(old) = old_ref {
                     then.push(Op::Delete(old));
                 }
+            }
+            // Replacing a rep/ec object: drop its blocks (blocks.rs).
+            if let Some(o) = &existing {
+                let (w, ops) = self.release_blocks(&o.row).await?;
+                when.extend(w);
+                then.extend(ops);
             }
             if existing.is_none() {
                 then.push(Op::Put(

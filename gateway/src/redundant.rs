@@ -1,0 +1,280 @@
+//! Bytes of rep/ec objects (issue 8, `docs/redundancy.md`). Uploads: the body goes through
+//! `redundancy::encoder` and each block is streamed to its own agent with `PutShard` (one
+//! ticket per block); the agents' hashes must equal the encoder's. Downloads:
+//! `redundancy::read_range` over one [`AgentBlock`] (ranged `GetShard`) per block, so a
+//! missing, unreachable or corrupt block is rebuilt from the others (degraded read).
+//!
+//! Memory: the encoder's bound (`Encoder::memory_bound`, 22 MiB for ec(4,6) with 1 MiB
+//! pieces) plus, per block, the gRPC stream's own buffering; reads hold a stripe.
+
+use std::io;
+use std::ops::Range;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use axum::extract::multipart::Field;
+use bytes::Bytes;
+use client::AgentClient;
+use futures::{StreamExt, TryStreamExt};
+use proto::agent::put_shard_request::Msg;
+use proto::agent::{Finish, GetShardRequest, PutShardRequest};
+use proto::common::Ticket;
+use proto::coordinator::{self as pb, BeginUploadResponse};
+use redundancy::{BlockSource, BlockSourceRef, ByteStream, Policy, ReadStats};
+use tokio::sync::watch;
+
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// What a rep/ec upload stored, for `CommitUpload`.
+#[derive(Debug)]
+pub(crate) struct StoredBlocks {
+    pub size: u64,
+    pub sha256: String,
+    pub blocks: Vec<pb::StoredBlock>,
+}
+
+fn policy_of(json: &str) -> Result<Policy, ApiError> {
+    serde_json::from_str(json)
+        .map_err(|e| ApiError::internal(format!("coordinator sent a bad redundancy {json:?}: {e}")))
+}
+
+fn encode_error(err: redundancy::Error, what: &str) -> ApiError {
+    match err {
+        redundancy::Error::ReadInput { source } => {
+            ApiError::bad_argument(format!("failed to read the body of {what}: {source}"))
+        }
+        other => ApiError::new(
+            common::CodedError::code(&other),
+            format!(
+                "failed to encode {what}: {}",
+                common::error::ErrorChain(&other)
+            ),
+        ),
+    }
+}
+
+/// Encode the bytes of `field` under the policy of `begin` and store every block on its
+/// agent. Any failure stores nothing that gets committed (blocks already written are
+/// reclaimed by shard GC, like any uncommitted upload).
+pub(crate) async fn put_blocks(
+    state: &AppState,
+    begin: &BeginUploadResponse,
+    field: &mut Field<'_>,
+    what: &str,
+) -> Result<StoredBlocks, ApiError> {
+    let policy = policy_of(&begin.redundancy_json)?;
+    if begin.blocks.len() != policy.block_count() {
+        return Err(ApiError::internal(format!(
+            "coordinator placed {} blocks for a {} upload of {} blocks",
+            begin.blocks.len(),
+            policy.kind(),
+            policy.block_count()
+        )));
+    }
+    let (encoder, streams) = redundancy::encoder(policy, redundancy::EncodeOptions::default())
+        .map_err(|e| encode_error(e, what))?;
+    // Each block's request stream ends with `finish` only once the whole body was encoded
+    // successfully; otherwise it ends without it and the agent discards the bytes.
+    let (done_tx, done_rx) = watch::channel(None::<bool>);
+    let mut calls = Vec::with_capacity(streams.len());
+    for (stream, target) in streams.into_iter().zip(&begin.blocks) {
+        let mut agent = state.agents().get(&target.agent_address)?;
+        let ticket = target
+            .ticket
+            .clone()
+            .ok_or_else(|| ApiError::internal("coordinator sent a block without a ticket"))?;
+        let mut done = done_rx.clone();
+        let finish = futures::stream::once(async move {
+            let ok = done
+                .wait_for(Option::is_some)
+                .await
+                .map(|v| *v == Some(true))
+                .unwrap_or(false);
+            ok.then_some(PutShardRequest {
+                msg: Some(Msg::Finish(Finish {})),
+            })
+        })
+        .filter_map(futures::future::ready);
+        let requests = futures::stream::once(futures::future::ready(PutShardRequest {
+            msg: Some(Msg::Ticket(ticket)),
+        }))
+        .chain(stream.map(|data| PutShardRequest {
+            msg: Some(Msg::Data(data)),
+        }))
+        .chain(finish);
+        calls.push(async move { agent.put_shard(requests).await });
+    }
+    let input = futures::stream::unfold(field, |f| async move {
+        match f.chunk().await {
+            Ok(Some(b)) => Some((Ok(b), f)),
+            Ok(None) => None,
+            Err(e) => Some((Err(io::Error::other(e.body_text())), f)),
+        }
+    })
+    .boxed();
+    let encode = async {
+        let res = encoder.run(input).await;
+        let _ = done_tx.send(Some(res.is_ok()));
+        res
+    };
+    let (summary, answers) = tokio::join!(encode, futures::future::join_all(calls));
+    // An agent's refusal explains a failed encode (its block consumer went away) better.
+    let mut stored = Vec::with_capacity(answers.len());
+    for (i, answer) in answers.into_iter().enumerate() {
+        match answer {
+            Ok(resp) => stored.push(resp.into_inner()),
+            Err(status) => {
+                if summary.is_ok() || !matches!(summary, Err(redundancy::Error::ReadInput { .. })) {
+                    tracing::warn!(block = i, agent = %begin.blocks[i].agent_address, error = %status.message(), "block write failed");
+                    return Err(ApiError::from(status));
+                }
+            }
+        }
+    }
+    let summary = summary.map_err(|e| encode_error(e, what))?;
+    let mut blocks = Vec::with_capacity(stored.len());
+    for (resp, block) in stored.iter().zip(&summary.blocks) {
+        let sha = hex::encode(block.sha256);
+        if resp.size != block.size || resp.sha256 != sha {
+            return Err(ApiError::internal(format!(
+                "agent stored block {} of {what} as {} bytes {} but {} bytes {sha} were sent",
+                block.index, resp.size, resp.sha256, block.size
+            )));
+        }
+        blocks.push(pb::StoredBlock {
+            size: block.size,
+            sha256: sha,
+        });
+    }
+    common::metrics::metrics()
+        .gateway_bytes
+        .with_label_values(&["in"])
+        .inc_by(summary.size);
+    Ok(StoredBlocks {
+        size: summary.size,
+        sha256: hex::encode(summary.sha256),
+        blocks,
+    })
+}
+
+/// One stored block on an agent, read by range with `GetShard`.
+pub(crate) struct AgentBlock {
+    agent: AgentClient,
+    ticket: Ticket,
+}
+
+#[async_trait]
+impl BlockSource for AgentBlock {
+    async fn open(&self, range: Range<u64>) -> io::Result<ByteStream> {
+        let want = range.end.saturating_sub(range.start);
+        if want == 0 {
+            // GetShard reads `length = 0` as "to the end".
+            return Ok(futures::stream::empty().boxed());
+        }
+        let mut agent = self.agent.clone();
+        let stream = agent
+            .get_shard(GetShardRequest {
+                ticket: Some(self.ticket.clone()),
+                offset: range.start,
+                length: want,
+            })
+            .await
+            .map_err(|s| io::Error::other(format!("GetShard: {}", s.message())))?
+            .into_inner();
+        Ok(stream
+            .map_ok(|chunk| chunk.data)
+            .map_err(|s| io::Error::other(format!("GetShard: {}", s.message())))
+            .boxed())
+    }
+}
+
+/// The object bytes `[start, start + len)` of a rep/ec object as a body stream. Errors
+/// known before the first byte (too few reachable blocks, a first stripe that cannot be
+/// rebuilt) are returned as an envelope; later ones abort the body, never wrong bytes.
+pub(crate) async fn read_blocks(
+    state: &AppState,
+    object: &pb::Object,
+    sources: Vec<pb::BlockSource>,
+    start: u64,
+    len: u64,
+) -> Result<impl futures::Stream<Item = Result<Bytes, io::Error>> + Send + use<>, ApiError> {
+    let policy = policy_of(&object.redundancy)?;
+    if sources.len() != policy.block_count() {
+        return Err(ApiError::internal(format!(
+            "coordinator resolved {} blocks of a {} object of {} blocks",
+            sources.len(),
+            policy.kind(),
+            policy.block_count()
+        )));
+    }
+    let mut blocks: Vec<Option<BlockSourceRef>> = Vec::with_capacity(sources.len());
+    for s in sources {
+        blocks.push(match (s.agent_address.is_empty(), s.ticket) {
+            (false, Some(ticket)) => Some(Arc::new(AgentBlock {
+                agent: state.agents().get(&s.agent_address)?,
+                ticket,
+            }) as BlockSourceRef),
+            _ => None,
+        });
+    }
+    let reachable = blocks.iter().filter(|b| b.is_some()).count();
+    let object_id = object.object_id;
+    if reachable < policy.min_blocks() {
+        return Err(ApiError::new(
+            common::ErrorCode::Unavailable,
+            format!(
+                "object {object_id} cannot be read: {reachable} of its {} blocks are reachable, {} needed",
+                policy.block_count(),
+                policy.min_blocks()
+            ),
+        ));
+    }
+    let stats = Arc::new(ReadStats::default());
+    let mut stream =
+        redundancy::read_range(policy, object.size, blocks, start, Some(len), stats.clone())
+            .map_err(|e| ApiError::new(common::CodedError::code(&e), e.to_string()))?;
+    let first = match stream.next().await {
+        Some(Ok(b)) => b,
+        Some(Err(e)) => {
+            return Err(ApiError::new(
+                common::CodedError::code(&e),
+                format!("object {object_id} cannot be read: {e}"),
+            ));
+        }
+        None => Bytes::new(),
+    };
+    let metrics = common::metrics::metrics();
+    let report = futures::stream::once(async move {
+        let degraded = ReadStats::get(&stats.degraded_stripes);
+        let corrupt = ReadStats::get(&stats.corrupt_pieces);
+        let failed = ReadStats::get(&stats.failed_blocks);
+        if degraded + corrupt + failed > 0 {
+            tracing::warn!(
+                object_id,
+                degraded_stripes = degraded,
+                corrupt_pieces = corrupt,
+                failed_blocks = failed,
+                "degraded read"
+            );
+        }
+        None
+    })
+    .filter_map(futures::future::ready);
+    Ok(futures::stream::once(futures::future::ready(Ok(first)))
+        .chain(stream)
+        .map(move |r| match r {
+            Ok(b) => {
+                metrics
+                    .gateway_bytes
+                    .with_label_values(&["out"])
+                    .inc_by(b.len() as u64);
+                Ok(b)
+            }
+            Err(e) => {
+                tracing::warn!(object_id, error = %e, "download aborted mid-stream");
+                Err(io::Error::other(e.to_string()))
+            }
+        })
+        .chain(report))
+}
