@@ -10,6 +10,7 @@ mod object_api;
 mod objects;
 mod ops;
 mod races;
+mod redundancy;
 mod sync;
 mod user_spaces;
 
