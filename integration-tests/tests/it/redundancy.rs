@@ -430,3 +430,50 @@ async fn ec_and_rep_on_s3_spaces() {
     check_range(&api, id, &body, 65_000, 10_000).await;
     c.shutdown().await;
 }
+
+/// Several blocks served by one agent share one HTTP/2 connection from the gateway: reads
+/// of 1 MiB pieces from four of them at once must not stall on flow control.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ec_with_all_blocks_on_one_agent_and_1_mib_pieces() {
+    let c = TestCluster::builder().agents(1).build().await.unwrap();
+    let api = c.api().clone();
+    let mut spaces = Vec::new();
+    for i in 0..5 {
+        let dir = c.scratch(&format!("local-{i}"));
+        let v = Api::ok(
+            api.post(
+                "/v1/userSpace/create",
+                json!({
+                    "name": format!("local-{i}"),
+                    "storage": {"type": "Local", "location": "agent-0", "path": dir.to_str().unwrap()},
+                    "credential": {"type": "Local"},
+                    "shardStore": {"maxSize": 0},
+                    "features": [],
+                    "workingDir": ""
+                }),
+            )
+            .await,
+        );
+        spaces.push(v["userSpace"]["userSpaceID"].as_u64().unwrap());
+    }
+    let policy = json!({"type": "ec", "k": 4, "n": 6, "chunkSize": 1048576});
+    let (package, _) = package_with(&api, "one-agent", policy.clone()).await;
+    let body = data(7, 8 * 4 * 1024 * 1024);
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let obj = loop {
+        let res = upload_raw(&api, package, "big.bin", &body, None, None).await;
+        if res.1["code"] == "OK" {
+            break res.1["data"]["uploadeds"][0].clone();
+        }
+        assert!(std::time::Instant::now() < deadline, "{:?}", res);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(obj["redundancy"], policy);
+    let id = obj["objectID"].as_u64().unwrap();
+    let got = tokio::time::timeout(Duration::from_secs(60), api.download_all(id))
+        .await
+        .expect("the read stalled");
+    assert!(got[..] == body[..]);
+    check_range(&api, id, &body, 3 * 1024 * 1024 + 7, 9 * 1024 * 1024).await;
+    c.shutdown().await;
+}
