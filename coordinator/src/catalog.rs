@@ -3,6 +3,7 @@
 
 pub mod access_key;
 pub mod batch;
+pub mod blocks;
 pub mod keys;
 pub mod listing;
 pub mod multipart;

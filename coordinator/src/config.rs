@@ -89,6 +89,9 @@ pub struct CoordinatorConfig {
     /// mTLS towards agents and gateways (`[tls]`: ca, cert, key); without it, plain TCP
     /// only on loopback or with `insecure_plaintext` (see `common::tls`).
     pub tls: common::tls::TlsConfig,
+    /// Redundancy policy of packages created without one (and of packages created before
+    /// policies existed), e.g. `{ type = "ec", k = 4, n = 6 }`; see docs/redundancy.md.
+    pub default_redundancy: redundancy::Policy,
 }
 
 impl Default for CoordinatorConfig {
@@ -111,6 +114,7 @@ impl Default for CoordinatorConfig {
             metrics_addr: None,
             shutdown_timeout: Duration::from_secs(30),
             tls: common::tls::TlsConfig::default(),
+            default_redundancy: redundancy::Policy::None,
         }
     }
 }
@@ -147,6 +151,9 @@ impl CoordinatorConfig {
             "coordinator",
             &[&self.listen.to_string(), &self.advertised()],
         )?;
+        self.default_redundancy
+            .validate()
+            .map_err(|e| format!("default_redundancy: {e}"))?;
         self.secret().map(|_| ())
     }
 
@@ -205,6 +212,28 @@ mod tests {
         plain.validate().unwrap();
         plain.tls = common::tls::TlsConfig::default();
         assert!(plain.validate().unwrap_err().contains("insecure_plaintext"));
+    }
+
+    #[test]
+    fn default_redundancy_parses_from_toml() {
+        let cfg: CoordinatorConfig = common::config::from_toml(
+            "cluster_secret = 'x'\ndefault_redundancy = { type = 'ec', k = 4, n = 6 }\n",
+        )
+        .unwrap();
+        assert_eq!(
+            cfg.default_redundancy,
+            redundancy::Policy::Ec {
+                k: 4,
+                n: 6,
+                chunk_size: 1 << 20
+            }
+        );
+        assert!(
+            common::config::from_toml::<CoordinatorConfig>(
+                "cluster_secret = 'x'\ndefault_redundancy = { type = 'ec', k = 6, n = 4 }\n",
+            )
+            .is_err()
+        );
     }
 
     #[test]

@@ -10,6 +10,7 @@ pub mod gc;
 pub mod ids;
 pub mod leader;
 pub mod placement;
+pub mod redundant;
 pub mod registry;
 pub mod server;
 pub mod service;

@@ -100,6 +100,7 @@ impl Coordinator {
             upload_expiry: config.upload_expiry,
             heartbeat_interval: config.heartbeat_interval,
             turn: AtomicU64::new(0),
+            default_redundancy: config.default_redundancy,
         };
         Ok(Coordinator {
             service: Arc::new(service),

@@ -37,6 +37,8 @@ pub struct Service {
     pub(crate) sync_runs: crate::sync::Runs,
     /// Wakes the sync scheduler (a task was created), so a `Once` task starts at once.
     pub(crate) sync_wakeup: tokio::sync::Notify,
+    /// Policy of packages without their own (`default_redundancy`).
+    pub(crate) default_redundancy: redundancy::Policy,
 }
 
 /// Where to reach a user space now.
@@ -99,6 +101,7 @@ pub(crate) fn package_pb(p: PackageRow) -> pb::Package {
         name: p.name,
         bucket_id: p.bucket_id.0,
         create_time_ms: p.create_time_ms,
+        redundancy_json: String::new(),
     }
 }
 
@@ -220,6 +223,12 @@ impl Service {
         let package = PackageId(id_arg(r.package_id, "packageID")?);
         common::path::validate_object_path(&r.path).map_err(bad)?;
         let affinity = (r.affinity != 0).then_some(SpaceId(r.affinity));
+        let policy = self.upload_policy(package, &r.redundancy_json).await?;
+        if policy != redundancy::Policy::None {
+            return self
+                .begin_block_upload(package, &r.path, affinity, policy)
+                .await;
+        }
         let target = self.place_with_affinity(affinity).await?;
         let now = common::time::now_ms();
         let upload_expires = now + ms(self.upload_expiry);
@@ -232,6 +241,24 @@ impl Service {
             .signer
             .put(target.space, up.upload_id, 0, ticket_expires);
         Ok(self.reservation(&up, target, ticket, ticket_expires))
+    }
+
+    /// Publish one opened upload: rep/ec uploads with their blocks (redundant.rs), the
+    /// rest as `Catalog::commit_upload`.
+    async fn commit_one(
+        &self,
+        up: &UploadRow,
+        r: &pb::CommitUploadRequest,
+    ) -> Result<ObjectRow, Error> {
+        if up.blocks.is_some() {
+            self.commit_blocks(up, r).await
+        } else if !r.blocks.is_empty() {
+            Err(bad(
+                "blocks given for an upload that was not begun as rep/ec",
+            ))
+        } else {
+            self.catalog.commit_upload(up, r.size, &r.sha256).await
+        }
     }
 
     /// The pending upload in a commit request's token (`CommitUpload`, `CommitUploads`).
@@ -257,6 +284,8 @@ impl Service {
             ticket: Some(ticket),
             expires_at_ms,
             commit_token: self.signer.commit_token(up),
+            redundancy_json: String::new(),
+            blocks: Vec::new(),
         }
     }
 
@@ -437,9 +466,15 @@ impl CoordinatorService for Service {
     ) -> Res<pb::PackageResponse> {
         let r = req.into_inner();
         let bucket = BucketId(id_arg(r.bucket_id, "bucketID")?);
-        let p = self.catalog.create_package(bucket, &r.name).await?;
+        let policy = (!r.redundancy_json.is_empty())
+            .then(|| crate::catalog::blocks::parse_policy(&r.redundancy_json, "redundancy"))
+            .transpose()?;
+        let p = self
+            .catalog
+            .create_package_with(bucket, &r.name, policy)
+            .await?;
         Ok(Response::new(pb::PackageResponse {
-            package: Some(package_pb(p)),
+            package: Some(self.package_with_policy(p).await?),
         }))
     }
 
@@ -447,7 +482,7 @@ impl CoordinatorService for Service {
         let id = PackageId(id_arg(req.into_inner().package_id, "packageID")?);
         let p = self.catalog.get_package(id).await?;
         Ok(Response::new(pb::PackageResponse {
-            package: Some(package_pb(p.row)),
+            package: Some(self.package_with_policy(p.row).await?),
         }))
     }
 
@@ -461,7 +496,7 @@ impl CoordinatorService for Service {
             .get_package_by_full_name(user(r.user_id), &r.bucket_name, &r.package_name)
             .await?;
         Ok(Response::new(pb::PackageResponse {
-            package: Some(package_pb(p)),
+            package: Some(self.package_with_policy(p).await?),
         }))
     }
 
@@ -470,10 +505,12 @@ impl CoordinatorService for Service {
         req: Request<pb::ListBucketPackagesRequest>,
     ) -> Res<pb::ListBucketPackagesResponse> {
         let id = BucketId(id_arg(req.into_inner().bucket_id, "bucketID")?);
-        let packages = self.catalog.list_bucket_packages(id).await?;
-        Ok(Response::new(pb::ListBucketPackagesResponse {
-            packages: packages.into_iter().map(package_pb).collect(),
-        }))
+        let rows = self.catalog.list_bucket_packages(id).await?;
+        let mut packages = Vec::with_capacity(rows.len());
+        for p in rows {
+            packages.push(self.package_with_policy(p).await?);
+        }
+        Ok(Response::new(pb::ListBucketPackagesResponse { packages }))
     }
 
     async fn delete_package(&self, req: Request<pb::DeletePackageRequest>) -> Res<pb::Empty> {
@@ -522,7 +559,7 @@ impl CoordinatorService for Service {
     ) -> Res<pb::ObjectResponse> {
         let r = req.into_inner();
         let up = self.open_commit(&r)?;
-        let o = self.catalog.commit_upload(&up, r.size, &r.sha256).await?;
+        let o = self.commit_one(&up, &r).await?;
         Ok(Response::new(pb::ObjectResponse {
             object: Some(object_pb(o)),
         }))
@@ -555,20 +592,41 @@ impl CoordinatorService for Service {
         check_batch_len(uploads.len())?;
         let opened: Vec<Result<UploadRow, Error>> =
             uploads.iter().map(|r| self.open_commit(r)).collect();
+        // rep/ec uploads (and requests carrying blocks) commit one by one with their blocks;
+        // the rest go to the group commit.
+        let plain = |up: &UploadRow, r: &pb::CommitUploadRequest| {
+            up.blocks.is_none() && r.blocks.is_empty()
+        };
         let items: Vec<(UploadRow, u64, String)> = opened
             .iter()
             .zip(&uploads)
-            .filter_map(|(up, r)| Some((up.as_ref().ok()?.clone(), r.size, r.sha256.clone())))
+            .filter_map(|(up, r)| {
+                let up = up.as_ref().ok().filter(|up| plain(up, r))?;
+                Some((up.clone(), r.size, r.sha256.clone()))
+            })
             .collect();
+        let mut with_blocks = Vec::new();
+        for (up, r) in opened.iter().zip(&uploads) {
+            if let Ok(up) = up
+                && !plain(up, r)
+            {
+                with_blocks.push(self.commit_one(up, r).await);
+            }
+        }
+        let mut with_blocks = with_blocks.into_iter();
         // One result per item given, in order (see Catalog::commit_uploads).
         let mut committed = self.catalog.commit_uploads(&items).await.into_iter();
         let results = opened
             .into_iter()
-            .map(|up| {
-                let r = up.and_then(|_| {
-                    committed
-                        .next()
-                        .unwrap_or_else(|| Err(bad("batch commit lost an item")))
+            .zip(&uploads)
+            .map(|(up, req)| {
+                let r = up.and_then(|up| {
+                    let next = if plain(&up, req) {
+                        committed.next()
+                    } else {
+                        with_blocks.next()
+                    };
+                    next.unwrap_or_else(|| Err(bad("batch commit lost an item")))
                 });
                 pb::CommitUploadResult {
                     result: Some(match r {
@@ -602,6 +660,15 @@ impl CoordinatorService for Service {
             }
             self.catalog.get_object_by_path(package, &r.path).await?
         };
+        if o.block_policy().is_some() {
+            let blocks = self.block_sources(&o).await?;
+            return Ok(Response::new(pb::ResolveObjectResponse {
+                object: Some(object_pb(o)),
+                agent_address: String::new(),
+                ticket: None,
+                blocks,
+            }));
+        }
         let target = self.space_agent(o.space_id).await?;
         let ticket = self.signer.get(
             target.space,
@@ -612,6 +679,7 @@ impl CoordinatorService for Service {
             object: Some(object_pb(o)),
             agent_address: target.address,
             ticket: Some(ticket),
+            blocks: Vec::new(),
         }))
     }
 
@@ -931,6 +999,16 @@ impl CoordinatorService for Service {
         self.sync_runs.status_written();
         tracing::info!(task = id, "sync task cancelled");
         Ok(Response::new(pb::Empty {}))
+    }
+
+    async fn update_package(
+        &self,
+        req: Request<pb::UpdatePackageRequest>,
+    ) -> Res<pb::PackageResponse> {
+        let package = self.update_package_policy(req.into_inner()).await?;
+        Ok(Response::new(pb::PackageResponse {
+            package: Some(package),
+        }))
     }
 
     async fn register_agent(

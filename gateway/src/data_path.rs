@@ -237,6 +237,8 @@ struct UploadInfo {
     #[serde(rename = "packageID")]
     package_id: Option<u64>,
     affinity: Option<u64>,
+    /// Redundancy of this upload (overrides the package's; docs/redundancy.md).
+    redundancy: Option<serde_json::Value>,
 }
 
 /// The `info` part of an uploadPart request. Unknown fields are ignored.
@@ -258,6 +260,8 @@ struct Streamed {
     commit_token: Vec<u8>,
     size: u64,
     sha256: String,
+    /// rep/ec uploads: every stored block (`redundant.rs`).
+    blocks: Vec<pb::StoredBlock>,
 }
 
 /// Publish stored bytes (`CommitUploads`, shared with concurrent requests).
@@ -268,6 +272,7 @@ async fn commit(state: &AppState, stored: Streamed) -> Result<pb::Object, ApiErr
             size: stored.size,
             sha256: stored.sha256,
             commit_token: stored.commit_token,
+            blocks: stored.blocks,
         })
         .await
 }
@@ -303,8 +308,9 @@ pub(crate) async fn upload(
     state: AppState,
     mut multipart: Multipart,
 ) -> Result<Vec<ObjectJson>, ApiError> {
-    let (package_id, affinity) = read_upload_info(&mut multipart).await?;
-    let streamed = stream_files(&state, &mut multipart, package_id, affinity).await?;
+    let (package_id, affinity, redundancy) = read_upload_info(&mut multipart).await?;
+    let streamed =
+        stream_files(&state, &mut multipart, (package_id, affinity, &redundancy)).await?;
 
     let total = streamed.len();
     let ids: Vec<u64> = streamed.iter().map(|f| f.upload_id).collect();
@@ -374,11 +380,18 @@ fn in_info(message: impl std::fmt::Display) -> ApiError {
     ApiError::bad_argument(format!("invalid `info` part: {message}"))
 }
 
-/// Read and check the `info` part of an upload; returns (package id, affinity).
-async fn read_upload_info(multipart: &mut Multipart) -> Result<(u64, u64), ApiError> {
+/// Read and check the `info` part of an upload; returns (package id, affinity, redundancy
+/// policy JSON or "").
+async fn read_upload_info(multipart: &mut Multipart) -> Result<(u64, u64, String), ApiError> {
     let info: UploadInfo = read_info(multipart).await?;
     let package_id = require_id("packageID", info.package_id).map_err(|e| in_info(e.message))?;
-    Ok((package_id, info.affinity.unwrap_or(0)))
+    let redundancy = match info.redundancy {
+        None | Some(serde_json::Value::Null) => String::new(),
+        Some(v) => serde_json::from_value::<redundancy::Policy>(v)
+            .map(|p| serde_json::to_string(&p).unwrap_or_default())
+            .map_err(|e| in_info(format!("redundancy: {e}")))?,
+    };
+    Ok((package_id, info.affinity.unwrap_or(0), redundancy))
 }
 
 /// Read and check the `info` part of an uploadPart request; returns (object id, index).
@@ -404,8 +417,7 @@ async fn read_part_info(multipart: &mut Multipart) -> Result<(u64, u32), ApiErro
 async fn stream_files(
     state: &AppState,
     multipart: &mut Multipart,
-    package_id: u64,
-    affinity: u64,
+    (package_id, affinity, redundancy): (u64, u64, &str),
 ) -> Result<Vec<Streamed>, ApiError> {
     let max_files = state.config().max_upload_files;
     let mut streamed: Vec<Option<Streamed>> = Vec::new();
@@ -427,6 +439,7 @@ async fn stream_files(
             package_id,
             path,
             affinity,
+            redundancy_json: redundancy.to_owned(),
         };
         let head = Head::read(&mut field, &what).await?;
         if head.complete {
@@ -484,6 +497,23 @@ fn settle(
     }
 }
 
+/// Encode `input` under the policy of a rep/ec reservation and store its blocks.
+async fn put_redundant(
+    state: &AppState,
+    begin: BeginUploadResponse,
+    input: futures::stream::BoxStream<'_, io::Result<Bytes>>,
+    what: &str,
+) -> Result<Streamed, ApiError> {
+    let stored = crate::redundant::put_blocks(state, &begin, input, what).await?;
+    Ok(Streamed {
+        upload_id: begin.upload_id,
+        commit_token: begin.commit_token,
+        size: stored.size,
+        sha256: stored.sha256,
+        blocks: stored.blocks,
+    })
+}
+
 /// Reserve and store one small file read whole.
 async fn store_small(
     state: &AppState,
@@ -492,6 +522,12 @@ async fn store_small(
     what: &str,
 ) -> Result<Streamed, ApiError> {
     let begin = state.begin_upload(reserve).await?;
+    if !begin.blocks.is_empty() {
+        // rep/ec: encode and store one block per space (redundant.rs).
+        let input =
+            futures::StreamExt::boxed(futures::stream::once(futures::future::ready(Ok(data))));
+        return put_redundant(state, begin, input, what).await;
+    }
     let ticket = required(begin.ticket, "upload ticket")?;
     let len = data.len();
     let req = PutSmallShardRequest {
@@ -515,6 +551,7 @@ async fn store_small(
         commit_token: begin.commit_token,
         size: stored.size,
         sha256: stored.sha256,
+        blocks: Vec::new(),
     })
 }
 
@@ -568,6 +605,19 @@ async fn stream_reserved(
     mut field: Field<'_>,
     what: &str,
 ) -> Result<Streamed, ApiError> {
+    if !begin.blocks.is_empty() {
+        // rep/ec: encode the head and the rest of the part (redundant.rs).
+        let rest = futures::stream::unfold(field, |mut f| async move {
+            match f.chunk().await {
+                Ok(Some(b)) => Some((Ok(b), f)),
+                Ok(None) => None,
+                Err(e) => Some((Err(io::Error::other(multipart_detail(&e))), f)),
+            }
+        });
+        let head = futures::stream::iter(head.pieces.into_iter().map(Ok::<Bytes, io::Error>));
+        let input = futures::StreamExt::boxed(futures::StreamExt::chain(head, rest));
+        return put_redundant(state, begin, input, what).await;
+    }
     let upload_id = begin.upload_id;
     tracing::debug!(upload_id, what, agent = %begin.agent_address, "upload begun");
     let ticket = required(begin.ticket, "upload ticket")?;
@@ -578,6 +628,7 @@ async fn stream_reserved(
         commit_token: begin.commit_token,
         size: stored.size,
         sha256: stored.sha256,
+        blocks: Vec::new(),
     })
 }
 
@@ -886,6 +937,7 @@ async fn concat_and_commit(
         commit_token: begin.commit_token,
         size: stored.size,
         sha256: stored.sha256,
+        blocks: Vec::new(),
     };
     commit(state, stored).await
 }
@@ -951,6 +1003,12 @@ pub(crate) async fn download(
     if len == 0 {
         // GetShard reads `length = 0` as "to the end": never ask for an empty range.
         return Ok((StatusCode::OK, headers, Body::empty()).into_response());
+    }
+    if !resolved.blocks.is_empty() {
+        // rep/ec: ranged and degraded reads over the blocks (redundant.rs).
+        let body =
+            crate::redundant::read_blocks(state, &object, resolved.blocks, start, len).await?;
+        return Ok((StatusCode::OK, headers, Body::from_stream(body)).into_response());
     }
 
     let ticket = required(resolved.ticket, "read ticket")?;

@@ -12,6 +12,7 @@ pub mod extract;
 pub mod model;
 pub mod openapi;
 pub mod ops;
+pub mod redundant;
 pub mod routes;
 pub mod server;
 pub mod state;

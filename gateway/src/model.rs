@@ -23,7 +23,7 @@ impl From<pb::Bucket> for BucketJson {
     }
 }
 
-/// `{packageID, name, bucketID, createTime}`.
+/// `{packageID, name, bucketID, createTime, redundancy}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct PackageJson {
     #[serde(rename = "packageID")]
@@ -35,6 +35,8 @@ pub struct PackageJson {
     #[serde(rename = "createTime")]
     #[schema(format = DateTime)]
     pub create_time: String,
+    /// The policy new uploads into the package get (docs/redundancy.md).
+    pub redundancy: RedundancyJson,
 }
 
 impl From<pb::Package> for PackageJson {
@@ -44,16 +46,80 @@ impl From<pb::Package> for PackageJson {
             name: p.name,
             bucket_id: p.bucket_id,
             create_time: rfc3339_ms(p.create_time_ms),
+            redundancy: RedundancyJson::from_coordinator(&p.redundancy_json),
         }
     }
 }
 
-/// `{"type": <kind>}`: the coordinator's redundancy string as it is, `none` for ordinary
-/// objects and `multipartUpload` for a multipart upload that is not completed yet.
+/// The `redundancy` object: `{"type":"none"}`, `{"type":"rep","repCount":2}`,
+/// `{"type":"ec","k":4,"n":6,"chunkSize":1048576}`, or `{"type":"multipartUpload"}` for a
+/// multipart upload that is not completed yet.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct RedundancyJson {
+    /// `none`, `rep`, `ec` or (objects only) `multipartUpload`.
     #[serde(rename = "type")]
     pub kind: String,
+    /// rep: number of full copies, each in a distinct user space.
+    #[serde(rename = "repCount", skip_serializing_if = "Option::is_none")]
+    pub rep_count: Option<u32>,
+    /// ec: data blocks.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub k: Option<u32>,
+    /// ec: data + parity blocks, each in a distinct user space.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub n: Option<u32>,
+    /// ec: bytes per stripe piece.
+    #[serde(rename = "chunkSize", skip_serializing_if = "Option::is_none")]
+    pub chunk_size: Option<u32>,
+}
+
+impl RedundancyJson {
+    /// A bare `{"type": kind}`.
+    pub fn kind(kind: impl Into<String>) -> Self {
+        RedundancyJson {
+            kind: kind.into(),
+            rep_count: None,
+            k: None,
+            n: None,
+            chunk_size: None,
+        }
+    }
+
+    /// From the coordinator's string: a JSON policy object, or a bare kind (empty → `none`).
+    pub fn from_coordinator(s: &str) -> Self {
+        if s.is_empty() {
+            return RedundancyJson::kind("none");
+        }
+        if s.starts_with('{')
+            && let Ok(r) = serde_json::from_str::<redundancy::ObjectRedundancy>(s)
+        {
+            return match r {
+                redundancy::ObjectRedundancy::Stored(p) => p.into(),
+                redundancy::ObjectRedundancy::MultipartUpload => {
+                    RedundancyJson::kind("multipartUpload")
+                }
+            };
+        }
+        RedundancyJson::kind(s)
+    }
+}
+
+impl From<redundancy::Policy> for RedundancyJson {
+    fn from(p: redundancy::Policy) -> Self {
+        match p {
+            redundancy::Policy::None => RedundancyJson::kind("none"),
+            redundancy::Policy::Rep { rep_count } => RedundancyJson {
+                rep_count: Some(rep_count),
+                ..RedundancyJson::kind("rep")
+            },
+            redundancy::Policy::Ec { k, n, chunk_size } => RedundancyJson {
+                k: Some(k),
+                n: Some(n),
+                chunk_size: Some(chunk_size),
+                ..RedundancyJson::kind("ec")
+            },
+        }
+    }
 }
 
 /// `{objectID, packageID, path, size, fileHash, redundancy, createTime, updateTime}`;
@@ -87,18 +153,14 @@ impl From<pb::Object> for ObjectJson {
     /// Renders any redundancy string as `{"type": <string>}` (empty → `none`), and the
     /// hash as is (a multipart object's 64 zeros become `Full000…0`).
     fn from(o: pb::Object) -> Self {
-        let kind = if o.redundancy.is_empty() {
-            "none".to_owned()
-        } else {
-            o.redundancy
-        };
+        let redundancy = RedundancyJson::from_coordinator(&o.redundancy);
         ObjectJson {
             object_id: o.object_id,
             package_id: o.package_id,
             path: o.path,
             size: o.size.to_string(),
             file_hash: file_hash(&o.sha256),
-            redundancy: RedundancyJson { kind },
+            redundancy,
             create_time: rfc3339_ms(o.create_time_ms),
             update_time: rfc3339_ms(o.update_time_ms),
         }
@@ -197,10 +259,24 @@ mod tests {
             name: "t1".into(),
             bucket_id: 1,
             create_time_ms: 1_750_753_888_514,
+            redundancy_json: r#"{"type":"rep","repCount":2}"#.into(),
         };
         assert_eq!(
             serde_json::to_string(&PackageJson::from(p)).unwrap(),
-            r#"{"packageID":32,"name":"t1","bucketID":1,"createTime":"2025-06-24T08:31:28.514Z"}"#
+            r#"{"packageID":32,"name":"t1","bucketID":1,"createTime":"2025-06-24T08:31:28.514Z","redundancy":{"type":"rep","repCount":2}}"#
+        );
+    }
+
+    #[test]
+    fn ec_objects_render_their_policy() {
+        let o = pb::Object {
+            redundancy: r#"{"type":"ec","k":4,"n":6,"chunkSize":1048576}"#.into(),
+            ..Default::default()
+        };
+        let json = serde_json::to_value(ObjectJson::from(o)).unwrap();
+        assert_eq!(
+            json["redundancy"],
+            serde_json::json!({"type": "ec", "k": 4, "n": 6, "chunkSize": 1048576})
         );
     }
 

@@ -132,6 +132,7 @@ pub(crate) fn api_routes(deadline: Duration) -> OpenApiRouter<AppState> {
         .routes(routes!(bucket::list_all))
         .routes(routes!(bucket::delete))
         .routes(routes!(package::create))
+        .routes(routes!(package::update))
         .routes(routes!(package::get_by_full_name))
         .routes(routes!(package::list_bucket_packages))
         .routes(routes!(package::delete))

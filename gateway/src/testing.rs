@@ -232,6 +232,7 @@ impl CoordState {
             name: r.name.clone(),
             bucket_id: r.bucket_id,
             create_time_ms: 1_750_753_888_514,
+            ..Default::default()
         };
         self.packages.push(package.clone());
         let mut imported = 0;
@@ -337,6 +338,7 @@ impl CoordState {
             ticket: Some(ticket(ticket_body)),
             expires_at_ms: i64::MAX,
             commit_token: commit_token(upload_id),
+            ..Default::default()
         }
     }
 }
@@ -515,6 +517,7 @@ impl CoordinatorService for FakeCoordinator {
             name: r.name,
             bucket_id: r.bucket_id,
             create_time_ms: 1_750_753_888_514,
+            ..Default::default()
         };
         st.packages.push(package.clone());
         Ok(GrpcResponse::new(pb::PackageResponse {
@@ -753,6 +756,7 @@ impl CoordinatorService for FakeCoordinator {
             ticket: Some(ticket(object.sha256.clone())),
             object: Some(object),
             agent_address: st.agent_address.clone(),
+            blocks: Vec::new(),
         }))
     }
 
@@ -1268,6 +1272,15 @@ impl CoordinatorService for FakeCoordinator {
             )),
         }
     }
+
+    async fn update_package(
+        &self,
+        _req: GrpcRequest<pb::UpdatePackageRequest>,
+    ) -> Result<GrpcResponse<pb::PackageResponse>, Status> {
+        Err(Status::unimplemented(
+            "update_package (rep/ec are tested in integration-tests)",
+        ))
+    }
 }
 
 /// One `PutShard` stream as the fake agent saw it.
@@ -1765,6 +1778,7 @@ mod tests {
                 package_id: 1,
                 path: "a".into(),
                 affinity: 0,
+                ..Default::default()
             }))
             .await
             .unwrap()
@@ -1775,6 +1789,7 @@ mod tests {
             size: 1,
             sha256: sha256_hex(b"x"),
             commit_token: token,
+            blocks: Vec::new(),
         };
         for token in [Vec::new(), commit_token(begin.upload_id + 1)] {
             let status = fake

@@ -263,6 +263,12 @@ impl CoordinatorService for FakeCoordinator {
     ) -> Result<Response<Empty>, Status> {
         unimplemented()
     }
+    async fn update_package(
+        &self,
+        _: Request<proto::coordinator::UpdatePackageRequest>,
+    ) -> Result<Response<PackageResponse>, Status> {
+        unimplemented()
+    }
     async fn register_agent(
         &self,
         request: Request<RegisterAgentRequest>,

@@ -17,7 +17,13 @@
 //! v1/space/{space_id}                    SpaceRow           (user spaces)
 //! v1/space-name/{name}                   → space_id
 //! v1/shard-ref/{space_id}/{sha256}/{holder}  one key per holder of a shard: `o{object_id}`
-//!                                        for an object, `p{object_id}-{index}` for a part
+//!                                        for an object, `p{object_id}-{index}` for a part,
+//!                                        `b{object_id}-{index}` for a block of a rep/ec object
+//! v1/object-blocks/{object_id}           BlocksRow: block placements of a rep/ec object
+//!                                        (`blocks.rs`; written in the commit transaction)
+//! v1/package-policy/{package_id}         redundancy policy of a package (JSON `Policy`);
+//!                                        absent = the coordinator's `default_redundancy`
+//! v1/job/scrub                           ScrubState: progress of the scrub job (`scrub.rs`)
 //! v1/shard-gc/{space_id}/{sha256}        marker while GC deletes that shard; commits that
 //!                                        would reference it compare its absence
 //! v1/mpu/{object_id}                     MpuRow: a multipart upload in progress
@@ -138,6 +144,29 @@ pub fn object_ref(space: SpaceId, sha256: &str, object: ObjectId) -> Vec<u8> {
     let mut k = shard_ref_prefix(space, sha256);
     k.extend_from_slice(format!("o{}", object.key()).as_bytes());
     k
+}
+
+/// A block of a rep/ec object (`blocks.rs`).
+pub fn block_ref(space: SpaceId, sha256: &str, object: ObjectId, index: usize) -> Vec<u8> {
+    let mut k = shard_ref_prefix(space, sha256);
+    k.extend_from_slice(format!("b{}-{index:03}", object.key()).as_bytes());
+    k
+}
+
+pub fn object_blocks(object: ObjectId) -> Vec<u8> {
+    format!("v1/object-blocks/{}", object.key()).into_bytes()
+}
+
+pub fn object_blocks_prefix() -> Vec<u8> {
+    b"v1/object-blocks/".to_vec()
+}
+
+pub fn package_policy(package: PackageId) -> Vec<u8> {
+    format!("v1/package-policy/{}", package.key()).into_bytes()
+}
+
+pub fn scrub_state() -> Vec<u8> {
+    b"v1/job/scrub".to_vec()
 }
 
 pub fn part_ref(space: SpaceId, sha256: &str, object: ObjectId, index: u32) -> Vec<u8> {

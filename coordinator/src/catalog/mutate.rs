@@ -102,30 +102,41 @@ impl Catalog {
                 update_time_ms: now,
                 ..src.row.clone()
             };
+            let mut when = vec![
+                // The source still holds the same shard, so it exists now.
+                Compare::ModRev(src_key, src.rev),
+                Compare::ModRev(keys::package(package), dst_pkg.rev),
+                Compare::Absent(dst_key.clone()),
+            ];
+            let mut then = vec![
+                Op::Put(dst_key.clone(), encode(&row)),
+                Op::Put(
+                    keys::object_id(new_id),
+                    encode(&ObjectIdRow {
+                        package_id: package,
+                        path: path.to_owned(),
+                    }),
+                ),
+            ];
+            match self.share_blocks(&src.row, new_id).await? {
+                // rep/ec: the clone shares every block (blocks.rs).
+                Some((w, ops)) => {
+                    when.extend(w);
+                    then.extend(ops);
+                }
+                None => {
+                    when.push(Compare::Absent(keys::shard_gc(row.space_id, &row.sha256)));
+                    then.push(Op::Put(
+                        keys::object_ref(row.space_id, &row.sha256, new_id),
+                        Vec::new(),
+                    ));
+                }
+            }
             let res = self
                 .meta
                 .txn(Txn {
-                    when: vec![
-                        // The source still holds the same shard, so it exists now.
-                        Compare::ModRev(src_key, src.rev),
-                        Compare::ModRev(keys::package(package), dst_pkg.rev),
-                        Compare::Absent(dst_key.clone()),
-                        Compare::Absent(keys::shard_gc(row.space_id, &row.sha256)),
-                    ],
-                    then: vec![
-                        Op::Put(dst_key.clone(), encode(&row)),
-                        Op::Put(
-                            keys::object_id(new_id),
-                            encode(&ObjectIdRow {
-                                package_id: package,
-                                path: path.to_owned(),
-                            }),
-                        ),
-                        Op::Put(
-                            keys::object_ref(row.space_id, &row.sha256, new_id),
-                            Vec::new(),
-                        ),
-                    ],
+                    when,
+                    then,
                     otherwise: vec![Op::Get(dst_key)],
                 })
                 .await?;

@@ -118,6 +118,10 @@ impl Catalog {
                                 id,
                             )));
                         }
+                        // rep/ec: the blocks key and one reference per block (blocks.rs).
+                        let (w, ops) = self.release_blocks(&obj.row).await?;
+                        when.extend(w);
+                        then.extend(ops);
                     }
                     // A stale index entry (the row is gone or belongs to another id).
                     Some(other) => when.push(Compare::ModRev(obj_key, other.rev)),
@@ -185,6 +189,7 @@ impl Catalog {
             object_id: None,
             create_time_ms: common::time::now_ms(),
             expires_at_ms,
+            blocks: None,
         })
     }
 
@@ -288,7 +293,14 @@ impl Catalog {
                 Some(o) => o.row.object_id,
                 None => ObjectId(self.ids.next("object").await?),
             };
-            let (row, when, then) = object_commit(u, size, sha256, existing.as_ref(), object_id);
+            let (row, mut when, mut then) =
+                object_commit(u, size, sha256, existing.as_ref(), object_id);
+            // Replacing a rep/ec object: drop its blocks (blocks.rs).
+            if let Some(o) = &existing {
+                let (w, ops) = self.release_blocks(&o.row).await?;
+                when.extend(w);
+                then.extend(ops);
+            }
             let (_, mut otherwise) = Self::commit_guards(u, sha256);
             otherwise.push(Op::Get(keys::package(u.package_id)));
             otherwise.push(Op::Get(keys::object(u.package_id, &u.path)));

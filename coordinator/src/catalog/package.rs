@@ -98,6 +98,7 @@ impl Catalog {
                 then: vec![
                     Op::Delete(keys::package(id)),
                     Op::Delete(keys::package_name(p.row.bucket_id, &p.row.name)),
+                    Op::Delete(keys::package_policy(id)),
                     Op::Put(keys::delete_package_job(id), encode(&id.0)),
                 ],
                 otherwise: vec![],
@@ -122,6 +123,13 @@ impl Catalog {
             let mut ops = Vec::with_capacity(page.kvs.len() * 2);
             for kv in &page.kvs {
                 let row: super::rows::ObjectRow = decode(kv)?;
+                // rep/ec objects also drop their blocks key and block references; stop the
+                // step before it would exceed the transaction limit (the rest comes next).
+                let (_, blocks) = self.release_blocks(&row).await?;
+                if !ops.is_empty() && ops.len() + blocks.len() + 3 > self.meta.max_txn_ops() {
+                    break;
+                }
+                ops.extend(blocks);
                 ops.push(Op::Delete(kv.key.clone()));
                 if !row.is_multipart() {
                     ops.push(Op::Delete(keys::object_ref(

@@ -64,6 +64,26 @@ impl ObjectRow {
     pub fn is_multipart(&self) -> bool {
         self.redundancy == MULTIPART
     }
+
+    /// The rep/ec policy of an object stored as blocks (`redundancy` holds the policy's
+    /// JSON); `None` for plain (`none`) and multipart objects.
+    pub fn block_policy(&self) -> Option<redundancy::Policy> {
+        if !self.redundancy.starts_with('{') {
+            return None;
+        }
+        serde_json::from_str::<redundancy::Policy>(&self.redundancy)
+            .ok()
+            .filter(|p| *p != redundancy::Policy::None)
+    }
+}
+
+/// The `redundancy` string an object stored under `policy` carries: `none`, or the JSON
+/// policy object of rep/ec.
+pub fn redundancy_string(policy: &redundancy::Policy) -> String {
+    match policy {
+        redundancy::Policy::None => NONE.to_owned(),
+        p => serde_json::to_string(p).expect("policies always serialize"),
+    }
 }
 
 /// What a committed upload produces.
@@ -128,6 +148,16 @@ pub struct UploadRow {
     pub object_id: Option<ObjectId>,
     pub create_time_ms: i64,
     pub expires_at_ms: i64,
+    /// rep/ec uploads: the policy and the space of every block (`blocks.rs`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blocks: Option<BlockPlan>,
+}
+
+/// Where the blocks of a rep/ec upload go, carried in its commit token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlockPlan {
+    pub policy: redundancy::Policy,
+    pub spaces: Vec<SpaceId>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -201,6 +231,21 @@ mod tests {
         assert_eq!(u.state, UploadState::Pending);
         assert_eq!(u.target, UploadTarget::Object);
         assert_eq!(u.object_id, None);
+        // An ec object (issue 8): `redundancy` holds the policy's JSON; old readers see a
+        // string, as before.
+        let ec: ObjectRow =
+            serde_json::from_str(include_str!("../../tests/golden/object_ec_v1.json")).unwrap();
+        assert_eq!(
+            ec.block_policy(),
+            Some(redundancy::Policy::Ec {
+                k: 4,
+                n: 6,
+                chunk_size: 1 << 20
+            })
+        );
+        assert!(!ec.is_multipart());
+        assert_eq!(o.block_policy(), None);
+        assert_eq!(u.blocks, None);
         let b: BucketRow =
             serde_json::from_str(r#"{"bucket_id":1,"user_id":1,"name":"b","create_time_ms":5}"#)
                 .unwrap();

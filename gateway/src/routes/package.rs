@@ -3,7 +3,7 @@
 use axum::extract::State;
 use proto::coordinator::{
     CreatePackageRequest, DeletePackageRequest, GetPackageByFullNameRequest,
-    ListBucketPackagesRequest,
+    ListBucketPackagesRequest, UpdatePackageRequest,
 };
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -25,6 +25,32 @@ pub(crate) struct CreateBody {
     /// Package name (see `docs/api.md` for the naming rules).
     #[schema(min_length = 1, max_length = 255, pattern = r"^[^/]*\S[^/]*$")]
     name: String,
+    /// Redundancy policy of the package; absent = the cluster's `default_redundancy`.
+    #[schema(value_type = Option<crate::model::RedundancyJson>)]
+    redundancy: Option<serde_json::Value>,
+}
+
+/// Body of `POST /v1/package/update`.
+#[derive(Debug, Deserialize, ToSchema)]
+#[schema(as = PackageUpdateBody)]
+pub(crate) struct UpdateBody {
+    #[serde(rename = "packageID")]
+    #[schema(value_type = u64, minimum = 1)]
+    package_id: Option<u64>,
+    /// The new redundancy policy (new uploads use it; existing objects keep theirs).
+    #[schema(value_type = crate::model::RedundancyJson)]
+    redundancy: Option<serde_json::Value>,
+}
+
+/// A `redundancy` field of a request as the coordinator's policy JSON; `BadArgument`
+/// naming the field when it is not a valid policy.
+pub(crate) fn policy_json(value: Option<serde_json::Value>) -> Result<String, ApiError> {
+    match value {
+        None | Some(serde_json::Value::Null) => Ok(String::new()),
+        Some(v) => serde_json::from_value::<redundancy::Policy>(v)
+            .map(|p| serde_json::to_string(&p).unwrap_or_default())
+            .map_err(|e| ApiError::bad_argument(format!("redundancy: {e}"))),
+    }
 }
 
 /// Query of `GET /v1/package/getByFullName`.
@@ -82,11 +108,13 @@ pub(crate) async fn create(
 ) -> Result<ApiOk<PackageData>, ApiError> {
     let bucket_id = require_id("bucketID", body.bucket_id)?;
     require_name("package", &body.name)?;
+    let redundancy_json = policy_json(body.redundancy)?;
     let resp = state
         .coordinator()
         .create_package(CreatePackageRequest {
             bucket_id,
             name: body.name,
+            redundancy_json,
         })
         .await?
         .into_inner();
@@ -96,6 +124,33 @@ pub(crate) async fn create(
         package_id = package.package_id,
         "package created"
     );
+    Ok(ApiOk(PackageData {
+        package: package.into(),
+    }))
+}
+
+/// `POST /v1/package/update`: change the package's redundancy policy.
+#[utoipa::path(post, path = "/v1/package/update", tag = "package", request_body = UpdateBody,
+    responses((status = 200, description = "The package with its new policy", body = OkEnvelope<PackageData>)))]
+pub(crate) async fn update(
+    State(state): State<AppState>,
+    ApiJson(body): ApiJson<UpdateBody>,
+) -> Result<ApiOk<PackageData>, ApiError> {
+    let package_id = require_id("packageID", body.package_id)?;
+    let redundancy_json = policy_json(body.redundancy)?;
+    if redundancy_json.is_empty() {
+        return Err(ApiError::bad_argument("missing field `redundancy`"));
+    }
+    let resp = state
+        .coordinator()
+        .update_package(UpdatePackageRequest {
+            package_id,
+            redundancy_json,
+        })
+        .await?
+        .into_inner();
+    let package = required(resp.package, "package")?;
+    tracing::info!(package_id, "package redundancy updated");
     Ok(ApiOk(PackageData {
         package: package.into(),
     }))
@@ -189,7 +244,7 @@ mod tests {
         assert_eq!(
             package,
             json!({"packageID": package_id, "name": "t1", "bucketID": bucket_id,
-                   "createTime": "2025-06-24T08:31:28.514Z"})
+                   "createTime": "2025-06-24T08:31:28.514Z", "redundancy": {"type": "none"}})
         );
 
         let uri = "/v1/package/getByFullName?bucketName=b1&packageName=t1";
@@ -231,6 +286,31 @@ mod tests {
             (
                 post_json("/v1/package/delete", r#"{"packageID": 0}"#),
                 "`packageID`",
+            ),
+            (
+                post_json(
+                    "/v1/package/create",
+                    r#"{"bucketID": 1, "name": "p", "redundancy": {"type": "ec", "k": 6, "n": 4}}"#,
+                ),
+                "redundancy: invalid redundancy policy: n must be greater than k",
+            ),
+            (
+                post_json(
+                    "/v1/package/create",
+                    r#"{"bucketID": 1, "name": "p", "redundancy": {"type": "raid"}}"#,
+                ),
+                "redundancy: unknown variant `raid`",
+            ),
+            (
+                post_json("/v1/package/update", r#"{"packageID": 1}"#),
+                "missing field `redundancy`",
+            ),
+            (
+                post_json(
+                    "/v1/package/update",
+                    r#"{"packageID": 1, "redundancy": {"type": "rep", "repCount": 0}}"#,
+                ),
+                "redundancy: invalid redundancy policy: repCount",
             ),
             (
                 http_get("/v1/package/getByFullName?bucketName=b"),

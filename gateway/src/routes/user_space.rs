@@ -1067,7 +1067,7 @@ mod tests {
             .unwrap();
         let golden = json!({"code": "OK", "message": "", "data": {
             "package": {"packageID": package_id, "name": "imported", "bucketID": bucket,
-                        "createTime": "2025-06-24T08:31:28.514Z"},
+                        "createTime": "2025-06-24T08:31:28.514Z", "redundancy": {"type": "none"}},
             "imported": 2,
             "failures": [{"path": "bad\\name",
                           "message": "path \"bad\\\\name\" contains a backslash; use '/' as separator"}],

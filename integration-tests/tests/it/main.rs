@@ -11,6 +11,7 @@ mod object_api;
 mod objects;
 mod ops;
 mod races;
+mod redundancy;
 mod sync;
 mod tls;
 mod user_spaces;

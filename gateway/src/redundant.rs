@@ -1,0 +1,321 @@
+//! Bytes of rep/ec objects (issue 8, `docs/redundancy.md`). Uploads: the body goes through
+//! `redundancy::encoder` and each block is streamed to its own agent with `PutShard` (one
+//! ticket per block); the agents' hashes must equal the encoder's. Downloads:
+//! `redundancy::read_range` over one [`AgentBlock`] (ranged `GetShard`) per block, so a
+//! missing, unreachable or corrupt block is rebuilt from the others (degraded read).
+//!
+//! Memory: the encoder's bound (`Encoder::memory_bound`, 22 MiB for ec(4,6) with 1 MiB
+//! pieces) plus, per block, the gRPC stream's own buffering; reads hold a stripe.
+
+use std::io;
+use std::ops::Range;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use client::AgentClient;
+use futures::StreamExt;
+use proto::agent::put_shard_request::Msg;
+use proto::agent::{Finish, GetShardRequest, PutShardRequest};
+use proto::common::Ticket;
+use proto::coordinator::{self as pb, BeginUploadResponse};
+use redundancy::{BlockSource, BlockSourceRef, ByteStream, Policy, ReadStats};
+use tokio::sync::watch;
+
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// What a rep/ec upload stored, for `CommitUpload`.
+#[derive(Debug)]
+pub(crate) struct StoredBlocks {
+    pub size: u64,
+    pub sha256: String,
+    pub blocks: Vec<pb::StoredBlock>,
+}
+
+fn policy_of(json: &str) -> Result<Policy, ApiError> {
+    serde_json::from_str(json)
+        .map_err(|e| ApiError::internal(format!("coordinator sent a bad redundancy {json:?}: {e}")))
+}
+
+fn encode_error(err: redundancy::Error, what: &str) -> ApiError {
+    match err {
+        redundancy::Error::ReadInput { source } => {
+            ApiError::bad_argument(format!("failed to read the body of {what}: {source}"))
+        }
+        other => ApiError::new(
+            common::CodedError::code(&other),
+            format!(
+                "failed to encode {what}: {}",
+                common::error::ErrorChain(&other)
+            ),
+        ),
+    }
+}
+
+/// Encode the bytes of `input` under the policy of `begin` and store every block on its
+/// agent. Any failure stores nothing that gets committed (blocks already written are
+/// reclaimed by shard GC, like any uncommitted upload).
+pub(crate) async fn put_blocks(
+    state: &AppState,
+    begin: &BeginUploadResponse,
+    input: futures::stream::BoxStream<'_, io::Result<bytes::Bytes>>,
+    what: &str,
+) -> Result<StoredBlocks, ApiError> {
+    let policy = policy_of(&begin.redundancy_json)?;
+    if begin.blocks.len() != policy.block_count() {
+        return Err(ApiError::internal(format!(
+            "coordinator placed {} blocks for a {} upload of {} blocks",
+            begin.blocks.len(),
+            policy.kind(),
+            policy.block_count()
+        )));
+    }
+    let (encoder, streams) = redundancy::encoder(policy, redundancy::EncodeOptions::default())
+        .map_err(|e| encode_error(e, what))?;
+    // Each block's request stream ends with `finish` only once the whole body was encoded
+    // successfully; otherwise it ends without it and the agent discards the bytes.
+    let (done_tx, done_rx) = watch::channel(None::<bool>);
+    let mut calls = Vec::with_capacity(streams.len());
+    for (stream, target) in streams.into_iter().zip(&begin.blocks) {
+        let mut agent = state.agents().get(&target.agent_address)?;
+        let ticket = target
+            .ticket
+            .clone()
+            .ok_or_else(|| ApiError::internal("coordinator sent a block without a ticket"))?;
+        let mut done = done_rx.clone();
+        let finish = futures::stream::once(async move {
+            let ok = done
+                .wait_for(Option::is_some)
+                .await
+                .map(|v| *v == Some(true))
+                .unwrap_or(false);
+            ok.then_some(PutShardRequest {
+                msg: Some(Msg::Finish(Finish {})),
+            })
+        })
+        .filter_map(futures::future::ready);
+        let requests = futures::stream::once(futures::future::ready(PutShardRequest {
+            msg: Some(Msg::Ticket(ticket)),
+        }))
+        .chain(stream.map(|data| PutShardRequest {
+            msg: Some(Msg::Data(data)),
+        }))
+        .chain(finish);
+        calls.push(async move { agent.put_shard(requests).await });
+    }
+    let encode = async {
+        let res = encoder.run(input).await;
+        let _ = done_tx.send(Some(res.is_ok()));
+        res
+    };
+    let (summary, answers) = tokio::join!(encode, futures::future::join_all(calls));
+    // An agent's refusal explains a failed encode (its block consumer went away) better.
+    let mut stored = Vec::with_capacity(answers.len());
+    for (i, answer) in answers.into_iter().enumerate() {
+        match answer {
+            Ok(resp) => stored.push(resp.into_inner()),
+            Err(status) => {
+                if summary.is_ok() || !matches!(summary, Err(redundancy::Error::ReadInput { .. })) {
+                    tracing::warn!(block = i, agent = %begin.blocks[i].agent_address, error = %status.message(), "block write failed");
+                    return Err(ApiError::from(status));
+                }
+            }
+        }
+    }
+    let summary = summary.map_err(|e| encode_error(e, what))?;
+    let mut blocks = Vec::with_capacity(stored.len());
+    for (resp, block) in stored.iter().zip(&summary.blocks) {
+        let sha = hex::encode(block.sha256);
+        if resp.size != block.size || resp.sha256 != sha {
+            return Err(ApiError::internal(format!(
+                "agent stored block {} of {what} as {} bytes {} but {} bytes {sha} were sent",
+                block.index, resp.size, resp.sha256, block.size
+            )));
+        }
+        blocks.push(pb::StoredBlock {
+            size: block.size,
+            sha256: sha,
+        });
+    }
+    common::metrics::metrics()
+        .gateway_bytes
+        .with_label_values(&["in"])
+        .inc_by(summary.size);
+    Ok(StoredBlocks {
+        size: summary.size,
+        sha256: hex::encode(summary.sha256),
+        blocks,
+    })
+}
+
+/// One stored block on an agent, read by range with `GetShard`.
+///
+/// An ec read asks for one frame (stripe piece + checksum) per `GetShard` call, the next
+/// only once the previous one was consumed. The blocks of one object often share an
+/// HTTP/2 connection (one agent serving several spaces), whose flow-control window is
+/// shared by its streams: a block streamed ahead of the reader would fill that window
+/// with bytes nobody reads yet and starve the block the reader waits for (a deadlock seen
+/// with 1 MiB pieces on a multi-threaded runtime, test
+/// `ec_with_all_blocks_on_one_agent_and_1_mib_pieces`). With one frame in flight per block,
+/// every byte received belongs to the stripe being read, which reads all its blocks at once.
+pub(crate) struct AgentBlock {
+    agent: AgentClient,
+    ticket: Ticket,
+    /// Bytes per `GetShard` call (`u64::MAX`: the whole range in one call).
+    step: u64,
+}
+
+fn get_error(s: &tonic::Status) -> io::Error {
+    io::Error::other(format!("GetShard: {}", s.message()))
+}
+
+impl AgentBlock {
+    async fn get(
+        &self,
+        offset: u64,
+        length: u64,
+    ) -> io::Result<tonic::Streaming<proto::agent::Chunk>> {
+        Ok(self
+            .agent
+            .clone()
+            .get_shard(GetShardRequest {
+                ticket: Some(self.ticket.clone()),
+                offset,
+                length,
+            })
+            .await
+            .map_err(|s| get_error(&s))?
+            .into_inner())
+    }
+}
+
+#[async_trait]
+impl BlockSource for AgentBlock {
+    async fn open(&self, range: Range<u64>) -> io::Result<ByteStream> {
+        if range.end <= range.start {
+            // GetShard reads `length = 0` as "to the end".
+            return Ok(futures::stream::empty().boxed());
+        }
+        let step = self.step.max(1);
+        let first_len = (range.end - range.start).min(step);
+        // The first call is made here, so a missing block or a down agent fails the open.
+        let first = self.get(range.start, first_len).await?;
+        let this = AgentBlock {
+            agent: self.agent.clone(),
+            ticket: self.ticket.clone(),
+            step,
+        };
+        let state = (this, Some(first), range.start + first_len, range.end);
+        Ok(
+            futures::stream::try_unfold(state, |(this, mut current, mut next, end)| async move {
+                loop {
+                    if let Some(stream) = current.as_mut()
+                        && let Some(chunk) = stream.message().await.map_err(|s| get_error(&s))?
+                    {
+                        return Ok(Some((chunk.data, (this, current, next, end))));
+                    }
+                    if next >= end {
+                        return Ok(None);
+                    }
+                    let len = (end - next).min(this.step);
+                    current = Some(this.get(next, len).await?);
+                    next += len;
+                }
+            })
+            .boxed(),
+        )
+    }
+}
+
+/// The object bytes `[start, start + len)` of a rep/ec object as a body stream. Errors
+/// known before the first byte (too few reachable blocks, a first stripe that cannot be
+/// rebuilt) are returned as an envelope; later ones abort the body, never wrong bytes.
+pub(crate) async fn read_blocks(
+    state: &AppState,
+    object: &pb::Object,
+    sources: Vec<pb::BlockSource>,
+    start: u64,
+    len: u64,
+) -> Result<impl futures::Stream<Item = Result<Bytes, io::Error>> + Send + use<>, ApiError> {
+    let policy = policy_of(&object.redundancy)?;
+    if sources.len() != policy.block_count() {
+        return Err(ApiError::internal(format!(
+            "coordinator resolved {} blocks of a {} object of {} blocks",
+            sources.len(),
+            policy.kind(),
+            policy.block_count()
+        )));
+    }
+    let step = redundancy::EcLayout::of(&policy).map_or(u64::MAX, |l| l.frame_len());
+    let mut blocks: Vec<Option<BlockSourceRef>> = Vec::with_capacity(sources.len());
+    for s in sources {
+        blocks.push(match (s.agent_address.is_empty(), s.ticket) {
+            (false, Some(ticket)) => Some(Arc::new(AgentBlock {
+                agent: state.agents().get(&s.agent_address)?,
+                ticket,
+                step,
+            }) as BlockSourceRef),
+            _ => None,
+        });
+    }
+    let reachable = blocks.iter().filter(|b| b.is_some()).count();
+    let object_id = object.object_id;
+    if reachable < policy.min_blocks() {
+        return Err(ApiError::new(
+            common::ErrorCode::Unavailable,
+            format!(
+                "object {object_id} cannot be read: {reachable} of its {} blocks are reachable, {} needed",
+                policy.block_count(),
+                policy.min_blocks()
+            ),
+        ));
+    }
+    let stats = Arc::new(ReadStats::default());
+    let mut stream =
+        redundancy::read_range(policy, object.size, blocks, start, Some(len), stats.clone())
+            .map_err(|e| ApiError::new(common::CodedError::code(&e), e.to_string()))?;
+    let first = match stream.next().await {
+        Some(Ok(b)) => b,
+        Some(Err(e)) => {
+            return Err(ApiError::new(
+                common::CodedError::code(&e),
+                format!("object {object_id} cannot be read: {e}"),
+            ));
+        }
+        None => Bytes::new(),
+    };
+    let metrics = common::metrics::metrics();
+    let report = futures::stream::once(async move {
+        let degraded = ReadStats::get(&stats.degraded_stripes);
+        let corrupt = ReadStats::get(&stats.corrupt_pieces);
+        let failed = ReadStats::get(&stats.failed_blocks);
+        if degraded + corrupt + failed > 0 {
+            tracing::warn!(
+                object_id,
+                degraded_stripes = degraded,
+                corrupt_pieces = corrupt,
+                failed_blocks = failed,
+                "degraded read"
+            );
+        }
+        None
+    })
+    .filter_map(futures::future::ready);
+    Ok(futures::stream::once(futures::future::ready(Ok(first)))
+        .chain(stream)
+        .map(move |r| match r {
+            Ok(b) => {
+                metrics
+                    .gateway_bytes
+                    .with_label_values(&["out"])
+                    .inc_by(b.len() as u64);
+                Ok(b)
+            }
+            Err(e) => {
+                tracing::warn!(object_id, error = %e, "download aborted mid-stream");
+                Err(io::Error::other(e.to_string()))
+            }
+        })
+        .chain(report))
+}
