@@ -41,6 +41,10 @@ pub struct Catalog {
     /// the "package not found" answer from begin to commit.
     pub(crate) package_revs:
         Arc<std::sync::Mutex<std::collections::HashMap<common::PackageId, Revision>>>,
+    /// Redundancy policies of packages read in the last [`blocks::POLICY_CACHE_TTL`] (a
+    /// policy change made through another coordinator reaches uploads begun here at most
+    /// that much later; one made here at once).
+    pub(crate) package_policies: Arc<std::sync::Mutex<blocks::PolicyCache>>,
 }
 
 /// Entries of the package revision cache before it is emptied.
@@ -72,6 +76,7 @@ impl Catalog {
             ids: Arc::new(IdAllocator::new(meta.clone())),
             meta,
             package_revs: Arc::default(),
+            package_policies: Arc::default(),
         }
     }
 
@@ -96,6 +101,10 @@ impl Catalog {
 
     pub(crate) fn forget_package(&self, id: common::PackageId) {
         self.lock_package_revs().remove(&id);
+        self.package_policies
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&id);
     }
 
     fn lock_package_revs(

@@ -71,6 +71,14 @@ pub fn parse_policy(json: &str, field: &str) -> Result<Policy> {
     serde_json::from_str::<Policy>(json).map_err(|e| bad(format!("{field}: {e}")))
 }
 
+/// How long a package's redundancy policy is served from [`Catalog::package_policy`]'s
+/// cache (uploads read it on every begin).
+pub const POLICY_CACHE_TTL: std::time::Duration = std::time::Duration::from_secs(1);
+/// Entries of the policy cache before it is emptied.
+const POLICY_CACHE_MAX: usize = 10_000;
+/// Package → (its own policy, if any; when it was read).
+pub type PolicyCache = std::collections::HashMap<PackageId, (Option<Policy>, std::time::Instant)>;
+
 impl Catalog {
     /// Create a package whose redundancy is `policy` (`None` = the cluster default, read
     /// at upload time).
@@ -91,10 +99,32 @@ impl Catalog {
 
     /// The package's own policy, if one was set.
     pub async fn package_policy(&self, package: PackageId) -> Result<Option<Policy>> {
-        Ok(self
+        let now = std::time::Instant::now();
+        if let Some((policy, at)) = self.lock_policies().get(&package)
+            && now.duration_since(*at) < POLICY_CACHE_TTL
+        {
+            return Ok(*policy);
+        }
+        let policy = self
             .get_row::<Policy>(&keys::package_policy(package))
             .await?
-            .map(|v| v.row))
+            .map(|v| v.row);
+        self.remember_policy(package, policy, now);
+        Ok(policy)
+    }
+
+    fn remember_policy(&self, package: PackageId, policy: Option<Policy>, at: std::time::Instant) {
+        let mut cache = self.lock_policies();
+        if cache.len() >= POLICY_CACHE_MAX {
+            cache.clear();
+        }
+        cache.insert(package, (policy, at));
+    }
+
+    fn lock_policies(&self) -> std::sync::MutexGuard<'_, PolicyCache> {
+        self.package_policies
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
     }
 
     /// Set the package's policy (new uploads use it; existing objects keep theirs).
@@ -114,6 +144,7 @@ impl Catalog {
         if !res.succeeded {
             return Err(not_found(format!("package {package}")));
         }
+        self.remember_policy(package, Some(policy), std::time::Instant::now());
         Ok(())
     }
 
