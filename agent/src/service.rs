@@ -219,7 +219,14 @@ impl AgentGrpc {
         }
         results
             .into_iter()
-            .map(|r| r.unwrap_or_else(|| crate::error::StreamAbortedSnafu.fail()))
+            .map(|r| {
+                r.unwrap_or_else(|| {
+                    crate::error::GroupWriterTaskSnafu {
+                        message: "no result for the shard",
+                    }
+                    .fail()
+                })
+            })
             .collect()
     }
 

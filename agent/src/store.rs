@@ -475,7 +475,14 @@ impl SpaceStore {
         }
         results
             .into_iter()
-            .map(|r| r.unwrap_or_else(|| StreamAbortedSnafu.fail()))
+            .map(|r| {
+                r.unwrap_or_else(|| {
+                    GroupWriterTaskSnafu {
+                        message: "no result for the shard",
+                    }
+                    .fail()
+                })
+            })
             .collect()
     }
 

@@ -7,9 +7,14 @@ use proto::common::ItemError;
 /// The item error a failed single call would have answered with (internal errors are
 /// logged with their chain and reported as "internal error", as for a single call).
 pub fn item_error<E: common::CodedError>(err: &E) -> ItemError {
-    let status = common::error::to_status(err);
+    status_item_error(&common::error::to_status(err))
+}
+
+/// The item error of a failed single call's status (its `x-jcs-code`, else the code
+/// derived from the gRPC code, and its message).
+pub fn status_item_error(status: &tonic::Status) -> ItemError {
     ItemError {
-        code: common::error::code_of(&status).as_str().to_owned(),
+        code: common::error::code_of(status).as_str().to_owned(),
         message: status.message().to_owned(),
     }
 }

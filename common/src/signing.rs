@@ -333,7 +333,7 @@ pub fn parse_authorization(value: &str) -> Result<Authorization, String> {
 pub fn format_date_time(unix_secs: i64) -> String {
     let days = unix_secs.div_euclid(86_400);
     let sod = unix_secs.rem_euclid(86_400);
-    let (y, m, d) = civil_from_days(days);
+    let (y, m, d) = crate::time::civil_from_days(days);
     format!(
         "{y:04}{m:02}{d:02}T{:02}{:02}{:02}Z",
         sod / 3600,
@@ -361,8 +361,8 @@ pub fn parse_date_time(text: &str) -> Option<i64> {
     if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || s > 60 {
         return None;
     }
-    let days = days_from_civil(y, mo, d);
-    if civil_from_days(days) != (y, mo, d) {
+    let days = crate::time::days_from_civil(y, mo, d);
+    if crate::time::civil_from_days(days) != (y, mo, d) {
         return None;
     }
     Some(days * 86_400 + h * 3600 + mi * 60 + s)
@@ -371,29 +371,6 @@ pub fn parse_date_time(text: &str) -> Option<i64> {
 /// Now as `YYYYMMDDTHHMMSSZ`.
 pub fn now_date_time() -> String {
     format_date_time(crate::time::now_ms().div_euclid(1000))
-}
-
-// Howard Hinnant's civil calendar algorithms.
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y.rem_euclid(400);
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-fn civil_from_days(days: i64) -> (i64, i64, i64) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    (yoe + era * 400 + i64::from(m <= 2), m, d)
 }
 
 #[cfg(test)]

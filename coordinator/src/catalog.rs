@@ -12,6 +12,8 @@ pub mod object;
 pub mod package;
 pub mod rows;
 pub mod space;
+#[cfg(test)]
+mod testing;
 
 use std::sync::Arc;
 

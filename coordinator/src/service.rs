@@ -592,50 +592,45 @@ impl CoordinatorService for Service {
         check_batch_len(uploads.len())?;
         let opened: Vec<Result<UploadRow, Error>> =
             uploads.iter().map(|r| self.open_commit(r)).collect();
-        // rep/ec uploads (and requests carrying blocks) commit one by one with their blocks;
-        // the rest go to the group commit.
-        let plain = |up: &UploadRow, r: &pb::CommitUploadRequest| {
-            up.blocks.is_none() && r.blocks.is_empty()
-        };
-        let items: Vec<(UploadRow, u64, String)> = opened
+        // Plain uploads share the group commit; rep/ec uploads (which carry blocks) and
+        // unopened tokens are settled one by one below.
+        let (plain, items): (Vec<usize>, Vec<(UploadRow, u64, String)>) = opened
             .iter()
             .zip(&uploads)
-            .filter_map(|(up, r)| {
-                let up = up.as_ref().ok().filter(|up| plain(up, r))?;
-                Some((up.clone(), r.size, r.sha256.clone()))
+            .enumerate()
+            .filter_map(|(i, (up, r))| {
+                let up = up.as_ref().ok()?;
+                (up.blocks.is_none() && r.blocks.is_empty())
+                    .then(|| (i, (up.clone(), r.size, r.sha256.clone())))
             })
+            .unzip();
+        let mut grouped: std::collections::HashMap<usize, Result<ObjectRow, Error>> = plain
+            .into_iter()
+            .zip(self.catalog.commit_uploads(&items).await)
             .collect();
-        let mut with_blocks = Vec::new();
-        for (up, r) in opened.iter().zip(&uploads) {
-            if let Ok(up) = up
-                && !plain(up, r)
-            {
-                with_blocks.push(self.commit_one(up, r).await);
-            }
-        }
-        let mut with_blocks = with_blocks.into_iter();
-        // One result per item given, in order (see Catalog::commit_uploads).
-        let mut committed = self.catalog.commit_uploads(&items).await.into_iter();
-        let results = opened
+        let each = opened
             .into_iter()
             .zip(&uploads)
-            .map(|(up, req)| {
-                let r = up.and_then(|up| {
-                    let next = if plain(&up, req) {
-                        committed.next()
-                    } else {
-                        with_blocks.next()
-                    };
-                    next.unwrap_or_else(|| Err(bad("batch commit lost an item")))
-                });
-                pb::CommitUploadResult {
-                    result: Some(match r {
-                        Ok(o) => pb::commit_upload_result::Result::Ok(object_pb(o)),
-                        Err(e) => {
-                            pb::commit_upload_result::Result::Error(client::batch::item_error(&e))
-                        }
-                    }),
+            .enumerate()
+            .map(|(i, (up, r))| {
+                let done = grouped.remove(&i);
+                async move {
+                    match done {
+                        Some(result) => result,
+                        None => self.commit_one(&up?, r).await,
+                    }
                 }
+            });
+        let results = futures::future::join_all(each)
+            .await
+            .into_iter()
+            .map(|r| pb::CommitUploadResult {
+                result: Some(match r {
+                    Ok(o) => pb::commit_upload_result::Result::Ok(object_pb(o)),
+                    Err(e) => {
+                        pb::commit_upload_result::Result::Error(client::batch::item_error(&e))
+                    }
+                }),
             })
             .collect();
         Ok(Response::new(pb::CommitUploadsResponse { results }))

@@ -36,7 +36,7 @@ use crate::error::ApiError;
 use crate::extract::parse_json;
 use crate::model::{ObjectJson, required};
 use crate::routes::require_id;
-use crate::state::{AppState, MAX_GROUPED_SHARD};
+use crate::state::AppState;
 
 /// Capacity of the bounded channel feeding one `PutShard` request stream.
 pub const PUT_CHANNEL_CAPACITY: usize = 4;
@@ -409,7 +409,7 @@ async fn read_part_info(multipart: &mut Multipart) -> Result<(u64, u32), ApiErro
 ///
 /// A file that ends within its first chunk (1 MiB) is read whole and stored by a task of
 /// its own (reservation, then one small put, grouped with others bound for the same agent
-/// when it is at most [`MAX_GROUPED_SHARD`]) while the next parts are read, so the small
+/// when it is at most [`crate::state::MAX_GROUPED_SHARD`]) while the next parts are read, so the small
 /// files of one request reach the coordinator and the agents in a few grouped calls. At
 /// most [`MAX_PENDING_SMALL`] such files and [`MAX_PENDING_BYTES`] are in flight per
 /// request; the tasks are aborted if the request fails. Larger files are streamed in
@@ -422,9 +422,8 @@ async fn stream_files(
     let max_files = state.config().max_upload_files;
     let mut streamed: Vec<Option<Streamed>> = Vec::new();
     let mut pending: JoinSet<SmallDone> = JoinSet::new();
-    // Bytes held by the pending tasks, and each one's share.
+    // Bytes held by the pending tasks.
     let mut in_flight = 0usize;
-    let mut lens = std::collections::HashMap::new();
     loop {
         let mut field = match multipart.next_field().await {
             Ok(Some(field)) => field,
@@ -444,21 +443,17 @@ async fn stream_files(
         let head = Head::read(&mut field, &what).await?;
         if head.complete {
             // Bounded: at most MAX_PENDING_SMALL files and MAX_PENDING_BYTES in flight.
-            lens.insert(index, head.len);
-            in_flight += head.len;
-            while pending.len() >= MAX_PENDING_SMALL || in_flight > MAX_PENDING_BYTES {
-                let done = pending.join_next().await;
-                if let Some(Ok((i, _))) = &done {
-                    in_flight -= lens.remove(i).unwrap_or(0);
-                }
-                settle(done, &mut streamed)?;
+            let len = head.len;
+            while !pending.is_empty()
+                && (pending.len() >= MAX_PENDING_SMALL || in_flight + len > MAX_PENDING_BYTES)
+            {
+                in_flight -= settle(pending.join_next().await, &mut streamed)?;
             }
+            in_flight += len;
             let state = state.clone();
             pending.spawn(async move {
-                (
-                    index,
-                    store_small(&state, reserve, head.into_bytes(), &what).await,
-                )
+                let stored = store_small(&state, reserve, head.into_bytes(), &what).await;
+                (index, len, stored)
             });
         } else {
             let begin = state.begin_upload(reserve).await?;
@@ -479,21 +474,23 @@ async fn stream_files(
         .collect()
 }
 
-type SmallDone = (usize, Result<Streamed, ApiError>);
+/// A small-file task's index in the request, its bytes, and the result.
+type SmallDone = (usize, usize, Result<Streamed, ApiError>);
 
-/// Record a finished small-file task of [`stream_files`] (`None`: there was none).
+/// Record a finished small-file task of [`stream_files`] (`None`: there was none); returns
+/// the bytes it no longer holds.
 fn settle(
     done: Option<Result<SmallDone, JoinError>>,
     streamed: &mut [Option<Streamed>],
-) -> Result<(), ApiError> {
+) -> Result<usize, ApiError> {
     match done {
-        Some(Ok((i, Ok(file)))) => {
+        Some(Ok((i, len, Ok(file)))) => {
             streamed[i] = Some(file);
-            Ok(())
+            Ok(len)
         }
-        Some(Ok((_, Err(err)))) => Err(err),
+        Some(Ok((_, _, Err(err)))) => Err(err),
         Some(Err(err)) => Err(ApiError::internal(format!("upload task failed: {err}"))),
-        None => Ok(()),
+        None => Ok(0),
     }
 }
 
@@ -529,23 +526,7 @@ async fn store_small(
         return put_redundant(state, begin, input, what).await;
     }
     let ticket = required(begin.ticket, "upload ticket")?;
-    let len = data.len();
-    let req = PutSmallShardRequest {
-        ticket: Some(ticket),
-        data,
-    };
-    let stored = if len <= MAX_GROUPED_SHARD {
-        state.put_small_shard(&begin.agent_address, req).await?
-    } else {
-        state
-            .agents()
-            .get(&begin.agent_address)?
-            .put_small_shard(req)
-            .await?
-            .into_inner()
-    };
-    let len = len as u64;
-    check_stored_size(&stored, len, what)?;
+    let stored = put_whole(state, &begin.agent_address, ticket, data, what).await?;
     Ok(Streamed {
         upload_id: begin.upload_id,
         commit_token: begin.commit_token,
@@ -695,7 +676,7 @@ impl Head {
 
 /// Store a part on the agent: `head` (already read) then the rest of `field`. A part that
 /// ended within its head goes in one `PutSmallShard` call (grouped with others bound for
-/// the same agent when it is at most [`MAX_GROUPED_SHARD`] bytes); a longer one is streamed
+/// the same agent when it is at most [`crate::state::MAX_GROUPED_SHARD`] bytes); a longer one is streamed
 /// with `PutShard` (see [`put_shard_stream`]). `what` names the bytes in errors
 /// (`file "a/b.txt"`, `part 2 of object 7`).
 async fn put_shard(
@@ -711,22 +692,28 @@ async fn put_shard(
         let agent = state.agents().get(address)?;
         return put_shard_stream(agent, ticket, head.pieces, field, what).await;
     }
-    let len = head.len;
-    let req = PutSmallShardRequest {
-        ticket: Some(ticket),
-        data: head.into_bytes(),
-    };
-    let stored = if len <= MAX_GROUPED_SHARD {
-        state.put_small_shard(address, req).await?
-    } else {
-        state
-            .agents()
-            .get(address)?
-            .put_small_shard(req)
-            .await?
-            .into_inner()
-    };
-    check_stored_size(&stored, len as u64, what)?;
+    put_whole(state, address, ticket, head.into_bytes(), what).await
+}
+
+/// Store a whole shard (≤ one chunk) in one small put and check the size stored.
+async fn put_whole(
+    state: &AppState,
+    address: &str,
+    ticket: Ticket,
+    data: Bytes,
+    what: &str,
+) -> Result<PutShardResponse, ApiError> {
+    let len = data.len() as u64;
+    let stored = state
+        .put_small_shard(
+            address,
+            PutSmallShardRequest {
+                ticket: Some(ticket),
+                data,
+            },
+        )
+        .await?;
+    check_stored_size(&stored, len, what)?;
     Ok(stored)
 }
 

@@ -107,13 +107,18 @@ impl AppState {
         self.inner.commits.submit(req).await
     }
 
-    /// Store a shard of at most [`MAX_GROUPED_SHARD`] bytes on the agent at `address`;
-    /// concurrent ones bound for the same agent share `PutSmallShards` calls.
+    /// Store a whole shard (≤ one chunk) on the agent at `address` with one small put:
+    /// shards of at most [`MAX_GROUPED_SHARD`] bytes bound for the same agent share
+    /// `PutSmallShards` calls, larger ones go alone in `PutSmallShard`.
     pub async fn put_small_shard(
         &self,
         address: &str,
         req: PutSmallShardRequest,
     ) -> Result<PutShardResponse, ApiError> {
+        if req.data.len() > MAX_GROUPED_SHARD {
+            let mut agent = self.inner.agents.get(address)?;
+            return Ok(agent.put_small_shard(req).await?.into_inner());
+        }
         let batcher = {
             let mut map = self
                 .inner

@@ -641,7 +641,9 @@ impl CoordinatorService for FakeCoordinator {
             results.push(pb::BeginUploadResult {
                 result: Some(match r {
                     Ok(ok) => pb::begin_upload_result::Result::Ok(ok.into_inner()),
-                    Err(status) => pb::begin_upload_result::Result::Error(item_error(&status)),
+                    Err(status) => pb::begin_upload_result::Result::Error(
+                        client::batch::status_item_error(&status),
+                    ),
                 }),
             });
         }
@@ -659,10 +661,12 @@ impl CoordinatorService for FakeCoordinator {
             results.push(pb::CommitUploadResult {
                 result: Some(match r.map(|o| o.into_inner().object) {
                     Ok(Some(o)) => pb::commit_upload_result::Result::Ok(o),
-                    Ok(None) => pb::commit_upload_result::Result::Error(item_error(
-                        &Status::internal("no object"),
-                    )),
-                    Err(status) => pb::commit_upload_result::Result::Error(item_error(&status)),
+                    Ok(None) => pb::commit_upload_result::Result::Error(
+                        client::batch::status_item_error(&Status::internal("no object")),
+                    ),
+                    Err(status) => pb::commit_upload_result::Result::Error(
+                        client::batch::status_item_error(&status),
+                    ),
                 }),
             });
         }
@@ -1408,7 +1412,7 @@ impl AgentService for FakeAgent {
             results.push(proto::agent::PutSmallShardResult {
                 result: Some(match r {
                     Ok(ok) => R::Ok(ok.into_inner()),
-                    Err(status) => R::Error(item_error(&status)),
+                    Err(status) => R::Error(client::batch::status_item_error(&status)),
                 }),
             });
         }
@@ -1754,14 +1758,6 @@ pub fn multipart_request(uri: &str, body: Body) -> Request<Body> {
 
 pub fn sha256_hex(data: &[u8]) -> String {
     hex::encode(Sha256::digest(data))
-}
-
-/// A status as a batch item error (code from `x-jcs-code`, else from the gRPC code).
-fn item_error(status: &Status) -> proto::common::ItemError {
-    proto::common::ItemError {
-        code: common::error::code_of(status).as_str().to_owned(),
-        message: status.message().to_owned(),
-    }
 }
 
 #[cfg(test)]

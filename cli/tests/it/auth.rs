@@ -60,15 +60,7 @@ impl Env {
     }
 
     fn expect(&self, code: i32, creds: Option<(&str, &str)>, args: &[&str]) -> String {
-        let out = self.run(creds, args);
-        assert_eq!(
-            out.status.code(),
-            Some(code),
-            "jcs {args:?}: stdout {} stderr {}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
+        crate::stdout_of(self.run(creds, args), code, args)
     }
 
     fn json(&self, code: i32, creds: Option<(&str, &str)>, args: &[&str]) -> Vec<Value> {

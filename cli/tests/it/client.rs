@@ -40,15 +40,7 @@ impl Env {
 
     /// Run and expect exit code `code`; returns stdout.
     fn expect(&self, code: i32, args: &[&str]) -> String {
-        let out = self.run(args);
-        assert_eq!(
-            out.status.code(),
-            Some(code),
-            "jcs {args:?}: stdout {} stderr {}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8(out.stdout).unwrap()
+        crate::stdout_of(self.run(args), code, args)
     }
 
     fn ok(&self, args: &[&str]) -> String {

@@ -13,6 +13,19 @@ mod ha;
 mod shutdown;
 mod tls;
 
+/// The stdout of a finished `jcs` run after asserting it exited with `code` (the failure
+/// message shows both outputs).
+pub fn stdout_of(out: std::process::Output, code: i32, args: &[&str]) -> String {
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "jcs {args:?}: stdout {} stderr {}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
 /// Deterministic pseudo-random bytes (xorshift), so failures are reproducible.
 pub fn data(seed: u64, len: usize) -> Vec<u8> {
     common::testing::pseudo_random(seed, len)

@@ -7,7 +7,7 @@
 //! changed, a parts commit — is committed one by one exactly as `CommitUpload` does, so a
 //! group never changes what a commit means.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 
 use common::ObjectId;
 use meta::Txn;
@@ -15,7 +15,7 @@ use meta::Txn;
 use super::Catalog;
 use super::object::{is_sha256_hex, object_commit};
 use super::rows::{ObjectRow, UploadRow, UploadTarget};
-use crate::error::{Error, Result};
+use crate::error::Result;
 
 /// Most uploads in one group transaction: each adds 4 conditions and 4 writes, and etcd
 /// accepts at most 128 of each per transaction by default (`--max-txn-ops`).
@@ -28,7 +28,6 @@ impl Catalog {
         &self,
         items: &[(UploadRow, u64, String)],
     ) -> Vec<Result<ObjectRow>> {
-        let mut results: Vec<Option<Result<ObjectRow>>> = items.iter().map(|_| None).collect();
         let now = common::time::now_ms();
         let mut paths = HashSet::new();
         let mut uploads = HashSet::new();
@@ -44,13 +43,11 @@ impl Catalog {
             })
             .map(|(i, _)| i)
             .collect();
+        // Rows of the items a group transaction committed, by index.
+        let mut grouped = HashMap::new();
         for group in groupable.chunks(GROUP).filter(|g| g.len() > 1) {
             match self.commit_group(items, group).await {
-                Ok(Some(rows)) => {
-                    for (&i, row) in group.iter().zip(rows) {
-                        results[i] = Some(Ok(row));
-                    }
-                }
+                Ok(Some(rows)) => grouped.extend(group.iter().copied().zip(rows)),
                 Ok(None) => tracing::debug!(
                     items = group.len(),
                     "group commit met a concurrent change; committing one by one"
@@ -62,27 +59,17 @@ impl Catalog {
                 ),
             }
         }
-        let rest = results
-            .iter()
-            .enumerate()
-            .filter(|(_, r)| r.is_none())
-            .map(|(i, _)| {
-                let (u, size, sha256) = &items[i];
-                async move { (i, self.commit_upload(u, *size, sha256).await) }
-            });
-        for (i, r) in futures::future::join_all(rest).await {
-            results[i] = Some(r);
-        }
-        results
-            .into_iter()
-            .map(|r| {
-                r.unwrap_or_else(|| {
-                    Err(Error::InvalidArgument {
-                        message: "upload left uncommitted by the group commit".to_owned(),
-                    })
-                })
-            })
-            .collect()
+        // Everything else commits on its own, concurrently.
+        let each = items.iter().enumerate().map(|(i, (u, size, sha256))| {
+            let done = grouped.remove(&i);
+            async move {
+                match done {
+                    Some(row) => Ok(row),
+                    None => self.commit_upload(u, *size, sha256).await,
+                }
+            }
+        });
+        futures::future::join_all(each).await
     }
 
     /// All of `group` (indexes into `items`, new paths assumed) in one transaction:
@@ -112,18 +99,11 @@ impl Catalog {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
-    use common::{PackageId, SpaceId, UserId};
+    use common::{PackageId, SpaceId};
 
     use super::*;
-
-    async fn setup() -> (Catalog, PackageId) {
-        let c = Catalog::new(Arc::new(meta::MemoryStore::new()));
-        let b = c.create_bucket(UserId(1), "b").await.unwrap();
-        let p = c.create_package(b.bucket_id, "p").await.unwrap();
-        (c, p.package_id)
-    }
+    use crate::catalog::testing::setup;
+    use crate::error::Error;
 
     fn hash(i: usize) -> String {
         format!("{i:064x}")

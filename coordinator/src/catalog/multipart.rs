@@ -333,24 +333,8 @@ impl Catalog {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
-    use common::UserId;
-
     use super::*;
-
-    const FAR: i64 = i64::MAX;
-
-    async fn setup() -> (Catalog, PackageId) {
-        let c = Catalog::new(Arc::new(meta::MemoryStore::new()));
-        let b = c.create_bucket(UserId(1), "b").await.unwrap();
-        let p = c.create_package(b.bucket_id, "p").await.unwrap();
-        (c, p.package_id)
-    }
-
-    fn h(c: char) -> String {
-        c.to_string().repeat(64)
-    }
+    use crate::catalog::testing::{FAR, hash as h, setup};
 
     async fn keys_under(c: &Catalog, prefix: &str) -> usize {
         c.meta

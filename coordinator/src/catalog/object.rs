@@ -444,24 +444,8 @@ pub(crate) fn committed(u: &UploadRow, object_id: ObjectId) -> UploadRow {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::Arc;
-
-    use common::UserId;
-
     use super::*;
-
-    async fn setup() -> (Catalog, PackageId) {
-        let c = Catalog::new(Arc::new(meta::MemoryStore::new()));
-        let b = c.create_bucket(UserId(1), "b").await.unwrap();
-        let p = c.create_package(b.bucket_id, "p").await.unwrap();
-        (c, p.package_id)
-    }
-
-    const FAR: i64 = i64::MAX;
-
-    fn hash(c: char) -> String {
-        c.to_string().repeat(64)
-    }
+    use crate::catalog::testing::{FAR, hash, setup};
 
     #[tokio::test]
     async fn commit_is_idempotent_per_upload() {
