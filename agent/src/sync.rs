@@ -1739,18 +1739,23 @@ async fn copy_local(from: PathBuf, to: PathBuf, size: u64, mtime_ms: i64) -> Res
         };
         std::fs::create_dir_all(&parent).map_err(fail)?;
         let result = (|| {
-            let copied = std::fs::copy(&from, &tmp)?;
+            // One handle for the copy and the mtime (`io::copy` between files uses
+            // copy_file_range on Linux): no second open of the temporary file.
+            let mut source = std::fs::File::open(&from)?;
+            let mut out = std::fs::File::options()
+                .write(true)
+                .create_new(true)
+                .open(&tmp)?;
+            let copied = std::io::copy(&mut source, &mut out)?;
             if copied != size {
                 return Err(std::io::Error::other(format!(
                     "{copied} bytes copied, expected {size} (the source changed)"
                 )));
             }
             if mtime_ms != 0 {
-                std::fs::File::options()
-                    .write(true)
-                    .open(&tmp)?
-                    .set_modified(system_time(mtime_ms))?;
+                out.set_modified(system_time(mtime_ms))?;
             }
+            drop(out);
             std::fs::rename(&tmp, &to)
         })();
         if let Err(e) = result {

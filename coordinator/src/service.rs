@@ -949,6 +949,7 @@ impl CoordinatorService for Service {
         self.validate_sync_task(&spec).await?;
         let (task, status) = self.catalog.create_sync_task(spec).await?;
         tracing::info!(task = task.task_id, "sync task created");
+        self.sync_runs.created(task.clone(), status.clone());
         self.sync_wakeup.notify_one();
         Ok(Response::new(pb::SyncTaskResponse {
             task_json: crate::sync::task_json(&task, &status).to_string(),

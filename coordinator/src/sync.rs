@@ -26,6 +26,8 @@ const KEEP_RUNS: usize = 10;
 const KEEP_ERRORS: usize = 20;
 /// How often the scheduler looks for due tasks.
 const TICK: Duration = Duration::from_millis(250);
+/// Created tasks waiting for the scheduler's direct start (`Runs::created`).
+const MAX_CREATED_QUEUE: usize = 64;
 /// How often a running pass's counters are persisted.
 const PERSIST_EVERY: Duration = Duration::from_secs(1);
 /// Shortest validity of the tickets a pass gives the agents of its remote destinations
@@ -198,6 +200,10 @@ impl Catalog {
 /// Running passes, by task id.
 pub struct Runs {
     running: Mutex<HashMap<u64, CancellationToken>>,
+    /// Tasks created on this coordinator since the scheduler last looked: it starts them
+    /// straight away instead of scanning every task (bounded; the periodic scan finds
+    /// any that did not fit, and a follower's entries are simply never taken).
+    created: Mutex<std::collections::VecDeque<(TaskRow, StatusRow)>>,
     /// Bumped whenever this coordinator records a run's start or end (long polls of
     /// `GetSyncTask` wake on it).
     changed: tokio::sync::watch::Sender<u64>,
@@ -207,6 +213,7 @@ impl Default for Runs {
     fn default() -> Self {
         Runs {
             running: Mutex::default(),
+            created: Mutex::default(),
             changed: tokio::sync::watch::channel(0).0,
         }
     }
@@ -225,6 +232,23 @@ impl Runs {
     /// Changes after this call are seen by the receiver.
     pub fn subscribe(&self) -> tokio::sync::watch::Receiver<u64> {
         self.changed.subscribe()
+    }
+
+    /// Hand a just-created task to the scheduler (`take_created`).
+    pub fn created(&self, task: TaskRow, status: StatusRow) {
+        let mut q = self.created.lock().unwrap_or_else(|p| p.into_inner());
+        if q.len() >= MAX_CREATED_QUEUE {
+            q.pop_front();
+        }
+        q.push_back((task, status));
+    }
+
+    fn take_created(&self) -> Vec<(TaskRow, StatusRow)> {
+        self.created
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .drain(..)
+            .collect()
     }
 
     pub fn cancel(&self, id: u64) {
@@ -456,11 +480,22 @@ fn due(task: &TaskRow, status: &StatusRow, now_ms: i64) -> bool {
 /// term's fenced catalogue, so a deposed leader's late write is refused (`leader.rs`).
 pub async fn run_scheduler(service: Arc<Service>, catalog: Catalog, shutdown: CancellationToken) {
     recover(&catalog).await;
+    // Tasks queued before this term began may predate a leader change: the scan decides.
+    drop(service.sync_runs.take_created());
     loop {
-        tokio::select! {
+        let woken = tokio::select! {
             _ = shutdown.cancelled() => break,
-            _ = tokio::time::sleep(TICK) => {}
-            _ = service.sync_wakeup.notified() => {}
+            _ = tokio::time::sleep(TICK) => false,
+            _ = service.sync_wakeup.notified() => true,
+        };
+        // A task created here starts at once, without scanning every task and status.
+        let created = service.sync_runs.take_created();
+        if woken && !created.is_empty() {
+            let now = common::time::now_ms();
+            for (task, status) in created {
+                start_if_due(&service, &catalog, &shutdown, task, status, now);
+            }
+            continue;
         }
         if let Err(e) = tick(&service, &catalog, &shutdown).await {
             tracing::warn!(error = %common::error::ErrorChain(&e), "sync scheduler tick failed");
@@ -519,20 +554,38 @@ async fn tick(
             continue;
         }
         let (_, status) = catalog.get_sync_task(task.task_id).await?;
-        if !due(&task, &status, now) {
-            continue;
-        }
-        let token = shutdown.child_token();
-        service.sync_runs.lock().insert(task.task_id, token.clone());
-        let service = service.clone();
-        let catalog = catalog.clone();
-        tokio::spawn(async move {
-            let id = task.task_id;
-            run_one(&service, &catalog, task, status, token).await;
-            service.sync_runs.lock().remove(&id);
-        });
+        start_if_due(service, catalog, shutdown, task, status, now);
     }
     Ok(())
+}
+
+/// Start a pass of `task` unless it is cancelled, already running, or not due.
+fn start_if_due(
+    service: &Arc<Service>,
+    catalog: &Catalog,
+    shutdown: &CancellationToken,
+    task: TaskRow,
+    status: StatusRow,
+    now: i64,
+) {
+    if task.cancelled || !due(&task, &status, now) {
+        return;
+    }
+    let token = shutdown.child_token();
+    {
+        let mut running = service.sync_runs.lock();
+        if running.contains_key(&task.task_id) {
+            return;
+        }
+        running.insert(task.task_id, token.clone());
+    }
+    let service = service.clone();
+    let catalog = catalog.clone();
+    tokio::spawn(async move {
+        let id = task.task_id;
+        run_one(&service, &catalog, task, status, token).await;
+        service.sync_runs.lock().remove(&id);
+    });
 }
 
 async fn run_one(

@@ -7,6 +7,7 @@
 //!
 //! Needs `JCS_TEST_ETCD_ENDPOINTS` (see `bench/small-uploads.sh`, which starts etcd).
 //! `cargo run --release -p integration-tests --example bench_small_uploads [-- N C ROUNDS]`
+//! (`BENCH_STAGES=1` also prints the server-side latency sums and counts per stage).
 
 #![allow(clippy::unwrap_used, clippy::print_stdout)]
 
@@ -76,6 +77,15 @@ async fn main() {
         "ratio jcs / raw: {ratio:.2} (goal >= 0.30: {})",
         if ratio >= 0.3 { "met" } else { "NOT met" }
     );
+    // BENCH_STAGES=1: server-side latency of every stage (HTTP request, each gRPC call),
+    // from the process's metrics registry, to see where an upload's time goes.
+    if std::env::var("BENCH_STAGES").is_ok() {
+        for line in common::metrics::metrics().render().lines() {
+            if (line.contains("_sum") || line.contains("_count")) && line.contains("duration") {
+                println!("{line}");
+            }
+        }
+    }
     c.shutdown().await;
 }
 

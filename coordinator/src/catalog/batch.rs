@@ -89,7 +89,9 @@ impl Catalog {
             let (u, size, sha256) = &items[i];
             let id = ObjectId(self.ids.next("object").await?);
             let (row, when, then) = object_commit(u, *size, sha256, None, id);
-            txn.when.extend(when);
+            // The uploads of one package share its revision condition: state it once.
+            let fresh: Vec<_> = when.into_iter().filter(|c| !txn.when.contains(c)).collect();
+            txn.when.extend(fresh);
             txn.then.extend(then);
             rows.push(row);
         }
