@@ -64,6 +64,8 @@ pub fn openapi() -> OpenApi {
 pub(crate) fn finish(spec: &mut OpenApi, auth_required: bool) {
     ErrorResponses.modify(spec);
     SignatureScheme { auth_required }.modify(spec);
+    StandardIntegerFormats.modify(spec);
+    MultipartEncodings.modify(spec);
     for (path, item) in spec.paths.paths.iter_mut() {
         let id = path.trim_start_matches("/v1/").replace('/', ".");
         for op in operations_mut(item) {
@@ -125,6 +127,114 @@ impl Modify for SignatureScheme {
                 Vec::<String>::new(),
             )]);
         }
+    }
+}
+
+/// Declares the content type of each part of the multipart forms (upload, uploadPart):
+/// `info` is JSON, `files` are bytes (utoipa's attribute has no `encoding`).
+struct MultipartEncodings;
+
+impl Modify for MultipartEncodings {
+    fn modify(&self, openapi: &mut OpenApi) {
+        use utoipa::openapi::encoding::EncodingBuilder;
+        for item in openapi.paths.paths.values_mut() {
+            for op in operations_mut(item) {
+                let Some(content) = op
+                    .request_body
+                    .as_mut()
+                    .and_then(|b| b.content.get_mut("multipart/form-data"))
+                else {
+                    continue;
+                };
+                for (part, content_type) in [
+                    ("info", "application/json"),
+                    ("files", "application/octet-stream"),
+                ] {
+                    content.encoding.insert(
+                        part.to_owned(),
+                        EncodingBuilder::new()
+                            .content_type(Some(content_type))
+                            .build(),
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// Rewrites utoipa's non-standard integer formats (`u-int64`, `u-int32`, …: the workspace
+/// enables `non_strict_integers` for the `minimum: 0` it adds to unsigned fields) to the
+/// OpenAPI formats `int64`/`int32`, so that generators and validators know them. Unsigned
+/// fields keep their `minimum`.
+struct StandardIntegerFormats;
+
+impl Modify for StandardIntegerFormats {
+    fn modify(&self, openapi: &mut OpenApi) {
+        if let Some(components) = openapi.components.as_mut() {
+            components.schemas.values_mut().for_each(standard_formats);
+        }
+        for item in openapi.paths.paths.values_mut() {
+            for op in operations_mut(item) {
+                for param in op.parameters.iter_mut().flatten() {
+                    param.schema.iter_mut().for_each(standard_formats);
+                }
+                for content in op
+                    .request_body
+                    .iter_mut()
+                    .flat_map(|b| b.content.values_mut())
+                {
+                    content.schema.iter_mut().for_each(standard_formats);
+                }
+                for response in op.responses.responses.values_mut() {
+                    if let RefOr::T(response) = response {
+                        for content in response.content.values_mut() {
+                            content.schema.iter_mut().for_each(standard_formats);
+                        }
+                        for header in response.headers.values_mut() {
+                            standard_formats(&mut header.schema);
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+fn standard_formats(schema: &mut RefOr<Schema>) {
+    use utoipa::openapi::schema::{AdditionalProperties, ArrayItems};
+    let RefOr::T(schema) = schema else { return };
+    match schema {
+        Schema::Object(object) => {
+            if let Some(SchemaFormat::KnownFormat(known)) = &object.format {
+                let standard = match known {
+                    KnownFormat::UInt64 => Some(KnownFormat::Int64),
+                    KnownFormat::UInt32
+                    | KnownFormat::UInt16
+                    | KnownFormat::UInt8
+                    | KnownFormat::Int16
+                    | KnownFormat::Int8 => Some(KnownFormat::Int32),
+                    _ => None,
+                };
+                if let Some(standard) = standard {
+                    object.format = Some(SchemaFormat::KnownFormat(standard));
+                }
+            }
+            object.properties.values_mut().for_each(standard_formats);
+            if let Some(extra) = object.additional_properties.as_deref_mut()
+                && let AdditionalProperties::RefOr(extra) = extra
+            {
+                standard_formats(extra);
+            }
+        }
+        Schema::Array(array) => {
+            if let ArrayItems::RefOrSchema(items) = &mut array.items {
+                standard_formats(items);
+            }
+        }
+        Schema::OneOf(one_of) => one_of.items.iter_mut().for_each(standard_formats),
+        Schema::AllOf(all_of) => all_of.items.iter_mut().for_each(standard_formats),
+        Schema::AnyOf(any_of) => any_of.items.iter_mut().for_each(standard_formats),
+        _ => {}
     }
 }
 
@@ -251,8 +361,14 @@ pub struct UploadInfo {
     #[schema(minimum = 1)]
     #[serde(rename = "packageID")]
     package_id: u64,
-    /// User space preferred for the shards; absent or 0 = no preference.
+    /// User space preferred for the shards (for rep/ec: the first block); absent or 0 = no
+    /// preference.
+    #[schema(value_type = u64, required = false)]
     affinity: Option<u64>,
+    /// Overrides the package's redundancy policy for this upload (same form and checks as in
+    /// `package/create`).
+    #[schema(value_type = crate::model::RedundancyJson, required = false)]
+    redundancy: Option<crate::model::RedundancyJson>,
 }
 
 /// `multipart/form-data` body of `POST /v1/object/upload`: the `info` part first, then
@@ -294,6 +410,7 @@ pub struct UploadPartForm {
 #[allow(dead_code)]
 pub struct TaskView {
     #[serde(rename = "taskID")]
+    #[schema(minimum = 1)]
     task_id: u64,
     #[serde(flatten)]
     spec: common::sync::TaskSpec,
@@ -312,24 +429,37 @@ pub struct TaskStatusView {
     last_errors: Vec<String>,
 }
 
+/// How a run of a sync task ended (`Running` while it runs).
+#[derive(Serialize, ToSchema)]
+#[allow(dead_code)]
+pub enum RunResult {
+    Running,
+    Succeeded,
+    Failed,
+    Cancelled,
+}
+
 /// One run of a sync task.
 #[derive(Serialize, ToSchema)]
 #[allow(dead_code)]
 #[serde(rename_all = "camelCase")]
 pub struct RunView {
     #[serde(rename = "runID")]
+    #[schema(minimum = 1)]
     run_id: u64,
     /// RFC 3339 (UTC, milliseconds).
+    #[schema(format = DateTime)]
     start_time: String,
     /// RFC 3339; `null` while running.
+    #[schema(format = DateTime)]
     end_time: Option<String>,
-    /// `Running`, `Succeeded`, `Failed` or `Cancelled`.
-    result: String,
+    result: RunResult,
     files_scanned: u64,
     files_copied: u64,
     files_skipped: u64,
     files_failed: u64,
     /// Decimal string.
+    #[schema(pattern = "^[0-9]+$")]
     bytes_copied: String,
     files_deleted: u64,
 }
@@ -519,5 +649,56 @@ mod tests {
             "#/components/schemas/Binary"
         );
         assert_eq!(doc["components"]["schemas"]["Binary"]["format"], "binary");
+    }
+
+    /// Tighter shapes: standard integer formats only, ids from 1, sizes as digit strings,
+    /// enums for `type`, the parts of the multipart forms with their content types.
+    #[test]
+    fn document_pins_formats_ids_sizes_enums_and_form_parts() {
+        let doc = serde_json::to_value(openapi()).unwrap();
+        let text = doc.to_string();
+        for bad in ["u-int64", "u-int32", "u-int16", "u-int8"] {
+            assert!(
+                !text.contains(bad),
+                "non-standard format {bad} left in the document"
+            );
+        }
+        let schemas = &doc["components"]["schemas"];
+        let object = &schemas["ObjectJson"]["properties"];
+        for id in ["objectID", "packageID"] {
+            assert_eq!(object[id]["format"], "int64", "{id}");
+            assert_eq!(object[id]["minimum"], 1, "{id}");
+        }
+        assert_eq!(object["size"]["pattern"], "^[0-9]+$");
+        assert_eq!(object["createTime"]["format"], "date-time");
+        assert_eq!(
+            schemas["RedundancyType"]["enum"],
+            serde_json::json!(["none", "rep", "ec", "multipartUpload"])
+        );
+        let redundancy = &schemas["RedundancyJson"];
+        assert_eq!(redundancy["required"], serde_json::json!(["type"]));
+        assert_eq!(redundancy["properties"]["k"]["type"], "integer");
+        assert_eq!(redundancy["properties"]["k"]["minimum"], 1);
+        assert_eq!(
+            schemas["RunResult"]["enum"],
+            serde_json::json!(["Running", "Succeeded", "Failed", "Cancelled"])
+        );
+        for path in ["/v1/object/upload", "/v1/object/uploadPart"] {
+            let form = &doc["paths"][path]["post"]["requestBody"]["content"]["multipart/form-data"];
+            assert_eq!(
+                form["encoding"]["info"]["contentType"], "application/json",
+                "{path}"
+            );
+            assert_eq!(
+                form["encoding"]["files"]["contentType"], "application/octet-stream",
+                "{path}"
+            );
+        }
+        let info = &schemas["UploadInfo"];
+        assert_eq!(info["required"], serde_json::json!(["packageID"]));
+        assert_eq!(
+            info["properties"]["redundancy"]["$ref"],
+            "#/components/schemas/RedundancyJson"
+        );
     }
 }
