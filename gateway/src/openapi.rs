@@ -64,7 +64,6 @@ pub fn openapi() -> OpenApi {
 pub(crate) fn finish(spec: &mut OpenApi, auth_required: bool) {
     ErrorResponses.modify(spec);
     SignatureScheme { auth_required }.modify(spec);
-    StandardIntegerFormats.modify(spec);
     MultipartEncodings.modify(spec);
     for (path, item) in spec.paths.paths.iter_mut() {
         let id = path.trim_start_matches("/v1/").replace('/', ".");
@@ -159,82 +158,6 @@ impl Modify for MultipartEncodings {
                 }
             }
         }
-    }
-}
-
-/// Rewrites utoipa's non-standard integer formats (`u-int64`, `u-int32`, …: the workspace
-/// enables `non_strict_integers` for the `minimum: 0` it adds to unsigned fields) to the
-/// OpenAPI formats `int64`/`int32`, so that generators and validators know them. Unsigned
-/// fields keep their `minimum`.
-struct StandardIntegerFormats;
-
-impl Modify for StandardIntegerFormats {
-    fn modify(&self, openapi: &mut OpenApi) {
-        if let Some(components) = openapi.components.as_mut() {
-            components.schemas.values_mut().for_each(standard_formats);
-        }
-        for item in openapi.paths.paths.values_mut() {
-            for op in operations_mut(item) {
-                for param in op.parameters.iter_mut().flatten() {
-                    param.schema.iter_mut().for_each(standard_formats);
-                }
-                for content in op
-                    .request_body
-                    .iter_mut()
-                    .flat_map(|b| b.content.values_mut())
-                {
-                    content.schema.iter_mut().for_each(standard_formats);
-                }
-                for response in op.responses.responses.values_mut() {
-                    if let RefOr::T(response) = response {
-                        for content in response.content.values_mut() {
-                            content.schema.iter_mut().for_each(standard_formats);
-                        }
-                        for header in response.headers.values_mut() {
-                            standard_formats(&mut header.schema);
-                        }
-                    }
-                }
-            }
-        }
-    }
-}
-
-fn standard_formats(schema: &mut RefOr<Schema>) {
-    use utoipa::openapi::schema::{AdditionalProperties, ArrayItems};
-    let RefOr::T(schema) = schema else { return };
-    match schema {
-        Schema::Object(object) => {
-            if let Some(SchemaFormat::KnownFormat(known)) = &object.format {
-                let standard = match known {
-                    KnownFormat::UInt64 => Some(KnownFormat::Int64),
-                    KnownFormat::UInt32
-                    | KnownFormat::UInt16
-                    | KnownFormat::UInt8
-                    | KnownFormat::Int16
-                    | KnownFormat::Int8 => Some(KnownFormat::Int32),
-                    _ => None,
-                };
-                if let Some(standard) = standard {
-                    object.format = Some(SchemaFormat::KnownFormat(standard));
-                }
-            }
-            object.properties.values_mut().for_each(standard_formats);
-            if let Some(extra) = object.additional_properties.as_deref_mut()
-                && let AdditionalProperties::RefOr(extra) = extra
-            {
-                standard_formats(extra);
-            }
-        }
-        Schema::Array(array) => {
-            if let ArrayItems::RefOrSchema(items) = &mut array.items {
-                standard_formats(items);
-            }
-        }
-        Schema::OneOf(one_of) => one_of.items.iter_mut().for_each(standard_formats),
-        Schema::AllOf(all_of) => all_of.items.iter_mut().for_each(standard_formats),
-        Schema::AnyOf(any_of) => any_of.items.iter_mut().for_each(standard_formats),
-        _ => {}
     }
 }
 
@@ -651,22 +574,17 @@ mod tests {
         assert_eq!(doc["components"]["schemas"]["Binary"]["format"], "binary");
     }
 
-    /// Tighter shapes: standard integer formats only, ids from 1, sizes as digit strings,
+    /// Tighter shapes: unsigned id formats, ids from 1, sizes as digit strings,
     /// enums for `type`, the parts of the multipart forms with their content types.
     #[test]
     fn document_pins_formats_ids_sizes_enums_and_form_parts() {
         let doc = serde_json::to_value(openapi()).unwrap();
-        let text = doc.to_string();
-        for bad in ["u-int64", "u-int32", "u-int16", "u-int8"] {
-            assert!(
-                !text.contains(bad),
-                "non-standard format {bad} left in the document"
-            );
-        }
         let schemas = &doc["components"]["schemas"];
         let object = &schemas["ObjectJson"]["properties"];
         for id in ["objectID", "packageID"] {
-            assert_eq!(object[id]["format"], "int64", "{id}");
+            // Unsigned: `int64` would declare ids above 2^63 - 1 invalid, which the gateway
+            // accepts (schemathesis' negative_data_rejection check caught that).
+            assert_eq!(object[id]["format"], "u-int64", "{id}");
             assert_eq!(object[id]["minimum"], 1, "{id}");
         }
         assert_eq!(object["size"]["pattern"], "^[0-9]+$");
