@@ -6,6 +6,7 @@
 #
 #   bench/cp-vs-rclone.sh [N] [SIZE_KIB] [JOBS]      (default 1000 100 8)
 #   BENCH_DIR=/some/disk bench/cp-vs-rclone.sh
+#   BENCH_CP_ARGS="--pack-files 64 --pack-bytes 16MiB" bench/cp-vs-rclone.sh   # extra `jcs cp` flags
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
@@ -48,7 +49,8 @@ for _ in $(seq 1 300); do curl -fsS "$JCS_URL/healthz" >/dev/null 2>&1 && break;
 
 t0=$(now); rclone copy --transfers "$JOBS" --checkers "$JOBS" "$WORK/tree" "$WORK/rclone-dst"; sync; t1=$(now)
 RCLONE_S=$(secs "$t0" "$t1")
-t0=$(now); "$JCS" -q cp -r --jobs "$JOBS" "$WORK/tree" jcs://bench/p/tree; sync; t1=$(now)
+# shellcheck disable=SC2086 # BENCH_CP_ARGS is a list of flags
+t0=$(now); "$JCS" -q cp -r --jobs "$JOBS" ${BENCH_CP_ARGS:-} "$WORK/tree" jcs://bench/p/tree; sync; t1=$(now)
 UP_S=$(secs "$t0" "$t1")
 COUNT=$("$JCS" --json ls -r jcs://bench/p/tree | wc -l)
 [ "$COUNT" = "$N" ] || { echo "uploaded $COUNT objects, expected $N" >&2; exit 1; }
