@@ -6,6 +6,7 @@
 #
 #   bench/cp-vs-rclone.sh [N] [SIZE_KIB] [JOBS]      (default 1000 100 8)
 #   BENCH_DIR=/some/disk bench/cp-vs-rclone.sh
+#   JCS_BIN=/path/to/jcs bench/cp-vs-rclone.sh      # a given (release) binary, no build
 #   BENCH_CP_ARGS="--pack-files 64 --pack-bytes 16MiB" bench/cp-vs-rclone.sh   # extra `jcs cp` flags
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -21,9 +22,13 @@ JCS_PID=""
 cleanup() { [ -n "$JCS_PID" ] && kill "$JCS_PID" 2>/dev/null; wait 2>/dev/null; rm -rf "$WORK"; }
 trap cleanup EXIT
 
-echo "==> building jcs (release)" >&2
-cargo build --release --locked --bin jcs >&2
-JCS=$PWD/target/release/jcs
+if [ -n "${JCS_BIN:-}" ]; then
+  JCS=$(realpath "$JCS_BIN")
+else
+  echo "==> building jcs (release)" >&2
+  cargo build --release --locked --bin jcs >&2
+  JCS=$PWD/target/release/jcs
+fi
 
 now() { date +%s.%N; }
 secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", b - a }'; }

@@ -7,6 +7,8 @@
 #
 #   bench/rss.sh [SIZE_MIB]           (default 4096)
 #   BENCH_DIR=/some/disk bench/rss.sh
+#   JCS_BIN=/path/to/jcs bench/rss.sh    # a given (release) binary, no build
+#   BENCH_RSS_CP_ARGS="-j 1" bench/rss.sh # extra flags of the upload's `jcs cp`
 # Disk: the source is sparse (no blocks); the server stores the parts and then the
 # concatenated object (about 2 x SIZE until shard GC), and the download writes SIZE more.
 # Everything is deleted on exit.
@@ -23,9 +25,13 @@ JCS_PID=""
 cleanup() { [ -n "$JCS_PID" ] && kill "$JCS_PID" 2>/dev/null; wait 2>/dev/null; rm -rf "$WORK"; }
 trap cleanup EXIT
 
-echo "==> building jcs (release)" >&2
-cargo build --release --locked --bin jcs >&2
-JCS=$PWD/target/release/jcs
+if [ -n "${JCS_BIN:-}" ]; then
+  JCS=$(realpath "$JCS_BIN")
+else
+  echo "==> building jcs (release)" >&2
+  cargo build --release --locked --bin jcs >&2
+  JCS=$PWD/target/release/jcs
+fi
 
 now() { date +%s.%N; }
 secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.1f", b - a }'; }
@@ -49,7 +55,8 @@ IDLE_MIB=$(rss_mib "$JCS_PID")
 
 echo 5 > "/proc/$JCS_PID/clear_refs" # reset VmHWM: the upload's peak only
 t0=$(now)
-/usr/bin/time -v -o "$WORK/up.time" "$JCS" -q cp "$WORK/src.bin" jcs://bench/p/big.bin
+# shellcheck disable=SC2086 # BENCH_RSS_CP_ARGS is a list of flags
+/usr/bin/time -v -o "$WORK/up.time" "$JCS" -q cp ${BENCH_RSS_CP_ARGS:-} "$WORK/src.bin" jcs://bench/p/big.bin
 t1=$(now)
 UP_S=$(secs "$t0" "$t1")
 SRV_UP=$(hwm_mib "$JCS_PID"); CLI_UP=$(time_mib "$WORK/up.time")
