@@ -45,7 +45,7 @@ pub struct TransferArgs {
     /// Copy directory trees / whole prefixes.
     #[arg(long, short)]
     pub recursive: bool,
-    /// Files (or parts) in flight at once.
+    /// Requests in flight at once (packs of small files, single files, or parts).
     #[arg(long, short = 'j', default_value_t = 8)]
     pub jobs: usize,
     /// Files at least this big are uploaded in parts (resumable), e.g. 64MiB.
