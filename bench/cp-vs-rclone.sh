@@ -6,6 +6,8 @@
 #
 #   bench/cp-vs-rclone.sh [N] [SIZE_KIB] [JOBS]      (default 1000 100 8)
 #   BENCH_DIR=/some/disk bench/cp-vs-rclone.sh
+#   JCS_BIN=/path/to/jcs bench/cp-vs-rclone.sh      # a given (release) binary, no build
+#   BENCH_CP_ARGS="--pack-files 64 --pack-bytes 16MiB" bench/cp-vs-rclone.sh   # extra `jcs cp` flags
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
@@ -20,9 +22,13 @@ JCS_PID=""
 cleanup() { [ -n "$JCS_PID" ] && kill "$JCS_PID" 2>/dev/null; wait 2>/dev/null; rm -rf "$WORK"; }
 trap cleanup EXIT
 
-echo "==> building jcs (release)" >&2
-cargo build --release --locked --bin jcs >&2
-JCS=$PWD/target/release/jcs
+if [ -n "${JCS_BIN:-}" ]; then
+  JCS=$(realpath "$JCS_BIN")
+else
+  echo "==> building jcs (release)" >&2
+  cargo build --release --locked --bin jcs >&2
+  JCS=$PWD/target/release/jcs
+fi
 
 now() { date +%s.%N; }
 secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", b - a }'; }
@@ -48,7 +54,8 @@ for _ in $(seq 1 300); do curl -fsS "$JCS_URL/healthz" >/dev/null 2>&1 && break;
 
 t0=$(now); rclone copy --transfers "$JOBS" --checkers "$JOBS" "$WORK/tree" "$WORK/rclone-dst"; sync; t1=$(now)
 RCLONE_S=$(secs "$t0" "$t1")
-t0=$(now); "$JCS" -q cp -r --jobs "$JOBS" "$WORK/tree" jcs://bench/p/tree; sync; t1=$(now)
+# shellcheck disable=SC2086 # BENCH_CP_ARGS is a list of flags
+t0=$(now); "$JCS" -q cp -r --jobs "$JOBS" ${BENCH_CP_ARGS:-} "$WORK/tree" jcs://bench/p/tree; sync; t1=$(now)
 UP_S=$(secs "$t0" "$t1")
 COUNT=$("$JCS" --json ls -r jcs://bench/p/tree | wc -l)
 [ "$COUNT" = "$N" ] || { echo "uploaded $COUNT objects, expected $N" >&2; exit 1; }

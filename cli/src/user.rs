@@ -45,7 +45,7 @@ pub struct TransferArgs {
     /// Copy directory trees / whole prefixes.
     #[arg(long, short)]
     pub recursive: bool,
-    /// Files (or parts) in flight at once.
+    /// Requests in flight at once (packs of small files, single files, or parts).
     #[arg(long, short = 'j', default_value_t = 8)]
     pub jobs: usize,
     /// Files at least this big are uploaded in parts (resumable), e.g. 64MiB.
@@ -54,6 +54,15 @@ pub struct TransferArgs {
     /// Size of one part of a multipart upload, e.g. 16MiB.
     #[arg(long, default_value = "16MiB", value_parser = parse_size)]
     pub part_size: u64,
+    /// Upload: files at most this big are packed with others into one request.
+    #[arg(long, default_value = "1MiB", value_parser = parse_size)]
+    pub pack_file_max: u64,
+    /// Upload: at most this many files in one packed request (1 turns packing off).
+    #[arg(long, default_value_t = 32)]
+    pub pack_files: usize,
+    /// Upload: at most this many bytes of files in one packed request.
+    #[arg(long, default_value = "8MiB", value_parser = parse_size)]
+    pub pack_bytes: u64,
     /// Where the state of unfinished uploads is kept [default: ~/.local/state/jcs].
     #[arg(long, env = "JCS_STATE_DIR")]
     pub state_dir: Option<PathBuf>,

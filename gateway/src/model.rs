@@ -10,7 +10,9 @@ use crate::error::ApiError;
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct BucketJson {
     #[serde(rename = "bucketID")]
+    #[schema(minimum = 1)]
     pub bucket_id: u64,
+    #[schema(min_length = 1, max_length = 255)]
     pub name: String,
 }
 
@@ -27,9 +29,12 @@ impl From<pb::Bucket> for BucketJson {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct PackageJson {
     #[serde(rename = "packageID")]
+    #[schema(minimum = 1)]
     pub package_id: u64,
+    #[schema(min_length = 1, max_length = 255)]
     pub name: String,
     #[serde(rename = "bucketID")]
+    #[schema(minimum = 1)]
     pub bucket_id: u64,
     /// RFC 3339, UTC, milliseconds.
     #[serde(rename = "createTime")]
@@ -58,19 +63,37 @@ impl From<pb::Package> for PackageJson {
 pub struct RedundancyJson {
     /// `none`, `rep`, `ec` or (objects only) `multipartUpload`.
     #[serde(rename = "type")]
+    #[schema(value_type = RedundancyType)]
     pub kind: String,
     /// rep: number of full copies, each in a distinct user space.
     #[serde(rename = "repCount", skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = u32, required = false, minimum = 1)]
     pub rep_count: Option<u32>,
     /// ec: data blocks.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = u32, required = false, minimum = 1)]
     pub k: Option<u32>,
     /// ec: data + parity blocks, each in a distinct user space.
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = u32, required = false, minimum = 1)]
     pub n: Option<u32>,
     /// ec: bytes per stripe piece.
     #[serde(rename = "chunkSize", skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = u32, required = false, minimum = 1)]
     pub chunk_size: Option<u32>,
+}
+
+/// `type` of a redundancy object (schema only: `RedundancyJson::kind` keeps the string the
+/// coordinator sent).
+#[derive(Serialize, utoipa::ToSchema)]
+#[allow(dead_code)]
+#[serde(rename_all = "camelCase")]
+pub enum RedundancyType {
+    None,
+    Rep,
+    Ec,
+    /// Objects only: a multipart upload that is not completed yet.
+    MultipartUpload,
 }
 
 impl RedundancyJson {
@@ -127,9 +150,13 @@ impl From<redundancy::Policy> for RedundancyJson {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct ObjectJson {
     #[serde(rename = "objectID")]
+    #[schema(minimum = 1)]
     pub object_id: u64,
     #[serde(rename = "packageID")]
+    #[schema(minimum = 1)]
     pub package_id: u64,
+    /// `/`-separated path inside the package.
+    #[schema(min_length = 1, max_length = 1024)]
     pub path: String,
     /// Bytes, as a decimal string.
     #[schema(pattern = "^[0-9]+$")]

@@ -64,6 +64,7 @@ pub fn openapi() -> OpenApi {
 pub(crate) fn finish(spec: &mut OpenApi, auth_required: bool) {
     ErrorResponses.modify(spec);
     SignatureScheme { auth_required }.modify(spec);
+    MultipartEncodings.modify(spec);
     for (path, item) in spec.paths.paths.iter_mut() {
         let id = path.trim_start_matches("/v1/").replace('/', ".");
         for op in operations_mut(item) {
@@ -124,6 +125,38 @@ impl Modify for SignatureScheme {
                 SECURITY_SCHEME,
                 Vec::<String>::new(),
             )]);
+        }
+    }
+}
+
+/// Declares the content type of each part of the multipart forms (upload, uploadPart):
+/// `info` is JSON, `files` are bytes (utoipa's attribute has no `encoding`).
+struct MultipartEncodings;
+
+impl Modify for MultipartEncodings {
+    fn modify(&self, openapi: &mut OpenApi) {
+        use utoipa::openapi::encoding::EncodingBuilder;
+        for item in openapi.paths.paths.values_mut() {
+            for op in operations_mut(item) {
+                let Some(content) = op
+                    .request_body
+                    .as_mut()
+                    .and_then(|b| b.content.get_mut("multipart/form-data"))
+                else {
+                    continue;
+                };
+                for (part, content_type) in [
+                    ("info", "application/json"),
+                    ("files", "application/octet-stream"),
+                ] {
+                    content.encoding.insert(
+                        part.to_owned(),
+                        EncodingBuilder::new()
+                            .content_type(Some(content_type))
+                            .build(),
+                    );
+                }
+            }
         }
     }
 }
@@ -251,8 +284,14 @@ pub struct UploadInfo {
     #[schema(minimum = 1)]
     #[serde(rename = "packageID")]
     package_id: u64,
-    /// User space preferred for the shards; absent or 0 = no preference.
+    /// User space preferred for the shards (for rep/ec: the first block); absent or 0 = no
+    /// preference.
+    #[schema(value_type = u64, required = false)]
     affinity: Option<u64>,
+    /// Overrides the package's redundancy policy for this upload (same form and checks as in
+    /// `package/create`).
+    #[schema(value_type = crate::model::RedundancyJson, required = false)]
+    redundancy: Option<crate::model::RedundancyJson>,
 }
 
 /// `multipart/form-data` body of `POST /v1/object/upload`: the `info` part first, then
@@ -294,6 +333,7 @@ pub struct UploadPartForm {
 #[allow(dead_code)]
 pub struct TaskView {
     #[serde(rename = "taskID")]
+    #[schema(minimum = 1)]
     task_id: u64,
     #[serde(flatten)]
     spec: common::sync::TaskSpec,
@@ -312,24 +352,37 @@ pub struct TaskStatusView {
     last_errors: Vec<String>,
 }
 
+/// How a run of a sync task ended (`Running` while it runs).
+#[derive(Serialize, ToSchema)]
+#[allow(dead_code)]
+pub enum RunResult {
+    Running,
+    Succeeded,
+    Failed,
+    Cancelled,
+}
+
 /// One run of a sync task.
 #[derive(Serialize, ToSchema)]
 #[allow(dead_code)]
 #[serde(rename_all = "camelCase")]
 pub struct RunView {
     #[serde(rename = "runID")]
+    #[schema(minimum = 1)]
     run_id: u64,
     /// RFC 3339 (UTC, milliseconds).
+    #[schema(format = DateTime)]
     start_time: String,
     /// RFC 3339; `null` while running.
+    #[schema(format = DateTime)]
     end_time: Option<String>,
-    /// `Running`, `Succeeded`, `Failed` or `Cancelled`.
-    result: String,
+    result: RunResult,
     files_scanned: u64,
     files_copied: u64,
     files_skipped: u64,
     files_failed: u64,
     /// Decimal string.
+    #[schema(pattern = "^[0-9]+$")]
     bytes_copied: String,
     files_deleted: u64,
 }
@@ -519,5 +572,51 @@ mod tests {
             "#/components/schemas/Binary"
         );
         assert_eq!(doc["components"]["schemas"]["Binary"]["format"], "binary");
+    }
+
+    /// Tighter shapes: unsigned id formats, ids from 1, sizes as digit strings,
+    /// enums for `type`, the parts of the multipart forms with their content types.
+    #[test]
+    fn document_pins_formats_ids_sizes_enums_and_form_parts() {
+        let doc = serde_json::to_value(openapi()).unwrap();
+        let schemas = &doc["components"]["schemas"];
+        let object = &schemas["ObjectJson"]["properties"];
+        for id in ["objectID", "packageID"] {
+            // Unsigned: `int64` would declare ids above 2^63 - 1 invalid, which the gateway
+            // accepts (schemathesis' negative_data_rejection check caught that).
+            assert_eq!(object[id]["format"], "u-int64", "{id}");
+            assert_eq!(object[id]["minimum"], 1, "{id}");
+        }
+        assert_eq!(object["size"]["pattern"], "^[0-9]+$");
+        assert_eq!(object["createTime"]["format"], "date-time");
+        assert_eq!(
+            schemas["RedundancyType"]["enum"],
+            serde_json::json!(["none", "rep", "ec", "multipartUpload"])
+        );
+        let redundancy = &schemas["RedundancyJson"];
+        assert_eq!(redundancy["required"], serde_json::json!(["type"]));
+        assert_eq!(redundancy["properties"]["k"]["type"], "integer");
+        assert_eq!(redundancy["properties"]["k"]["minimum"], 1);
+        assert_eq!(
+            schemas["RunResult"]["enum"],
+            serde_json::json!(["Running", "Succeeded", "Failed", "Cancelled"])
+        );
+        for path in ["/v1/object/upload", "/v1/object/uploadPart"] {
+            let form = &doc["paths"][path]["post"]["requestBody"]["content"]["multipart/form-data"];
+            assert_eq!(
+                form["encoding"]["info"]["contentType"], "application/json",
+                "{path}"
+            );
+            assert_eq!(
+                form["encoding"]["files"]["contentType"], "application/octet-stream",
+                "{path}"
+            );
+        }
+        let info = &schemas["UploadInfo"];
+        assert_eq!(info["required"], serde_json::json!(["packageID"]));
+        assert_eq!(
+            info["properties"]["redundancy"]["$ref"],
+            "#/components/schemas/RedundancyJson"
+        );
     }
 }

@@ -239,6 +239,11 @@ fn transfer_options(settings: &Settings, t: &TransferArgs) -> TransferOptions {
     TransferOptions {
         jobs: t.jobs.max(1),
         multipart_threshold: t.multipart_threshold,
+        pack: transfer::PackLimits {
+            file_max: t.pack_file_max,
+            files: t.pack_files.max(1),
+            bytes: t.pack_bytes,
+        },
         part_size: t.part_size,
         state_dir: t
             .state_dir
@@ -361,17 +366,42 @@ async fn upload(
     let total_bytes: u64 = files.iter().map(|f| f.2).sum();
     let total =
         many.then(|| Arc::new(out.bytes_bar(total_bytes, &format!("{} files", files.len()))));
-    let reports = futures::stream::iter(files)
-        .map(|(p, dest, _)| {
+    let items = files
+        .into_iter()
+        .map(|(local, path, size)| transfer::UploadItem { local, path, size })
+        .collect();
+    let jobs = if many {
+        transfer::plan_uploads(items, opts)
+    } else {
+        items.into_iter().map(transfer::UploadJob::One).collect()
+    };
+    let reports: Vec<_> = futures::stream::iter(jobs)
+        .map(|job| {
             let total = total.clone();
             async move {
-                transfer::upload_file(api, out, opts, pkg.package_id, &p, &dest, total)
-                    .await
-                    .map_err(|e| (p.display().to_string(), e))
+                match job {
+                    transfer::UploadJob::Pack(items) => {
+                        transfer::upload_pack(api, out, opts, pkg.package_id, &items, total).await
+                    }
+                    transfer::UploadJob::One(i) => vec![
+                        transfer::upload_file(
+                            api,
+                            out,
+                            opts,
+                            pkg.package_id,
+                            &i.local,
+                            &i.path,
+                            total,
+                        )
+                        .await
+                        .map_err(|e| (i.local.display().to_string(), e)),
+                    ],
+                }
             }
         })
         .buffer_unordered(opts.jobs)
-        .collect::<Vec<_>>()
+        .flat_map(futures::stream::iter)
+        .collect()
         .await;
     if let Some(t) = &total {
         out.remove(t);

@@ -29,6 +29,8 @@ pub struct TransferOptions {
     pub jobs: usize,
     /// Files at least this big go through multipart upload.
     pub multipart_threshold: u64,
+    /// How small files are packed into shared upload requests.
+    pub pack: PackLimits,
     pub part_size: u64,
     /// Where resumable-upload state files live.
     pub state_dir: PathBuf,
@@ -127,6 +129,159 @@ pub async fn upload_file(
         object_id: d.uploadeds.first().map(|o| o.object_id),
         ..Default::default()
     })
+}
+
+/// Small files are packed into one `/v1/object/upload` request each (the gateway stores
+/// the files of a request concurrently and commits them in shared transactions), which
+/// saves a round trip, a begin and a commit per file.
+#[derive(Debug, Clone, Copy)]
+pub struct PackLimits {
+    /// Files at most this big are packed (they are read whole, one at a time, as their part
+    /// of the request body is sent: at most one such file per request in memory).
+    pub file_max: u64,
+    /// At most this many files per request (1: no packing).
+    pub files: usize,
+    /// At most this many bytes of files per request (a single file may exceed it).
+    pub bytes: u64,
+}
+
+/// One local file to upload to `path`.
+#[derive(Debug, Clone)]
+pub struct UploadItem {
+    pub local: PathBuf,
+    pub path: String,
+    pub size: u64,
+}
+
+/// The units of work of a multi-file upload: a pack of small files (one request) or one
+/// file on its own (single request or multipart).
+#[derive(Debug)]
+pub enum UploadJob {
+    Pack(Vec<UploadItem>),
+    One(UploadItem),
+}
+
+/// Split `items` (in order) into jobs: consecutive small files are packed within `limits`,
+/// every other file is a job of its own.
+pub fn plan_uploads(items: Vec<UploadItem>, opts: &TransferOptions) -> Vec<UploadJob> {
+    let limits = opts.pack;
+    let mut jobs = Vec::new();
+    let mut pack: Vec<UploadItem> = Vec::new();
+    let mut pack_bytes = 0u64;
+    let flush = |pack: &mut Vec<UploadItem>, jobs: &mut Vec<UploadJob>| match pack.len() {
+        0 => {}
+        1 => jobs.push(UploadJob::One(pack.remove(0))),
+        _ => jobs.push(UploadJob::Pack(std::mem::take(pack))),
+    };
+    for item in items {
+        let small = limits.files > 1
+            && item.size <= limits.file_max
+            && item.size < opts.multipart_threshold;
+        if !small {
+            jobs.push(UploadJob::One(item));
+            continue;
+        }
+        if !pack.is_empty() && (pack.len() >= limits.files || pack_bytes + item.size > limits.bytes)
+        {
+            flush(&mut pack, &mut jobs);
+            pack_bytes = 0;
+        }
+        pack_bytes += item.size;
+        pack.push(item);
+    }
+    flush(&mut pack, &mut jobs);
+    jobs
+}
+
+/// The body of one packed file: read whole when its part is reached (it is at most
+/// [`PackLimits::file_max`] bytes), checked against the size announced in the form.
+fn small_file_stream(
+    local: PathBuf,
+    len: u64,
+    sent: Arc<AtomicU64>,
+    total: Option<Arc<ProgressBar>>,
+) -> reqwest::Body {
+    let stream = futures::stream::once(async move {
+        let bytes = tokio::fs::read(&local).await?;
+        if bytes.len() as u64 != len {
+            return Err(std::io::Error::other(format!(
+                "{} changed size during the upload ({len} -> {} bytes)",
+                local.display(),
+                bytes.len()
+            )));
+        }
+        sent.fetch_add(len, Ordering::Relaxed);
+        if let Some(t) = &total {
+            t.inc(len);
+        }
+        Ok::<_, std::io::Error>(bytes::Bytes::from(bytes))
+    });
+    reqwest::Body::wrap_stream(stream)
+}
+
+/// Upload a pack of small files in one request. When the request fails, the files are
+/// uploaded again one by one so that each error names its file. A request fails as a whole
+/// before any commit; only a failure during the commit phase can leave some of its files
+/// committed, and uploading those again stores the same content at the same path (same
+/// object id, same shard: only `updateTime` moves), so nothing is duplicated.
+pub async fn upload_pack(
+    api: &Api,
+    out: &Out,
+    opts: &TransferOptions,
+    package_id: u64,
+    items: &[UploadItem],
+    total: Option<Arc<ProgressBar>>,
+) -> Vec<std::result::Result<FileReport, (String, Error)>> {
+    let sent = Arc::new(AtomicU64::new(0));
+    let mut form = reqwest::multipart::Form::new()
+        .text("info", json!({ "packageID": package_id }).to_string());
+    for item in items {
+        let body = small_file_stream(item.local.clone(), item.size, sent.clone(), total.clone());
+        let part = reqwest::multipart::Part::stream_with_length(body, item.size)
+            .file_name(encode_path(&item.path));
+        form = form.part("files", part);
+    }
+    #[derive(Deserialize)]
+    struct D {
+        uploadeds: Vec<Object>,
+    }
+    match api.post_form::<D>("object/upload", form).await {
+        Ok(d) if d.uploadeds.len() == items.len() => items
+            .iter()
+            .zip(d.uploadeds)
+            .map(|(item, o)| {
+                Ok(FileReport {
+                    path: item.path.clone(),
+                    bytes: item.size,
+                    object_id: Some(o.object_id),
+                    ..Default::default()
+                })
+            })
+            .collect(),
+        _ => {
+            // Count the bytes again as the files are retried one by one.
+            if let Some(t) = &total {
+                t.dec(sent.load(Ordering::Relaxed));
+            }
+            let mut reports = Vec::with_capacity(items.len());
+            for item in items {
+                reports.push(
+                    upload_file(
+                        api,
+                        out,
+                        opts,
+                        package_id,
+                        &item.local,
+                        &item.path,
+                        total.clone(),
+                    )
+                    .await
+                    .map_err(|e| (item.local.display().to_string(), e)),
+                );
+            }
+            reports
+        }
+    }
 }
 
 /// The persisted state of one resumable multipart upload.
@@ -585,6 +740,65 @@ mod tests {
         assert_eq!(part_len(10, 4, 1), 4);
         assert_eq!(part_len(10, 4, 3), 2);
         assert_eq!((1..=3).map(|i| part_len(10, 4, i)).sum::<u64>(), 10);
+    }
+
+    fn opts(files: usize, bytes: u64) -> TransferOptions {
+        TransferOptions {
+            jobs: 1,
+            multipart_threshold: 1000,
+            pack: PackLimits {
+                file_max: 100,
+                files,
+                bytes,
+            },
+            part_size: 100,
+            state_dir: PathBuf::new(),
+            abort_after_parts: None,
+        }
+    }
+
+    fn shape(jobs: &[UploadJob]) -> Vec<Vec<String>> {
+        jobs.iter()
+            .map(|j| match j {
+                UploadJob::Pack(items) => items.iter().map(|i| i.path.clone()).collect(),
+                UploadJob::One(i) => vec![format!("one:{}", i.path)],
+            })
+            .collect()
+    }
+
+    #[test]
+    fn small_files_are_packed_within_the_limits() {
+        let items = |sizes: &[u64]| -> Vec<UploadItem> {
+            sizes
+                .iter()
+                .enumerate()
+                .map(|(n, &size)| UploadItem {
+                    local: PathBuf::from(format!("f{n}")),
+                    path: format!("f{n}"),
+                    size,
+                })
+                .collect()
+        };
+        // At most 3 files per pack; the big file (101 > file_max) goes alone and splits.
+        let jobs = plan_uploads(items(&[10, 10, 10, 10, 101, 10, 10, 0]), &opts(3, 1000));
+        assert_eq!(
+            shape(&jobs),
+            [
+                vec!["f0", "f1", "f2"],
+                vec!["one:f4"],
+                vec!["f3", "f5", "f6"],
+                vec!["one:f7"],
+            ]
+        );
+        // At most 25 bytes per pack (a file bigger than that is sent on its own).
+        let jobs = plan_uploads(items(&[10, 10, 10, 5, 30]), &opts(10, 25));
+        assert_eq!(
+            shape(&jobs),
+            [vec!["f0", "f1"], vec!["f2", "f3"], vec!["one:f4"]]
+        );
+        // Packing off.
+        let jobs = plan_uploads(items(&[1, 1]), &opts(1, 1000));
+        assert_eq!(shape(&jobs), [vec!["one:f0"], vec!["one:f1"]]);
     }
 
     #[test]

@@ -170,6 +170,83 @@ async fn cp_copies_a_tree_up_and_down_byte_identical() {
 }
 
 #[tokio::test]
+async fn packed_uploads_report_every_file_and_retry_a_failed_pack_file_by_file() {
+    let env = Env::new().await;
+    env.setup();
+    let src = env.path("src");
+    std::fs::create_dir_all(src.join("d")).unwrap();
+    for i in 0..10 {
+        std::fs::write(
+            src.join(format!("d/f{i}")),
+            content(5000 + i, 40 + i as u32),
+        )
+        .unwrap();
+    }
+    // Packs of 4 files: d/f0..f3, d/f4..f7, d/f8 + d/f9.
+    let up = env.json_lines(&[
+        "cp",
+        "-r",
+        "--pack-files",
+        "4",
+        src.to_str().unwrap(),
+        "jcs://b/p/t",
+    ]);
+    assert_eq!(up.len(), 10, "{up:?}");
+    let bytes: u64 = up.iter().map(|r| r["bytes"].as_u64().unwrap()).sum();
+    assert_eq!(bytes, (0..10).map(|i| 5000 + i).sum::<u64>());
+    let mut ids: Vec<u64> = up.iter().map(|r| r["objectID"].as_u64().unwrap()).collect();
+    ids.sort();
+    ids.dedup();
+    assert_eq!(ids.len(), 10, "{up:?}");
+    let listed = env.json_lines(&["ls", "-r", "jcs://b/p/t/"]);
+    let by_path: std::collections::BTreeMap<String, u64> = listed
+        .iter()
+        .map(|o| {
+            (
+                o["path"].as_str().unwrap().to_owned(),
+                o["objectID"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    for r in &up {
+        assert_eq!(
+            by_path[r["path"].as_str().unwrap()],
+            r["objectID"].as_u64().unwrap()
+        );
+    }
+
+    // A file name the gateway refuses (a backslash) fails its whole pack; the pack is then
+    // retried file by file: the others are uploaded, the error names the bad file.
+    let bad = env.path("bad");
+    std::fs::create_dir_all(&bad).unwrap();
+    for i in 0..5 {
+        std::fs::write(bad.join(format!("g{i}")), content(100 + i, i as u32)).unwrap();
+    }
+    std::fs::write(bad.join("g2\\x"), b"refused").unwrap();
+    let out = env.run(&["--json", "cp", "-r", bad.to_str().unwrap(), "jcs://b/p/bad"]);
+    // Exit code 4: some files failed.
+    assert_eq!(out.status.code(), Some(4), "{out:?}");
+    let lines: Vec<Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str::<Value>(l).unwrap())
+        .filter(|l| l.get("path").is_some())
+        .collect();
+    assert_eq!(lines.len(), 6, "{lines:?}");
+    let failed: Vec<&Value> = lines.iter().filter(|l| l.get("error").is_some()).collect();
+    assert_eq!(failed.len(), 1, "{lines:?}");
+    assert!(
+        failed[0]["path"].as_str().unwrap().ends_with("g2\\x"),
+        "{failed:?}"
+    );
+    let listed = env.json_lines(&["ls", "-r", "jcs://b/p/bad/"]);
+    let mut paths: Vec<&str> = listed.iter().map(|o| o["path"].as_str().unwrap()).collect();
+    paths.sort();
+    assert_eq!(paths, ["bad/g0", "bad/g1", "bad/g2", "bad/g3", "bad/g4"]);
+    env.finish();
+}
+
+#[tokio::test]
 async fn ls_pages_through_the_whole_listing() {
     let env = Env::new().await;
     env.setup();

@@ -23,8 +23,8 @@ pub(crate) struct NewMultipartBody {
     #[serde(rename = "packageID")]
     #[schema(value_type = u64, minimum = 1)]
     package_id: Option<u64>,
-    /// Path of the new object; must not be taken.
-    #[schema(value_type = String)]
+    /// Path of the new object; must not be taken (object path rules: docs/api.md).
+    #[schema(value_type = String, min_length = 1, max_length = 1024)]
     path: Option<String>,
 }
 

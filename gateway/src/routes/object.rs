@@ -45,7 +45,7 @@ pub(crate) struct DownloadByPathQuery {
     #[param(value_type = u64, required = true, minimum = 1)]
     package_id: Option<u64>,
     /// Object path in the package.
-    #[param(value_type = String, required = true)]
+    #[param(value_type = String, required = true, min_length = 1, max_length = 1024)]
     path: Option<String>,
     /// First byte to send; default 0.
     #[param(minimum = 0)]
