@@ -562,3 +562,46 @@ async fn the_drain_deadline_aborts_an_upload_still_streaming() {
         crate::stop(c);
     }
 }
+
+/// The cause of the former "upload in flight does not complete on SIGTERM" limit, without
+/// any signal: a download whose client stops reading must not stall other calls between
+/// the gateway and the same agent (one HTTP/2 connection). With the adaptive window, the
+/// stalled download's unread data filled the connection window and the upload's PutShard
+/// answer could not reach the gateway until the download's connection closed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_download_does_not_block_uploads_to_the_same_agent() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = start(dir.path(), free_port()).await;
+    let http = reqwest::Client::new();
+    let package = package(&http, &s.base).await;
+    let big = content(64 * MIB, 17);
+    let id = upload(&http, &s.base, package, "big.bin", big.clone()).await;
+    let mut stalled = http
+        .get(format!("{}/v1/object/download?objectID={id}", s.base))
+        .send()
+        .await
+        .unwrap();
+    let mut got = stalled.chunk().await.unwrap().unwrap().to_vec();
+
+    // Meanwhile (the download is not read): uploads of several chunks, each a PutShard
+    // whose answer travels on the agent connection the download fills.
+    for i in 0..3u8 {
+        let data = content(4 * MIB + usize::from(i), 20 + i);
+        let name = format!("up{i}");
+        let up = upload(&http, &s.base, package, &name, data);
+        tokio::time::timeout(Duration::from_secs(20), up)
+            .await
+            .expect("an upload hung behind a stalled download");
+    }
+
+    while let Some(chunk) = stalled.chunk().await.unwrap() {
+        got.extend_from_slice(&chunk);
+    }
+    assert!(
+        got == big,
+        "downloaded {} of {} bytes",
+        got.len(),
+        big.len()
+    );
+    crate::terminate(s);
+}
