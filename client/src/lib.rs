@@ -103,6 +103,15 @@ impl ChannelOptions {
     }
 }
 
+/// HTTP/2 receive window of one call (stream): how many bytes a server may send ahead of
+/// what the caller has consumed. 4 MiB keeps a shard stream at loopback/LAN speed.
+pub const STREAM_WINDOW: u32 = 4 << 20;
+
+/// HTTP/2 receive window of a whole channel: 16 calls whose reader has stalled (a download
+/// whose HTTP client stopped reading) leave room for the others; also the most memory a
+/// channel's unread responses can hold.
+pub const CONNECTION_WINDOW: u32 = 17 * STREAM_WINDOW;
+
 fn endpoint(address: &str, opts: &ChannelOptions) -> Result<Endpoint> {
     // With TLS the scheme must be https: tonic dials `http://` URIs in plain text even
     // when a TLS configuration is set.
@@ -119,7 +128,12 @@ fn endpoint(address: &str, opts: &ChannelOptions) -> Result<Endpoint> {
         })?
         .connect_timeout(opts.connect_timeout)
         .tcp_nodelay(true)
-        .http2_adaptive_window(true);
+        // Fixed windows, the connection's much larger than a stream's: with the adaptive
+        // window (BDP) hyper gives every stream the whole connection window, so ONE
+        // download whose HTTP client stops reading held the agent connection's window and
+        // stalled every other response on it (PutShard answers of uploads included).
+        .initial_stream_window_size(STREAM_WINDOW)
+        .initial_connection_window_size(CONNECTION_WINDOW);
     if let Some(t) = opts.request_timeout {
         ep = ep.timeout(t);
     }

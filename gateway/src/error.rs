@@ -28,9 +28,6 @@ pub enum Error {
         address: String,
         source: client::Error,
     },
-    /// The HTTP server stopped with an I/O error.
-    #[snafu(display("http server failed"))]
-    Serve { source: std::io::Error },
 }
 
 /// Result with the crate's [`Error`].
@@ -42,7 +39,6 @@ impl CodedError for Error {
             Error::InvalidConfig { .. } => ErrorCode::BadArgument,
             Error::NoRuntime => ErrorCode::Internal,
             Error::CoordinatorClient { source, .. } => source.code(),
-            Error::Serve { .. } => ErrorCode::Internal,
         }
     }
 }

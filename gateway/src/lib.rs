@@ -14,6 +14,7 @@ pub mod openapi;
 pub mod ops;
 pub mod redundant;
 pub mod routes;
+pub mod serve;
 pub mod server;
 pub mod state;
 

@@ -19,7 +19,7 @@ use utoipa_axum::routes;
 use utoipa_swagger_ui::SwaggerUi;
 
 use crate::config::GatewayConfig;
-use crate::error::{ApiError, CoordinatorClientSnafu, Error, Result, ServeSnafu};
+use crate::error::{ApiError, CoordinatorClientSnafu, Error, Result};
 use crate::openapi::{ApiDoc, DOCS_PATH, OPENAPI_PATH};
 use crate::ops;
 use crate::routes::{self, bucket, multipart, object, package, space_syncer, user_space};
@@ -91,7 +91,9 @@ impl Gateway {
     }
 
     /// Serve on an already bound `listener` until `shutdown` is cancelled, then finish the
-    /// in-flight requests (graceful shutdown) and return.
+    /// requests already started, uploads whose body is still arriving included, for at most
+    /// `shutdown_timeout` (see [`crate::serve`]); the requests still running then are
+    /// aborted (an upload still streaming is not committed).
     pub async fn serve(self, listener: TcpListener, shutdown: CancellationToken) -> Result<()> {
         let local = listener.local_addr().ok();
         tracing::info!(
@@ -99,20 +101,13 @@ impl Gateway {
             coordinator = %self.state.config().coordinator,
             "gateway listening"
         );
-        use axum::serve::ListenerExt;
-        let listener = listener.tap_io(|tcp| {
-            if let Err(e) = tcp.set_nodelay(true) {
-                tracing::debug!(error = %e, "cannot set TCP_NODELAY");
-            }
-        });
         let drain = self.state.config().shutdown_timeout;
-        let server = axum::serve(listener, self.router())
-            .with_graceful_shutdown(shutdown.clone().cancelled_owned())
-            .into_future();
-        if let Some(served) =
-            common::shutdown::drain_within(server, &shutdown, drain, "gateway").await
+        let server = crate::serve::serve(listener, self.router(), shutdown.clone());
+        if common::shutdown::drain_within(server, &shutdown, drain, "gateway")
+            .await
+            .is_none()
         {
-            served.context(ServeSnafu)?;
+            tracing::warn!(addr = ?local, "requests still in progress were aborted");
         }
         tracing::info!(addr = ?local, "gateway stopped");
         Ok(())

@@ -4,7 +4,8 @@
 //! (and not required by `CI=true` / `JCS_TEST_REQUIRE_ETCD=1`) they print a skip line; the
 //! `etcd` and `etcdctl` binaries come from PATH (or `ETCD_BIN` / `ETCDCTL_BIN`).
 //! The JCS processes talk mTLS with each other: a CA and one certificate per process made by
-//! `jcs cert` (as `deploy/local-cluster.sh` does).
+//! `jcs cert` (as `deploy/local-cluster.sh` does). The agent kill waits until bytes are
+//! flowing (1 MiB read by the client, 1 MiB in the agent's `tmp/`) before `kill -9`.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -642,35 +643,147 @@ async fn etcd_outage_fails_requests_then_recovers_without_restarts() {
     }
 }
 
+/// Total size of the files under `dir` (recursively; 0 when it does not exist).
+fn dir_bytes(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| match e.metadata() {
+            Ok(m) if m.is_dir() => dir_bytes(&e.path()),
+            Ok(m) => m.len(),
+            Err(_) => 0,
+        })
+        .sum()
+}
+
+impl Cluster {
+    /// Start agent `i` again with its config (after [`Proc::kill9`]).
+    fn restart_agent(&mut self, i: usize) {
+        let d = self.dir.path();
+        self.agents[i] = Proc::spawn(
+            &format!("agent-{i}"),
+            d,
+            Command::new(env!("CARGO_BIN_EXE_jcs"))
+                .args(["--log", "info", "agent", "--config"])
+                .arg(d.join(format!("agent-{i}.toml"))),
+        );
+    }
+
+    /// The objects listByPath finds at exactly `path`.
+    async fn at_path(&self, package: u64, path: &str) -> Vec<serde_json::Value> {
+        let v = self
+            .call(self.http.get(format!(
+                "{}/v1/object/listByPath?packageID={package}&path={path}",
+                self.base
+            )))
+            .await;
+        assert_eq!(v["code"], "OK", "{v}");
+        v["data"]["objects"].as_array().unwrap().clone()
+    }
+
+    /// Download `path` of `package`, retried while the agent is not back (503) for up to
+    /// 30 s; the bytes of the first 200.
+    async fn download_path_when_back(&self, package: u64, path: &str) -> Vec<u8> {
+        let url = format!(
+            "{}/v1/object/downloadByPath?packageID={package}&path={path}",
+            self.base
+        );
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let r = self.http.get(&url).send().await.unwrap();
+            let status = r.status();
+            if status == 200 {
+                return r.bytes().await.unwrap().to_vec();
+            }
+            let body = r.text().await.unwrap_or_default();
+            assert!(
+                Instant::now() < deadline,
+                "download of {path} still fails: {status} {body}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+/// kill -9 of the only agent while bytes flow, deterministically:
+/// - mid-download: the client has read 1 MiB of a 48 MiB object when the agent dies; the
+///   body ends in an error before its `Content-Length` (never a clean short EOF); after a
+///   restart of the agent the same download is byte-identical;
+/// - mid-upload: a new version of a path is streaming and the agent has received at least
+///   1 MiB of it (its `tmp/`) when it dies; the rest is sent after; the client gets an
+///   error envelope (non-OK code and a message) or a broken stream, never a 200; listByPath
+///   still shows only the previous version, which downloads byte-identical once the agent
+///   is back.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn killing_an_agent_mid_transfer_is_a_clear_error_and_leaves_nothing() {
     if !enabled("killing_an_agent_mid_transfer_is_a_clear_error_and_leaves_nothing") {
         return;
     }
+    const MIB: usize = 1 << 20;
     let mut c = Cluster::start(1).await;
     c.wait_leader(None, Duration::from_secs(20)).await;
     let package = c.package().await;
     c.warm_up(package).await;
+    let space = c.dir.path().join("space-0");
 
-    // A big object to download, stored before anything is killed.
-    let big = crate::data(7, 48 << 20);
+    // Stored before anything is killed: a big object, and version 1 of `doc`.
+    let big = crate::data(7, 48 * MIB);
     let v = c.upload(package, "big", big.clone()).await;
     assert_eq!(v["code"], "OK", "{v}");
     let object = v["data"]["uploadeds"][0]["objectID"].as_u64().unwrap();
+    let doc_v1 = crate::data(8, 3 * MIB + 11);
+    let v = c.upload(package, "doc", doc_v1.clone()).await;
+    assert_eq!(v["code"], "OK", "{v}");
+    let doc_v1_id = v["data"]["uploadeds"][0]["objectID"].as_u64().unwrap();
 
-    // Mid-download: read the first bytes, kill the agent, the body must end in an error.
+    // Mid-download.
     let mut r = c
         .http
         .get(format!("{}/v1/object/download?objectID={object}", c.base))
         .send()
         .await
         .unwrap();
-    assert!(r.status().is_success());
-    let first = r.chunk().await.unwrap().unwrap();
-    assert!(!first.is_empty());
-    // Mid-upload: a streamed body that stalls halfway until the agent is gone.
-    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(2);
-    let stream = futures_stream(rx);
+    assert_eq!(r.status(), 200);
+    let length = r.content_length();
+    assert_eq!(
+        length,
+        Some(big.len() as u64),
+        "no Content-Length to detect a cut"
+    );
+    let mut got = 0usize;
+    while got < MIB {
+        got += r
+            .chunk()
+            .await
+            .unwrap()
+            .expect("the body ended early")
+            .len();
+    }
+    c.agents[0].kill9();
+    let download_error = loop {
+        match tokio::time::timeout(Duration::from_secs(30), r.chunk())
+            .await
+            .expect("the download hung after the agent died")
+        {
+            Ok(Some(b)) => got += b.len(),
+            Ok(None) => break None,
+            Err(e) => break Some(e.to_string()),
+        }
+    };
+    assert!(
+        download_error.is_some() && got < big.len(),
+        "a download cut by the agent's death ended cleanly after {got} of {} bytes",
+        big.len()
+    );
+    c.restart_agent(0);
+    let again = c.download_path_when_back(package, "big").await;
+    assert!(again == big, "the download after the restart differs");
+
+    // Mid-upload: version 2 of `doc`, its body fed piece by piece.
+    let doc_v2 = crate::data(9, 8 * MIB);
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(1);
     let form = reqwest::multipart::Form::new()
         .text(
             "info",
@@ -678,8 +791,8 @@ async fn killing_an_agent_mid_transfer_is_a_clear_error_and_leaves_nothing() {
         )
         .part(
             "files",
-            reqwest::multipart::Part::stream(reqwest::Body::wrap_stream(stream))
-                .file_name("partial"),
+            reqwest::multipart::Part::stream(reqwest::Body::wrap_stream(futures_stream(rx)))
+                .file_name("doc"),
         );
     let upload = tokio::spawn(
         c.http
@@ -687,60 +800,75 @@ async fn killing_an_agent_mid_transfer_is_a_clear_error_and_leaves_nothing() {
             .multipart(form)
             .send(),
     );
-    let send = |fill: u8| {
+    // The gateway may stop reading once the agent is gone: never wait on it forever.
+    let send = |piece: &[u8]| {
         let tx = tx.clone();
+        let piece = piece.to_vec();
         async move {
-            // The gateway may stop reading once the agent is gone: never wait on it forever.
             matches!(
-                tokio::time::timeout(Duration::from_secs(5), tx.send(Ok(vec![fill; 1 << 20])))
-                    .await,
+                tokio::time::timeout(Duration::from_secs(5), tx.send(Ok(piece))).await,
                 Ok(Ok(()))
             )
         }
     };
-    for _ in 0..4 {
-        assert!(
-            send(1).await,
-            "the gateway stopped reading before the agent died"
-        );
+    for piece in doc_v2[..3 * MIB].chunks(MIB) {
+        assert!(send(piece).await, "the gateway stopped reading early");
     }
+    let tmp = space.join("tmp");
+    let receiving = Instant::now() + Duration::from_secs(30);
+    while dir_bytes(&tmp) < MIB as u64 {
+        assert!(
+            Instant::now() < receiving,
+            "the agent never received the upload's bytes"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let at_kill = dir_bytes(&tmp);
     c.agents[0].kill9();
-    for _ in 0..4 {
-        if !send(2).await {
+    let mut sent_after = 0usize;
+    for piece in doc_v2[3 * MIB..].chunks(MIB) {
+        if !send(piece).await {
             break;
         }
+        sent_after += piece.len();
     }
     drop(tx);
-
-    let mut rest = 0usize;
-    let download_error = loop {
-        match r.chunk().await {
-            Ok(Some(b)) => rest += b.len(),
-            Ok(None) => break None,
-            Err(e) => break Some(e.to_string()),
-        }
-    };
-    assert!(
-        download_error.is_some() && first.len() + rest < big.len(),
-        "a download cut by the agent's death must end in an error, not a short success"
-    );
-    let up = upload.await.unwrap();
-    let answer = match up {
+    let answer = match tokio::time::timeout(Duration::from_secs(60), upload)
+        .await
+        .expect("the upload hung after the agent died")
+        .unwrap()
+    {
         Ok(r) => {
-            let v: serde_json::Value = r.json().await.unwrap();
-            assert_ne!(v["code"], "OK", "upload to a dead agent acknowledged: {v}");
-            assert!(v["message"].as_str().is_some_and(|m| !m.is_empty()), "{v}");
-            v.to_string()
+            let status = r.status();
+            match r.json::<serde_json::Value>().await {
+                Ok(v) => {
+                    assert_ne!(v["code"], "OK", "upload to a dead agent acknowledged: {v}");
+                    assert_ne!(status, 200, "{v}");
+                    assert!(v["message"].as_str().is_some_and(|m| !m.is_empty()), "{v}");
+                    format!("{status} {v}")
+                }
+                Err(e) => format!("{status}, broken body: {e}"),
+            }
         }
-        Err(e) => e.to_string(),
+        Err(e) => format!("transport error: {e}"),
     };
-    let paths = c.paths(package).await;
-    assert!(!paths.contains(&"partial".to_owned()), "{paths:?}");
+    let listed = c.at_path(package, "doc").await;
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(
+        listed[0]["objectID"].as_u64(),
+        Some(doc_v1_id),
+        "{listed:?}"
+    );
+    assert_eq!(listed[0]["size"], doc_v1.len().to_string(), "{listed:?}");
+    c.restart_agent(0);
+    let doc = c.download_path_when_back(package, "doc").await;
+    assert!(doc == doc_v1, "the previous version of doc changed");
     #[allow(clippy::print_stdout)]
     {
         println!(
-            "agent killed: download error after {} bytes ({}); upload answered {answer}",
-            first.len() + rest,
+            "agent killed mid-download: error after {got} of {} bytes ({}); \
+             mid-upload ({at_kill} bytes at the agent, {sent_after} sent after): {answer}",
+            big.len(),
             download_error.unwrap_or_default()
         );
     }
