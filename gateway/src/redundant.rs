@@ -286,10 +286,18 @@ pub(crate) async fn read_blocks(
         None => Bytes::new(),
     };
     let metrics = common::metrics::metrics();
+    let coordinator = state.coordinator();
     let report = futures::stream::once(async move {
         let degraded = ReadStats::get(&stats.degraded_stripes);
         let corrupt = ReadStats::get(&stats.corrupt_pieces);
         let failed = ReadStats::get(&stats.failed_blocks);
+        for (kind, n) in [
+            ("degraded_stripes", degraded),
+            ("corrupt_pieces", corrupt),
+            ("failed_blocks", failed),
+        ] {
+            metrics.read_damage.with_label_values(&[kind]).inc_by(n);
+        }
         if degraded + corrupt + failed > 0 {
             tracing::warn!(
                 object_id,
@@ -298,6 +306,7 @@ pub(crate) async fn read_blocks(
                 failed_blocks = failed,
                 "degraded read"
             );
+            report_damage(coordinator, object_id);
         }
         None
     })
@@ -318,4 +327,17 @@ pub(crate) async fn read_blocks(
             }
         })
         .chain(report))
+}
+
+/// Queue `object_id` for repair (`ReportDamage`), fire-and-forget: the download never
+/// waits for it and a failure is only logged.
+fn report_damage(mut coordinator: client::CoordinatorClient, object_id: u64) {
+    tokio::spawn(async move {
+        if let Err(status) = coordinator
+            .report_damage(pb::ReportDamageRequest { object_id })
+            .await
+        {
+            tracing::debug!(object_id, error = %status.message(), "damage report failed");
+        }
+    });
 }

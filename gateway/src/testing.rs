@@ -1285,6 +1285,31 @@ impl CoordinatorService for FakeCoordinator {
             "update_package (rep/ec are tested in integration-tests)",
         ))
     }
+
+    async fn start_scrub(
+        &self,
+        _req: GrpcRequest<pb::StartScrubRequest>,
+    ) -> Result<GrpcResponse<pb::ScrubStatus>, Status> {
+        Err(Status::unimplemented(
+            "start_scrub (scrub is tested in integration-tests)",
+        ))
+    }
+
+    async fn get_scrub_status(
+        &self,
+        _req: GrpcRequest<pb::GetScrubStatusRequest>,
+    ) -> Result<GrpcResponse<pb::ScrubStatus>, Status> {
+        Err(Status::unimplemented(
+            "get_scrub_status (scrub is tested in integration-tests)",
+        ))
+    }
+
+    async fn report_damage(
+        &self,
+        _req: GrpcRequest<pb::ReportDamageRequest>,
+    ) -> Result<GrpcResponse<pb::Empty>, Status> {
+        Ok(GrpcResponse::new(pb::Empty {}))
+    }
 }
 
 /// One `PutShard` stream as the fake agent saw it.
@@ -1573,6 +1598,27 @@ impl AgentService for FakeAgent {
         _req: GrpcRequest<SyncDestRequest>,
     ) -> Result<GrpcResponse<SyncDestResponse>, Status> {
         Err(Status::unimplemented("sync_dest_op"))
+    }
+
+    async fn stat_shards(
+        &self,
+        _req: GrpcRequest<proto::agent::StatShardsRequest>,
+    ) -> Result<GrpcResponse<proto::agent::StatShardsResponse>, Status> {
+        Err(Status::unimplemented("stat_shards"))
+    }
+
+    async fn verify_shards(
+        &self,
+        _req: GrpcRequest<proto::agent::StatShardsRequest>,
+    ) -> Result<GrpcResponse<proto::agent::StatShardsResponse>, Status> {
+        Err(Status::unimplemented("verify_shards"))
+    }
+
+    async fn rebuild_blocks(
+        &self,
+        _req: GrpcRequest<proto::agent::RebuildBlocksRequest>,
+    ) -> Result<GrpcResponse<proto::agent::RebuildBlocksResponse>, Status> {
+        Err(Status::unimplemented("rebuild_blocks"))
     }
 }
 
