@@ -236,6 +236,7 @@ mod tests {
         assert_eq!(cfg.agent_ttl, Duration::from_secs(10));
         assert_eq!(cfg.metrics_addr, Some("0.0.0.0:9900".parse().unwrap()));
         assert_eq!(cfg.shutdown_timeout, Duration::from_secs(25));
+        assert_eq!(cfg.scrub, ScrubConfig::default());
         assert_eq!(
             cfg.tls,
             common::tls::TlsConfig::files(

@@ -369,6 +369,15 @@ impl Scrubber {
             }
         }
         entry.time_ms = common::time::now_ms();
+        let result_kind = match &result {
+            Ok(true) => "repaired",
+            Ok(false) => "superseded",
+            Err(_) => "failed",
+        };
+        common::metrics::metrics()
+            .repairs
+            .with_label_values(&[result_kind])
+            .inc();
         if let Err(e) = self.catalog.log_repair(&entry).await {
             tracing::warn!(error = %common::error::ErrorChain(&e), "cannot write the repair log");
         }
