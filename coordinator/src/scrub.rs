@@ -4,7 +4,7 @@
 //! Each step of the job (run by the leader's per-term task, [`run`], every write through
 //! the term's fenced catalogue):
 //! 1. **Queue**: objects in `v1/repair/` (reported by gateways after a degraded read) are
-//!    checked deeply and repaired first, then dequeued.
+//!    checked (deeply when the read saw corrupt pieces) and repaired first, then dequeued.
 //! 2. **Start**: a pending `v1/job/scrub-request` (admin API / CLI, any coordinator) or a
 //!    due schedule (`[scrub] interval`; every `deep_every`-th scheduled run deep) starts a
 //!    run: counters reset, cursor at the start.
@@ -109,32 +109,43 @@ impl Scrubber {
             .catalog
             .repair_queue(self.config.objects_per_step)
             .await?;
-        let mut state = match self.catalog.scrub_state().await? {
-            Some(s) => s.row,
-            None => ScrubState {
-                v: 1,
-                last_scheduled_ms: now,
-                ..ScrubState::default()
-            },
+        let (mut state, mut changed) = match self.catalog.scrub_state().await? {
+            Some(s) => (s.row, false),
+            // First step ever: the schedule counts from now.
+            None => (
+                ScrubState {
+                    v: 1,
+                    last_scheduled_ms: now,
+                    ..ScrubState::default()
+                },
+                true,
+            ),
         };
         if !queued.is_empty() {
-            let mut page = Vec::with_capacity(queued.len());
-            for id in &queued {
-                if let Some(b) = self.catalog.get_blocks(*id).await? {
-                    page.push((*id, b));
+            for deep in [false, true] {
+                let mut page = Vec::new();
+                for (id, _) in queued.iter().filter(|(_, d)| *d == deep) {
+                    if let Some(b) = self.catalog.get_blocks(*id).await? {
+                        page.push((*id, b));
+                    }
+                }
+                if page.is_empty() {
+                    continue;
+                }
+                let (_, err) = self.check_page(&page, deep).await;
+                if let Some(e) = err {
+                    state.last_error = e;
+                    changed = true;
                 }
             }
-            let (_, err) = self.check_page(&page, true).await;
-            if let Some(e) = err {
-                state.last_error = e;
+            if changed {
                 self.catalog.put_scrub_state(&state).await?;
             }
-            for id in queued {
+            for (id, _) in queued {
                 self.catalog.dequeue_repair(id).await?;
             }
             return Ok(true);
         }
-        let mut changed = false;
         if let Some(req) = self.catalog.take_scrub_request().await? {
             start_run(&mut state, req.deep, req.package_id, now);
             tracing::info!(
@@ -679,7 +690,7 @@ impl crate::service::Service {
         if self.catalog.get_blocks(id).await?.is_none() {
             return Ok(());
         }
-        self.catalog.queue_repair(id).await?;
+        self.catalog.queue_repair(id, r.corrupt).await?;
         self.scrub_wakeup.notify_one();
         tracing::info!(object_id = %id, "damage reported: object queued for repair");
         Ok(())

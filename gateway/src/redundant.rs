@@ -361,17 +361,17 @@ impl ReadReport {
                 failed_blocks = failed,
                 "degraded read"
             );
-            report_damage(self.coordinator, self.object_id);
+            report_damage(self.coordinator, self.object_id, corrupt > 0);
         }
     }
 }
 
 /// Queue `object_id` for repair (`ReportDamage`), fire-and-forget: the download never
 /// waits for it and a failure is only logged.
-fn report_damage(mut coordinator: client::CoordinatorClient, object_id: u64) {
+fn report_damage(mut coordinator: client::CoordinatorClient, object_id: u64, corrupt: bool) {
     tokio::spawn(async move {
         if let Err(status) = coordinator
-            .report_damage(pb::ReportDamageRequest { object_id })
+            .report_damage(pb::ReportDamageRequest { object_id, corrupt })
             .await
         {
             tracing::debug!(object_id, error = %status.message(), "damage report failed");

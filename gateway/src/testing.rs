@@ -1286,22 +1286,48 @@ impl CoordinatorService for FakeCoordinator {
         ))
     }
 
+    /// Echoes the request (the job itself is tested in integration-tests).
     async fn start_scrub(
         &self,
-        _req: GrpcRequest<pb::StartScrubRequest>,
+        req: GrpcRequest<pb::StartScrubRequest>,
     ) -> Result<GrpcResponse<pb::ScrubStatus>, Status> {
-        Err(Status::unimplemented(
-            "start_scrub (scrub is tested in integration-tests)",
-        ))
+        let r = req.into_inner();
+        if r.package_id == 999 {
+            return Err(coded(common::ErrorCode::NotFound, "package 999 not found"));
+        }
+        Ok(GrpcResponse::new(pb::ScrubStatus {
+            running: true,
+            requested: true,
+            deep: r.deep,
+            package_id: r.package_id,
+            ..Default::default()
+        }))
     }
 
+    /// One repair-log entry; `objects_checked` echoes the `recent` asked for.
     async fn get_scrub_status(
         &self,
-        _req: GrpcRequest<pb::GetScrubStatusRequest>,
+        req: GrpcRequest<pb::GetScrubStatusRequest>,
     ) -> Result<GrpcResponse<pb::ScrubStatus>, Status> {
-        Err(Status::unimplemented(
-            "get_scrub_status (scrub is tested in integration-tests)",
-        ))
+        Ok(GrpcResponse::new(pb::ScrubStatus {
+            objects_checked: u64::from(req.into_inner().recent),
+            runs: 1,
+            repaired: 1,
+            damaged: 1,
+            last_finished_ms: 1_750_753_888_514,
+            started_ms: 1_750_753_888_000,
+            recent: vec![pb::RepairLogEntry {
+                object_id: 7,
+                blocks: vec![3],
+                from_spaces: vec![4],
+                to_spaces: vec![8],
+                bytes: 68,
+                result: "repaired".into(),
+                time_ms: 1_750_753_888_514,
+                reason: "corrupt".into(),
+            }],
+            ..Default::default()
+        }))
     }
 
     async fn report_damage(

@@ -90,6 +90,9 @@ pub struct RepairQueued {
     pub v: u32,
     #[serde(default)]
     pub at_ms: i64,
+    /// Check deeply (a read saw corrupt pieces).
+    #[serde(default)]
+    pub deep: bool,
 }
 
 /// `v1/repair-log/{time}-{object}`.
@@ -153,11 +156,18 @@ impl Catalog {
         Ok(res.succeeded.then_some(req.row))
     }
 
-    /// Queue `object` for the next repair step (idempotent).
-    pub async fn queue_repair(&self, object: ObjectId) -> Result<()> {
+    /// Queue `object` for the next repair step (idempotent; `deep` sticks until the entry
+    /// is taken).
+    pub async fn queue_repair(&self, object: ObjectId, deep: bool) -> Result<()> {
+        let key = keys::repair_queue(object);
+        let was_deep = match self.get_row::<RepairQueued>(&key).await? {
+            Some(q) => q.row.deep,
+            None => false,
+        };
         let row = RepairQueued {
             v: VERSION,
             at_ms: common::time::now_ms(),
+            deep: deep || was_deep,
         };
         self.meta
             .put(keys::repair_queue(object), encode(&row))
@@ -165,21 +175,24 @@ impl Catalog {
         Ok(())
     }
 
-    /// Up to `limit` queued objects, lowest id first.
-    pub async fn repair_queue(&self, limit: usize) -> Result<Vec<ObjectId>> {
+    /// Up to `limit` queued objects, lowest id first, with whether to check them deeply.
+    pub async fn repair_queue(&self, limit: usize) -> Result<Vec<(ObjectId, bool)>> {
         let page = self
             .meta
             .range(meta::Range {
                 limit,
-                keys_only: true,
+                keys_only: false,
                 ..meta::Range::prefix(keys::repair_queue_prefix())
             })
             .await?;
-        Ok(page
-            .kvs
-            .iter()
-            .filter_map(|kv| keys::trailing_id(&kv.key).map(ObjectId))
-            .collect())
+        let mut out = Vec::with_capacity(page.kvs.len());
+        for kv in &page.kvs {
+            if let Some(id) = keys::trailing_id(&kv.key) {
+                let q: RepairQueued = decode(kv)?;
+                out.push((ObjectId(id), q.deep));
+            }
+        }
+        Ok(out)
     }
 
     pub async fn dequeue_repair(&self, object: ObjectId) -> Result<()> {
@@ -393,15 +406,16 @@ mod tests {
     #[tokio::test]
     async fn queue_requests_and_log_round_trip() {
         let (c, _) = setup().await;
-        c.queue_repair(ObjectId(5)).await.unwrap();
-        c.queue_repair(ObjectId(3)).await.unwrap();
-        c.queue_repair(ObjectId(5)).await.unwrap();
+        c.queue_repair(ObjectId(5), true).await.unwrap();
+        c.queue_repair(ObjectId(3), false).await.unwrap();
+        c.queue_repair(ObjectId(5), false).await.unwrap();
         assert_eq!(
             c.repair_queue(10).await.unwrap(),
-            vec![ObjectId(3), ObjectId(5)]
+            vec![(ObjectId(3), false), (ObjectId(5), true)],
+            "a deep report sticks"
         );
         c.dequeue_repair(ObjectId(3)).await.unwrap();
-        assert_eq!(c.repair_queue(10).await.unwrap(), vec![ObjectId(5)]);
+        assert_eq!(c.repair_queue(10).await.unwrap(), vec![(ObjectId(5), true)]);
 
         assert_eq!(c.take_scrub_request().await.unwrap(), None);
         let req = ScrubRequest {

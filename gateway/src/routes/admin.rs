@@ -179,3 +179,86 @@ pub(crate) async fn status(
         .into_inner();
     Ok(ApiOk(status.into()))
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use crate::testing::*;
+
+    #[tokio::test]
+    async fn start_validates_its_body_and_passes_the_request_on() {
+        let fx = Fixture::start().await;
+        let (status, body) = json(
+            call(
+                fx.app(),
+                post_json("/v1/admin/scrub/start", r#"{"packageID": 5, "deep": true}"#),
+            )
+            .await,
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(
+            (
+                &body["data"]["running"],
+                &body["data"]["deep"],
+                &body["data"]["packageID"]
+            ),
+            (&json!(true), &json!(true), &json!(5))
+        );
+        let (status, body) =
+            json(call(fx.app(), post_json("/v1/admin/scrub/start", "{}")).await).await;
+        assert_eq!((status, &body["data"]["deep"]), (200, &json!(false)));
+        for bad in [
+            r#"{"packageID": 0}"#,
+            r#"{"packageID": -1}"#,
+            r#"{"deep": "yes"}"#,
+            r#"{"other": 1}"#,
+            "[]",
+        ] {
+            let (status, body) =
+                json(call(fx.app(), post_json("/v1/admin/scrub/start", bad)).await).await;
+            assert_eq!(
+                (status, body["code"].as_str()),
+                (400, Some("BadArgument")),
+                "{bad}: {body}"
+            );
+        }
+        let (status, body) = json(
+            call(
+                fx.app(),
+                post_json("/v1/admin/scrub/start", r#"{"packageID": 999}"#),
+            )
+            .await,
+        )
+        .await;
+        assert_eq!((status, body["code"].as_str()), (404, Some("DataNotFound")));
+    }
+
+    #[tokio::test]
+    async fn status_renders_counters_and_recent_repairs() {
+        let fx = Fixture::start().await;
+        let (status, body) =
+            json(call(fx.app(), http_get("/v1/admin/scrub/status?recent=5")).await).await;
+        assert_eq!(status, 200, "{body}");
+        let d = &body["data"];
+        assert_eq!(d["objectsChecked"], 5, "recent is passed on: {d}");
+        assert_eq!(d["lastFinishedTime"], "2025-06-24T08:31:28.514Z");
+        assert_eq!(
+            d["recent"][0],
+            json!({"objectID": 7, "blocks": [3], "fromUserSpaceIDs": [4], "toUserSpaceIDs": [8],
+                   "bytes": 68, "result": "repaired", "reason": "corrupt",
+                   "time": "2025-06-24T08:31:28.514Z"})
+        );
+        for bad in ["recent=1001", "recent=-1", "recent=x"] {
+            let (status, body) =
+                json(call(fx.app(), http_get(&format!("/v1/admin/scrub/status?{bad}"))).await)
+                    .await;
+            assert_eq!(
+                (status, body["code"].as_str()),
+                (400, Some("BadArgument")),
+                "{bad}"
+            );
+        }
+    }
+}

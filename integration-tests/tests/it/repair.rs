@@ -351,6 +351,27 @@ async fn a_degraded_download_queues_a_repair_without_a_walk() {
     assert_eq!(s["recent"][0]["objectID"].as_u64(), Some(id), "{s}");
     assert_eq!(s["recent"][0]["result"], "repaired", "{s}");
     check_healthy(&api, id, &body).await;
+
+    // A corrupt piece (same size: only a deep check sees it) is reported as such.
+    let body2 = data(42, 4 * STRIPE + 1);
+    let id2 = upload(&api, package, "y", &body2, None).await["objectID"]
+        .as_u64()
+        .unwrap();
+    let before2 = blocks(&c, id2).await;
+    corrupt(&block_file(&c, &before2[2], &[]), 4096 + 4 + 9);
+    assert!(api.download_all(id2).await[..] == body2[..]);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while blocks(&c, id2).await[2]["space_id"] == before2[2]["space_id"] {
+        assert!(
+            Instant::now() < deadline,
+            "corrupt block not repaired after the report"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let s = status(&api).await;
+    assert_eq!(s["runs"], 0, "{s}");
+    assert_eq!(s["recent"][0]["reason"], "corrupt", "{s}");
+    check_healthy(&api, id2, &body2).await;
     c.shutdown().await;
 }
 
