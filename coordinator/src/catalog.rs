@@ -14,7 +14,7 @@ pub mod repair;
 pub mod rows;
 pub mod space;
 #[cfg(test)]
-mod testing;
+pub(crate) mod testing;
 
 use std::sync::Arc;
 

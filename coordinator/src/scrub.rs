@@ -696,3 +696,83 @@ impl crate::service::Service {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    fn scrubber(catalog: Catalog, config: ScrubConfig) -> Scrubber {
+        Scrubber {
+            catalog,
+            registry: Arc::new(Registry::new(Duration::from_secs(10))),
+            signer: TicketSigner::new(common::secret::Secret::new("k")),
+            agents: AgentPool::default(),
+            config,
+            wakeup: Arc::default(),
+            turn: Arc::default(),
+        }
+    }
+
+    #[tokio::test]
+    async fn scheduled_runs_start_after_the_interval_and_every_nth_is_deep() {
+        let (catalog, _) = crate::catalog::testing::setup().await;
+        let s = scrubber(
+            catalog.clone(),
+            ScrubConfig {
+                interval: Duration::from_millis(30),
+                deep_every: 2,
+                ..ScrubConfig::default()
+            },
+        );
+        // The first step only starts the clock.
+        assert!(!s.step().await.unwrap());
+        let state = catalog.scrub_state().await.unwrap().unwrap().row;
+        assert_eq!((state.runs, state.running), (0, false));
+        assert!(!s.step().await.unwrap());
+        assert_eq!(catalog.scrub_state().await.unwrap().unwrap().row.runs, 0);
+        let mut deep = Vec::new();
+        for _ in 0..2 {
+            tokio::time::sleep(Duration::from_millis(40)).await;
+            // Nothing to walk: the run starts and ends in one step.
+            assert!(!s.step().await.unwrap());
+            let state = catalog.scrub_state().await.unwrap().unwrap().row;
+            deep.push(state.deep);
+        }
+        assert_eq!(deep, [false, true]);
+        assert_eq!(catalog.scrub_state().await.unwrap().unwrap().row.runs, 2);
+    }
+
+    #[tokio::test]
+    async fn on_demand_only_without_an_interval() {
+        let (catalog, p) = crate::catalog::testing::setup().await;
+        let s = scrubber(
+            catalog.clone(),
+            ScrubConfig {
+                interval: Duration::ZERO,
+                ..ScrubConfig::default()
+            },
+        );
+        for _ in 0..3 {
+            assert!(!s.step().await.unwrap());
+        }
+        assert_eq!(catalog.scrub_state().await.unwrap().unwrap().row.runs, 0);
+        catalog
+            .request_scrub(&ScrubRequest {
+                v: 1,
+                package_id: p.0,
+                deep: true,
+                at_ms: 0,
+            })
+            .await
+            .unwrap();
+        assert!(status(&catalog, 0).await.unwrap().running, "requested");
+        assert!(!s.step().await.unwrap());
+        let st = status(&catalog, 0).await.unwrap();
+        assert_eq!(
+            (st.running, st.runs, st.deep, st.package_id),
+            (false, 1, true, p.0)
+        );
+    }
+}
