@@ -320,6 +320,10 @@ pub enum Error {
         source: client::Error,
     },
 
+    /// RebuildBlocks: reading the object from its sources or re-encoding it failed.
+    #[snafu(display("failed to rebuild blocks"))]
+    Rebuild { source: redundancy::Error },
+
     /// Building the coordinator client failed.
     #[snafu(display("failed to build coordinator client"))]
     CoordinatorClient { source: client::Error },
@@ -441,6 +445,7 @@ impl CodedError for Error {
             Error::StatFile { source, .. } => storage_code(source),
             Error::DeleteFile { source, .. } => storage_code(source),
             Error::RemoteAgent { source, .. } => source.code(),
+            Error::Rebuild { source } => source.code(),
             Error::CoordinatorClient { source } => source.code(),
             Error::Register { source } => source.code(),
             Error::ListenerAddress { .. } => ErrorCode::Internal,

@@ -14,6 +14,7 @@ pub mod files;
 pub mod heartbeat;
 pub mod probe;
 pub mod registry;
+pub mod repair;
 pub mod server;
 pub mod service;
 pub mod store;

@@ -392,6 +392,24 @@ impl AgentGrpc {
         Ok(written)
     }
 
+    /// StatShards / VerifyShards of the LIST ticket's space.
+    async fn check_shards(
+        &self,
+        req: proto::agent::StatShardsRequest,
+        verify: bool,
+    ) -> Result<proto::agent::StatShardsResponse> {
+        let body = ticket::verify(
+            &self.secret,
+            req.ticket.as_ref(),
+            Kind::List,
+            common::time::now_ms(),
+        )?;
+        let store = self.store(&body).await?;
+        let shards =
+            crate::repair::check_shards(&store, req.sha256, verify, &self.shutdown).await?;
+        Ok(proto::agent::StatShardsResponse { shards })
+    }
+
     async fn delete(&self, req: DeleteShardRequest) -> Result<bool> {
         let body = ticket::verify(
             &self.secret,
@@ -625,6 +643,42 @@ async fn feed_put(
 
 #[tonic::async_trait]
 impl AgentService for AgentGrpc {
+    async fn stat_shards(
+        &self,
+        request: Request<proto::agent::StatShardsRequest>,
+    ) -> Result<Response<proto::agent::StatShardsResponse>, Status> {
+        Ok(Response::new(
+            self.check_shards(request.into_inner(), false).await?,
+        ))
+    }
+
+    async fn verify_shards(
+        &self,
+        request: Request<proto::agent::StatShardsRequest>,
+    ) -> Result<Response<proto::agent::StatShardsResponse>, Status> {
+        Ok(Response::new(
+            self.check_shards(request.into_inner(), true).await?,
+        ))
+    }
+
+    async fn rebuild_blocks(
+        &self,
+        request: Request<proto::agent::RebuildBlocksRequest>,
+    ) -> Result<Response<proto::agent::RebuildBlocksResponse>, Status> {
+        let req = request.into_inner();
+        // Own task with a drop guard: a caller that goes away cancels the rebuild, and the
+        // targets then get no `finish` (nothing stored).
+        let cancel = self.shutdown.child_token();
+        let _cancel_on_drop = cancel.clone().drop_guard();
+        let (secret, agents) = (self.secret.clone(), self.agents.clone());
+        let resp = tokio::spawn(common::request_id::inherit(async move {
+            crate::repair::rebuild(req, &secret, &agents, &cancel).await
+        }))
+        .await
+        .context(WriterTaskSnafu)??;
+        Ok(Response::new(resp))
+    }
+
     async fn put_shard(
         &self,
         request: Request<Streaming<PutShardRequest>>,

@@ -1,6 +1,7 @@
 //! `jcs admin`: operator commands that talk gRPC to the coordinator directly (not through
 //! a gateway). `jcs admin key create|list|delete` manages the access keys the gateway
-//! checks `/v1` signatures with (docs/api.md, "Authentication"; docs/cli.md).
+//! checks `/v1` signatures with (docs/api.md, "Authentication"; docs/cli.md); `jcs admin
+//! scrub start|status` drives the repair and scrub job (`scrub.rs`).
 
 use clap::{Args, Subcommand};
 use common::{CodedError, ErrorCode};
@@ -42,6 +43,9 @@ pub enum AdminCommand {
     /// API access keys (the credentials of signed /v1 requests).
     #[command(subcommand)]
     Key(KeyCommand),
+    /// The repair and scrub job of replicated and erasure-coded objects.
+    #[command(subcommand)]
+    Scrub(crate::scrub::ScrubCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -72,6 +76,8 @@ pub enum Error {
     Coordinator { source: client::Error },
     #[snafu(display("cannot load the TLS files: {message}"))]
     Tls { message: String },
+    #[snafu(display("{failed} repairs failed; last error: {last_error}"))]
+    ScrubFailed { failed: u64, last_error: String },
 }
 
 impl CodedError for Error {
@@ -79,6 +85,7 @@ impl CodedError for Error {
         match self {
             Error::Connect { source, .. } | Error::Coordinator { source } => source.code(),
             Error::Tls { .. } => ErrorCode::BadArgument,
+            Error::ScrubFailed { .. } => ErrorCode::Internal,
         }
     }
 }
@@ -128,6 +135,9 @@ async fn run_inner(args: AdminArgs, out: &Out) -> Result<(), Error> {
         source: client::Error::from(status),
     };
     match args.command {
+        AdminCommand::Scrub(command) => {
+            crate::scrub::run(&mut coordinator, command, out).await?;
+        }
         AdminCommand::Key(KeyCommand::Create { name }) => {
             let resp = coordinator
                 .create_access_key(pb::CreateAccessKeyRequest {

@@ -5,6 +5,7 @@
 pub mod admin;
 pub mod cert;
 pub mod roles;
+pub mod scrub;
 pub mod standalone;
 pub mod user;
 

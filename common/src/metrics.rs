@@ -47,6 +47,11 @@ pub struct Metrics {
     pub gc_passes: IntCounter,
     /// Shards deleted by GC.
     pub gc_shards_deleted: IntCounter,
+    /// Degraded reads of rep/ec objects in the gateway: `kind` = `degraded_stripes` |
+    /// `corrupt_pieces` | `failed_blocks` (summed over reads).
+    pub read_damage: IntCounterVec,
+    /// Repairs by the scrub job: `result` = `repaired` | `failed` | `superseded`.
+    pub repairs: IntCounterVec,
 }
 
 /// The process's metrics.
@@ -146,6 +151,16 @@ impl Metrics {
             IntCounter::new("jcs_gc_shards_deleted_total", "Shards deleted by GC")
                 .expect("valid counter"),
         );
+        let read_damage = counter(
+            "jcs_gateway_read_damage_total",
+            "Damage seen by reads of rep/ec objects: degraded stripes, corrupt pieces, failed blocks",
+            &["kind"],
+        );
+        let repairs = counter(
+            "jcs_repairs_total",
+            "Objects repaired by the scrub job, by result",
+            &["result"],
+        );
         Metrics {
             registry: r,
             http_requests,
@@ -159,6 +174,8 @@ impl Metrics {
             sync_runs,
             gc_passes,
             gc_shards_deleted,
+            read_damage,
+            repairs,
         }
     }
 

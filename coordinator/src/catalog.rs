@@ -10,10 +10,11 @@ pub mod multipart;
 pub mod mutate;
 pub mod object;
 pub mod package;
+pub mod repair;
 pub mod rows;
 pub mod space;
 #[cfg(test)]
-mod testing;
+pub(crate) mod testing;
 
 use std::sync::Arc;
 

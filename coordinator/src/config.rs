@@ -92,6 +92,40 @@ pub struct CoordinatorConfig {
     /// Redundancy policy of packages created without one (and of packages created before
     /// policies existed), e.g. `{ type = "ec", k = 4, n = 6 }`; see docs/redundancy.md.
     pub default_redundancy: redundancy::Policy,
+    /// Repair and scrub of rep/ec objects (`[scrub]`, docs/operations.md).
+    pub scrub: ScrubConfig,
+}
+
+/// `[scrub]`: the leader's repair and scrub job (docs/redundancy.md).
+#[derive(Debug, Clone, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct ScrubConfig {
+    /// How often a scheduled run starts; 0 = only on demand.
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+    /// Every N-th scheduled run is deep (the agents re-hash every block); 0 = never.
+    pub deep_every: u32,
+    /// A block whose agent has been down this long is rebuilt elsewhere; a shorter outage
+    /// only counts the object as unavailable.
+    #[serde(with = "humantime_serde")]
+    pub repair_after_down: Duration,
+    /// Objects checked per step (one agent call per space and step).
+    pub objects_per_step: usize,
+    /// Pause between two steps of a run (throttles the job's I/O); 0 = none.
+    #[serde(with = "humantime_serde")]
+    pub step_pause: Duration,
+}
+
+impl Default for ScrubConfig {
+    fn default() -> Self {
+        ScrubConfig {
+            interval: Duration::from_secs(24 * 3600),
+            deep_every: 7,
+            repair_after_down: Duration::from_secs(3600),
+            objects_per_step: 50,
+            step_pause: Duration::ZERO,
+        }
+    }
 }
 
 impl Default for CoordinatorConfig {
@@ -115,6 +149,7 @@ impl Default for CoordinatorConfig {
             shutdown_timeout: Duration::from_secs(30),
             tls: common::tls::TlsConfig::default(),
             default_redundancy: redundancy::Policy::None,
+            scrub: ScrubConfig::default(),
         }
     }
 }
@@ -154,6 +189,9 @@ impl CoordinatorConfig {
         self.default_redundancy
             .validate()
             .map_err(|e| format!("default_redundancy: {e}"))?;
+        if self.scrub.objects_per_step == 0 || self.scrub.objects_per_step > 1000 {
+            return Err("scrub.objects_per_step must be between 1 and 1000".into());
+        }
         self.secret().map(|_| ())
     }
 
@@ -198,6 +236,7 @@ mod tests {
         assert_eq!(cfg.agent_ttl, Duration::from_secs(10));
         assert_eq!(cfg.metrics_addr, Some("0.0.0.0:9900".parse().unwrap()));
         assert_eq!(cfg.shutdown_timeout, Duration::from_secs(25));
+        assert_eq!(cfg.scrub, ScrubConfig::default());
         assert_eq!(
             cfg.tls,
             common::tls::TlsConfig::files(
@@ -234,6 +273,21 @@ mod tests {
             )
             .is_err()
         );
+    }
+
+    #[test]
+    fn scrub_section_parses_with_defaults() {
+        let cfg: CoordinatorConfig = common::config::from_toml(
+            "cluster_secret = 'x'\n[scrub]\ninterval = '0s'\nrepair_after_down = '5m'\n",
+        )
+        .unwrap();
+        assert_eq!(cfg.scrub.interval, Duration::ZERO);
+        assert_eq!(cfg.scrub.repair_after_down, Duration::from_secs(300));
+        assert_eq!(cfg.scrub.objects_per_step, 50);
+        assert_eq!(cfg.scrub.deep_every, 7);
+        let mut bad = cfg.clone();
+        bad.scrub.objects_per_step = 0;
+        assert!(bad.validate().unwrap_err().contains("objects_per_step"));
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! Leader election and fencing. Several coordinators may share one etcd; exactly one leads at
 //! a time and runs the leader-only work (housekeeping sweeps and resumed deletions, shard GC,
-//! the sync scheduler). Every coordinator serves every RPC (see `docs/architecture.md`,
+//! repair and scrub, the sync scheduler). Every coordinator serves every RPC (see `docs/architecture.md`,
 //! "Coordinators and leadership").
 //!
 //! - **Election**: a candidate grants a lease of `leader_ttl` and creates `v1/leader`
@@ -64,6 +64,7 @@ pub struct LeaderState {
 pub(crate) struct LeaderWork {
     pub service: Arc<Service>,
     pub gc: Gc,
+    pub scrubber: crate::scrub::Scrubber,
     pub gc_interval: Duration,
     pub gc_grace: Duration,
     pub multipart_expiry: Duration,
@@ -86,6 +87,14 @@ impl LeaderWork {
                 gc,
                 self.gc_interval,
                 self.gc_grace,
+                term.clone(),
+            )),
+            // Repair and scrub (scrub.rs): state, swaps and log through the fenced catalogue.
+            tokio::spawn(crate::scrub::run(
+                crate::scrub::Scrubber {
+                    catalog: catalog.clone(),
+                    ..self.scrubber.clone()
+                },
                 term.clone(),
             )),
             // Run status writes go through the fenced catalogue; the term token stops the

@@ -12,12 +12,13 @@ pub mod leader;
 pub mod placement;
 pub mod redundant;
 pub mod registry;
+pub mod scrub;
 pub mod server;
 pub mod service;
 pub mod sync;
 pub mod tickets;
 pub mod transfer;
 
-pub use config::{CoordinatorConfig, MetaConfig};
+pub use config::{CoordinatorConfig, MetaConfig, ScrubConfig};
 pub use error::Error;
 pub use server::Coordinator;

@@ -98,6 +98,19 @@ impl Registry {
         }
     }
 
+    /// How long `agent` has been down: since it was last heard from, or (never heard from
+    /// by this coordinator) since this coordinator started. `None` while it is alive or
+    /// not yet known to be down.
+    pub fn down_for(&self, agent: AgentId) -> Option<Duration> {
+        match self.liveness(agent) {
+            Liveness::Alive | Liveness::Unknown => None,
+            Liveness::Down => Some(match lock(&self.agents).get(&agent) {
+                Some(a) => a.last_seen.elapsed(),
+                None => self.started.elapsed(),
+            }),
+        }
+    }
+
     /// Live agents and their addresses, by id.
     pub fn live_agents(&self) -> Vec<(AgentId, String)> {
         let agents = lock(&self.agents);

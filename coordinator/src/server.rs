@@ -28,6 +28,7 @@ pub struct Coordinator {
     leader_ttl: Duration,
     leadership: tokio::sync::watch::Sender<crate::leader::Leadership>,
     gc: Gc,
+    scrubber: crate::scrub::Scrubber,
     gc_interval: Duration,
     gc_grace: Duration,
     multipart_expiry: Duration,
@@ -87,6 +88,16 @@ impl Coordinator {
             signer: signer.clone(),
             agents: agents.clone(),
         };
+        let scrub_wakeup = Arc::new(tokio::sync::Notify::new());
+        let scrubber = crate::scrub::Scrubber {
+            catalog: catalog.clone(),
+            registry: registry.clone(),
+            signer: signer.clone(),
+            agents: agents.clone(),
+            config: config.scrub.clone(),
+            wakeup: scrub_wakeup.clone(),
+            turn: Arc::default(),
+        };
         let service = Service {
             catalog,
             registry,
@@ -101,6 +112,7 @@ impl Coordinator {
             heartbeat_interval: config.heartbeat_interval,
             turn: AtomicU64::new(0),
             default_redundancy: config.default_redundancy,
+            scrub_wakeup,
         };
         Ok(Coordinator {
             service: Arc::new(service),
@@ -109,12 +121,18 @@ impl Coordinator {
             leader_ttl: config.leader_ttl,
             leadership: tokio::sync::watch::Sender::new(Default::default()),
             gc,
+            scrubber,
             gc_interval: config.gc_interval,
             gc_grace: config.gc_grace,
             multipart_expiry: config.multipart_expiry,
             shutdown_timeout: config.shutdown_timeout,
             tls,
         })
+    }
+
+    /// A handle on the repair and scrub job (unfenced: tests and tools run steps with it).
+    pub fn scrubber(&self) -> crate::scrub::Scrubber {
+        self.scrubber.clone()
     }
 
     /// A handle on shard garbage collection, e.g. to run a pass on demand.
@@ -153,6 +171,7 @@ impl Coordinator {
                 crate::leader::LeaderWork {
                     service: self.service.clone(),
                     gc: self.gc,
+                    scrubber: self.scrubber,
                     gc_interval: self.gc_interval,
                     gc_grace: self.gc_grace,
                     multipart_expiry: self.multipart_expiry,

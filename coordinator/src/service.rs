@@ -39,6 +39,8 @@ pub struct Service {
     pub(crate) sync_wakeup: tokio::sync::Notify,
     /// Policy of packages without their own (`default_redundancy`).
     pub(crate) default_redundancy: redundancy::Policy,
+    /// Wakes this node's scrub job (a scrub request or a damage report arrived).
+    pub(crate) scrub_wakeup: Arc<tokio::sync::Notify>,
 }
 
 /// Where to reach a user space now.
@@ -1005,6 +1007,25 @@ impl CoordinatorService for Service {
         Ok(Response::new(pb::PackageResponse {
             package: Some(package),
         }))
+    }
+
+    async fn start_scrub(&self, req: Request<pb::StartScrubRequest>) -> Res<pb::ScrubStatus> {
+        Ok(Response::new(self.start_scrub(req.into_inner()).await?))
+    }
+
+    async fn get_scrub_status(
+        &self,
+        req: Request<pb::GetScrubStatusRequest>,
+    ) -> Res<pb::ScrubStatus> {
+        let recent = req.into_inner().recent;
+        Ok(Response::new(
+            crate::scrub::status(&self.catalog, recent).await?,
+        ))
+    }
+
+    async fn report_damage(&self, req: Request<pb::ReportDamageRequest>) -> Res<pb::Empty> {
+        self.report_damage(req.into_inner()).await?;
+        Ok(Response::new(pb::Empty {}))
     }
 
     async fn register_agent(

@@ -44,6 +44,7 @@ pub const DOCS_PATH: &str = "/docs";
         (name = "object", description = "Objects: upload, download, list, move, clone, delete, multipart uploads"),
         (name = "userSpace", description = "User spaces (storage the user brings), package import and export"),
         (name = "spaceSyncer", description = "Sync tasks between user spaces"),
+        (name = "admin", description = "Operations: the repair and scrub job of replicated and erasure-coded objects"),
     ),
     components(schemas(ErrorEnvelope))
 )]

@@ -286,19 +286,26 @@ pub(crate) async fn read_blocks(
         None => Bytes::new(),
     };
     let metrics = common::metrics::metrics();
-    let report = futures::stream::once(async move {
-        let degraded = ReadStats::get(&stats.degraded_stripes);
-        let corrupt = ReadStats::get(&stats.corrupt_pieces);
-        let failed = ReadStats::get(&stats.failed_blocks);
-        if degraded + corrupt + failed > 0 {
-            tracing::warn!(
-                object_id,
-                degraded_stripes = degraded,
-                corrupt_pieces = corrupt,
-                failed_blocks = failed,
-                "degraded read"
-            );
+    // Reported once the last byte is out (hyper may stop polling a body whose length it
+    // knows) or when the stream ends, whichever comes first.
+    let reporter = Arc::new(std::sync::Mutex::new(Some(ReadReport {
+        stats,
+        coordinator: state.coordinator(),
+        object_id,
+    })));
+    let fire = move |r: &std::sync::Mutex<Option<ReadReport>>| {
+        if let Some(report) = r.lock().unwrap_or_else(|p| p.into_inner()).take() {
+            report.send();
         }
+    };
+    let expected = object
+        .size
+        .min(start.saturating_add(len))
+        .saturating_sub(start);
+    let mut sent = 0u64;
+    let at_end = reporter.clone();
+    let last = futures::stream::once(async move {
+        fire(&at_end);
         None
     })
     .filter_map(futures::future::ready);
@@ -310,6 +317,10 @@ pub(crate) async fn read_blocks(
                     .gateway_bytes
                     .with_label_values(&["out"])
                     .inc_by(b.len() as u64);
+                sent += b.len() as u64;
+                if sent >= expected {
+                    fire(&reporter);
+                }
                 Ok(b)
             }
             Err(e) => {
@@ -317,5 +328,53 @@ pub(crate) async fn read_blocks(
                 Err(io::Error::other(e.to_string()))
             }
         })
-        .chain(report))
+        .chain(last))
+}
+
+/// What a finished read saw: counted in `jcs_gateway_read_damage_total`, logged, and, when
+/// anything was degraded, reported to the coordinator.
+struct ReadReport {
+    stats: Arc<ReadStats>,
+    coordinator: client::CoordinatorClient,
+    object_id: u64,
+}
+
+impl ReadReport {
+    fn send(self) {
+        let stats = &self.stats;
+        let degraded = ReadStats::get(&stats.degraded_stripes);
+        let corrupt = ReadStats::get(&stats.corrupt_pieces);
+        let failed = ReadStats::get(&stats.failed_blocks);
+        let metrics = common::metrics::metrics();
+        for (kind, n) in [
+            ("degraded_stripes", degraded),
+            ("corrupt_pieces", corrupt),
+            ("failed_blocks", failed),
+        ] {
+            metrics.read_damage.with_label_values(&[kind]).inc_by(n);
+        }
+        if degraded + corrupt + failed > 0 {
+            tracing::warn!(
+                object_id = self.object_id,
+                degraded_stripes = degraded,
+                corrupt_pieces = corrupt,
+                failed_blocks = failed,
+                "degraded read"
+            );
+            report_damage(self.coordinator, self.object_id, corrupt > 0);
+        }
+    }
+}
+
+/// Queue `object_id` for repair (`ReportDamage`), fire-and-forget: the download never
+/// waits for it and a failure is only logged.
+fn report_damage(mut coordinator: client::CoordinatorClient, object_id: u64, corrupt: bool) {
+    tokio::spawn(async move {
+        if let Err(status) = coordinator
+            .report_damage(pb::ReportDamageRequest { object_id, corrupt })
+            .await
+        {
+            tracing::debug!(object_id, error = %status.message(), "damage report failed");
+        }
+    });
 }

@@ -1,6 +1,7 @@
 //! `/v1` handlers (thin: parse, validate, call the coordinator, render) and the fallbacks
 //! shared by all routes (the probes live in `ops`).
 
+pub mod admin;
 pub mod bucket;
 pub mod multipart;
 pub mod object;

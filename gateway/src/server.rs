@@ -22,7 +22,7 @@ use crate::config::GatewayConfig;
 use crate::error::{ApiError, CoordinatorClientSnafu, Error, Result};
 use crate::openapi::{ApiDoc, DOCS_PATH, OPENAPI_PATH};
 use crate::ops;
-use crate::routes::{self, bucket, multipart, object, package, space_syncer, user_space};
+use crate::routes::{self, admin, bucket, multipart, object, package, space_syncer, user_space};
 use crate::state::AppState;
 
 pub use crate::ops::REQUEST_ID_HEADER;
@@ -145,6 +145,8 @@ pub(crate) fn api_routes(deadline: Duration) -> OpenApiRouter<AppState> {
         .routes(routes!(space_syncer::create_task))
         .routes(routes!(space_syncer::get_task))
         .routes(routes!(space_syncer::cancel_task))
+        .routes(routes!(admin::start))
+        .routes(routes!(admin::status))
         .route_layer(middleware::from_fn_with_state(deadline, deadline_layer));
     let uploads = OpenApiRouter::new()
         .routes(routes!(object::upload))

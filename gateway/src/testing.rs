@@ -1285,6 +1285,57 @@ impl CoordinatorService for FakeCoordinator {
             "update_package (rep/ec are tested in integration-tests)",
         ))
     }
+
+    /// Echoes the request (the job itself is tested in integration-tests).
+    async fn start_scrub(
+        &self,
+        req: GrpcRequest<pb::StartScrubRequest>,
+    ) -> Result<GrpcResponse<pb::ScrubStatus>, Status> {
+        let r = req.into_inner();
+        if r.package_id == 999 {
+            return Err(coded(common::ErrorCode::NotFound, "package 999 not found"));
+        }
+        Ok(GrpcResponse::new(pb::ScrubStatus {
+            running: true,
+            requested: true,
+            deep: r.deep,
+            package_id: r.package_id,
+            ..Default::default()
+        }))
+    }
+
+    /// One repair-log entry; `objects_checked` echoes the `recent` asked for.
+    async fn get_scrub_status(
+        &self,
+        req: GrpcRequest<pb::GetScrubStatusRequest>,
+    ) -> Result<GrpcResponse<pb::ScrubStatus>, Status> {
+        Ok(GrpcResponse::new(pb::ScrubStatus {
+            objects_checked: u64::from(req.into_inner().recent),
+            runs: 1,
+            repaired: 1,
+            damaged: 1,
+            last_finished_ms: 1_750_753_888_514,
+            started_ms: 1_750_753_888_000,
+            recent: vec![pb::RepairLogEntry {
+                object_id: 7,
+                blocks: vec![3],
+                from_spaces: vec![4],
+                to_spaces: vec![8],
+                bytes: 68,
+                result: "repaired".into(),
+                time_ms: 1_750_753_888_514,
+                reason: "corrupt".into(),
+            }],
+            ..Default::default()
+        }))
+    }
+
+    async fn report_damage(
+        &self,
+        _req: GrpcRequest<pb::ReportDamageRequest>,
+    ) -> Result<GrpcResponse<pb::Empty>, Status> {
+        Ok(GrpcResponse::new(pb::Empty {}))
+    }
 }
 
 /// One `PutShard` stream as the fake agent saw it.
@@ -1573,6 +1624,27 @@ impl AgentService for FakeAgent {
         _req: GrpcRequest<SyncDestRequest>,
     ) -> Result<GrpcResponse<SyncDestResponse>, Status> {
         Err(Status::unimplemented("sync_dest_op"))
+    }
+
+    async fn stat_shards(
+        &self,
+        _req: GrpcRequest<proto::agent::StatShardsRequest>,
+    ) -> Result<GrpcResponse<proto::agent::StatShardsResponse>, Status> {
+        Err(Status::unimplemented("stat_shards"))
+    }
+
+    async fn verify_shards(
+        &self,
+        _req: GrpcRequest<proto::agent::StatShardsRequest>,
+    ) -> Result<GrpcResponse<proto::agent::StatShardsResponse>, Status> {
+        Err(Status::unimplemented("verify_shards"))
+    }
+
+    async fn rebuild_blocks(
+        &self,
+        _req: GrpcRequest<proto::agent::RebuildBlocksRequest>,
+    ) -> Result<GrpcResponse<proto::agent::RebuildBlocksResponse>, Status> {
+        Err(Status::unimplemented("rebuild_blocks"))
     }
 }
 

@@ -32,6 +32,8 @@ pub struct TestClusterBuilder {
     meta: Meta,
     agents: usize,
     mtls: bool,
+    coordinators: usize,
+    scrub: Option<coordinator::ScrubConfig>,
 }
 
 impl TestClusterBuilder {
@@ -42,6 +44,19 @@ impl TestClusterBuilder {
 
     pub fn agents(mut self, n: usize) -> Self {
         self.agents = n;
+        self
+    }
+
+    /// Run `n` coordinators on the same metadata (etcd for n > 1): agents and the gateway
+    /// get all their addresses and fail over between them.
+    pub fn coordinators(mut self, n: usize) -> Self {
+        self.coordinators = n.max(1);
+        self
+    }
+
+    /// The coordinators' `[scrub]` section.
+    pub fn scrub(mut self, scrub: coordinator::ScrubConfig) -> Self {
+        self.scrub = Some(scrub);
         self
     }
 
@@ -92,8 +107,18 @@ impl TestClusterBuilder {
             heartbeat_interval: Duration::from_millis(200),
             agent_ttl: Duration::from_secs(3),
             tls: tls("coordinator"),
+            scrub: self.scrub.clone().unwrap_or_default(),
             ..Default::default()
         };
+        let mut extra_listeners = Vec::new();
+        for _ in 1..self.coordinators {
+            extra_listeners.push(TcpListener::bind("127.0.0.1:0").await.unwrap());
+        }
+        let coordinator_list = std::iter::once(coord_addr)
+            .chain(extra_listeners.iter().map(|l| l.local_addr().unwrap()))
+            .map(|a| a.to_string())
+            .collect::<Vec<_>>()
+            .join(",");
         let gateway_tls = tls("gateway");
         let mut cluster = TestCluster {
             ca_dir,
@@ -103,11 +128,25 @@ impl TestClusterBuilder {
             coord_config,
             coord: None,
             meta: None,
+            extra_coords: Vec::new(),
+            coordinator_list: coordinator_list.clone(),
             agents: Vec::new(),
             gateway: None,
             api: None,
         };
         cluster.start_coordinator(coord_listener).await;
+        for listener in extra_listeners {
+            let mut config = cluster.coord_config.clone();
+            config.listen = listener.local_addr().unwrap();
+            let meta = coordinator::server::open_meta(&config).await.unwrap();
+            let coord = coordinator::Coordinator::build(&config, meta).unwrap();
+            let token = cluster.shutdown.child_token();
+            let gc = coord.gc();
+            let handle = tokio::spawn(coord.serve(listener, token.clone()));
+            cluster
+                .extra_coords
+                .push(Some(RunningCoordinator { gc, token, handle }));
+        }
         for i in 0..self.agents {
             cluster.start_agent(i).await;
         }
@@ -115,7 +154,7 @@ impl TestClusterBuilder {
         let gw_addr = gw_listener.local_addr().unwrap();
         let gateway = gateway::Gateway::build(gateway::GatewayConfig {
             listen: gw_addr,
-            coordinator: coord_addr.to_string(),
+            coordinator: coordinator_list,
             tls: gateway_tls,
             ..Default::default()
         })
@@ -150,6 +189,9 @@ pub struct TestCluster {
     coord_config: coordinator::CoordinatorConfig,
     coord: Option<RunningCoordinator>,
     meta: Option<MetaStoreRef>,
+    /// Coordinators 1.. (see [`TestClusterBuilder::coordinators`]); `None` once stopped.
+    extra_coords: Vec<Option<RunningCoordinator>>,
+    coordinator_list: String,
     pub agents: Vec<RunningAgent>,
     gateway: Option<JoinHandle<Result<(), gateway::Error>>>,
     api: Option<Api>,
@@ -161,6 +203,8 @@ impl TestCluster {
             meta: Meta::Memory,
             agents: 1,
             mtls: false,
+            coordinators: 1,
+            scrub: None,
         }
     }
 
@@ -214,7 +258,7 @@ impl TestCluster {
         let config = agent::AgentConfig {
             name: format!("agent-{i}"),
             listen: listener.local_addr().unwrap(),
-            coordinator: self.coord_config.listen.to_string(),
+            coordinator: self.coordinator_list.clone(),
             cluster_secret: Some(self.secret.clone()),
             spaces: vec![agent::SpaceConfig {
                 name: format!("space-{i}"),
@@ -279,6 +323,27 @@ impl TestCluster {
         self.start_coordinator(listener).await;
     }
 
+    /// gRPC addresses of every coordinator, in start order.
+    pub fn coordinator_addrs(&self) -> Vec<String> {
+        self.coordinator_list
+            .split(',')
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// Stop coordinator `i` (0 = the first; it resigns its leadership if it led).
+    pub async fn stop_coordinator(&mut self, i: usize) {
+        let running = if i == 0 {
+            self.coord.take()
+        } else {
+            self.extra_coords[i - 1].take()
+        };
+        if let Some(c) = running {
+            c.token.cancel();
+            c.handle.await.unwrap().unwrap();
+        }
+    }
+
     /// Stop agent `i` (its space stays on disk).
     pub async fn stop_agent(&mut self, i: usize) {
         let a = &mut self.agents[i];
@@ -308,6 +373,9 @@ impl TestCluster {
     pub async fn shutdown(mut self) {
         self.shutdown.cancel();
         if let Some(c) = self.coord.take() {
+            c.handle.await.unwrap().unwrap();
+        }
+        for c in self.extra_coords.drain(..).flatten() {
             c.handle.await.unwrap().unwrap();
         }
         for a in self.agents.drain(..) {

@@ -331,6 +331,24 @@ impl CoordinatorService for FakeCoordinator {
     ) -> Result<Response<LookupAccessKeyResponse>, Status> {
         unimplemented()
     }
+    async fn start_scrub(
+        &self,
+        _: Request<proto::coordinator::StartScrubRequest>,
+    ) -> Result<Response<proto::coordinator::ScrubStatus>, Status> {
+        unimplemented()
+    }
+    async fn get_scrub_status(
+        &self,
+        _: Request<proto::coordinator::GetScrubStatusRequest>,
+    ) -> Result<Response<proto::coordinator::ScrubStatus>, Status> {
+        unimplemented()
+    }
+    async fn report_damage(
+        &self,
+        _: Request<proto::coordinator::ReportDamageRequest>,
+    ) -> Result<Response<proto::coordinator::Empty>, Status> {
+        unimplemented()
+    }
 }
 
 /// Serve `fake` on a fresh loopback port until `shutdown`; returns its address.

@@ -200,3 +200,35 @@ async fn half_credentials_are_a_usage_error() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// `jcs admin scrub` runs the repair and scrub job on demand; `/v1/admin/scrub/*` needs a
+/// signature like the rest of `/v1`.
+#[tokio::test]
+async fn admin_scrub_runs_on_demand_and_its_routes_need_a_signature() {
+    let env = Env::new().await;
+    let started = env.json(0, None, &["admin", "scrub", "start", "--deep", "--wait"]);
+    let last = started.last().unwrap();
+    assert_eq!(last["running"], false, "{started:?}");
+    assert_eq!(last["deep"], true, "{started:?}");
+    assert_eq!(last["runs"], 1, "{started:?}");
+    assert_eq!(last["failed"], 0, "{started:?}");
+    let status = env.json(0, None, &["admin", "scrub", "status"]);
+    assert_eq!(status[0]["runs"], 1, "{status:?}");
+    let text = env.expect(0, None, &["admin", "scrub", "status"]);
+    assert!(text.contains("idle"), "{text}");
+    // A package that does not exist: NotFound (exit 3).
+    env.expect(3, None, &["admin", "scrub", "start", "--package", "999"]);
+
+    let http = reqwest::Client::new();
+    for req in [
+        http.get(format!("{}/v1/admin/scrub/status", env.s.base)),
+        http.post(format!("{}/v1/admin/scrub/start", env.s.base))
+            .json(&serde_json::json!({})),
+    ] {
+        let resp = req.send().await.unwrap();
+        assert_eq!(resp.status(), reqwest::StatusCode::UNAUTHORIZED);
+        let v: Value = resp.json().await.unwrap();
+        assert_eq!(v["code"], "Unauthorized", "{v}");
+    }
+    terminate(env.s);
+}

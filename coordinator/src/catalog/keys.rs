@@ -23,7 +23,12 @@
 //!                                        (`blocks.rs`; written in the commit transaction)
 //! v1/package-policy/{package_id}         redundancy policy of a package (JSON `Policy`);
 //!                                        absent = the coordinator's `default_redundancy`
-//! v1/job/scrub                           ScrubState: progress of the scrub job (`scrub.rs`)
+//! v1/job/scrub                           ScrubState: progress of the scrub job (`scrub.rs`;
+//!                                        written by the leader only, through its fence)
+//! v1/job/scrub-request                   ScrubRequest: a run asked for (any coordinator)
+//! v1/repair/{object_id}                  RepairQueued: object to check and repair before the
+//!                                        walk (ReportDamage after a degraded read)
+//! v1/repair-log/{time_ms}-{object_id}    RepairLogRow: one repair attempt (last 1000 kept)
 //! v1/shard-gc/{space_id}/{sha256}        marker while GC deletes that shard; commits that
 //!                                        would reference it compare its absence
 //! v1/mpu/{object_id}                     MpuRow: a multipart upload in progress
@@ -167,6 +172,27 @@ pub fn package_policy(package: PackageId) -> Vec<u8> {
 
 pub fn scrub_state() -> Vec<u8> {
     b"v1/job/scrub".to_vec()
+}
+
+pub fn scrub_request() -> Vec<u8> {
+    b"v1/job/scrub-request".to_vec()
+}
+
+pub fn repair_queue(object: ObjectId) -> Vec<u8> {
+    format!("v1/repair/{}", object.key()).into_bytes()
+}
+
+pub fn repair_queue_prefix() -> Vec<u8> {
+    b"v1/repair/".to_vec()
+}
+
+/// `time_ms` zero-padded: the log lists oldest first.
+pub fn repair_log(time_ms: i64, object: ObjectId) -> Vec<u8> {
+    format!("v1/repair-log/{:020}-{}", time_ms.max(0), object.key()).into_bytes()
+}
+
+pub fn repair_log_prefix() -> Vec<u8> {
+    b"v1/repair-log/".to_vec()
 }
 
 pub fn part_ref(space: SpaceId, sha256: &str, object: ObjectId, index: u32) -> Vec<u8> {

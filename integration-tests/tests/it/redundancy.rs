@@ -14,13 +14,13 @@ use serde_json::{Value, json};
 use crate::data;
 
 /// ec(4,6) with 4 KiB pieces: a stripe is 16 KiB, so small objects span many stripes.
-fn ec46() -> Value {
+pub(crate) fn ec46() -> Value {
     json!({"type": "ec", "k": 4, "n": 6, "chunkSize": 4096})
 }
 
-const STRIPE: usize = 4 * 4096;
+pub(crate) const STRIPE: usize = 4 * 4096;
 
-async fn package_with(api: &Api, name: &str, redundancy: Value) -> (u64, Value) {
+pub(crate) async fn package_with(api: &Api, name: &str, redundancy: Value) -> (u64, Value) {
     let bucket = api.create_bucket(&format!("b-{name}")).await;
     let d = Api::ok(
         api.post(
@@ -36,7 +36,7 @@ async fn package_with(api: &Api, name: &str, redundancy: Value) -> (u64, Value) 
 }
 
 /// Upload one file with an optional per-upload policy; the raw envelope.
-async fn upload_raw(
+pub(crate) async fn upload_raw(
     api: &Api,
     package: u64,
     path: &str,
@@ -61,7 +61,7 @@ async fn upload_raw(
     api.post_form("/v1/object/upload", form).await
 }
 
-async fn upload(
+pub(crate) async fn upload(
     api: &Api,
     package: u64,
     path: &str,
@@ -73,7 +73,7 @@ async fn upload(
 }
 
 /// The blocks row of an object, straight from the coordinator's store.
-async fn blocks(c: &TestCluster, object_id: u64) -> Vec<Value> {
+pub(crate) async fn blocks(c: &TestCluster, object_id: u64) -> Vec<Value> {
     let key = format!("v1/object-blocks/{object_id:020}");
     let kv = c
         .meta()
@@ -87,7 +87,7 @@ async fn blocks(c: &TestCluster, object_id: u64) -> Vec<Value> {
 
 /// Every stored file named `sha256` in the Local spaces of the cluster's agents and under
 /// `extra` roots (S3 buckets).
-fn shard_files(c: &TestCluster, sha256: &str, extra: &[PathBuf]) -> Vec<PathBuf> {
+pub(crate) fn shard_files(c: &TestCluster, sha256: &str, extra: &[PathBuf]) -> Vec<PathBuf> {
     let mut roots: Vec<PathBuf> = c.agents.iter().map(|a| a.space_dir.clone()).collect();
     roots.extend(extra.iter().cloned());
     roots
@@ -98,7 +98,7 @@ fn shard_files(c: &TestCluster, sha256: &str, extra: &[PathBuf]) -> Vec<PathBuf>
 }
 
 /// The agent whose Local space stores the shard `sha256`.
-fn agent_holding(c: &TestCluster, sha256: &str) -> usize {
+pub(crate) fn agent_holding(c: &TestCluster, sha256: &str) -> usize {
     let file = shard_files(c, sha256, &[]).pop().expect("a stored shard");
     c.agents
         .iter()
@@ -107,7 +107,7 @@ fn agent_holding(c: &TestCluster, sha256: &str) -> usize {
 }
 
 /// Download `[offset, offset+length)` and compare with `want`.
-async fn check_range(api: &Api, id: u64, want: &[u8], offset: usize, length: usize) {
+pub(crate) async fn check_range(api: &Api, id: u64, want: &[u8], offset: usize, length: usize) {
     let (status, body) = api
         .download(&format!("objectID={id}&offset={offset}&length={length}"))
         .await;
@@ -127,7 +127,7 @@ async fn check_range(api: &Api, id: u64, want: &[u8], offset: usize, length: usi
 }
 
 /// Full read plus ranged reads at and across piece and stripe boundaries.
-async fn check_reads(api: &Api, id: u64, want: &[u8]) {
+pub(crate) async fn check_reads(api: &Api, id: u64, want: &[u8]) {
     assert!(
         api.download_all(id).await[..] == want[..],
         "full read differs"
@@ -146,7 +146,7 @@ async fn check_reads(api: &Api, id: u64, want: &[u8]) {
     }
 }
 
-fn corrupt(path: &PathBuf, at: u64) {
+pub(crate) fn corrupt(path: &PathBuf, at: u64) {
     use std::io::{Read, Seek, SeekFrom, Write};
     let mut f = std::fs::OpenOptions::new()
         .read(true)
@@ -346,7 +346,7 @@ async fn rep_uploads_clone_move_delete_and_gc_release_blocks() {
     c.shutdown().await;
 }
 
-fn s3_space(name: &str, s3: &S3Server, dir: &str) -> Value {
+pub(crate) fn s3_space(name: &str, s3: &S3Server, dir: &str) -> Value {
     json!({
         "name": name,
         "storage": {"type": "S3", "region": "us-east-1", "endpoint": s3.endpoint(), "bucket": "ec-bucket"},

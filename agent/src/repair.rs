@@ -1,0 +1,346 @@
+//! Repair and scrub on the agent side (docs/redundancy.md, "Repair and scrub"): the
+//! coordinator's leader decides and records; the agent does the byte work.
+//!
+//! - [`check_shards`] (`StatShards` / `VerifyShards`): presence, size and, when `verify`,
+//!   the SHA-256 of shards of one space (their name), one answer per hash.
+//! - [`rebuild`] (`RebuildBlocks`): read a rep/ec object from its good blocks on other
+//!   agents (`GetShard` with GET tickets, one ec frame per call as in the gateway), run
+//!   `redundancy::read_range` (ec pieces checked by CRC, degraded stripes decoded) into
+//!   `redundancy::encoder` (stripe by stripe), and stream the blocks at the target
+//!   indexes to their agents' `PutShard` (PUT tickets). The other blocks are computed and
+//!   dropped. Memory: the encoder's bound plus one frame per source; nothing is buffered
+//!   whole. A target gets `finish` only when the whole object was read and encoded, so a
+//!   failed rebuild stores nothing.
+
+use std::io;
+use std::ops::Range;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use futures::{StreamExt, TryStreamExt};
+use proto::agent::put_shard_request::Msg;
+use proto::agent::{
+    Finish, GetShardRequest, PutShardRequest, RebuildBlocksRequest, RebuildBlocksResponse,
+    RebuiltBlock, ShardCheck,
+};
+use proto::common::Ticket;
+use proto::common::ticket_body::Kind;
+use redundancy::{BlockSource, BlockSourceRef, ByteStream, Policy, ReadStats};
+use sha2::{Digest, Sha256};
+use snafu::{ResultExt, ensure};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::error::{
+    BadRequestSnafu, Error, HashChunkSnafu, RebuildSnafu, RemoteAgentSnafu, Result,
+    ShuttingDownSnafu,
+};
+use crate::store::{SpaceStore, is_valid_hash};
+
+/// Most hashes one StatShards / VerifyShards call may carry.
+pub const MAX_CHECK_HASHES: usize = 1000;
+
+/// Presence and size (and, when `verify`, content hash) of `hashes` in `store`.
+pub async fn check_shards(
+    store: &SpaceStore,
+    hashes: Vec<String>,
+    verify: bool,
+    shutdown: &CancellationToken,
+) -> Result<Vec<ShardCheck>> {
+    ensure!(
+        hashes.len() <= MAX_CHECK_HASHES,
+        BadRequestSnafu {
+            message: format!(
+                "at most {MAX_CHECK_HASHES} hashes per call (got {})",
+                hashes.len()
+            ),
+        }
+    );
+    if let Some(bad) = hashes.iter().find(|h| !is_valid_hash(h)) {
+        return crate::error::InvalidShardHashSnafu { hash: bad.clone() }.fail();
+    }
+    let mut out = Vec::with_capacity(hashes.len());
+    for hash in hashes {
+        ensure!(!shutdown.is_cancelled(), ShuttingDownSnafu);
+        let mut check = ShardCheck {
+            sha256: hash.clone(),
+            ..ShardCheck::default()
+        };
+        match store.stat(&hash).await {
+            Ok(None) => {}
+            Ok(Some(size)) => {
+                check.present = true;
+                check.size = size;
+                if verify {
+                    match hash_shard(store, &hash).await {
+                        Ok(actual) => check.corrupt = actual != hash,
+                        Err(e) => check.error = common::error::ErrorChain(&e).to_string(),
+                    }
+                }
+            }
+            Err(e) => check.error = common::error::ErrorChain(&e).to_string(),
+        }
+        out.push(check);
+    }
+    Ok(out)
+}
+
+/// Lower-case hex SHA-256 of the stored shard `hash` (streamed, hashed off the runtime).
+async fn hash_shard(store: &SpaceStore, hash: &str) -> Result<String> {
+    let mut chunks = store.read(hash, 0, 0).await?;
+    let mut hasher = Sha256::new();
+    while let Some(chunk) = chunks.try_next().await? {
+        hasher = tokio::task::spawn_blocking(move || {
+            hasher.update(&chunk);
+            hasher
+        })
+        .await
+        .context(HashChunkSnafu)?;
+    }
+    Ok(hex::encode(hasher.finalize()))
+}
+
+/// One block on another agent, read by range with `GetShard` (`step` bytes per call: one
+/// ec frame, for the reason given in the gateway's `redundant.rs`: blocks sharing one
+/// HTTP/2 connection must not fill its window ahead of the reader).
+struct RemoteBlock {
+    agent: client::AgentClient,
+    ticket: Ticket,
+    step: u64,
+}
+
+fn get_error(s: &tonic::Status) -> io::Error {
+    io::Error::other(format!("GetShard: {}", s.message()))
+}
+
+impl RemoteBlock {
+    async fn get(
+        &self,
+        offset: u64,
+        length: u64,
+    ) -> io::Result<tonic::Streaming<proto::agent::Chunk>> {
+        Ok(self
+            .agent
+            .clone()
+            .get_shard(GetShardRequest {
+                ticket: Some(self.ticket.clone()),
+                offset,
+                length,
+            })
+            .await
+            .map_err(|s| get_error(&s))?
+            .into_inner())
+    }
+}
+
+#[async_trait::async_trait]
+impl BlockSource for RemoteBlock {
+    async fn open(&self, range: Range<u64>) -> io::Result<ByteStream> {
+        if range.end <= range.start {
+            return Ok(futures::stream::empty().boxed());
+        }
+        let step = self.step.max(1);
+        let first_len = (range.end - range.start).min(step);
+        let first = self.get(range.start, first_len).await?;
+        let this = RemoteBlock {
+            agent: self.agent.clone(),
+            ticket: self.ticket.clone(),
+            step,
+        };
+        let state = (this, Some(first), range.start + first_len, range.end);
+        Ok(
+            futures::stream::try_unfold(state, |(this, mut current, mut next, end)| async move {
+                loop {
+                    if let Some(stream) = current.as_mut()
+                        && let Some(chunk) = stream.message().await.map_err(|s| get_error(&s))?
+                    {
+                        return Ok(Some((chunk.data, (this, current, next, end))));
+                    }
+                    if next >= end {
+                        return Ok(None);
+                    }
+                    let len = (end - next).min(this.step);
+                    current = Some(this.get(next, len).await?);
+                    next += len;
+                }
+            })
+            .boxed(),
+        )
+    }
+}
+
+/// `RebuildBlocks`: see the module doc. `agents` dials the other agents (with the agent's
+/// TLS); `secret` checks every ticket before any byte moves.
+pub async fn rebuild(
+    req: RebuildBlocksRequest,
+    secret: &common::secret::Secret,
+    agents: &client::AgentPool,
+    shutdown: &CancellationToken,
+) -> Result<RebuildBlocksResponse> {
+    let policy: Policy = serde_json::from_str(&req.policy_json).map_err(|e| Error::BadRequest {
+        message: format!("policy_json: {e}"),
+    })?;
+    ensure!(
+        !matches!(policy, Policy::None),
+        BadRequestSnafu {
+            message: "only rep and ec objects have blocks to rebuild",
+        }
+    );
+    let n = policy.block_count();
+    ensure!(
+        !req.targets.is_empty(),
+        BadRequestSnafu {
+            message: "targets is empty",
+        }
+    );
+    let now = common::time::now_ms();
+    let step = redundancy::EcLayout::of(&policy).map_or(u64::MAX, |l| l.frame_len());
+    let mut blocks: Vec<Option<BlockSourceRef>> = vec![None; n];
+    for s in &req.sources {
+        let i = s.index as usize;
+        ensure!(
+            i < n && blocks[i].is_none(),
+            BadRequestSnafu {
+                message: format!("sources: index {i} is out of range or repeated"),
+            }
+        );
+        crate::ticket::verify(secret, s.ticket.as_ref(), Kind::Get, now)?;
+        let agent = agents.get(&s.agent_address).context(RemoteAgentSnafu {
+            role: "source",
+            address: s.agent_address.clone(),
+        })?;
+        blocks[i] = Some(Arc::new(RemoteBlock {
+            agent,
+            ticket: s.ticket.clone().unwrap_or_default(),
+            step,
+        }));
+    }
+    ensure!(
+        blocks.iter().flatten().count() >= policy.min_blocks(),
+        BadRequestSnafu {
+            message: format!(
+                "a {} object needs {} sources, got {}",
+                policy.kind(),
+                policy.min_blocks(),
+                req.sources.len()
+            ),
+        }
+    );
+    let mut wanted: Vec<Option<(String, Ticket)>> = vec![None; n];
+    for t in &req.targets {
+        let i = t.index as usize;
+        ensure!(
+            i < n && wanted[i].is_none() && blocks[i].is_none(),
+            BadRequestSnafu {
+                message: format!("targets: index {i} is out of range, repeated or a source"),
+            }
+        );
+        crate::ticket::verify(secret, t.ticket.as_ref(), Kind::Put, now)?;
+        wanted[i] = Some((
+            t.agent_address.clone(),
+            t.ticket.clone().unwrap_or_default(),
+        ));
+    }
+
+    let stats = Arc::new(ReadStats::default());
+    let object = redundancy::read_range(policy, req.object_size, blocks, 0, None, stats.clone())
+        .context(RebuildSnafu)?;
+    let (encoder, streams) =
+        redundancy::encoder(policy, redundancy::EncodeOptions::default()).context(RebuildSnafu)?;
+    // Each target stream ends with `finish` only once the whole object was re-encoded.
+    let (done_tx, done_rx) = watch::channel(None::<bool>);
+    let mut puts = Vec::new();
+    let mut drains = Vec::new();
+    for stream in streams {
+        let i = stream.index();
+        let Some((address, ticket)) = wanted[i].take() else {
+            // Not rebuilt: computed and dropped (the encoder needs every stream read).
+            drains.push(stream.for_each(|_| futures::future::ready(())));
+            continue;
+        };
+        let mut dest = agents.get(&address).context(RemoteAgentSnafu {
+            role: "target",
+            address: address.clone(),
+        })?;
+        let mut done = done_rx.clone();
+        let finish = futures::stream::once(async move {
+            let ok = done
+                .wait_for(Option::is_some)
+                .await
+                .map(|v| *v == Some(true))
+                .unwrap_or(false);
+            ok.then_some(PutShardRequest {
+                msg: Some(Msg::Finish(Finish {})),
+            })
+        })
+        .filter_map(futures::future::ready);
+        let requests = futures::stream::once(futures::future::ready(PutShardRequest {
+            msg: Some(Msg::Ticket(ticket)),
+        }))
+        .chain(stream.map(|data: Bytes| PutShardRequest {
+            msg: Some(Msg::Data(data)),
+        }))
+        .chain(finish);
+        puts.push(async move {
+            let answer = dest.put_shard(requests).await;
+            (i, address, answer)
+        });
+    }
+    let input = object.map_err(|e| io::Error::other(e.to_string()));
+    let encode = async {
+        let res = encoder.run(input).await;
+        let _ = done_tx.send(Some(res.is_ok()));
+        res
+    };
+    let work = async {
+        tokio::join!(
+            encode,
+            futures::future::join_all(puts),
+            futures::future::join_all(drains)
+        )
+    };
+    let (summary, answers, _) = tokio::select! {
+        () = shutdown.cancelled() => return ShuttingDownSnafu.fail(),
+        r = work => r,
+    };
+    let summary = summary.context(RebuildSnafu)?;
+    let mut out = Vec::with_capacity(answers.len());
+    for (i, address, answer) in answers {
+        let stored = answer
+            .map_err(client::Error::from)
+            .context(RemoteAgentSnafu {
+                role: "target",
+                address,
+            })?
+            .into_inner();
+        let expected = &summary.blocks[i];
+        ensure!(
+            stored.size == expected.size && stored.sha256 == hex::encode(expected.sha256),
+            BadRequestSnafu {
+                message: format!(
+                    "target stored block {i} as {} bytes {} but {} bytes {} were sent",
+                    stored.size,
+                    stored.sha256,
+                    expected.size,
+                    hex::encode(expected.sha256)
+                ),
+            }
+        );
+        out.push(RebuiltBlock {
+            index: i as u32,
+            size: stored.size,
+            sha256: stored.sha256,
+        });
+    }
+    tracing::info!(
+        policy = policy.kind(),
+        rebuilt = out.len(),
+        degraded_stripes = ReadStats::get(&stats.degraded_stripes),
+        "blocks rebuilt"
+    );
+    Ok(RebuildBlocksResponse {
+        blocks: out,
+        object_sha256: hex::encode(summary.sha256),
+        bytes_read: ReadStats::get(&stats.bytes_fetched),
+    })
+}

@@ -1,0 +1,190 @@
+//! `jcs admin scrub start|status`: the repair and scrub job of rep/ec objects
+//! (docs/redundancy.md, "Repair and scrub"; docs/cli.md). gRPC to the coordinator like the
+//! other admin commands; the leader runs the job.
+
+use std::time::Duration;
+
+use clap::Subcommand;
+use proto::coordinator as pb;
+use serde_json::{Value, json};
+
+use crate::admin::Error;
+use crate::user::output::Out;
+
+/// How often `--wait` polls the job's state.
+const WAIT_POLL: Duration = Duration::from_millis(500);
+
+#[derive(Debug, Subcommand)]
+pub enum ScrubCommand {
+    /// Start a scrub run now (the leader coordinator picks it up within a second).
+    Start {
+        /// Only the objects of this package.
+        #[arg(long = "package", value_name = "ID")]
+        package: Option<u64>,
+        /// Re-hash every block on its agent (reads every byte) instead of checking
+        /// presence and size.
+        #[arg(long)]
+        deep: bool,
+        /// Show progress until the run ends; exit non-zero if any repair failed.
+        #[arg(long)]
+        wait: bool,
+    },
+    /// The job's state: the current (or last) run and recent repairs.
+    Status {
+        /// Repair-log entries to show (newest first).
+        #[arg(long, default_value_t = 10)]
+        recent: u32,
+    },
+}
+
+fn time(ms: i64) -> Value {
+    if ms > 0 {
+        json!(common::time::rfc3339_ms(ms))
+    } else {
+        Value::Null
+    }
+}
+
+/// The status as JSON (the same field names as `GET /v1/admin/scrub/status`).
+pub fn status_json(s: &pb::ScrubStatus) -> Value {
+    json!({
+        "running": s.running,
+        "deep": s.deep,
+        "packageID": s.package_id,
+        "cursor": s.cursor,
+        "objectsChecked": s.objects_checked,
+        "damaged": s.damaged,
+        "repaired": s.repaired,
+        "failed": s.failed,
+        "unavailable": s.unavailable,
+        "lastError": s.last_error,
+        "startTime": time(s.started_ms),
+        "lastFinishedTime": time(s.last_finished_ms),
+        "runs": s.runs,
+        "queued": s.queued,
+        "recent": s.recent.iter().map(|r| json!({
+            "objectID": r.object_id,
+            "blocks": r.blocks,
+            "fromUserSpaceIDs": r.from_spaces,
+            "toUserSpaceIDs": r.to_spaces,
+            "bytes": r.bytes,
+            "result": r.result,
+            "reason": r.reason,
+            "time": time(r.time_ms),
+        })).collect::<Vec<_>>(),
+    })
+}
+
+fn counters(s: &pb::ScrubStatus) -> String {
+    format!(
+        "checked {}, damaged {}, repaired {}, failed {}, unavailable {}",
+        s.objects_checked, s.damaged, s.repaired, s.failed, s.unavailable
+    )
+}
+
+/// The status for people.
+pub fn status_text(s: &pb::ScrubStatus) -> String {
+    let mut lines = vec![format!(
+        "{}{}{}: {}",
+        if s.running { "running" } else { "idle" },
+        if s.deep { " (deep)" } else { "" },
+        if s.package_id > 0 {
+            format!(" package {}", s.package_id)
+        } else {
+            String::new()
+        },
+        counters(s)
+    )];
+    lines.push(format!(
+        "runs completed: {}; last finished: {}; queued repairs: {}",
+        s.runs,
+        if s.last_finished_ms > 0 {
+            common::time::rfc3339_ms(s.last_finished_ms)
+        } else {
+            "never".to_owned()
+        },
+        s.queued
+    ));
+    if !s.last_error.is_empty() {
+        lines.push(format!("last error: {}", s.last_error));
+    }
+    for r in &s.recent {
+        lines.push(format!(
+            "{}  object {}  blocks {:?}  {:?} → {:?}  {}  ({})",
+            common::time::rfc3339_ms(r.time_ms),
+            r.object_id,
+            r.blocks,
+            r.from_spaces,
+            r.to_spaces,
+            r.result,
+            r.reason
+        ));
+    }
+    lines.join("\n")
+}
+
+pub(crate) async fn run(
+    coordinator: &mut client::CoordinatorClient,
+    command: ScrubCommand,
+    out: &Out,
+) -> Result<(), Error> {
+    let rpc = |status: tonic::Status| Error::Coordinator {
+        source: client::Error::from(status),
+    };
+    match command {
+        ScrubCommand::Status { recent } => {
+            let s = coordinator
+                .get_scrub_status(pb::GetScrubStatusRequest { recent })
+                .await
+                .map_err(rpc)?
+                .into_inner();
+            out.either(&status_json(&s), &status_text(&s));
+        }
+        ScrubCommand::Start {
+            package,
+            deep,
+            wait,
+        } => {
+            let before = coordinator
+                .get_scrub_status(pb::GetScrubStatusRequest { recent: 1 })
+                .await
+                .map_err(rpc)?
+                .into_inner()
+                .runs;
+            let s = coordinator
+                .start_scrub(pb::StartScrubRequest {
+                    package_id: package.unwrap_or(0),
+                    deep,
+                })
+                .await
+                .map_err(rpc)?
+                .into_inner();
+            if !wait {
+                out.either(&status_json(&s), "scrub requested");
+                return Ok(());
+            }
+            let spinner = out.spinner("scrub");
+            let s = loop {
+                tokio::time::sleep(WAIT_POLL).await;
+                let s = coordinator
+                    .get_scrub_status(pb::GetScrubStatusRequest { recent: 10 })
+                    .await
+                    .map_err(rpc)?
+                    .into_inner();
+                spinner.set_message(counters(&s));
+                if !s.running && s.runs > before {
+                    break s;
+                }
+            };
+            out.remove(&spinner);
+            out.either(&status_json(&s), &status_text(&s));
+            if s.failed > 0 {
+                return Err(Error::ScrubFailed {
+                    failed: s.failed,
+                    last_error: s.last_error,
+                });
+            }
+        }
+    }
+    Ok(())
+}
