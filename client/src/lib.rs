@@ -57,19 +57,28 @@ impl common::CodedError for Error {
 impl From<tonic::Status> for Error {
     fn from(status: tonic::Status) -> Self {
         let code = common::error::code_of(&status);
-        let message = match status.code() {
+        let from_peer = status.metadata().get(common::error::CODE_HEADER).is_some();
+        match status.code() {
             // Transport failures carry tonic's own text; say what was unreachable.
-            tonic::Code::Unavailable
-                if status.metadata().get(common::error::CODE_HEADER).is_none() =>
-            {
-                format!("service unavailable: {}", status.message())
-            }
-            _ => status.message().to_owned(),
-        };
-        Error::Remote {
-            code,
-            message,
-            retryable: code.is_retryable(),
+            tonic::Code::Unavailable if !from_peer => Error::Remote {
+                code,
+                message: format!("service unavailable: {}", status.message()),
+                retryable: code.is_retryable(),
+            },
+            // The connection broke during the call (the peer died, a stream was reset):
+            // tonic reports `Unknown` with no JCS code. Unavailable, so the client sees a
+            // 503 naming it rather than a bare "internal error"; not retried by itself,
+            // since the call may have taken effect.
+            tonic::Code::Unknown if !from_peer => Error::Remote {
+                code: common::ErrorCode::Unavailable,
+                message: format!("the connection broke during the call: {}", status.message()),
+                retryable: false,
+            },
+            _ => Error::Remote {
+                code,
+                message: status.message().to_owned(),
+                retryable: code.is_retryable(),
+            },
         }
     }
 }
@@ -243,6 +252,27 @@ mod tests {
             }
         ));
         assert_eq!(e.to_string(), "bucket b exists");
+    }
+
+    /// A connection that breaks mid-call (tonic: `Unknown`, no JCS code) is Unavailable with
+    /// a message saying so, not retried by itself; a peer's own `Unknown` code is kept.
+    #[test]
+    fn a_broken_connection_is_unavailable_and_named() {
+        let e = Error::from(tonic::Status::unknown("transport error"));
+        assert!(matches!(
+            e,
+            Error::Remote {
+                code: ErrorCode::Unavailable,
+                retryable: false,
+                ..
+            }
+        ));
+        assert_eq!(
+            e.to_string(),
+            "the connection broke during the call: transport error"
+        );
+        let e = Error::from(tonic::Status::unavailable("tcp connect error"));
+        assert!(e.to_string().starts_with("service unavailable: "), "{e}");
     }
 
     /// tonic dials `http://` in plain text even with a TLS config: with TLS every address,

@@ -845,6 +845,10 @@ async fn killing_an_agent_mid_transfer_is_a_clear_error_and_leaves_nothing() {
                     assert_ne!(v["code"], "OK", "upload to a dead agent acknowledged: {v}");
                     assert_ne!(status, 200, "{v}");
                     assert!(v["message"].as_str().is_some_and(|m| !m.is_empty()), "{v}");
+                    assert_ne!(
+                        v["message"], "internal error",
+                        "the error names what broke: {v}"
+                    );
                     format!("{status} {v}")
                 }
                 Err(e) => format!("{status}, broken body: {e}"),

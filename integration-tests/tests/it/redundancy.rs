@@ -341,7 +341,10 @@ async fn rep_uploads_clone_move_delete_and_gc_release_blocks() {
 
     // One replica gone: reads fail over to the others. (Last: the read reports the damage
     // and the leader's repair job may rebuild the replica meanwhile, see repair.rs.)
-    let sha = blocks(&c, id).await[0]["sha256"].as_str().unwrap().to_owned();
+    let sha = blocks(&c, id).await[0]["sha256"]
+        .as_str()
+        .unwrap()
+        .to_owned();
     let replicas = shard_files(&c, &sha, &[]);
     assert_eq!(replicas.len(), 3, "three full copies");
     std::fs::remove_file(&replicas[0]).unwrap();
