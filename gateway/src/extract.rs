@@ -36,10 +36,20 @@ where
 /// Parse JSON text, naming the problem (with the field path) on failure:
 /// `invalid <what>: <field>: <serde message>`.
 pub(crate) fn parse_json<T: DeserializeOwned>(bytes: &[u8], what: &str) -> Result<T, ApiError> {
-    if bytes.iter().all(u8::is_ascii_whitespace) {
-        return Err(ApiError::bad_argument(format!(
-            "invalid {what}: it is empty; expected a JSON object"
-        )));
+    match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
+        None => {
+            return Err(ApiError::bad_argument(format!(
+                "invalid {what}: it is empty; expected a JSON object"
+            )));
+        }
+        // serde would also read a struct from an array of its field values in order
+        // (`[[1,2]]` as `{"objectIDs": [1,2]}`): every body of this API is an object.
+        Some(b'{') => {}
+        Some(_) => {
+            return Err(ApiError::bad_argument(format!(
+                "invalid {what}: expected a JSON object (`{{...}}`)"
+            )));
+        }
     }
     Json::<T>::from_bytes(bytes)
         .map(|Json(value)| value)
@@ -134,5 +144,9 @@ mod tests {
         assert!(err("  ").contains("empty"));
         let m = err(r#"{"name": "a", "bucketID": 1} x"#);
         assert!(m.contains("trailing characters"), "{m}");
+        // serde alone would read the struct from an array of its fields.
+        let m = err(r#"["a", 1]"#);
+        assert!(m.contains("expected a JSON object"), "{m}");
+        assert!(err(" null").contains("expected a JSON object"));
     }
 }
