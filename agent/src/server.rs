@@ -217,7 +217,8 @@ impl Agent {
                 .context(ServeSnafu)?;
         }
         let server = builder
-            .http2_adaptive_window(Some(true))
+            .initial_stream_window_size(common::grpc::STREAM_WINDOW)
+            .initial_connection_window_size(common::grpc::CONNECTION_WINDOW)
             .layer(common::grpc::RpcLayer::new("agent"))
             .add_service(health_svc)
             .add_service(service)

@@ -119,7 +119,8 @@ fn endpoint(address: &str, opts: &ChannelOptions) -> Result<Endpoint> {
         })?
         .connect_timeout(opts.connect_timeout)
         .tcp_nodelay(true)
-        .http2_adaptive_window(true);
+        .initial_stream_window_size(common::grpc::STREAM_WINDOW)
+        .initial_connection_window_size(common::grpc::CONNECTION_WINDOW);
     if let Some(t) = opts.request_timeout {
         ep = ep.timeout(t);
     }

@@ -38,8 +38,10 @@ use crate::model::{ObjectJson, required};
 use crate::routes::require_id;
 use crate::state::AppState;
 
-/// Capacity of the bounded channel feeding one `PutShard` request stream.
-pub const PUT_CHANNEL_CAPACITY: usize = 4;
+/// Capacity of the bounded channel (chunks ≤ 1 MiB) feeding one `PutShard` request
+/// stream; with the HTTP/2 window this bounds what one upload holds on the gateway
+/// (docs/architecture.md, "Memory bounds").
+pub const PUT_CHANNEL_CAPACITY: usize = 2;
 
 /// Files of one upload request that end within their first chunk are stored concurrently
 /// while the request is read (see `stream_files`): at most this many at once ...
