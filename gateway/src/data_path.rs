@@ -43,6 +43,13 @@ use crate::state::AppState;
 /// (docs/architecture.md, "Memory bounds").
 pub const PUT_CHANNEL_CAPACITY: usize = 2;
 
+/// Size of the `PutShard` data messages the gateway sends (the wire allows up to
+/// [`proto::CHUNK_SIZE`]). Every stage of an upload between the body and the agent's file
+/// (re-chunking, this channel, gRPC encoding and decoding, the agent's channel and writer)
+/// holds about one message, so smaller messages keep each upload in flight to a few MiB
+/// (docs/architecture.md, "Memory bounds").
+pub const PUT_PIECE_SIZE: usize = 256 * 1024;
+
 /// Files of one upload request that end within their first chunk are stored concurrently
 /// while the request is read (see `stream_files`): at most this many at once ...
 pub const MAX_PENDING_SMALL: usize = 64;
@@ -781,7 +788,7 @@ async fn put_shard_stream(
 }
 
 /// Send the ticket, the bytes of `head` then of the field in chunks of at most
-/// `CHUNK_SIZE`, then `finish`. Returns the number of data bytes sent. Never sends
+/// [`PUT_PIECE_SIZE`], then `finish`. Returns the number of data bytes sent. Never sends
 /// `finish` after a body error.
 async fn feed_field(
     head: Vec<Bytes>,
@@ -796,7 +803,7 @@ async fn feed_field(
     }
 
     send(&tx, Msg::Ticket(ticket)).await?;
-    let mut rechunker = Rechunker::new(proto::CHUNK_SIZE);
+    let mut rechunker = Rechunker::new(PUT_PIECE_SIZE);
     let mut sent = 0u64;
     let mut head = head.into_iter();
     loop {
