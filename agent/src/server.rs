@@ -217,8 +217,7 @@ impl Agent {
                 .context(ServeSnafu)?;
         }
         let server = builder
-            .initial_stream_window_size(common::grpc::STREAM_WINDOW)
-            .initial_connection_window_size(common::grpc::CONNECTION_WINDOW)
+            .http2_adaptive_window(Some(true))
             .layer(common::grpc::RpcLayer::new("agent"))
             .add_service(health_svc)
             .add_service(service)

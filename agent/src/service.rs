@@ -36,7 +36,7 @@ use crate::store::{PutItem, ShardEntry, SpaceStore, Stored, is_valid_hash};
 use crate::{probe, sync, ticket};
 
 /// Chunks (≤ 1 MiB each) buffered between the gRPC request stream and the shard writer;
-/// with the HTTP/2 stream window ([`common::grpc::STREAM_WINDOW`]) this bounds what one
+/// with the HTTP/2 stream window this bounds what one
 /// upload holds on the agent (docs/architecture.md, "Memory bounds").
 const PUT_CHANNEL_CAPACITY: usize = 2;
 /// Chunks (≤ 1 MiB each) read ahead of the gRPC response stream.

@@ -119,8 +119,7 @@ fn endpoint(address: &str, opts: &ChannelOptions) -> Result<Endpoint> {
         })?
         .connect_timeout(opts.connect_timeout)
         .tcp_nodelay(true)
-        .initial_stream_window_size(common::grpc::STREAM_WINDOW)
-        .initial_connection_window_size(common::grpc::CONNECTION_WINDOW);
+        .http2_adaptive_window(true);
     if let Some(t) = opts.request_timeout {
         ep = ep.timeout(t);
     }

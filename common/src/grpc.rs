@@ -14,22 +14,6 @@ use tracing::Instrument;
 use crate::metrics::{InFlight, metrics};
 use crate::request_id;
 
-/// HTTP/2 flow-control window of one stream on the channels and servers that carry object
-/// bytes (gateway → agent, agent → agent): at most this many received bytes of a stream
-/// wait in the receiver's buffer before its reader takes them. Fixed instead of hyper's
-/// adaptive window, whose BDP estimate grows to 16 MiB per stream and connection on a
-/// fast link (docs/architecture.md, "Memory bounds"). 4 MiB keeps one stream at ~80 MiB/s
-/// over a 50 ms round trip; the connection window caps the sum.
-pub const STREAM_WINDOW: u32 = 4 * 1024 * 1024;
-
-/// HTTP/2 flow-control window of one connection (all its streams together): the cap on
-/// the received bytes buffered per connection, however many parts are in flight. Unread
-/// bytes of a stream hold this window too, so it is a multiple of [`STREAM_WINDOW`]: it
-/// takes four stalled readers (e.g. paused downloads) to stall the other streams of the
-/// connection (with the adaptive window, stream and connection windows were equal and one
-/// was enough).
-pub const CONNECTION_WINDOW: u32 = 16 * 1024 * 1024;
-
 /// Add with `tonic::transport::Server::builder().layer(RpcLayer::new("agent"))`.
 #[derive(Debug, Clone, Copy)]
 pub struct RpcLayer {
