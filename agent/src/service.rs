@@ -35,14 +35,16 @@ use crate::registry::SpaceRegistry;
 use crate::store::{PutItem, ShardEntry, SpaceStore, Stored, is_valid_hash};
 use crate::{probe, sync, ticket};
 
-/// Chunks buffered between the gRPC request stream and the shard writer.
-const PUT_CHANNEL_CAPACITY: usize = 4;
-/// Chunks read ahead of the gRPC response stream.
-const GET_CHANNEL_CAPACITY: usize = 4;
+/// Chunks (≤ 1 MiB each) buffered between the gRPC request stream and the shard writer;
+/// with the HTTP/2 stream window this bounds what one
+/// upload holds on the agent (docs/architecture.md, "Memory bounds").
+const PUT_CHANNEL_CAPACITY: usize = 2;
+/// Chunks (≤ 1 MiB each) read ahead of the gRPC response stream.
+const GET_CHANNEL_CAPACITY: usize = 2;
 /// Shard entries listed ahead of the gRPC response stream.
 const LIST_CHANNEL_CAPACITY: usize = 16;
 /// Messages read ahead of an import's PutShard stream to the destination agent.
-const IMPORT_CHANNEL_CAPACITY: usize = 4;
+const IMPORT_CHANNEL_CAPACITY: usize = 2;
 /// Connect timeout towards other agents (import destinations, export sources). Calls
 /// themselves are streams without a deadline.
 const AGENT_CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);

@@ -38,8 +38,17 @@ use crate::model::{ObjectJson, required};
 use crate::routes::require_id;
 use crate::state::AppState;
 
-/// Capacity of the bounded channel feeding one `PutShard` request stream.
-pub const PUT_CHANNEL_CAPACITY: usize = 4;
+/// Capacity of the bounded channel (chunks ≤ 1 MiB) feeding one `PutShard` request
+/// stream; with the HTTP/2 window this bounds what one upload holds on the gateway
+/// (docs/architecture.md, "Memory bounds").
+pub const PUT_CHANNEL_CAPACITY: usize = 2;
+
+/// Size of the `PutShard` data messages the gateway sends (the wire allows up to
+/// [`proto::CHUNK_SIZE`]). Every stage of an upload between the body and the agent's file
+/// (re-chunking, this channel, gRPC encoding and decoding, the agent's channel and writer)
+/// holds about one message, so smaller messages keep each upload in flight to a few MiB
+/// (docs/architecture.md, "Memory bounds").
+pub const PUT_PIECE_SIZE: usize = 256 * 1024;
 
 /// Files of one upload request that end within their first chunk are stored concurrently
 /// while the request is read (see `stream_files`): at most this many at once ...
@@ -779,7 +788,7 @@ async fn put_shard_stream(
 }
 
 /// Send the ticket, the bytes of `head` then of the field in chunks of at most
-/// `CHUNK_SIZE`, then `finish`. Returns the number of data bytes sent. Never sends
+/// [`PUT_PIECE_SIZE`], then `finish`. Returns the number of data bytes sent. Never sends
 /// `finish` after a body error.
 async fn feed_field(
     head: Vec<Bytes>,
@@ -794,7 +803,7 @@ async fn feed_field(
     }
 
     send(&tx, Msg::Ticket(ticket)).await?;
-    let mut rechunker = Rechunker::new(proto::CHUNK_SIZE);
+    let mut rechunker = Rechunker::new(PUT_PIECE_SIZE);
     let mut sent = 0u64;
     let mut head = head.into_iter();
     loop {

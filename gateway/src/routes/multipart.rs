@@ -280,7 +280,14 @@ mod tests {
             }
             assert_eq!(
                 agent.puts[2].chunk_sizes,
-                [proto::CHUNK_SIZE, proto::CHUNK_SIZE, 99]
+                [
+                    vec![
+                        crate::data_path::PUT_PIECE_SIZE;
+                        2 * proto::CHUNK_SIZE / crate::data_path::PUT_PIECE_SIZE
+                    ],
+                    vec![99]
+                ]
+                .concat()
             );
         }
         {

@@ -588,7 +588,14 @@ mod tests {
         }
         assert_eq!(
             agent.puts[1].chunk_sizes,
-            [proto::CHUNK_SIZE, proto::CHUNK_SIZE, 12345]
+            [
+                vec![
+                    crate::data_path::PUT_PIECE_SIZE;
+                    2 * proto::CHUNK_SIZE / crate::data_path::PUT_PIECE_SIZE
+                ],
+                vec![12345]
+            ]
+            .concat()
         );
         assert!(agent.puts[2].chunk_sizes.is_empty());
         // Files that end within their first chunk go in one PutSmallShard call.
