@@ -13,19 +13,17 @@
 //!   failed rebuild stores nothing.
 
 use std::io;
-use std::ops::Range;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
 use proto::agent::put_shard_request::Msg;
 use proto::agent::{
-    Finish, GetShardRequest, PutShardRequest, RebuildBlocksRequest, RebuildBlocksResponse,
-    RebuiltBlock, ShardCheck,
+    Finish, PutShardRequest, RebuildBlocksRequest, RebuildBlocksResponse, RebuiltBlock, ShardCheck,
 };
 use proto::common::Ticket;
 use proto::common::ticket_body::Kind;
-use redundancy::{BlockSource, BlockSourceRef, ByteStream, Policy, ReadStats};
+use redundancy::{BlockSourceRef, Policy, ReadStats};
 use sha2::{Digest, Sha256};
 use snafu::{ResultExt, ensure};
 use tokio::sync::watch;
@@ -100,75 +98,6 @@ async fn hash_shard(store: &SpaceStore, hash: &str) -> Result<String> {
     Ok(hex::encode(hasher.finalize()))
 }
 
-/// One block on another agent, read by range with `GetShard` (`step` bytes per call: one
-/// ec frame, for the reason given in the gateway's `redundant.rs`: blocks sharing one
-/// HTTP/2 connection must not fill its window ahead of the reader).
-struct RemoteBlock {
-    agent: client::AgentClient,
-    ticket: Ticket,
-    step: u64,
-}
-
-fn get_error(s: &tonic::Status) -> io::Error {
-    io::Error::other(format!("GetShard: {}", s.message()))
-}
-
-impl RemoteBlock {
-    async fn get(
-        &self,
-        offset: u64,
-        length: u64,
-    ) -> io::Result<tonic::Streaming<proto::agent::Chunk>> {
-        Ok(self
-            .agent
-            .clone()
-            .get_shard(GetShardRequest {
-                ticket: Some(self.ticket.clone()),
-                offset,
-                length,
-            })
-            .await
-            .map_err(|s| get_error(&s))?
-            .into_inner())
-    }
-}
-
-#[async_trait::async_trait]
-impl BlockSource for RemoteBlock {
-    async fn open(&self, range: Range<u64>) -> io::Result<ByteStream> {
-        if range.end <= range.start {
-            return Ok(futures::stream::empty().boxed());
-        }
-        let step = self.step.max(1);
-        let first_len = (range.end - range.start).min(step);
-        let first = self.get(range.start, first_len).await?;
-        let this = RemoteBlock {
-            agent: self.agent.clone(),
-            ticket: self.ticket.clone(),
-            step,
-        };
-        let state = (this, Some(first), range.start + first_len, range.end);
-        Ok(
-            futures::stream::try_unfold(state, |(this, mut current, mut next, end)| async move {
-                loop {
-                    if let Some(stream) = current.as_mut()
-                        && let Some(chunk) = stream.message().await.map_err(|s| get_error(&s))?
-                    {
-                        return Ok(Some((chunk.data, (this, current, next, end))));
-                    }
-                    if next >= end {
-                        return Ok(None);
-                    }
-                    let len = (end - next).min(this.step);
-                    current = Some(this.get(next, len).await?);
-                    next += len;
-                }
-            })
-            .boxed(),
-        )
-    }
-}
-
 /// `RebuildBlocks`: see the module doc. `agents` dials the other agents (with the agent's
 /// TLS); `secret` checks every ticket before any byte moves.
 pub async fn rebuild(
@@ -209,11 +138,11 @@ pub async fn rebuild(
             role: "source",
             address: s.agent_address.clone(),
         })?;
-        blocks[i] = Some(Arc::new(RemoteBlock {
+        blocks[i] = Some(Arc::new(client::AgentBlock::new(
             agent,
-            ticket: s.ticket.clone().unwrap_or_default(),
+            s.ticket.clone().unwrap_or_default(),
             step,
-        }));
+        )));
     }
     ensure!(
         blocks.iter().flatten().count() >= policy.min_blocks(),

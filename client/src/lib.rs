@@ -15,8 +15,10 @@ use tonic::service::interceptor::InterceptedService;
 use tonic::transport::{Channel, Endpoint};
 
 pub mod batch;
+mod block;
 pub mod failover;
 pub mod tls;
+pub use block::AgentBlock;
 pub use failover::{FailoverChannel, RetryPolicy};
 pub use request_id::RequestIdInterceptor;
 

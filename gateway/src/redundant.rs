@@ -8,18 +8,15 @@
 //! pieces) plus, per block, the gRPC stream's own buffering; reads hold a stripe.
 
 use std::io;
-use std::ops::Range;
 use std::sync::Arc;
 
-use async_trait::async_trait;
 use bytes::Bytes;
-use client::AgentClient;
+use client::AgentBlock;
 use futures::StreamExt;
 use proto::agent::put_shard_request::Msg;
-use proto::agent::{Finish, GetShardRequest, PutShardRequest};
-use proto::common::Ticket;
+use proto::agent::{Finish, PutShardRequest};
 use proto::coordinator::{self as pb, BeginUploadResponse};
-use redundancy::{BlockSource, BlockSourceRef, ByteStream, Policy, ReadStats};
+use redundancy::{BlockSourceRef, Policy, ReadStats};
 use tokio::sync::watch;
 
 use crate::error::ApiError;
@@ -149,85 +146,6 @@ pub(crate) async fn put_blocks(
     })
 }
 
-/// One stored block on an agent, read by range with `GetShard`.
-///
-/// An ec read asks for one frame (stripe piece + checksum) per `GetShard` call, the next
-/// only once the previous one was consumed. The blocks of one object often share an
-/// HTTP/2 connection (one agent serving several spaces), whose flow-control window is
-/// shared by its streams: a block streamed ahead of the reader would fill that window
-/// with bytes nobody reads yet and starve the block the reader waits for (a deadlock seen
-/// with 1 MiB pieces on a multi-threaded runtime, test
-/// `ec_with_all_blocks_on_one_agent_and_1_mib_pieces`). With one frame in flight per block,
-/// every byte received belongs to the stripe being read, which reads all its blocks at once.
-pub(crate) struct AgentBlock {
-    agent: AgentClient,
-    ticket: Ticket,
-    /// Bytes per `GetShard` call (`u64::MAX`: the whole range in one call).
-    step: u64,
-}
-
-fn get_error(s: &tonic::Status) -> io::Error {
-    io::Error::other(format!("GetShard: {}", s.message()))
-}
-
-impl AgentBlock {
-    async fn get(
-        &self,
-        offset: u64,
-        length: u64,
-    ) -> io::Result<tonic::Streaming<proto::agent::Chunk>> {
-        Ok(self
-            .agent
-            .clone()
-            .get_shard(GetShardRequest {
-                ticket: Some(self.ticket.clone()),
-                offset,
-                length,
-            })
-            .await
-            .map_err(|s| get_error(&s))?
-            .into_inner())
-    }
-}
-
-#[async_trait]
-impl BlockSource for AgentBlock {
-    async fn open(&self, range: Range<u64>) -> io::Result<ByteStream> {
-        if range.end <= range.start {
-            // GetShard reads `length = 0` as "to the end".
-            return Ok(futures::stream::empty().boxed());
-        }
-        let step = self.step.max(1);
-        let first_len = (range.end - range.start).min(step);
-        // The first call is made here, so a missing block or a down agent fails the open.
-        let first = self.get(range.start, first_len).await?;
-        let this = AgentBlock {
-            agent: self.agent.clone(),
-            ticket: self.ticket.clone(),
-            step,
-        };
-        let state = (this, Some(first), range.start + first_len, range.end);
-        Ok(
-            futures::stream::try_unfold(state, |(this, mut current, mut next, end)| async move {
-                loop {
-                    if let Some(stream) = current.as_mut()
-                        && let Some(chunk) = stream.message().await.map_err(|s| get_error(&s))?
-                    {
-                        return Ok(Some((chunk.data, (this, current, next, end))));
-                    }
-                    if next >= end {
-                        return Ok(None);
-                    }
-                    let len = (end - next).min(this.step);
-                    current = Some(this.get(next, len).await?);
-                    next += len;
-                }
-            })
-            .boxed(),
-        )
-    }
-}
-
 /// The object bytes `[start, start + len)` of a rep/ec object as a body stream. Errors
 /// known before the first byte (too few reachable blocks, a first stripe that cannot be
 /// rebuilt) are returned as an envelope; later ones abort the body, never wrong bytes.
@@ -251,11 +169,11 @@ pub(crate) async fn read_blocks(
     let mut blocks: Vec<Option<BlockSourceRef>> = Vec::with_capacity(sources.len());
     for s in sources {
         blocks.push(match (s.agent_address.is_empty(), s.ticket) {
-            (false, Some(ticket)) => Some(Arc::new(AgentBlock {
-                agent: state.agents().get(&s.agent_address)?,
+            (false, Some(ticket)) => Some(Arc::new(AgentBlock::new(
+                state.agents().get(&s.agent_address)?,
                 ticket,
                 step,
-            }) as BlockSourceRef),
+            )) as BlockSourceRef),
             _ => None,
         });
     }
