@@ -15,12 +15,8 @@
 use std::io;
 use std::sync::Arc;
 
-use bytes::Bytes;
 use futures::{StreamExt, TryStreamExt};
-use proto::agent::put_shard_request::Msg;
-use proto::agent::{
-    Finish, PutShardRequest, RebuildBlocksRequest, RebuildBlocksResponse, RebuiltBlock, ShardCheck,
-};
+use proto::agent::{RebuildBlocksRequest, RebuildBlocksResponse, RebuiltBlock, ShardCheck};
 use proto::common::Ticket;
 use proto::common::ticket_body::Kind;
 use redundancy::{BlockSourceRef, Policy, ReadStats};
@@ -191,25 +187,7 @@ pub async fn rebuild(
             role: "target",
             address: address.clone(),
         })?;
-        let mut done = done_rx.clone();
-        let finish = futures::stream::once(async move {
-            let ok = done
-                .wait_for(Option::is_some)
-                .await
-                .map(|v| *v == Some(true))
-                .unwrap_or(false);
-            ok.then_some(PutShardRequest {
-                msg: Some(Msg::Finish(Finish {})),
-            })
-        })
-        .filter_map(futures::future::ready);
-        let requests = futures::stream::once(futures::future::ready(PutShardRequest {
-            msg: Some(Msg::Ticket(ticket)),
-        }))
-        .chain(stream.map(|data: Bytes| PutShardRequest {
-            msg: Some(Msg::Data(data)),
-        }))
-        .chain(finish);
+        let requests = client::put_block_requests(ticket, stream, done_rx.clone());
         puts.push(async move {
             let answer = dest.put_shard(requests).await;
             (i, address, answer)

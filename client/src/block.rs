@@ -6,7 +6,8 @@ use std::io;
 use std::ops::Range;
 
 use futures::StreamExt;
-use proto::agent::GetShardRequest;
+use proto::agent::put_shard_request::Msg;
+use proto::agent::{Finish, GetShardRequest, PutShardRequest};
 use proto::common::Ticket;
 use redundancy::{BlockSource, ByteStream};
 
@@ -99,4 +100,33 @@ impl BlockSource for AgentBlock {
             .boxed(),
         )
     }
+}
+
+/// The request stream of one block's `PutShard`: the ticket, the block's bytes, then
+/// `finish` only once `done` says the whole encode succeeded (`Some(true)`); otherwise the
+/// stream ends without it and the agent discards what it received. Shared by the gateway's
+/// rep/ec uploads and the agent's `RebuildBlocks`.
+pub fn put_block_requests(
+    ticket: Ticket,
+    data: impl futures::Stream<Item = bytes::Bytes> + Send + 'static,
+    mut done: tokio::sync::watch::Receiver<Option<bool>>,
+) -> impl futures::Stream<Item = PutShardRequest> + Send + 'static {
+    let finish = futures::stream::once(async move {
+        let ok = done
+            .wait_for(Option::is_some)
+            .await
+            .map(|v| *v == Some(true))
+            .unwrap_or(false);
+        ok.then_some(PutShardRequest {
+            msg: Some(Msg::Finish(Finish {})),
+        })
+    })
+    .filter_map(futures::future::ready);
+    futures::stream::once(futures::future::ready(PutShardRequest {
+        msg: Some(Msg::Ticket(ticket)),
+    }))
+    .chain(data.map(|data| PutShardRequest {
+        msg: Some(Msg::Data(data)),
+    }))
+    .chain(finish)
 }

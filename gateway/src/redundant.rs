@@ -13,8 +13,6 @@ use std::sync::Arc;
 use bytes::Bytes;
 use client::AgentBlock;
 use futures::StreamExt;
-use proto::agent::put_shard_request::Msg;
-use proto::agent::{Finish, PutShardRequest};
 use proto::coordinator::{self as pb, BeginUploadResponse};
 use redundancy::{BlockSourceRef, Policy, ReadStats};
 use tokio::sync::watch;
@@ -80,25 +78,7 @@ pub(crate) async fn put_blocks(
             .ticket
             .clone()
             .ok_or_else(|| ApiError::internal("coordinator sent a block without a ticket"))?;
-        let mut done = done_rx.clone();
-        let finish = futures::stream::once(async move {
-            let ok = done
-                .wait_for(Option::is_some)
-                .await
-                .map(|v| *v == Some(true))
-                .unwrap_or(false);
-            ok.then_some(PutShardRequest {
-                msg: Some(Msg::Finish(Finish {})),
-            })
-        })
-        .filter_map(futures::future::ready);
-        let requests = futures::stream::once(futures::future::ready(PutShardRequest {
-            msg: Some(Msg::Ticket(ticket)),
-        }))
-        .chain(stream.map(|data| PutShardRequest {
-            msg: Some(Msg::Data(data)),
-        }))
-        .chain(finish);
+        let requests = client::put_block_requests(ticket, stream, done_rx.clone());
         calls.push(async move { agent.put_shard(requests).await });
     }
     let encode = async {

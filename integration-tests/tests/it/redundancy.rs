@@ -364,34 +364,51 @@ pub(crate) fn s3_space(name: &str, s3: &S3Server, dir: &str) -> Value {
     })
 }
 
+/// `n` S3 user spaces on `s3` (bucket `ec-bucket`, working dirs `jcs-0..`); their ids.
+pub(crate) async fn create_s3_spaces(api: &Api, s3: &S3Server, n: usize) -> Vec<u64> {
+    let mut ids = Vec::with_capacity(n);
+    for i in 0..n {
+        let v = Api::ok(
+            api.post(
+                "/v1/userSpace/create",
+                s3_space(&format!("s3-{i}"), s3, &format!("jcs-{i}")),
+            )
+            .await,
+        );
+        ids.push(v["userSpace"]["userSpaceID"].as_u64().unwrap());
+    }
+    ids
+}
+
+/// Upload `body` to `path` with `affinity`, retrying until the agent serves the spaces just
+/// created (it learns them with its next heartbeat); the uploaded object's JSON.
+pub(crate) async fn upload_once_served(
+    api: &Api,
+    package: u64,
+    path: &str,
+    body: &[u8],
+    affinity: u64,
+) -> Value {
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let res = upload_raw(api, package, path, body, None, Some(affinity)).await;
+        if res.1["code"] == "OK" {
+            return res.1["data"]["uploadeds"][0].clone();
+        }
+        assert!(std::time::Instant::now() < deadline, "{res:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 #[tokio::test]
 async fn ec_and_rep_on_s3_spaces() {
     let c = TestCluster::builder().agents(1).build().await.unwrap();
     let api = c.api().clone();
     let s3 = S3Server::start(&c.scratch("s3"), &["ec-bucket"]).await;
-    let mut s3_spaces = Vec::new();
-    for i in 0..6 {
-        let v = Api::ok(
-            api.post(
-                "/v1/userSpace/create",
-                s3_space(&format!("s3-{i}"), &s3, &format!("jcs-{i}")),
-            )
-            .await,
-        );
-        s3_spaces.push(v["userSpace"]["userSpaceID"].as_u64().unwrap());
-    }
+    let s3_spaces = create_s3_spaces(&api, &s3, 6).await;
     let (package, _) = package_with(&api, "s3", ec46()).await;
     let body = data(5, 6 * STRIPE + 5);
-    // The agent learns the new spaces with its next heartbeat: retry until it serves them.
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    let obj = loop {
-        let res = upload_raw(&api, package, "s3.bin", &body, None, Some(s3_spaces[0])).await;
-        if res.1["code"] == "OK" {
-            break res.1["data"]["uploadeds"][0].clone();
-        }
-        assert!(std::time::Instant::now() < deadline, "{:?}", res);
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let obj = upload_once_served(&api, package, "s3.bin", &body, s3_spaces[0]).await;
     let id = obj["objectID"].as_u64().unwrap();
     let bl = blocks(&c, id).await;
     let on_s3: Vec<&Value> = bl

@@ -12,8 +12,8 @@ use serde_json::{Value, json};
 
 use crate::data;
 use crate::redundancy::{
-    STRIPE, blocks, check_reads, corrupt, ec46, package_with, s3_space, shard_files, upload,
-    upload_raw,
+    STRIPE, blocks, check_reads, corrupt, create_s3_spaces, ec46, package_with, shard_files,
+    upload, upload_once_served,
 };
 
 /// On demand only, repairs of down agents after `repair_after_down`.
@@ -385,28 +385,10 @@ async fn scrub_repairs_ec_blocks_on_s3_spaces() {
         .unwrap();
     let api = c.api().clone();
     let s3 = S3Server::start(&c.scratch("s3"), &["ec-bucket"]).await;
-    let mut s3_spaces = Vec::new();
-    for i in 0..7 {
-        let v = Api::ok(
-            api.post(
-                "/v1/userSpace/create",
-                s3_space(&format!("s3-{i}"), &s3, &format!("jcs-{i}")),
-            )
-            .await,
-        );
-        s3_spaces.push(v["userSpace"]["userSpaceID"].as_u64().unwrap());
-    }
+    let s3_spaces = create_s3_spaces(&api, &s3, 7).await;
     let (package, _) = package_with(&api, "s3", ec46()).await;
     let body = data(51, 4 * STRIPE + 99);
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let obj = loop {
-        let res = upload_raw(&api, package, "s3.bin", &body, None, Some(s3_spaces[0])).await;
-        if res.1["code"] == "OK" {
-            break res.1["data"]["uploadeds"][0].clone();
-        }
-        assert!(Instant::now() < deadline, "{res:?}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let obj = upload_once_served(&api, package, "s3.bin", &body, s3_spaces[0]).await;
     let id = obj["objectID"].as_u64().unwrap();
     let before = blocks(&c, id).await;
     let root = vec![s3.root.clone()];
