@@ -221,15 +221,13 @@ pub async fn rebuild(
             })?
             .into_inner();
         let expected = &summary.blocks[i];
+        let expected_sha = expected.sha256.map(hex::encode).unwrap_or_default();
         ensure!(
-            stored.size == expected.size && stored.sha256 == hex::encode(expected.sha256),
+            stored.size == expected.size && stored.sha256 == expected_sha,
             BadRequestSnafu {
                 message: format!(
                     "target stored block {i} as {} bytes {} but {} bytes {} were sent",
-                    stored.size,
-                    stored.sha256,
-                    expected.size,
-                    hex::encode(expected.sha256)
+                    stored.size, stored.sha256, expected.size, expected_sha
                 ),
             }
         );

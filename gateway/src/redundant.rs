@@ -1,6 +1,7 @@
 //! Bytes of rep/ec objects (issue 8, `docs/redundancy.md`). Uploads: the body goes through
 //! `redundancy::encoder` and each block is streamed to its own agent with `PutShard` (one
-//! ticket per block); the agents' hashes must equal the encoder's. Downloads:
+//! ticket per block); each block's size must equal the encoder's, and its hash is the one
+//! its agent computed while storing it (the encoder hashes only the object). Downloads:
 //! `redundancy::read_range` over one [`AgentBlock`] (ranged `GetShard`) per block, so a
 //! missing, unreachable or corrupt block is rebuilt from the others (degraded read).
 //!
@@ -66,8 +67,15 @@ pub(crate) async fn put_blocks(
             policy.block_count()
         )));
     }
-    let (encoder, streams) = redundancy::encoder(policy, redundancy::EncodeOptions::default())
-        .map_err(|e| encode_error(e, what))?;
+    // The agents hash what they store and answer with it; hashing ec blocks here as well
+    // would cost a SHA-256 pass over n/k of the object (the CRC32C of every piece still
+    // catches damage on read). rep/none blocks are the object, whose hash is computed anyway.
+    let opts = redundancy::EncodeOptions {
+        hash_blocks: false,
+        ..redundancy::EncodeOptions::default()
+    };
+    let (encoder, streams) =
+        redundancy::encoder(policy, opts).map_err(|e| encode_error(e, what))?;
     // Each block's request stream ends with `finish` only once the whole body was encoded
     // successfully; otherwise it ends without it and the agent discards the bytes.
     let (done_tx, done_rx) = watch::channel(None::<bool>);
@@ -102,17 +110,22 @@ pub(crate) async fn put_blocks(
     }
     let summary = summary.map_err(|e| encode_error(e, what))?;
     let mut blocks = Vec::with_capacity(stored.len());
-    for (resp, block) in stored.iter().zip(&summary.blocks) {
-        let sha = hex::encode(block.sha256);
-        if resp.size != block.size || resp.sha256 != sha {
+    for (resp, block) in stored.into_iter().zip(&summary.blocks) {
+        let sent = block.sha256.map(hex::encode);
+        let hash_differs = sent.as_ref().is_some_and(|sha| *sha != resp.sha256);
+        if resp.size != block.size || hash_differs {
             return Err(ApiError::internal(format!(
-                "agent stored block {} of {what} as {} bytes {} but {} bytes {sha} were sent",
-                block.index, resp.size, resp.sha256, block.size
+                "agent stored block {} of {what} as {} bytes {} but {} bytes {} were sent",
+                block.index,
+                resp.size,
+                resp.sha256,
+                block.size,
+                sent.as_deref().unwrap_or("(not hashed)")
             )));
         }
         blocks.push(pb::StoredBlock {
             size: block.size,
-            sha256: sha,
+            sha256: resp.sha256,
         });
     }
     common::metrics::metrics()

@@ -1,7 +1,8 @@
 //! Streaming encoders: the input is a stream of byte chunks of any size, the output one bounded
 //! channel per block. `ec` stripes and Reed–Solomon-encodes (see [`crate::layout`] for the
 //! stored format); `rep` and `none` fan the same chunks out to every replica. Every encoder
-//! hashes each block and the whole object (SHA-256) while streaming.
+//! hashes the whole object (SHA-256) while streaming, and each block unless
+//! [`EncodeOptions::hash_blocks`] is off.
 //!
 //! Memory: an `ec` encoder holds the stripe it is filling (`k * chunk_size`), the stripe being
 //! encoded and its parity, and what the block channels hold (`channel_capacity` frames per
@@ -36,12 +37,19 @@ pub const DEFAULT_CHANNEL_CAPACITY: usize = 2;
 pub struct EncodeOptions {
     /// Frames (ec) or chunks (rep/none) each block channel buffers before the encoder waits.
     pub channel_capacity: usize,
+    /// Compute each block's SHA-256 (`BlockSummary::sha256`). An ec block costs a SHA-256
+    /// pass over `n / k` of the object on top of the object's own; a caller whose block
+    /// consumer hashes what it stores anyway (an agent's `PutShard` answers with the
+    /// SHA-256 of the stored bytes) can turn it off and use that hash instead. Every stored
+    /// piece still carries its CRC32C, so damage is found on read whatever this says.
+    pub hash_blocks: bool,
 }
 
 impl Default for EncodeOptions {
     fn default() -> Self {
         EncodeOptions {
             channel_capacity: DEFAULT_CHANNEL_CAPACITY,
+            hash_blocks: true,
         }
     }
 }
@@ -53,8 +61,8 @@ pub struct BlockSummary {
     pub index: usize,
     /// Stored bytes (frames included for ec).
     pub size: u64,
-    /// SHA-256 of the stored bytes.
-    pub sha256: [u8; 32],
+    /// SHA-256 of the stored bytes; `None` when the encoder was told not to hash blocks.
+    pub sha256: Option<[u8; 32]>,
 }
 
 /// What an encoder produced.
@@ -158,7 +166,14 @@ impl Encoder {
         S: Stream<Item = io::Result<Bytes>> + Send + Unpin,
     {
         match EcLayout::of(&self.policy) {
-            Some(layout) => run_ec(self.policy, layout, self.txs, input).await,
+            Some(layout) => {
+                let enc = if self.opts.hash_blocks {
+                    StripeEncoder::new(layout)?
+                } else {
+                    StripeEncoder::without_block_hashes(layout)?
+                };
+                run_ec(self.policy, enc, self.txs, input).await
+            }
             None => run_fanout(self.policy, self.txs, input).await,
         }
     }
@@ -176,20 +191,29 @@ pub struct Frame {
 pub struct StripeEncoder {
     layout: EcLayout,
     rs: ReedSolomonEncoder,
+    /// Empty when blocks are not hashed.
     hashes: Vec<Sha256>,
     sizes: Vec<u64>,
     stripe: u64,
 }
 
 impl StripeEncoder {
+    /// An encoder that also hashes every block.
     pub fn new(layout: EcLayout) -> Result<StripeEncoder> {
+        let mut enc = StripeEncoder::without_block_hashes(layout)?;
+        enc.hashes = vec![Sha256::new(); layout.n];
+        Ok(enc)
+    }
+
+    /// An encoder whose [`finish`](Self::finish) reports no block hashes.
+    pub fn without_block_hashes(layout: EcLayout) -> Result<StripeEncoder> {
         let slice = CODEC_SLICE.min(layout.chunk_size);
         let rs = ReedSolomonEncoder::new(layout.k, layout.n - layout.k, slice)
             .context(EncodeStripeSnafu { stripe: 0u64 })?;
         Ok(StripeEncoder {
             layout,
             rs,
-            hashes: vec![Sha256::new(); layout.n],
+            hashes: Vec::new(),
             sizes: vec![0; layout.n],
             stripe: 0,
         })
@@ -227,8 +251,10 @@ impl StripeEncoder {
         let mut frames = Vec::with_capacity(self.layout.n);
         for (i, piece) in pieces.into_iter().enumerate() {
             let checksum = piece_checksum(i, stripe, &piece);
-            self.hashes[i].update(&piece);
-            self.hashes[i].update(checksum.to_le_bytes());
+            if let Some(h) = self.hashes.get_mut(i) {
+                h.update(&piece);
+                h.update(checksum.to_le_bytes());
+            }
             self.sizes[i] += self.layout.frame_len();
             frames.push(Frame { piece, checksum });
         }
@@ -241,16 +267,16 @@ impl StripeEncoder {
         self.stripe
     }
 
-    /// Stored size and SHA-256 of every block.
+    /// Stored size and SHA-256 (if hashed) of every block.
     pub fn finish(self) -> Vec<BlockSummary> {
-        self.hashes
+        let mut hashes = self.hashes.into_iter();
+        self.sizes
             .into_iter()
-            .zip(self.sizes)
             .enumerate()
-            .map(|(index, (h, size))| BlockSummary {
+            .map(|(index, size)| BlockSummary {
                 index,
                 size,
-                sha256: h.finalize().into(),
+                sha256: hashes.next().map(|h| h.finalize().into()),
             })
             .collect()
     }
@@ -258,15 +284,14 @@ impl StripeEncoder {
 
 async fn run_ec<S>(
     policy: Policy,
-    layout: EcLayout,
+    mut enc: StripeEncoder,
     txs: Vec<mpsc::Sender<Bytes>>,
     mut input: S,
 ) -> Result<EncodeSummary>
 where
     S: Stream<Item = io::Result<Bytes>> + Send + Unpin,
 {
-    let stripe_len = layout.stripe_len() as usize;
-    let mut enc = StripeEncoder::new(layout)?;
+    let stripe_len = enc.layout.stripe_len() as usize;
     let mut hasher = Sha256::new();
     let mut size = 0u64;
     let mut buf = BytesMut::with_capacity(stripe_len);
@@ -375,7 +400,7 @@ where
         .map(|index| BlockSummary {
             index,
             size,
-            sha256,
+            sha256: Some(sha256),
         })
         .collect();
     Ok(EncodeSummary {

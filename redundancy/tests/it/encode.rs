@@ -52,7 +52,7 @@ async fn every_policy_round_trips_every_size() {
                 assert_eq!(blocks.len(), policy.block_count(), "{ctx}");
                 for (b, s) in blocks.iter().zip(&summary.blocks) {
                     assert_eq!(s.size, b.len() as u64, "{ctx}");
-                    assert_eq!(s.sha256, sha(b), "{ctx}");
+                    assert_eq!(s.sha256, Some(sha(b)), "{ctx}");
                 }
                 match EcLayout::of(&policy) {
                     Some(l) => {
@@ -97,6 +97,7 @@ async fn encoder_memory_is_bounded_by_its_channels() {
         policy,
         EncodeOptions {
             channel_capacity: capacity,
+            ..EncodeOptions::default()
         },
     )
     .unwrap();
@@ -155,6 +156,7 @@ async fn rep_encoder_is_bounded_too() {
         Policy::rep(2).unwrap(),
         EncodeOptions {
             channel_capacity: 2,
+            ..EncodeOptions::default()
         },
     )
     .unwrap();
@@ -217,6 +219,48 @@ async fn input_errors_and_vanished_consumers_fail_the_encode() {
     assert!(matches!(err, Error::SendBlock { index: 1 }), "{err}");
     for r in readers {
         r.await.unwrap();
+    }
+}
+
+/// Without block hashes an encoder stores exactly the same blocks and object hash, and
+/// reports no block hashes (the caller takes the agents' instead).
+#[tokio::test]
+async fn blocks_without_hashes_are_the_same_blocks() {
+    for policy in policies() {
+        let data = pattern(3 * 1000 + 17, 5);
+        let (hashed, hashed_blocks) = encode(policy, &data, 100).await;
+        let (encoder, streams) = redundancy::encoder(
+            policy,
+            EncodeOptions {
+                hash_blocks: false,
+                ..EncodeOptions::default()
+            },
+        )
+        .unwrap();
+        let input = futures::stream::iter(
+            data.chunks(100)
+                .map(|c| Ok::<_, io::Error>(Bytes::copy_from_slice(c)))
+                .collect::<Vec<_>>(),
+        );
+        let collect = futures::future::join_all(
+            streams
+                .into_iter()
+                .map(redundancy::memory::MemoryBlock::collect),
+        );
+        let (plain, blocks) = tokio::join!(encoder.run(input), collect);
+        let plain = plain.unwrap();
+        assert_eq!(blocks, hashed_blocks, "{policy:?}");
+        assert_eq!(plain.sha256, hashed.sha256, "{policy:?}");
+        assert_eq!(plain.size, hashed.size, "{policy:?}");
+        for (p, h) in plain.blocks.iter().zip(&hashed.blocks) {
+            assert_eq!(p.size, h.size, "{policy:?}");
+            assert!(h.sha256.is_some(), "{policy:?}");
+            match policy {
+                // rep/none blocks are the object: their hash is the object's, free.
+                Policy::None | Policy::Rep { .. } => assert_eq!(p.sha256, h.sha256),
+                Policy::Ec { .. } => assert_eq!(p.sha256, None, "{policy:?}"),
+            }
+        }
     }
 }
 
