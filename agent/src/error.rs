@@ -127,6 +127,12 @@ pub enum Error {
     #[snafu(display("put stream ended without finish; nothing was stored"))]
     StreamAborted,
 
+    /// The bytes received do not have the CRC32C the client sent with `finish`.
+    #[snafu(display(
+        "the shard's bytes were damaged in transit: CRC32C {actual:08x} received, {expected:08x} sent; nothing was stored"
+    ))]
+    TransitChecksum { expected: u32, actual: u32 },
+
     /// Receiving the next message of the client stream failed.
     #[snafu(display("failed to receive the put stream"))]
     ReceivePut { source: tonic::Status },
@@ -413,6 +419,7 @@ impl CodedError for Error {
             Error::ChunkTooLarge { .. } => ErrorCode::BadArgument,
             Error::ShardTooLarge { .. } => ErrorCode::BadArgument,
             Error::StreamAborted => ErrorCode::BadArgument,
+            Error::TransitChecksum { .. } => ErrorCode::Unavailable,
             Error::ReceivePut { source } => common::error::code_of(source),
             Error::WriteShard { source, .. } => storage_code(source),
             Error::WriterTask { .. } => ErrorCode::Internal,

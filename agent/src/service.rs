@@ -28,7 +28,7 @@ use tracing::debug;
 use crate::error::{
     BadRequestSnafu, BadTicketSnafu, ChunkTooLargeSnafu, Error, InvalidShardHashSnafu,
     NoShardStoreSnafu, ReceivePutSnafu, RemoteAgentSnafu, Result, ShardTooLargeSnafu,
-    ShuttingDownSnafu, StreamAbortedSnafu, WriterTaskSnafu,
+    ShuttingDownSnafu, StreamAbortedSnafu, TransitChecksumSnafu, WriterTaskSnafu,
 };
 use crate::files::{self, FileEntry, FileStream};
 use crate::registry::SpaceRegistry;
@@ -496,7 +496,7 @@ async fn put_to(
                 return Ok(());
             }
         }
-        let _ = tx.send(send(Msg::Finish(Finish {}))).await;
+        let _ = tx.send(send(Msg::Finish(Finish::default()))).await;
         Ok::<(), Error>(())
         // `tx` drops here, ending the stream: after `finish`, or without it.
     };
@@ -596,6 +596,7 @@ async fn feed_put(
     max_size: Option<u64>,
 ) -> Result<bool> {
     let mut total = 0u64;
+    let mut crc = 0u32;
     loop {
         let Some(msg) = stream.message().await.context(ReceivePutSnafu)? else {
             return StreamAbortedSnafu.fail();
@@ -613,11 +614,21 @@ async fn feed_put(
                 if let Some(max_size) = max_size {
                     ensure!(total <= max_size, ShardTooLargeSnafu { max_size });
                 }
+                crc = crc32c::crc32c_append(crc, &data);
                 if tx.send(PutItem::Data(data)).await.is_err() {
                     return Ok(false);
                 }
             }
-            Some(Msg::Finish(_)) => {
+            Some(Msg::Finish(finish)) => {
+                if let Some(expected) = finish.crc32c {
+                    ensure!(
+                        expected == crc,
+                        TransitChecksumSnafu {
+                            expected,
+                            actual: crc
+                        }
+                    );
+                }
                 let next = stream.message().await.context(ReceivePutSnafu)?;
                 ensure!(
                     next.is_none(),

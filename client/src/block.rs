@@ -4,6 +4,8 @@
 
 use std::io;
 use std::ops::Range;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
 
 use futures::StreamExt;
 use proto::agent::put_shard_request::Msg;
@@ -104,29 +106,41 @@ impl BlockSource for AgentBlock {
 
 /// The request stream of one block's `PutShard`: the ticket, the block's bytes, then
 /// `finish` only once `done` says the whole encode succeeded (`Some(true)`); otherwise the
-/// stream ends without it and the agent discards what it received. Shared by the gateway's
+/// stream ends without it and the agent discards what it received. `finish` carries the
+/// CRC32C of the bytes sent, so the agent refuses a block damaged in transit (its SHA-256
+/// answer then always describes what was sent). Shared by the gateway's
 /// rep/ec uploads and the agent's `RebuildBlocks`.
 pub fn put_block_requests(
     ticket: Ticket,
     data: impl futures::Stream<Item = bytes::Bytes> + Send + 'static,
     mut done: tokio::sync::watch::Receiver<Option<bool>>,
 ) -> impl futures::Stream<Item = PutShardRequest> + Send + 'static {
+    // The stream's items are produced one after another, so the running CRC needs no lock;
+    // the atomic only lets the `finish` future read what the data closure wrote.
+    let crc = Arc::new(AtomicU32::new(0));
+    let sent = crc.clone();
     let finish = futures::stream::once(async move {
         let ok = done
             .wait_for(Option::is_some)
             .await
             .map(|v| *v == Some(true))
             .unwrap_or(false);
-        ok.then_some(PutShardRequest {
-            msg: Some(Msg::Finish(Finish {})),
+        ok.then(|| PutShardRequest {
+            msg: Some(Msg::Finish(Finish {
+                crc32c: Some(sent.load(Ordering::Acquire)),
+            })),
         })
     })
     .filter_map(futures::future::ready);
     futures::stream::once(futures::future::ready(PutShardRequest {
         msg: Some(Msg::Ticket(ticket)),
     }))
-    .chain(data.map(|data| PutShardRequest {
-        msg: Some(Msg::Data(data)),
+    .chain(data.map(move |data| {
+        let next = crc32c::crc32c_append(crc.load(Ordering::Acquire), &data);
+        crc.store(next, Ordering::Release);
+        PutShardRequest {
+            msg: Some(Msg::Data(data)),
+        }
     }))
     .chain(finish)
 }

@@ -824,7 +824,7 @@ async fn feed_field(
         sent += chunk.len() as u64;
         send(&tx, Msg::Data(chunk)).await?;
     }
-    send(&tx, Msg::Finish(Finish {})).await?;
+    send(&tx, Msg::Finish(Finish::default())).await?;
     Ok(sent)
 }
 

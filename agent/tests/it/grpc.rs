@@ -248,6 +248,31 @@ async fn put_without_finish_stores_nothing() {
     agent.stop().await;
 }
 
+/// `finish` with the CRC32C of what was sent: a mismatch (bytes damaged on the way) stores
+/// nothing and says so; the right CRC32C stores the shard under the SHA-256 of the bytes.
+#[tokio::test]
+async fn put_with_a_wrong_transit_checksum_stores_nothing() {
+    let agent = TestAgent::start().await;
+    let data = pattern(3 * MIB + 5);
+    let with_crc = |crc: u32| {
+        let mut msgs = put_messages(agent.put_ticket(0), &data, MIB, false);
+        msgs.push(PutShardRequest {
+            msg: Some(Msg::Finish(proto::agent::Finish { crc32c: Some(crc) })),
+        });
+        msgs
+    };
+    let crc = crc32c::crc32c(&data);
+    let err = put(&agent, with_crc(crc ^ 1)).await.unwrap_err();
+    assert_eq!(code_of(&err), ErrorCode::Unavailable, "{err:?}");
+    assert!(err.message().contains("damaged in transit"), "{err:?}");
+    assert_eq!(agent.stored_files(), (vec![], vec![]));
+
+    let stored = put(&agent, with_crc(crc)).await.unwrap();
+    assert_eq!(stored.size, data.len() as u64);
+    assert_eq!(stored.sha256, hex::encode(Sha256::digest(&data)));
+    agent.stop().await;
+}
+
 #[tokio::test]
 async fn protocol_violations_store_nothing() {
     let agent = TestAgent::start().await;

@@ -577,7 +577,7 @@ pub fn put_messages(
     }));
     if finish {
         msgs.push(PutShardRequest {
-            msg: Some(Msg::Finish(Finish {})),
+            msg: Some(Msg::Finish(Finish::default())),
         });
     }
     msgs
