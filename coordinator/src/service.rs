@@ -259,7 +259,15 @@ impl Service {
                 "blocks given for an upload that was not begun as rep/ec",
             ))
         } else {
-            self.catalog.commit_upload(up, r.size, &r.sha256).await
+            let o = self.catalog.commit_upload(up, r.size, &r.sha256).await?;
+            if matches!(
+                up.target,
+                crate::catalog::rows::UploadTarget::Complete { .. }
+            ) {
+                // Completed multipart uploads are stored `none`; reencode.rs converges them.
+                self.converge_policy(&o).await;
+            }
+            Ok(o)
         }
     }
 

@@ -152,9 +152,12 @@ impl Service {
             .await
             .map_err(agent_error)?
             .into_inner();
-        self.catalog
+        let o = self
+            .catalog
             .commit_upload(&up, stored.size, &stored.sha256)
             .await?;
+        // Imports are stored `none`; reencode.rs converges them to the package's policy.
+        self.converge_policy(&o).await;
         Ok(())
     }
 
