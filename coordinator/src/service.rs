@@ -259,15 +259,7 @@ impl Service {
                 "blocks given for an upload that was not begun as rep/ec",
             ))
         } else {
-            let o = self.catalog.commit_upload(up, r.size, &r.sha256).await?;
-            if matches!(
-                up.target,
-                crate::catalog::rows::UploadTarget::Complete { .. }
-            ) {
-                // Completed multipart uploads are stored `none`; reencode.rs converges them.
-                self.converge_policy(&o).await;
-            }
-            Ok(o)
+            self.catalog.commit_upload(up, r.size, &r.sha256).await
         }
     }
 
