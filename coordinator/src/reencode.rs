@@ -70,8 +70,7 @@ impl Scrubber {
             }
             return Ok(true);
         }
-        let jobs = self.catalog.reencode_jobs(STATUS_JOBS).await?;
-        let Some((package, job)) = jobs.into_iter().find(|(_, j)| j.row.running) else {
+        let Some((package, job)) = self.running_job().await? else {
             return Ok(false);
         };
         if let Err(e) = self.catalog.get_package(package).await {
@@ -86,6 +85,24 @@ impl Scrubber {
         if !state.counted {
             state.total = self.catalog.count_objects(package).await?;
             state.counted = true;
+        }
+        // Too few live spaces for the new policy (e.g. a new leader that has not heard
+        // from the agents yet): wait rather than fail every object.
+        let live = self.registry.live_spaces().len();
+        let needed = state.policy.block_count();
+        if live < needed {
+            let waiting =
+                format!("waiting for {needed} live user spaces with a shard store ({live} live)");
+            if state.last_error != waiting {
+                state.last_error = waiting;
+                self.catalog
+                    .put_reencode_job(package, job.rev, &state)
+                    .await?;
+            }
+            return Ok(false);
+        }
+        if state.last_error.starts_with("waiting for ") {
+            state.last_error.clear();
         }
         let limit = self.config.objects_per_step.max(1);
         let page = self
@@ -126,6 +143,22 @@ impl Scrubber {
             tracing::info!(package_id = %package, "re-encode job restarted by a newer policy change");
         }
         Ok(true)
+    }
+
+    /// The first running job (pages through every job, finished ones included).
+    async fn running_job(&self) -> Result<Option<(PackageId, Versioned<ReencodeJob>)>> {
+        let mut after = None;
+        loop {
+            let page = self.catalog.reencode_jobs(after, STATUS_JOBS).await?;
+            let full = page.len() == STATUS_JOBS;
+            after = page.last().map(|(p, _)| *p);
+            if let Some(found) = page.into_iter().find(|(_, j)| j.row.running) {
+                return Ok(Some(found));
+            }
+            if !full {
+                return Ok(None);
+            }
+        }
     }
 
     /// The policy objects of `package` converge to: its own, else the cluster default.
@@ -341,14 +374,32 @@ impl Scrubber {
     }
 }
 
-/// The API form of the re-encode jobs.
+/// Most jobs the status reads (running ones are listed first).
+const STATUS_SCAN: usize = 10_000;
+
+/// The API form of the re-encode jobs: running ones first, then finished ones, at most
+/// [`STATUS_JOBS`], each group by package id.
 pub(crate) async fn status(catalog: &Catalog) -> Result<Vec<pb::ReencodeStatus>> {
-    Ok(catalog
-        .reencode_jobs(STATUS_JOBS)
-        .await?
-        .into_iter()
-        .map(|(package, j)| job_pb(package, j.row))
-        .collect())
+    let (mut running, mut finished) = (Vec::new(), Vec::new());
+    let mut after = None;
+    for _ in 0..STATUS_SCAN / STATUS_JOBS {
+        let page = catalog.reencode_jobs(after, STATUS_JOBS).await?;
+        let full = page.len() == STATUS_JOBS;
+        after = page.last().map(|(p, _)| *p);
+        for (package, j) in page {
+            if j.row.running {
+                running.push(job_pb(package, j.row));
+            } else if finished.len() < STATUS_JOBS {
+                finished.push(job_pb(package, j.row));
+            }
+        }
+        if !full {
+            break;
+        }
+    }
+    running.extend(finished);
+    running.truncate(STATUS_JOBS);
+    Ok(running)
 }
 
 fn job_pb(package: PackageId, j: ReencodeJob) -> pb::ReencodeStatus {
@@ -391,5 +442,74 @@ impl crate::service::Service {
                 tracing::warn!(object_id = %o.object_id, error = %common::error::ErrorChain(&e), "cannot queue the object for re-encoding")
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+    use std::time::Duration;
+
+    use client::AgentPool;
+    use common::UserId;
+
+    use super::*;
+    use crate::config::ScrubConfig;
+    use crate::registry::Registry;
+    use crate::tickets::TicketSigner;
+
+    fn scrubber(catalog: Catalog) -> Scrubber {
+        Scrubber {
+            catalog,
+            registry: Arc::new(Registry::new(Duration::from_secs(10))),
+            signer: TicketSigner::new(common::secret::Secret::new("k")),
+            agents: AgentPool::default(),
+            config: ScrubConfig::default(),
+            wakeup: Arc::default(),
+            turn: Arc::default(),
+            default_redundancy: Policy::None,
+        }
+    }
+
+    #[tokio::test]
+    async fn a_running_job_after_many_finished_ones_is_found_and_waits_for_spaces() {
+        let c = Catalog::new(Arc::new(meta::MemoryStore::new()));
+        let b = c.create_bucket(UserId(1), "b").await.unwrap();
+        let ec = Policy::ec(2, 3, 64).unwrap();
+        let mut last = None;
+        for i in 0..(STATUS_JOBS + 5) {
+            let p = c
+                .create_package(b.bucket_id, &format!("p{i}"))
+                .await
+                .unwrap();
+            c.set_package_policy_reencoding(p.package_id, ec)
+                .await
+                .unwrap();
+            last = Some(p.package_id);
+        }
+        let last = last.unwrap();
+        // Every job but the last has finished.
+        for (p, j) in c.reencode_jobs(None, 1000).await.unwrap() {
+            if p != last {
+                let mut done = j.row.clone();
+                done.running = false;
+                assert!(c.put_reencode_job(p, j.rev, &done).await.unwrap());
+            }
+        }
+        let s = scrubber(c.clone());
+        let (found, _) = s.running_job().await.unwrap().unwrap();
+        assert_eq!(found, last);
+        // No live space known (no agent heard from): the job waits, nothing is counted.
+        assert!(!s.reencode_step().await.unwrap());
+        let st = status(&c).await.unwrap();
+        assert_eq!(st.len(), STATUS_JOBS);
+        assert_eq!(st[0].package_id, last.0, "running jobs first");
+        assert!(st[0].running);
+        assert_eq!((st[0].checked, st[0].failed), (0, 0));
+        assert!(
+            st[0].last_error.starts_with("waiting for 3 live"),
+            "{}",
+            st[0].last_error
+        );
     }
 }

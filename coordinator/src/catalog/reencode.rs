@@ -117,17 +117,29 @@ impl Catalog {
         Ok(())
     }
 
-    /// Every re-encode job (at most `limit`), lowest package id first.
+    /// Re-encode jobs of packages after `after` (all when `None`), at most `limit`, lowest
+    /// package id first.
     pub async fn reencode_jobs(
         &self,
+        after: Option<PackageId>,
         limit: usize,
     ) -> Result<Vec<(PackageId, Versioned<ReencodeJob>)>> {
+        let prefix = keys::reencode_job_prefix();
+        let start = match after {
+            Some(p) => {
+                let mut k = keys::reencode_job(p);
+                k.push(0);
+                k
+            }
+            None => prefix.clone(),
+        };
         let page = self
             .meta
             .range(meta::Range {
+                start,
+                end: meta::prefix_end(&prefix),
                 limit,
                 keys_only: false,
-                ..meta::Range::prefix(keys::reencode_job_prefix())
             })
             .await?;
         let mut out = Vec::with_capacity(page.kvs.len());
@@ -553,7 +565,7 @@ mod tests {
     async fn jobs_are_restarted_by_a_policy_change_and_advanced_by_revision() {
         let (c, p) = setup().await;
         c.set_package_policy_reencoding(p, ec23()).await.unwrap();
-        let jobs = c.reencode_jobs(10).await.unwrap();
+        let jobs = c.reencode_jobs(None, 10).await.unwrap();
         assert_eq!(jobs.len(), 1);
         let (pid, job) = &jobs[0];
         assert_eq!((*pid, job.row.policy, job.row.running), (p, ec23(), true));
@@ -566,7 +578,8 @@ mod tests {
             .await
             .unwrap();
         assert!(!c.put_reencode_job(p, job.rev, &next).await.unwrap());
-        let (_, now) = c.reencode_jobs(10).await.unwrap().remove(0);
+        let (_, now) = c.reencode_jobs(None, 10).await.unwrap().remove(0);
+        assert!(c.reencode_jobs(Some(p), 10).await.unwrap().is_empty());
         assert_eq!(
             (now.row.policy, now.row.cursor.as_str()),
             (Policy::None, "")
