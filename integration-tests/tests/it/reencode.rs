@@ -494,3 +494,46 @@ async fn multipart_completion_converges_to_the_package_policy() {
     assert_eq!(status(&api).await["reencodeQueued"], 0);
     c.shutdown().await;
 }
+
+/// Measurement, not a check (run by hand, docs/redundancy.md): how long a 64 MiB object
+/// takes to convert none → ec(4,6) → rep(2) → none on six Local agents in one process.
+/// `cargo nextest run -p integration-tests reencode_throughput --run-ignored only --no-capture`
+#[tokio::test]
+#[ignore]
+#[allow(clippy::print_stderr)]
+async fn reencode_throughput_of_a_64_mib_object() {
+    let c = TestCluster::builder()
+        .meta(Meta::Redb)
+        .agents(6)
+        .scrub(scrub_config())
+        .build()
+        .await
+        .unwrap();
+    let api = c.api().clone();
+    let (package, _) = package_with(&api, "m", json!({"type": "none"})).await;
+    let body = data(99, 64 << 20);
+    upload(&api, package, "big.bin", &body, None).await;
+    let id = api.package_objects(package).await[0]["objectID"]
+        .as_u64()
+        .unwrap();
+    for policy in [
+        json!({"type": "ec", "k": 4, "n": 6, "chunkSize": 1048576}),
+        json!({"type": "rep", "repCount": 2}),
+        json!({"type": "none"}),
+    ] {
+        let t = Instant::now();
+        let j = update_and_wait(&api, package, &policy).await;
+        let secs = t.elapsed().as_secs_f64();
+        assert_eq!(
+            (j["reencoded"].as_u64(), j["failed"].as_u64()),
+            (Some(1), Some(0)),
+            "{j}"
+        );
+        eprintln!(
+            "re-encode to {policy}: {secs:.2} s, {:.1} MiB/s of object",
+            64.0 / secs
+        );
+    }
+    assert!(api.download_all(id).await[..] == body[..]);
+    c.shutdown().await;
+}
