@@ -561,6 +561,26 @@ mod tests {
         );
     }
 
+    #[test]
+    fn golden_reencode_job_decodes() {
+        let j: ReencodeJob =
+            serde_json::from_str(include_str!("../../tests/golden/reencode_job_v1.json")).unwrap();
+        assert_eq!(j.policy, Policy::ec(4, 6, 1 << 20).unwrap());
+        assert_eq!(
+            (
+                j.running,
+                j.total,
+                j.cursor.as_str(),
+                j.checked,
+                j.superseded
+            ),
+            (true, 3, "b.bin", 2, 1)
+        );
+        // Only the policy is required: older or newer writers stay readable.
+        let bare: ReencodeJob = serde_json::from_str(r#"{"policy":{"type":"none"}}"#).unwrap();
+        assert_eq!((bare.v, bare.running, bare.cursor.as_str()), (1, false, ""));
+    }
+
     #[tokio::test]
     async fn jobs_are_restarted_by_a_policy_change_and_advanced_by_revision() {
         let (c, p) = setup().await;
