@@ -495,6 +495,68 @@ async fn multipart_completion_converges_to_the_package_policy() {
     c.shutdown().await;
 }
 
+#[tokio::test]
+async fn imports_converge_to_the_default_policy() {
+    let rep2 = json!({"type": "rep", "repCount": 2});
+    let c = TestCluster::builder()
+        .meta(Meta::Redb)
+        .agents(3)
+        .default_redundancy(rep2.clone())
+        .scrub(scrub_config())
+        .build()
+        .await
+        .unwrap();
+    let api = c.api().clone();
+    let dir = c.scratch("import");
+    let files: Vec<(String, Vec<u8>)> = (0..3)
+        .map(|i| {
+            (
+                format!("d{i}/f{i}.bin"),
+                data(40 + i, 5000 * (i as usize + 1)),
+            )
+        })
+        .collect();
+    for (p, body) in &files {
+        let f = dir.join(p);
+        std::fs::create_dir_all(f.parent().unwrap()).unwrap();
+        std::fs::write(&f, body).unwrap();
+    }
+    let space = Api::ok(
+        api.post(
+            "/v1/userSpace/create",
+            json!({"name": "src", "storage": {"type": "Local", "path": dir.to_str().unwrap(), "location": "agent-0"},
+                   "credential": {"type": "Local"}, "shardStore": null}),
+        )
+        .await,
+    )["userSpace"]["userSpaceID"]
+        .as_u64()
+        .unwrap();
+    let bucket = api.create_bucket("imp").await;
+    let d = Api::ok(
+        api.post(
+            "/v1/userSpace/createPackage",
+            json!({"userSpaceID": space, "path": "", "bucketID": bucket, "name": "imported"}),
+        )
+        .await,
+    );
+    assert_eq!(d["imported"].as_u64(), Some(3), "{d}");
+    let package = d["package"]["packageID"].as_u64().unwrap();
+    assert_eq!(d["package"]["redundancy"], rep2, "{d}");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let o = api.package_objects(package).await;
+        if o.len() == 3 && o.iter().all(|o| o["redundancy"] == rep2) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "not converted: {o:?}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    for (p, body) in &files {
+        check_stored(&c, package, p, body, &rep2).await;
+    }
+    c.shutdown().await;
+}
+
 /// Measurement, not a check (run by hand, docs/redundancy.md): how long a 64 MiB object
 /// takes to convert none → ec(4,6) → rep(2) → none on six Local agents in one process.
 /// `cargo nextest run -p integration-tests reencode_throughput --run-ignored only --no-capture`
