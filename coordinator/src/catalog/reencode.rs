@@ -377,10 +377,11 @@ impl Catalog {
                 .filter(|k| !put_keys.contains(k))
                 .map(Op::Delete),
         );
-        if when.len().max(then.len()) > MAX_TXN_OPS {
+        // The leader's fence adds one comparison.
+        let ops = (when.len() + 1).max(then.len());
+        if ops > MAX_TXN_OPS {
             return Err(bad(format!(
-                "re-encoding object {id} needs {} operations in one transaction (limit {MAX_TXN_OPS})",
-                when.len().max(then.len())
+                "re-encoding object {id} needs {ops} operations in one transaction (limit {MAX_TXN_OPS})"
             )));
         }
         let res = self
