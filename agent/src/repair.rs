@@ -11,6 +11,9 @@
 //!   dropped. Memory: the encoder's bound plus one frame per source; nothing is buffered
 //!   whole. A target gets `finish` only when the whole object was read and encoded, so a
 //!   failed rebuild stores nothing.
+//!   With `target_policy_json` (re-encode on a policy change) the sources are read with
+//!   `policy_json` (which may be `none`: one plain shard at index 0) and the targets are
+//!   encoded with the target policy; the rest is the same.
 
 use std::io;
 use std::sync::Arc;
@@ -105,13 +108,23 @@ pub async fn rebuild(
     let policy: Policy = serde_json::from_str(&req.policy_json).map_err(|e| Error::BadRequest {
         message: format!("policy_json: {e}"),
     })?;
+    // Re-encode: the targets get another policy than the sources.
+    let reencode = !req.target_policy_json.is_empty();
+    let target_policy: Policy = if reencode {
+        serde_json::from_str(&req.target_policy_json).map_err(|e| Error::BadRequest {
+            message: format!("target_policy_json: {e}"),
+        })?
+    } else {
+        policy
+    };
     ensure!(
-        !matches!(policy, Policy::None),
+        reencode || !matches!(policy, Policy::None),
         BadRequestSnafu {
             message: "only rep and ec objects have blocks to rebuild",
         }
     );
     let n = policy.block_count();
+    let target_n = target_policy.block_count();
     ensure!(
         !req.targets.is_empty(),
         BadRequestSnafu {
@@ -151,11 +164,13 @@ pub async fn rebuild(
             ),
         }
     );
-    let mut wanted: Vec<Option<(String, Ticket)>> = vec![None; n];
+    let mut wanted: Vec<Option<(String, Ticket)>> = vec![None; target_n];
     for t in &req.targets {
         let i = t.index as usize;
+        // A repair never rewrites a block it reads; a re-encode writes a new set.
+        let is_source = !reencode && blocks.get(i).is_some_and(Option::is_some);
         ensure!(
-            i < n && wanted[i].is_none() && blocks[i].is_none(),
+            i < target_n && wanted[i].is_none() && !is_source,
             BadRequestSnafu {
                 message: format!("targets: index {i} is out of range, repeated or a source"),
             }
@@ -171,7 +186,8 @@ pub async fn rebuild(
     let object = redundancy::read_range(policy, req.object_size, blocks, 0, None, stats.clone())
         .context(RebuildSnafu)?;
     let (encoder, streams) =
-        redundancy::encoder(policy, redundancy::EncodeOptions::default()).context(RebuildSnafu)?;
+        redundancy::encoder(target_policy, redundancy::EncodeOptions::default())
+            .context(RebuildSnafu)?;
     // Each target stream ends with `finish` only once the whole object was re-encoded.
     let (done_tx, done_rx) = watch::channel(None::<bool>);
     let mut puts = Vec::new();
@@ -239,6 +255,7 @@ pub async fn rebuild(
     }
     tracing::info!(
         policy = policy.kind(),
+        target_policy = target_policy.kind(),
         rebuilt = out.len(),
         degraded_stripes = ReadStats::get(&stats.degraded_stripes),
         "blocks rebuilt"

@@ -72,6 +72,21 @@ pub fn status_json(s: &pb::ScrubStatus) -> Value {
             "reason": r.reason,
             "time": time(r.time_ms),
         })).collect::<Vec<_>>(),
+        "reencode": s.reencode.iter().map(|j| json!({
+            "packageID": j.package_id,
+            "redundancy": serde_json::from_str::<Value>(&j.policy_json).unwrap_or(Value::Null),
+            "running": j.running,
+            "total": j.total,
+            "checked": j.checked,
+            "reencoded": j.reencoded,
+            "failed": j.failed,
+            "superseded": j.superseded,
+            "lastError": j.last_error,
+            "startTime": time(j.started_ms),
+            "finishedTime": time(j.finished_ms),
+            "cursor": j.cursor,
+        })).collect::<Vec<_>>(),
+        "reencodeQueued": s.reencode_queued,
     })
 }
 
@@ -107,6 +122,30 @@ pub fn status_text(s: &pb::ScrubStatus) -> String {
     ));
     if !s.last_error.is_empty() {
         lines.push(format!("last error: {}", s.last_error));
+    }
+    for j in &s.reencode {
+        lines.push(format!(
+            "re-encode package {} to {}: {}, {} of {} checked, reencoded {}, superseded {}, failed {}{}",
+            j.package_id,
+            j.policy_json,
+            if j.running { "running" } else { "done" },
+            j.checked,
+            j.total,
+            j.reencoded,
+            j.superseded,
+            j.failed,
+            if j.last_error.is_empty() {
+                String::new()
+            } else {
+                format!(" (last error: {})", j.last_error)
+            }
+        ));
+    }
+    if s.reencode_queued > 0 {
+        lines.push(format!(
+            "objects queued for re-encoding: {}",
+            s.reencode_queued
+        ));
     }
     for r in &s.recent {
         lines.push(format!(

@@ -10,6 +10,7 @@ pub mod multipart;
 pub mod mutate;
 pub mod object;
 pub mod package;
+pub mod reencode;
 pub mod repair;
 pub mod rows;
 pub mod space;

@@ -11,6 +11,7 @@ pub mod ids;
 pub mod leader;
 pub mod placement;
 pub mod redundant;
+pub mod reencode;
 pub mod registry;
 pub mod scrub;
 pub mod server;

@@ -155,7 +155,7 @@ impl Service {
         Ok(out)
     }
 
-    /// `UpdatePackage`: set the package's policy.
+    /// `UpdatePackage`: set the package's policy and start re-encoding its objects.
     pub(crate) async fn update_package_policy(
         &self,
         r: pb::UpdatePackageRequest,
@@ -165,9 +165,13 @@ impl Service {
             return Err(crate::error::bad("redundancy is missing"));
         }
         let policy = parse_policy(&r.redundancy_json, "redundancy")?;
-        self.catalog.set_package_policy(id, policy).await?;
+        // The policy and a re-encode job of the package's objects (reencode.rs), together.
+        self.catalog
+            .set_package_policy_reencoding(id, policy)
+            .await?;
+        self.scrub_wakeup.notify_one();
         let p = self.catalog.get_package(id).await?;
-        tracing::info!(package_id = %id, policy = policy.kind(), "package redundancy changed");
+        tracing::info!(package_id = %id, policy = policy.kind(), "package redundancy changed; re-encode job started");
         self.package_with_policy(p.row).await
     }
 

@@ -46,7 +46,7 @@ use crate::tickets::TicketSigner;
 /// report wakes it at once).
 const IDLE_POLL: Duration = Duration::from_secs(1);
 /// Lifetime of the tickets a step signs.
-const TICKET_TTL_MS: i64 = 60 * 60 * 1000;
+pub(crate) const TICKET_TTL_MS: i64 = 60 * 60 * 1000;
 /// Hashes per StatShards / VerifyShards call (the agent accepts up to 1000).
 const CHECK_BATCH: usize = 500;
 
@@ -60,6 +60,9 @@ pub struct Scrubber {
     pub(crate) config: ScrubConfig,
     pub(crate) wakeup: Arc<Notify>,
     pub(crate) turn: Arc<AtomicU64>,
+    /// The cluster's `default_redundancy` (re-encode of objects in packages without a
+    /// policy of their own).
+    pub(crate) default_redundancy: redundancy::Policy,
 }
 
 /// What the check of one block found.
@@ -94,11 +97,11 @@ impl Tally {
 }
 
 /// Where a space is served now.
-struct SpaceAt {
-    revision: u64,
-    address: String,
+pub(crate) struct SpaceAt {
+    pub(crate) revision: u64,
+    pub(crate) address: String,
     /// `Some` when its agent is down (for how long, if known).
-    down: Option<Option<Duration>>,
+    pub(crate) down: Option<Option<Duration>>,
 }
 
 impl Scrubber {
@@ -479,6 +482,7 @@ impl Scrubber {
                     )),
                 })
                 .collect(),
+            target_policy_json: String::new(),
         };
         let first = targets
             .first()
@@ -515,13 +519,13 @@ impl Scrubber {
             });
         }
         self.catalog
-            .swap_blocks(id, blocks.rev, &blocks.row, &rebuilt)
+            .swap_blocks(id, blocks.rev, &blocks.row, &rebuilt, Some(&object))
             .await
             .map_err(|e| e.to_string())
     }
 
     /// Where `space` is served; `None` when the space no longer exists.
-    async fn space_at(&self, space: SpaceId) -> Result<Option<SpaceAt>> {
+    pub(crate) async fn space_at(&self, space: SpaceId) -> Result<Option<SpaceAt>> {
         let Some(row) = self.catalog.get_space(space).await? else {
             return Ok(None);
         };
@@ -600,16 +604,22 @@ pub async fn run(scrubber: Scrubber, term: CancellationToken) {
             () = scrubber.wakeup.notified(), if !busy => {}
             () = tokio::time::sleep(wait) => {}
         }
-        match scrubber.step().await {
-            Ok(more) => busy = more,
-            Err(e) => {
-                busy = false;
-                if matches!(&e, Error::Meta { source } if matches!(source, meta::Error::Fenced { .. }))
-                {
-                    tracing::warn!("scrub step refused: no longer the leader");
-                    return;
+        busy = false;
+        // Scrub and repair first, then re-encoding (reencode.rs), each one step.
+        for (what, result) in [
+            ("scrub", scrubber.step().await),
+            ("re-encode", scrubber.reencode_step().await),
+        ] {
+            match result {
+                Ok(more) => busy |= more,
+                Err(e) => {
+                    if matches!(&e, Error::Meta { source } if matches!(source, meta::Error::Fenced { .. }))
+                    {
+                        tracing::warn!(step = what, "step refused: no longer the leader");
+                        return;
+                    }
+                    tracing::warn!(step = what, error = %common::error::ErrorChain(&e), "step failed");
                 }
-                tracing::warn!(error = %common::error::ErrorChain(&e), "scrub step failed");
             }
         }
     }
@@ -660,6 +670,8 @@ pub(crate) async fn status(catalog: &Catalog, recent: u32) -> Result<pb::ScrubSt
         requested,
         queued,
         recent,
+        reencode: crate::reencode::status(catalog).await?,
+        reencode_queued: catalog.reencode_queue(1000).await?.len() as u64,
     })
 }
 
@@ -712,6 +724,7 @@ mod tests {
             config,
             wakeup: Arc::default(),
             turn: Arc::default(),
+            default_redundancy: redundancy::Policy::None,
         }
     }
 

@@ -97,6 +97,7 @@ impl Coordinator {
             config: config.scrub.clone(),
             wakeup: scrub_wakeup.clone(),
             turn: Arc::default(),
+            default_redundancy: config.default_redundancy,
         };
         let service = Service {
             catalog,

@@ -11,7 +11,7 @@ use proto::coordinator as pb;
 
 use crate::catalog::rows::ObjectRow;
 use crate::error::{Error, bad};
-use crate::service::{Service, SpaceTarget, ms, package_pb};
+use crate::service::{Service, SpaceTarget, ms};
 
 /// Files copied at once by one import or export.
 const PARALLEL: usize = 8;
@@ -111,7 +111,8 @@ impl Service {
         let (imported, failures) = collect(results).await;
         tracing::info!(package = %pkg, imported, failed = failures.len(), "package imported");
         Ok(pb::ImportPackageResponse {
-            package: Some(package_pb(package)),
+            // With its effective policy (the objects converge to it, reencode.rs).
+            package: Some(self.package_with_policy(package).await?),
             imported,
             failures,
         })
@@ -152,9 +153,12 @@ impl Service {
             .await
             .map_err(agent_error)?
             .into_inner();
-        self.catalog
+        let o = self
+            .catalog
             .commit_upload(&up, stored.size, &stored.sha256)
             .await?;
+        // Imports are stored `none`; reencode.rs converges them to the package's policy.
+        self.converge_policy(&o).await;
         Ok(())
     }
 

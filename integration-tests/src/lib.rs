@@ -34,6 +34,7 @@ pub struct TestClusterBuilder {
     mtls: bool,
     coordinators: usize,
     scrub: Option<coordinator::ScrubConfig>,
+    default_redundancy: Option<serde_json::Value>,
 }
 
 impl TestClusterBuilder {
@@ -57,6 +58,13 @@ impl TestClusterBuilder {
     /// The coordinators' `[scrub]` section.
     pub fn scrub(mut self, scrub: coordinator::ScrubConfig) -> Self {
         self.scrub = Some(scrub);
+        self
+    }
+
+    /// The coordinators' `default_redundancy` (API JSON form, e.g.
+    /// `{"type": "rep", "repCount": 2}`).
+    pub fn default_redundancy(mut self, policy: serde_json::Value) -> Self {
+        self.default_redundancy = Some(policy);
         self
     }
 
@@ -108,6 +116,10 @@ impl TestClusterBuilder {
             agent_ttl: Duration::from_secs(3),
             tls: tls("coordinator"),
             scrub: self.scrub.clone().unwrap_or_default(),
+            default_redundancy: match &self.default_redundancy {
+                Some(v) => serde_json::from_value(v.clone()).unwrap(),
+                None => Default::default(),
+            },
             ..Default::default()
         };
         let mut extra_listeners = Vec::new();
@@ -205,6 +217,7 @@ impl TestCluster {
             mtls: false,
             coordinators: 1,
             scrub: None,
+            default_redundancy: None,
         }
     }
 

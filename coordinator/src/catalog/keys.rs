@@ -26,6 +26,10 @@
 //! v1/job/scrub                           ScrubState: progress of the scrub job (`scrub.rs`;
 //!                                        written by the leader only, through its fence)
 //! v1/job/scrub-request                   ScrubRequest: a run asked for (any coordinator)
+//! v1/job/reencode/{package_id}           ReencodeJob: converting a package's objects to its
+//!                                        new policy (`reencode.rs`; cursor = last path)
+//! v1/job/reencode-object/{object_id}     one object to convert to its package's policy
+//!                                        (multipart completion, import, sync)
 //! v1/repair/{object_id}                  RepairQueued: object to check and repair before the
 //!                                        walk (ReportDamage after a degraded read)
 //! v1/repair-log/{time_ms}-{object_id}    RepairLogRow: one repair attempt (last 1000 kept)
@@ -176,6 +180,22 @@ pub fn scrub_state() -> Vec<u8> {
 
 pub fn scrub_request() -> Vec<u8> {
     b"v1/job/scrub-request".to_vec()
+}
+
+pub fn reencode_job(package: PackageId) -> Vec<u8> {
+    format!("v1/job/reencode/{}", package.key()).into_bytes()
+}
+
+pub fn reencode_job_prefix() -> Vec<u8> {
+    b"v1/job/reencode/".to_vec()
+}
+
+pub fn reencode_object(object: ObjectId) -> Vec<u8> {
+    format!("v1/job/reencode-object/{}", object.key()).into_bytes()
+}
+
+pub fn reencode_object_prefix() -> Vec<u8> {
+    b"v1/job/reencode-object/".to_vec()
 }
 
 pub fn repair_queue(object: ObjectId) -> Vec<u8> {

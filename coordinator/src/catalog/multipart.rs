@@ -260,6 +260,8 @@ impl Catalog {
             Op::Put(obj_key, encode(&row)),
             Op::Put(keys::object_ref(u.space_id, sha256, object_id), Vec::new()),
             Op::Put(keys::upload(u.upload_id), encode(&committed(u, object_id))),
+            // Stored `none`: the leader converges it to a rep/ec package policy (reencode.rs).
+            Op::Put(keys::reencode_object(object_id), Vec::new()),
         ];
         let res = self
             .meta

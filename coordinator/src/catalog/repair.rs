@@ -19,7 +19,7 @@ use meta::{Compare, Op, Revision, Txn};
 use serde::{Deserialize, Serialize};
 
 use super::blocks::{BlockRow, BlocksRow};
-use super::rows::VERSION;
+use super::rows::{ObjectRow, VERSION};
 use super::{Catalog, Versioned, decode, encode, keys};
 use crate::error::Result;
 
@@ -238,21 +238,41 @@ impl Catalog {
     /// Replace the blocks of `object` at the indexes of `rebuilt` (new space and shard
     /// each): the blocks key and the shard references (old ones deleted, new ones put) in
     /// one transaction that compares the blocks key's revision `rev` and the absence of a GC
-    /// marker on each new shard. `false` (nothing changed) when the object was deleted or
-    /// rewritten since `rev` was read: the new shards are then unreferenced and shard GC
-    /// reclaims them after its grace period.
+    /// marker on each new shard. When block 0 moves to another space, the object row
+    /// (`row`, read at its revision) gets that space as `space_id` in the same transaction,
+    /// which then also compares the row's revision. `false` (nothing changed) when the
+    /// object was deleted, moved or rewritten since it was read: the new shards are then
+    /// unreferenced and shard GC reclaims them after its grace period.
     pub async fn swap_blocks(
         &self,
         object: ObjectId,
         rev: Revision,
         current: &BlocksRow,
         rebuilt: &[BlockRow],
+        row: Option<&Versioned<ObjectRow>>,
     ) -> Result<bool> {
         let key = keys::object_blocks(object);
-        let mut row = current.clone();
+        let mut blocks_row = current.clone();
+        let row_update = match (row, rebuilt.iter().find(|b| b.index == 0)) {
+            (Some(o), Some(b0)) if o.row.space_id != b0.space_id => {
+                let obj_key = keys::object(o.row.package_id, &o.row.path);
+                let mut updated = o.row.clone();
+                updated.space_id = b0.space_id;
+                Some((
+                    Compare::ModRev(obj_key.clone(), o.rev),
+                    Op::Put(obj_key, encode(&updated)),
+                ))
+            }
+            _ => None,
+        };
+        let row = &mut blocks_row;
         let mut when = vec![Compare::ModRev(key.clone(), rev)];
         let mut put_keys = BTreeSet::new();
         let mut then = Vec::new();
+        if let Some((c, op)) = row_update {
+            when.push(c);
+            then.push(op);
+        }
         let mut deletes = Vec::new();
         for new in rebuilt {
             let Some(slot) = row.blocks.iter_mut().find(|b| b.index == new.index) else {
@@ -273,7 +293,7 @@ impl Catalog {
             then.push(Op::Put(new_ref, Vec::new()));
             *slot = new.clone();
         }
-        then.push(Op::Put(key, encode(&row)));
+        then.push(Op::Put(key, encode(&*row)));
         // One op per key: a reference both dropped and added stays.
         then.extend(
             deletes
@@ -341,7 +361,7 @@ mod tests {
         let id = ec_object(&c, p).await;
         let before = c.get_blocks(id).await.unwrap().unwrap();
         assert!(
-            c.swap_blocks(id, before.rev, &before.row, &[moved(1, 7, 'x')])
+            c.swap_blocks(id, before.rev, &before.row, &[moved(1, 7, 'x')], None)
                 .await
                 .unwrap()
         );
@@ -361,14 +381,14 @@ mod tests {
         let stale = c.get_blocks(id).await.unwrap().unwrap();
         // A concurrent repair (or rewrite) moved block 0 first.
         assert!(
-            c.swap_blocks(id, stale.rev, &stale.row, &[moved(0, 8, 'y')])
+            c.swap_blocks(id, stale.rev, &stale.row, &[moved(0, 8, 'y')], None)
                 .await
                 .unwrap()
         );
         let now = c.get_blocks(id).await.unwrap().unwrap();
         let refs_now = refs(&c).await;
         assert!(
-            !c.swap_blocks(id, stale.rev, &stale.row, &[moved(1, 9, 'z')])
+            !c.swap_blocks(id, stale.rev, &stale.row, &[moved(1, 9, 'z')], None)
                 .await
                 .unwrap(),
             "a stale revision must not win"
@@ -379,12 +399,56 @@ mod tests {
         // Deleted object: the swap is refused too.
         c.delete_objects(&[id]).await.unwrap();
         assert!(
-            !c.swap_blocks(id, now.rev, &now.row, &[moved(1, 9, 'z')])
+            !c.swap_blocks(id, now.rev, &now.row, &[moved(1, 9, 'z')], None)
                 .await
                 .unwrap()
         );
         assert!(c.get_blocks(id).await.unwrap().is_none());
         assert!(refs(&c).await.is_empty());
+    }
+
+    #[tokio::test]
+    async fn moving_block_0_moves_the_object_rows_space() {
+        let (c, p) = setup().await;
+        let id = ec_object(&c, p).await;
+        let o = c.get_object(id).await.unwrap().unwrap();
+        assert_eq!(o.row.space_id, SpaceId(1));
+        let b = c.get_blocks(id).await.unwrap().unwrap();
+        // Another block moves: the row is untouched (not even its revision).
+        assert!(
+            c.swap_blocks(id, b.rev, &b.row, &[moved(1, 7, 'x')], Some(&o))
+                .await
+                .unwrap()
+        );
+        let o2 = c.get_object(id).await.unwrap().unwrap();
+        assert_eq!((o2.row.space_id, o2.rev), (SpaceId(1), o.rev));
+        let b = c.get_blocks(id).await.unwrap().unwrap();
+        assert!(
+            c.swap_blocks(id, b.rev, &b.row, &[moved(0, 8, 'y')], Some(&o2))
+                .await
+                .unwrap()
+        );
+        let o3 = c.get_object(id).await.unwrap().unwrap().row;
+        assert_eq!(o3.space_id, SpaceId(8), "block 0's new space");
+        assert_eq!(
+            (o3.sha256.as_str(), o3.size, o3.update_time_ms),
+            (o2.row.sha256.as_str(), o2.row.size, o2.row.update_time_ms)
+        );
+        assert_eq!(
+            c.get_blocks(id).await.unwrap().unwrap().row.blocks[0],
+            moved(0, 8, 'y')
+        );
+        // A row read before a concurrent change of it (here: the previous swap) loses.
+        let b = c.get_blocks(id).await.unwrap().unwrap();
+        assert!(
+            !c.swap_blocks(id, b.rev, &b.row, &[moved(0, 9, 'z')], Some(&o2))
+                .await
+                .unwrap()
+        );
+        assert_eq!(
+            c.get_object(id).await.unwrap().unwrap().row.space_id,
+            SpaceId(8)
+        );
     }
 
     #[tokio::test]
@@ -397,7 +461,7 @@ mod tests {
             .await
             .unwrap();
         assert!(
-            !c.swap_blocks(id, b.rev, &b.row, &[moved(1, 7, 'x')])
+            !c.swap_blocks(id, b.rev, &b.row, &[moved(1, 7, 'x')], None)
                 .await
                 .unwrap()
         );

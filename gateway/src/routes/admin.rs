@@ -60,6 +60,36 @@ pub(crate) struct RepairJson {
     time: String,
 }
 
+/// A package's re-encode job (`package/update` changed its policy).
+#[derive(Debug, Serialize, ToSchema)]
+#[schema(as = ReencodeJob)]
+pub(crate) struct ReencodeJson {
+    #[serde(rename = "packageID")]
+    package_id: u64,
+    /// The policy the package's objects are converted to.
+    #[schema(value_type = Object)]
+    redundancy: serde_json::Value,
+    /// The job still walks the package.
+    running: bool,
+    /// Objects in the package when the walk started (0 until the leader counted them).
+    total: u64,
+    /// Objects looked at so far.
+    checked: u64,
+    reencoded: u64,
+    failed: u64,
+    /// Overwritten, moved or deleted while being re-encoded (the change won).
+    superseded: u64,
+    #[serde(rename = "lastError")]
+    last_error: String,
+    #[serde(rename = "startTime")]
+    start_time: String,
+    /// Empty while running.
+    #[serde(rename = "finishedTime")]
+    finished_time: String,
+    /// Path of the last object looked at.
+    cursor: String,
+}
+
 /// State of the scrub job: the current (or last) run and recent repairs.
 #[derive(Debug, Serialize, ToSchema)]
 #[schema(as = ScrubStatusData)]
@@ -91,8 +121,14 @@ pub(crate) struct StatusJson {
     runs: u64,
     /// Objects waiting in the repair queue (reported by degraded reads).
     queued: u64,
-    /// Most recent repairs, newest first.
+    /// Most recent repairs (and re-encodes), newest first.
     recent: Vec<RepairJson>,
+    /// Re-encode jobs, one per package whose policy was changed.
+    reencode: Vec<ReencodeJson>,
+    /// Objects waiting to be converted to their package's policy (multipart completion,
+    /// import).
+    #[serde(rename = "reencodeQueued")]
+    reencode_queued: u64,
 }
 
 fn time_or_empty(ms: i64) -> String {
@@ -134,6 +170,26 @@ impl From<ScrubStatus> for StatusJson {
                     time: time_or_empty(r.time_ms),
                 })
                 .collect(),
+            reencode: s
+                .reencode
+                .into_iter()
+                .map(|j| ReencodeJson {
+                    package_id: j.package_id,
+                    redundancy: serde_json::from_str(&j.policy_json)
+                        .unwrap_or(serde_json::Value::Null),
+                    running: j.running,
+                    total: j.total,
+                    checked: j.checked,
+                    reencoded: j.reencoded,
+                    failed: j.failed,
+                    superseded: j.superseded,
+                    last_error: j.last_error,
+                    start_time: time_or_empty(j.started_ms),
+                    finished_time: time_or_empty(j.finished_ms),
+                    cursor: j.cursor,
+                })
+                .collect(),
+            reencode_queued: s.reencode_queued,
         }
     }
 }

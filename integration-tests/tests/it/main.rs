@@ -12,6 +12,7 @@ mod objects;
 mod ops;
 mod races;
 mod redundancy;
+mod reencode;
 mod repair;
 mod sync;
 mod tls;

@@ -138,6 +138,12 @@ async fn deep_scrub_rebuilds_a_deleted_and_a_corrupt_ec_block_on_free_spaces() {
     );
     let mid = blocks(&c, id).await;
     assert_ne!(mid[0]["space_id"], before[0]["space_id"]);
+    // The object row names block 0's new space (same transaction as the swap).
+    let key = format!("v1/object/{package:020}/a.bin");
+    let row: Value =
+        serde_json::from_slice(&c.meta().get(key.as_bytes()).await.unwrap().unwrap().value)
+            .unwrap();
+    assert_eq!(row["space_id"], mid[0]["space_id"], "{row}");
     assert_eq!(mid[3], before[3], "a shallow run cannot see the corruption");
 
     let s = scrub(&api, true).await;
