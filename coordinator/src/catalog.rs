@@ -4,6 +4,7 @@
 pub mod access_key;
 pub mod batch;
 pub mod blocks;
+pub mod grant;
 pub mod keys;
 pub mod listing;
 pub mod multipart;

@@ -7,6 +7,7 @@ pub mod config;
 pub mod crypto;
 pub mod error;
 pub mod gc;
+pub mod grant;
 pub mod ids;
 pub mod leader;
 pub mod placement;

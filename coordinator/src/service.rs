@@ -44,6 +44,7 @@ pub struct Service {
 }
 
 /// Where to reach a user space now.
+#[derive(Clone)]
 pub(crate) struct SpaceTarget {
     pub space: SpaceRef,
     pub agent: AgentId,
@@ -263,15 +264,7 @@ impl Service {
         }
     }
 
-    /// The pending upload in a commit request's token (`CommitUpload`, `CommitUploads`).
-    fn open_commit(&self, r: &pb::CommitUploadRequest) -> Result<UploadRow, Error> {
-        self.signer
-            .open_commit_token(&r.commit_token)
-            .filter(|u| u.upload_id.0 == r.upload_id)
-            .ok_or_else(|| bad("commit_token is missing, forged, or belongs to another upload"))
-    }
-
-    fn reservation(
+    pub(crate) fn reservation(
         &self,
         up: &UploadRow,
         target: SpaceTarget,
@@ -560,7 +553,7 @@ impl CoordinatorService for Service {
         req: Request<pb::CommitUploadRequest>,
     ) -> Res<pb::ObjectResponse> {
         let r = req.into_inner();
-        let up = self.open_commit(&r)?;
+        let up = self.open_commit(&r).await?;
         let o = self.commit_one(&up, &r).await?;
         Ok(Response::new(pb::ObjectResponse {
             object: Some(object_pb(o)),
@@ -593,7 +586,7 @@ impl CoordinatorService for Service {
         let uploads = req.into_inner().uploads;
         check_batch_len(uploads.len())?;
         let opened: Vec<Result<UploadRow, Error>> =
-            uploads.iter().map(|r| self.open_commit(r)).collect();
+            futures::future::join_all(uploads.iter().map(|r| self.open_commit(r))).await;
         // Plain uploads share the group commit; rep/ec uploads (which carry blocks) and
         // unopened tokens are settled one by one below.
         let (plain, items): (Vec<usize>, Vec<(UploadRow, u64, String)>) = opened
@@ -1026,6 +1019,15 @@ impl CoordinatorService for Service {
     async fn report_damage(&self, req: Request<pb::ReportDamageRequest>) -> Res<pb::Empty> {
         self.report_damage(req.into_inner()).await?;
         Ok(Response::new(pb::Empty {}))
+    }
+
+    async fn grant_uploads(
+        &self,
+        req: Request<pb::GrantUploadsRequest>,
+    ) -> Res<pb::GrantUploadsResponse> {
+        Ok(Response::new(
+            self.grant_uploads_one(req.into_inner()).await?,
+        ))
     }
 
     async fn register_agent(

@@ -271,6 +271,9 @@ struct Streamed {
     sha256: String,
     /// rep/ec uploads: every stored block (`redundant.rs`).
     blocks: Vec<pb::StoredBlock>,
+    /// The object's path when the reservation came from a write grant (its token names
+    /// none); empty otherwise.
+    granted_path: String,
 }
 
 /// Publish stored bytes (`CommitUploads`, shared with concurrent requests).
@@ -282,6 +285,7 @@ async fn commit(state: &AppState, stored: Streamed) -> Result<pb::Object, ApiErr
             sha256: stored.sha256,
             commit_token: stored.commit_token,
             blocks: stored.blocks,
+            path: stored.granted_path,
         })
         .await
 }
@@ -322,16 +326,23 @@ pub(crate) async fn upload(
         stream_files(&state, &mut multipart, (package_id, affinity, &redundancy)).await?;
 
     let total = streamed.len();
-    let ids: Vec<u64> = streamed.iter().map(|f| f.upload_id).collect();
+    let ids: Vec<(u64, bool)> = streamed
+        .iter()
+        .map(|f| (f.upload_id, !f.granted_path.is_empty()))
+        .collect();
     let results =
         futures::future::join_all(streamed.into_iter().map(|file| commit(&state, file))).await;
     let mut objects = Vec::with_capacity(total);
     let mut first_error = None;
-    for (upload_id, result) in ids.into_iter().zip(results) {
+    for ((upload_id, granted), result) in ids.into_iter().zip(results) {
         match result {
             Ok(object) => objects.push(ObjectJson::from(object)),
             Err(err) => {
-                tracing::warn!(upload_id, error = %err, "commit failed");
+                tracing::warn!(upload_id, granted, error = %err, "commit failed");
+                if granted {
+                    // E.g. the package's policy changed: stop using this grant.
+                    state.forget_grant(package_id, affinity);
+                }
                 first_error.get_or_insert(err);
             }
         }
@@ -517,16 +528,42 @@ async fn put_redundant(
         size: stored.size,
         sha256: stored.sha256,
         blocks: stored.blocks,
+        granted_path: String::new(),
     })
 }
 
-/// Reserve and store one small file read whole.
+/// Reserve and store one small file read whole. Without a redundancy override the
+/// reservation comes from the gateway's write grant when it has one (no reservation call);
+/// if storing under it fails, the grant is dropped and the file takes the begin path.
 async fn store_small(
     state: &AppState,
     reserve: BeginUploadRequest,
     data: Bytes,
     what: &str,
 ) -> Result<Streamed, ApiError> {
+    if reserve.redundancy_json.is_empty()
+        && let Some(granted) = state
+            .granted_upload(reserve.package_id, reserve.affinity)
+            .await
+    {
+        let ticket = required(granted.ticket, "upload ticket")?;
+        match put_whole(state, &granted.agent_address, ticket, data.clone(), what).await {
+            Ok(stored) => {
+                return Ok(Streamed {
+                    upload_id: granted.upload_id,
+                    commit_token: granted.commit_token,
+                    size: stored.size,
+                    sha256: stored.sha256,
+                    blocks: Vec::new(),
+                    granted_path: reserve.path,
+                });
+            }
+            Err(err) => {
+                tracing::debug!(upload_id = granted.upload_id, error = %err, "store under a write grant failed; beginning the upload");
+                state.forget_grant(reserve.package_id, reserve.affinity);
+            }
+        }
+    }
     let begin = state.begin_upload(reserve).await?;
     if !begin.blocks.is_empty() {
         // rep/ec: encode and store one block per space (redundant.rs).
@@ -542,6 +579,7 @@ async fn store_small(
         size: stored.size,
         sha256: stored.sha256,
         blocks: Vec::new(),
+        granted_path: String::new(),
     })
 }
 
@@ -619,6 +657,7 @@ async fn stream_reserved(
         size: stored.size,
         sha256: stored.sha256,
         blocks: Vec::new(),
+        granted_path: String::new(),
     })
 }
 
@@ -934,6 +973,7 @@ async fn concat_and_commit(
         size: stored.size,
         sha256: stored.sha256,
         blocks: Vec::new(),
+        granted_path: String::new(),
     };
     commit(state, stored).await
 }

@@ -9,6 +9,7 @@ pub mod config;
 pub mod data_path;
 pub mod error;
 pub mod extract;
+pub mod grant;
 pub mod model;
 pub mod openapi;
 pub mod ops;

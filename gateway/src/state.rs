@@ -27,6 +27,8 @@ struct Inner {
     agents: AgentPool,
     begins: Batcher<pb::BeginUploadRequest, pb::BeginUploadResponse>,
     commits: Batcher<pb::CommitUploadRequest, pb::Object>,
+    /// Reservations of small uploads fetched ahead (`GrantUploads`, `grant.rs`).
+    grants: crate::grant::Grants,
     /// Per agent address: small shards of concurrent uploads, grouped (`PutSmallShards`).
     small_puts: Mutex<HashMap<String, Arc<SmallPutBatcher>>>,
 }
@@ -68,6 +70,7 @@ impl AppState {
                 agents,
                 begins: begin_batcher(coordinator.clone()),
                 commits: commit_batcher(coordinator.clone()),
+                grants: crate::grant::Grants::new(coordinator.clone()),
                 small_puts: Mutex::new(HashMap::new()),
                 coordinator,
             }),
@@ -96,6 +99,21 @@ impl AppState {
         req: pb::BeginUploadRequest,
     ) -> Result<pb::BeginUploadResponse, ApiError> {
         self.inner.begins.submit(req).await
+    }
+
+    /// A reservation of a small upload into `package` from the gateway's write grant, or
+    /// `None` when the upload must be begun on its own ([`AppState::begin_upload`]).
+    pub async fn granted_upload(
+        &self,
+        package: u64,
+        affinity: u64,
+    ) -> Option<pb::BeginUploadResponse> {
+        self.inner.grants.take(package, affinity).await
+    }
+
+    /// Drop the cached grant for (`package`, `affinity`) after one of its reservations failed.
+    pub fn forget_grant(&self, package: u64, affinity: u64) {
+        self.inner.grants.forget(package, affinity);
     }
 
     /// Publish an upload; concurrent commits share `CommitUploads` calls (and, for new

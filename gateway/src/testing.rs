@@ -1336,6 +1336,17 @@ impl CoordinatorService for FakeCoordinator {
     ) -> Result<GrpcResponse<pb::Empty>, Status> {
         Ok(GrpcResponse::new(pb::Empty {}))
     }
+
+    /// No grants: the gateway then begins every upload on its own (`BeginUploads`), which
+    /// is what these tests record. Grants are tested against the real coordinator.
+    async fn grant_uploads(
+        &self,
+        _req: GrpcRequest<pb::GrantUploadsRequest>,
+    ) -> Result<GrpcResponse<pb::GrantUploadsResponse>, Status> {
+        Err(Status::unimplemented(
+            "the fake coordinator grants no uploads",
+        ))
+    }
 }
 
 /// One `PutShard` stream as the fake agent saw it.
@@ -1858,6 +1869,7 @@ mod tests {
             sha256: sha256_hex(b"x"),
             commit_token: token,
             blocks: Vec::new(),
+            path: String::new(),
         };
         for token in [Vec::new(), commit_token(begin.upload_id + 1)] {
             let status = fake

@@ -349,6 +349,12 @@ impl CoordinatorService for FakeCoordinator {
     ) -> Result<Response<proto::coordinator::Empty>, Status> {
         unimplemented()
     }
+    async fn grant_uploads(
+        &self,
+        _: Request<proto::coordinator::GrantUploadsRequest>,
+    ) -> Result<Response<proto::coordinator::GrantUploadsResponse>, Status> {
+        unimplemented()
+    }
 }
 
 /// Serve `fake` on a fresh loopback port until `shutdown`; returns its address.
