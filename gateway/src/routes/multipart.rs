@@ -3,9 +3,14 @@
 //! and `completeMultipartUpload` has the agent concatenate the chosen parts into the
 //! object's content.
 
-use axum::extract::State;
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
 use proto::coordinator::NewMultipartUploadRequest;
 use serde::{Deserialize, Serialize};
+use tokio::sync::Semaphore;
 use tracing::Instrument;
 use utoipa::ToSchema;
 
@@ -75,6 +80,36 @@ pub(crate) async fn new_multipart_upload(
     Ok(ApiOk(ObjectData {
         object: object.into(),
     }))
+}
+
+/// Most uploadPart requests one gateway streams at once. Each holds a few MiB of bounded
+/// buffers while it streams (docs/architecture.md, "Memory bounds"); a client that sends
+/// more parts in parallel (`jcs cp` sends up to `--jobs`) gets them served in turn: a
+/// waiting part's body is not read until it gets its turn, so it costs no buffer.
+pub(crate) const PARTS_IN_FLIGHT: usize = 4;
+
+/// The uploadPart turns of one gateway (see [`limit_parts`]).
+#[derive(Clone, Debug)]
+pub(crate) struct PartPermits(Arc<Semaphore>);
+
+impl PartPermits {
+    pub(crate) fn new(permits: usize) -> PartPermits {
+        PartPermits(Arc::new(Semaphore::new(permits)))
+    }
+}
+
+/// Middleware of the uploadPart route: wait for a turn (one of [`PARTS_IN_FLIGHT`]) before
+/// the handler reads the body, hold it until the response is ready.
+pub(crate) async fn limit_parts(
+    State(PartPermits(permits)): State<PartPermits>,
+    req: Request,
+    next: Next,
+) -> Response {
+    // The semaphore is never closed, so acquiring fails only if it were.
+    let Ok(_turn) = permits.acquire().await else {
+        return ApiError::internal("uploadPart turns closed").into_response();
+    };
+    next.run(req).await
 }
 
 /// `POST /v1/object/uploadPart` (multipart/form-data). Like upload, it runs in its own task
