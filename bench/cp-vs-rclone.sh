@@ -78,7 +78,7 @@ for r in $(seq 1 "$ROUNDS"); do
   COUNT=$("$JCS" --json ls -r "jcs://bench/p/tree$r" | wc -l)
   [ "$COUNT" = "$N" ] || { echo "uploaded $COUNT objects, expected $N" >&2; exit 1; }
   echo "    rclone $RCLONE_S s, jcs $UP_S s, ratio $(ratio "$RCLONE_S" "$UP_S") (load $(cut -d' ' -f1 /proc/loadavg))" >&2
-  echo "$RCLONE_S" >> "$WORK/rclone.s"; echo "$UP_S" >> "$WORK/up.s"; ratio "$RCLONE_S" "$UP_S" >> "$WORK/ratio"
+  echo "$RCLONE_S" >> "$WORK/rclone.s"; echo "$UP_S" >> "$WORK/up.s"; echo "$(ratio "$RCLONE_S" "$UP_S")" >> "$WORK/ratio"
 done
 LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
 RCLONE_S=$(median < "$WORK/rclone.s"); UP_S=$(median < "$WORK/up.s")
