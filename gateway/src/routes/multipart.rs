@@ -194,6 +194,66 @@ mod tests {
         );
     }
 
+    #[tokio::test]
+    async fn limit_parts_lets_only_its_permits_through_at_once() {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicUsize, Ordering};
+
+        use axum::routing::post as post_route;
+        use tokio::sync::Semaphore;
+        use tower::ServiceExt as _;
+
+        use super::{PartPermits, limit_parts};
+
+        // A handler that stays in flight until released, counting how many run at once.
+        let running = Arc::new(AtomicUsize::new(0));
+        let peak = Arc::new(AtomicUsize::new(0));
+        let release = Arc::new(Semaphore::new(0));
+        let handler = {
+            let (running, peak, release) = (running.clone(), peak.clone(), release.clone());
+            move || async move {
+                let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+                peak.fetch_max(now, Ordering::SeqCst);
+                release.acquire().await.unwrap().forget();
+                running.fetch_sub(1, Ordering::SeqCst);
+                "done"
+            }
+        };
+        let app = axum::Router::new()
+            .route("/part", post_route(handler))
+            .route_layer(axum::middleware::from_fn_with_state(
+                PartPermits::new(2),
+                limit_parts,
+            ));
+        let requests: Vec<_> = (0..5)
+            .map(|_| {
+                let app = app.clone();
+                tokio::spawn(async move {
+                    let req = axum::http::Request::post("/part")
+                        .body(Body::empty())
+                        .unwrap();
+                    app.oneshot(req).await.unwrap().status()
+                })
+            })
+            .collect();
+        let deadline = std::time::Duration::from_secs(10);
+        common::testing::wait_until(deadline, || {
+            let running = running.clone();
+            async move { running.load(Ordering::SeqCst) == 2 }
+        })
+        .await;
+        // Two in flight: the other three wait for a turn, whatever happens meanwhile.
+        for _ in 0..50 {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(running.load(Ordering::SeqCst), 2);
+        release.add_permits(5);
+        for r in requests {
+            assert_eq!(r.await.unwrap(), 200);
+        }
+        assert_eq!(peak.load(Ordering::SeqCst), 2);
+    }
+
     /// Create a multipart object at `path` of package 1; returns its id.
     async fn new_upload(fx: &Fixture, path: &str) -> u64 {
         let body = format!(r#"{{"packageID": 1, "path": "{path}"}}"#);
