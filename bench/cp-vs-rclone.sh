@@ -8,6 +8,10 @@
 #   BENCH_DIR=/some/disk bench/cp-vs-rclone.sh
 #   JCS_BIN=/path/to/jcs bench/cp-vs-rclone.sh      # a given (release) binary, no build
 #   BENCH_CP_ARGS="--pack-files 64 --pack-bytes 16MiB" bench/cp-vs-rclone.sh   # extra `jcs cp` flags
+#   BENCH_CP_ROUNDS=3 bench/cp-vs-rclone.sh          # rounds (default 3), medians reported
+# Each round writes a fresh tree (new random content, so no round deduplicates against an
+# earlier one), then uploads it with rclone and with jcs, in alternating order; the load
+# average before and after is printed, since both tools share the machine's cores.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/lib.sh
@@ -35,13 +39,16 @@ secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", b - a }'; }
 per_s() { awk -v n="$N" -v s="$1" 'BEGIN { printf "%.0f", n / s }'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.2f", a / b }'; }
 
-echo "==> writing $N files of $SIZE_KIB KiB" >&2
-for i in $(seq 0 $((N - 1))); do
-  d="$WORK/tree/d$((i % 10))"
-  mkdir -p "$d"
-  head -c "$((SIZE_KIB * 1024))" /dev/urandom > "$d/f$i.bin"
-done
-sync
+ROUNDS=${BENCH_CP_ROUNDS:-3}
+make_tree() { # dir: N files of SIZE_KIB KiB of fresh random bytes in 10 directories
+  for i in $(seq 0 $((N - 1))); do
+    d="$1/d$((i % 10))"
+    mkdir -p "$d"
+    head -c "$((SIZE_KIB * 1024))" /dev/urandom > "$d/f$i.bin"
+  done
+  sync
+}
+median() { sort -n | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 
 PORT=$(( 30000 + RANDOM % 20000 ))
 "$JCS" --log warn standalone --data-dir "$WORK/data" --listen "127.0.0.1:$PORT" &
@@ -52,20 +59,38 @@ for _ in $(seq 1 300); do curl -fsS "$JCS_URL/healthz" >/dev/null 2>&1 && break;
 "$JCS" -q bucket create bench >/dev/null
 "$JCS" -q package create jcs://bench/p >/dev/null
 
-t0=$(now); rclone copy --transfers "$JOBS" --checkers "$JOBS" "$WORK/tree" "$WORK/rclone-dst"; sync; t1=$(now)
-RCLONE_S=$(secs "$t0" "$t1")
-# shellcheck disable=SC2086 # BENCH_CP_ARGS is a list of flags
-t0=$(now); "$JCS" -q cp -r --jobs "$JOBS" ${BENCH_CP_ARGS:-} "$WORK/tree" jcs://bench/p/tree; sync; t1=$(now)
-UP_S=$(secs "$t0" "$t1")
-COUNT=$("$JCS" --json ls -r jcs://bench/p/tree | wc -l)
-[ "$COUNT" = "$N" ] || { echo "uploaded $COUNT objects, expected $N" >&2; exit 1; }
-t0=$(now); "$JCS" -q cp -r --jobs "$JOBS" jcs://bench/p/tree "$WORK/down"; sync; t1=$(now)
+LOAD_BEFORE=$(cut -d' ' -f1-3 /proc/loadavg)
+: > "$WORK/rclone.s"; : > "$WORK/up.s"; : > "$WORK/ratio"
+for r in $(seq 1 "$ROUNDS"); do
+  echo "==> round $r/$ROUNDS: writing $N files of $SIZE_KIB KiB" >&2
+  rm -rf "$WORK/tree" "$WORK/rclone-dst"
+  make_tree "$WORK/tree"
+  rclone_round() {
+    t0=$(now); rclone copy --transfers "$JOBS" --checkers "$JOBS" "$WORK/tree" "$WORK/rclone-dst"; sync; t1=$(now)
+    RCLONE_S=$(secs "$t0" "$t1")
+  }
+  jcs_round() {
+    # shellcheck disable=SC2086 # BENCH_CP_ARGS is a list of flags
+    t0=$(now); "$JCS" -q cp -r --jobs "$JOBS" ${BENCH_CP_ARGS:-} "$WORK/tree" "jcs://bench/p/tree$r"; sync; t1=$(now)
+    UP_S=$(secs "$t0" "$t1")
+  }
+  if [ $((r % 2)) = 1 ]; then rclone_round; jcs_round; else jcs_round; rclone_round; fi
+  COUNT=$("$JCS" --json ls -r "jcs://bench/p/tree$r" | wc -l)
+  [ "$COUNT" = "$N" ] || { echo "uploaded $COUNT objects, expected $N" >&2; exit 1; }
+  echo "    rclone $RCLONE_S s, jcs $UP_S s, ratio $(ratio "$RCLONE_S" "$UP_S") (load $(cut -d' ' -f1 /proc/loadavg))" >&2
+  echo "$RCLONE_S" >> "$WORK/rclone.s"; echo "$UP_S" >> "$WORK/up.s"; echo "$(ratio "$RCLONE_S" "$UP_S")" >> "$WORK/ratio"
+done
+LOAD_AFTER=$(cut -d' ' -f1-3 /proc/loadavg)
+RCLONE_S=$(median < "$WORK/rclone.s"); UP_S=$(median < "$WORK/up.s")
+t0=$(now); "$JCS" -q cp -r --jobs "$JOBS" "jcs://bench/p/tree$ROUNDS" "$WORK/down"; sync; t1=$(now)
 DOWN_S=$(secs "$t0" "$t1")
 diff -r "$WORK/tree" "$WORK/down" >/dev/null || { echo "downloaded tree differs" >&2; exit 1; }
 
-printf '\n%-40s %10s %10s %16s\n' "step ($N x $SIZE_KIB KiB, $JOBS jobs)" "seconds" "files/s" "rclone/jcs time"
+echo
+echo "load average before: $LOAD_BEFORE, after: $LOAD_AFTER; per-round ratios: $(tr '\n' ' ' < "$WORK/ratio")"
+printf '%-40s %10s %10s %16s\n' "step ($N x $SIZE_KIB KiB, $JOBS jobs, median of $ROUNDS)" "seconds" "files/s" "rclone/jcs time"
 printf '%-40s %10s %10s %16s\n' "rclone copy local -> local (baseline)" "$RCLONE_S" "$(per_s "$RCLONE_S")" "1.00"
 printf '%-40s %10s %10s %16s\n' "jcs cp -r upload" "$UP_S" "$(per_s "$UP_S")" "$(ratio "$RCLONE_S" "$UP_S")"
 printf '%-40s %10s %10s %16s\n' "jcs cp -r download" "$DOWN_S" "$(per_s "$DOWN_S")" "$(ratio "$RCLONE_S" "$DOWN_S")"
-R=$(ratio "$RCLONE_S" "$UP_S")
+R=$(median < "$WORK/ratio")
 echo "ratio jcs cp / rclone: $R (goal > 1.00: $(awk -v r="$R" 'BEGIN { print (r > 1.0) ? "met" : "NOT met" }'))"

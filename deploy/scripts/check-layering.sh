@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Crate-graph rules of STYLE.md §7.2: only the coordinator touches metadata, no server crate
-# depends on another, and common depends on neither proto nor meta.
+# depends on another, and common depends on neither proto nor meta. Also: `unsafe` is denied
+# workspace-wide and allowed in exactly one place (the jcs binary's mimalloc option call).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 fail=0
@@ -18,4 +19,8 @@ forbid common proto "common is below proto"
 for dep in meta proto client coordinator agent gateway etcd-client; do
   forbid redundancy "$dep" "the redundancy engine is a pure library over common"
 done
+allowed=$(grep -rln --include='*.rs' 'allow(unsafe_code)' -- */src */tests 2>/dev/null | sort | tr '\n' ' ')
+if [ "$allowed" != "cli/src/main.rs " ]; then
+  echo "unsafe: only cli/src/main.rs may allow(unsafe_code); found in: ${allowed:-nothing}"; fail=1
+fi
 exit $fail

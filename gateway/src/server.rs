@@ -119,7 +119,8 @@ impl Gateway {
 /// routes under a deadline; the data routes (upload, uploadPart, download, downloadByPath,
 /// completeMultipartUpload, whose agent copies bytes, and userSpace createPackage and
 /// downloadPackage, which copy whole packages) without one, and without a body limit on
-/// upload and uploadPart.
+/// upload and uploadPart; at most [`multipart::PARTS_IN_FLIGHT`] uploadParts of this
+/// router stream at once (the others wait before their body is read).
 pub(crate) fn api_routes(deadline: Duration) -> OpenApiRouter<AppState> {
     let metadata = OpenApiRouter::new()
         .routes(routes!(bucket::create))
@@ -150,8 +151,14 @@ pub(crate) fn api_routes(deadline: Duration) -> OpenApiRouter<AppState> {
         .route_layer(middleware::from_fn_with_state(deadline, deadline_layer));
     let uploads = OpenApiRouter::new()
         .routes(routes!(object::upload))
-        .routes(routes!(multipart::upload_part))
         .route_layer(DefaultBodyLimit::disable());
+    let parts = OpenApiRouter::new()
+        .routes(routes!(multipart::upload_part))
+        .route_layer(DefaultBodyLimit::disable())
+        .route_layer(middleware::from_fn_with_state(
+            multipart::PartPermits::new(multipart::PARTS_IN_FLIGHT),
+            multipart::limit_parts,
+        ));
     let data = OpenApiRouter::new()
         .routes(routes!(object::download))
         .routes(routes!(object::download_by_path))
@@ -161,6 +168,7 @@ pub(crate) fn api_routes(deadline: Duration) -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .merge(metadata)
         .merge(uploads)
+        .merge(parts)
         .merge(data)
 }
 

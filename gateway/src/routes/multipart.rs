@@ -3,9 +3,14 @@
 //! and `completeMultipartUpload` has the agent concatenate the chosen parts into the
 //! object's content.
 
-use axum::extract::State;
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
 use proto::coordinator::NewMultipartUploadRequest;
 use serde::{Deserialize, Serialize};
+use tokio::sync::Semaphore;
 use tracing::Instrument;
 use utoipa::ToSchema;
 
@@ -75,6 +80,36 @@ pub(crate) async fn new_multipart_upload(
     Ok(ApiOk(ObjectData {
         object: object.into(),
     }))
+}
+
+/// Most uploadPart requests one gateway streams at once. Each holds a few MiB of bounded
+/// buffers while it streams (docs/architecture.md, "Memory bounds"); a client that sends
+/// more parts in parallel (`jcs cp` sends up to `--jobs`) gets them served in turn: a
+/// waiting part's body is not read until it gets its turn, so it costs no buffer.
+pub(crate) const PARTS_IN_FLIGHT: usize = 4;
+
+/// The uploadPart turns of one gateway (see [`limit_parts`]).
+#[derive(Clone, Debug)]
+pub(crate) struct PartPermits(Arc<Semaphore>);
+
+impl PartPermits {
+    pub(crate) fn new(permits: usize) -> PartPermits {
+        PartPermits(Arc::new(Semaphore::new(permits)))
+    }
+}
+
+/// Middleware of the uploadPart route: wait for a turn (one of [`PARTS_IN_FLIGHT`]) before
+/// the handler reads the body, hold it until the response is ready.
+pub(crate) async fn limit_parts(
+    State(PartPermits(permits)): State<PartPermits>,
+    req: Request,
+    next: Next,
+) -> Response {
+    // The semaphore is never closed, so acquiring fails only if it were.
+    let Ok(_turn) = permits.acquire().await else {
+        return ApiError::internal("uploadPart turns closed").into_response();
+    };
+    next.run(req).await
 }
 
 /// `POST /v1/object/uploadPart` (multipart/form-data). Like upload, it runs in its own task
@@ -157,6 +192,66 @@ mod tests {
             message.contains(needle),
             "{message:?} does not contain {needle:?}"
         );
+    }
+
+    #[tokio::test]
+    async fn limit_parts_lets_only_its_permits_through_at_once() {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicUsize, Ordering};
+
+        use axum::routing::post as post_route;
+        use tokio::sync::Semaphore;
+        use tower::ServiceExt as _;
+
+        use super::{PartPermits, limit_parts};
+
+        // A handler that stays in flight until released, counting how many run at once.
+        let running = Arc::new(AtomicUsize::new(0));
+        let peak = Arc::new(AtomicUsize::new(0));
+        let release = Arc::new(Semaphore::new(0));
+        let handler = {
+            let (running, peak, release) = (running.clone(), peak.clone(), release.clone());
+            move || async move {
+                let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+                peak.fetch_max(now, Ordering::SeqCst);
+                release.acquire().await.unwrap().forget();
+                running.fetch_sub(1, Ordering::SeqCst);
+                "done"
+            }
+        };
+        let app = axum::Router::new()
+            .route("/part", post_route(handler))
+            .route_layer(axum::middleware::from_fn_with_state(
+                PartPermits::new(2),
+                limit_parts,
+            ));
+        let requests: Vec<_> = (0..5)
+            .map(|_| {
+                let app = app.clone();
+                tokio::spawn(async move {
+                    let req = axum::http::Request::post("/part")
+                        .body(Body::empty())
+                        .unwrap();
+                    app.oneshot(req).await.unwrap().status()
+                })
+            })
+            .collect();
+        let deadline = std::time::Duration::from_secs(10);
+        common::testing::wait_until(deadline, || {
+            let running = running.clone();
+            async move { running.load(Ordering::SeqCst) == 2 }
+        })
+        .await;
+        // Two in flight: the other three wait for a turn, whatever happens meanwhile.
+        for _ in 0..50 {
+            tokio::task::yield_now().await;
+        }
+        assert_eq!(running.load(Ordering::SeqCst), 2);
+        release.add_permits(5);
+        for r in requests {
+            assert_eq!(r.await.unwrap(), 200);
+        }
+        assert_eq!(peak.load(Ordering::SeqCst), 2);
     }
 
     /// Create a multipart object at `path` of package 1; returns its id.
