@@ -95,18 +95,30 @@ pub(crate) async fn put_blocks(
         res
     };
     let (summary, answers) = tokio::join!(encode, futures::future::join_all(calls));
-    // An agent's refusal explains a failed encode (its block consumer went away) better.
+    // An agent's refusal explains a failed encode (its block consumer went away) better,
+    // and the first block whose consumer went away is the cause: the other agents then
+    // only saw their streams end without `finish`.
+    let cause = match summary {
+        Err(redundancy::Error::SendBlock { index }) => Some(index),
+        _ => None,
+    };
     let mut stored = Vec::with_capacity(answers.len());
+    let mut failed = None;
     for (i, answer) in answers.into_iter().enumerate() {
         match answer {
             Ok(resp) => stored.push(resp.into_inner()),
             Err(status) => {
                 if summary.is_ok() || !matches!(summary, Err(redundancy::Error::ReadInput { .. })) {
                     tracing::warn!(block = i, agent = %begin.blocks[i].agent_address, error = %status.message(), "block write failed");
-                    return Err(ApiError::from(status));
+                    if failed.is_none() || cause == Some(i) {
+                        failed = Some(status);
+                    }
                 }
             }
         }
+    }
+    if let Some(status) = failed {
+        return Err(ApiError::from(status));
     }
     let summary = summary.map_err(|e| encode_error(e, what))?;
     let mut blocks = Vec::with_capacity(stored.len());
