@@ -97,14 +97,18 @@ async fn serve(cli: Cli) -> anyhow::Result<()> {
 /// mimalloc's `mi_option_purge_delay` (its index in `mi_option_t`, mimalloc.h of v3, the
 /// version the `mimalloc` crate builds without its `v2` feature).
 const MI_OPTION_PURGE_DELAY: std::ffi::c_int = 15;
+/// How long mimalloc keeps freed pages before it returns them to the OS.
+const PURGE_DELAY_MS: std::ffi::c_long = 10;
 /// mimalloc's `mi_option_allow_thp` (same enum, v3).
 const MI_OPTION_ALLOW_THP: std::ffi::c_int = 43;
 
 /// Keep the allocator's resident memory close to what is live (docs/performance.md, "peak
 /// RSS"), unless the environment sets the option (mimalloc reads `MIMALLOC_*` when the
 /// process starts; the environment wins):
-/// - `purge_delay` 0: freed pages go back to the OS at once instead of after 1 s; with
-///   many short-lived stream buffers the retained pages were 30–40 MiB of the peak;
+/// - `purge_delay` [`PURGE_DELAY_MS`] instead of mimalloc's 1 s: with many short-lived
+///   stream buffers the retained pages were 30–40 MiB of the peak. Not 0: purging every
+///   free at once made large downloads ~30 % slower (madvise and page faults per buffer);
+///   10 ms keeps the peak as low (docs/performance.md, "peak RSS");
 /// - no transparent huge pages (`allow_thp` 0 and `PR_SET_THP_DISABLE`, Linux): with THP
 ///   every page fault maps and zeroes 2 MiB, so purged buffers came back as whole huge
 ///   pages (60 MiB more peak, and page zeroing was 15 % of the server's CPU on small
@@ -122,7 +126,7 @@ fn tune_allocator() {
     // (an `int`) and the constants are its values; it stores one option value and takes
     // no pointers. No other thread runs yet, so nothing reads the options meanwhile.
     if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
-        unsafe { mi_option_set(MI_OPTION_PURGE_DELAY, 0) }
+        unsafe { mi_option_set(MI_OPTION_PURGE_DELAY, PURGE_DELAY_MS) }
     }
     if std::env::var_os("MIMALLOC_ALLOW_THP").is_none() {
         unsafe { mi_option_set(MI_OPTION_ALLOW_THP, 0) }
