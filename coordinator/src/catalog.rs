@@ -118,6 +118,46 @@ impl Catalog {
         self.package_revs.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// One page of the rows under `prefix` whose keys sort after `after` (exclusive; from
+    /// the start of the prefix when `None`), at most `limit`, in key order, each with its
+    /// key and the revision it was read at.
+    pub(crate) async fn rows_after<T: DeserializeOwned>(
+        &self,
+        prefix: Vec<u8>,
+        after: Option<Vec<u8>>,
+        limit: usize,
+    ) -> Result<Vec<(Vec<u8>, Versioned<T>)>> {
+        let end = meta::prefix_end(&prefix);
+        let start = match after {
+            Some(mut k) => {
+                k.push(0);
+                k
+            }
+            None => prefix,
+        };
+        let page = self
+            .meta
+            .range(meta::Range {
+                start,
+                end,
+                limit,
+                keys_only: false,
+            })
+            .await?;
+        let mut out = Vec::with_capacity(page.kvs.len());
+        for kv in page.kvs {
+            let row = decode(&kv)?;
+            out.push((
+                kv.key,
+                Versioned {
+                    row,
+                    rev: kv.mod_rev,
+                },
+            ));
+        }
+        Ok(out)
+    }
+
     pub(crate) async fn get_row<T: DeserializeOwned>(
         &self,
         key: &[u8],

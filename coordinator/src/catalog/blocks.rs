@@ -407,38 +407,17 @@ impl Catalog {
         start_after: Option<ObjectId>,
         limit: usize,
     ) -> Result<Vec<(ObjectId, Versioned<BlocksRow>)>> {
-        let prefix = keys::object_blocks_prefix();
-        let start = match start_after {
-            Some(id) => {
-                let mut k = keys::object_blocks(id);
-                k.push(0);
-                k
-            }
-            None => prefix.clone(),
-        };
-        let page = self
-            .meta
-            .range(meta::Range {
-                start,
-                end: meta::prefix_end(&prefix),
+        let rows = self
+            .rows_after(
+                keys::object_blocks_prefix(),
+                start_after.map(keys::object_blocks),
                 limit,
-                keys_only: false,
-            })
+            )
             .await?;
-        let mut out = Vec::with_capacity(page.kvs.len());
-        for kv in &page.kvs {
-            let Some(id) = keys::trailing_id(&kv.key) else {
-                continue;
-            };
-            out.push((
-                ObjectId(id),
-                Versioned {
-                    row: decode(kv)?,
-                    rev: kv.mod_rev,
-                },
-            ));
-        }
-        Ok(out)
+        Ok(rows
+            .into_iter()
+            .filter_map(|(key, row)| Some((ObjectId(keys::trailing_id(&key)?), row)))
+            .collect())
     }
 }
 
@@ -446,18 +425,7 @@ impl Catalog {
 mod tests {
     use super::*;
     use crate::catalog::rows::BlockPlan;
-    use crate::catalog::testing::{FAR, hash as h, setup};
-
-    async fn refs(c: &Catalog) -> Vec<String> {
-        c.meta
-            .range(meta::Range::prefix(b"v1/shard-ref/".to_vec()))
-            .await
-            .unwrap()
-            .kvs
-            .into_iter()
-            .map(|kv| String::from_utf8(kv.key).unwrap())
-            .collect()
-    }
+    use crate::catalog::testing::{FAR, hash as h, setup, shard_refs as refs};
 
     async fn begin_ec(c: &Catalog, p: PackageId, path: &str) -> UploadRow {
         let mut up = c.begin_upload(p, path, SpaceId(1), FAR).await.unwrap();

@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 
 use super::blocks::{BlockRow, BlocksRow};
 use super::rows::{ObjectRow, VERSION};
-use super::{Catalog, Versioned, decode, encode, keys};
+use super::{Catalog, Versioned, encode, keys};
 use crate::error::{Result, bad, not_found};
 
 fn v1() -> u32 {
@@ -124,37 +124,17 @@ impl Catalog {
         after: Option<PackageId>,
         limit: usize,
     ) -> Result<Vec<(PackageId, Versioned<ReencodeJob>)>> {
-        let prefix = keys::reencode_job_prefix();
-        let start = match after {
-            Some(p) => {
-                let mut k = keys::reencode_job(p);
-                k.push(0);
-                k
-            }
-            None => prefix.clone(),
-        };
-        let page = self
-            .meta
-            .range(meta::Range {
-                start,
-                end: meta::prefix_end(&prefix),
+        let rows = self
+            .rows_after(
+                keys::reencode_job_prefix(),
+                after.map(keys::reencode_job),
                 limit,
-                keys_only: false,
-            })
+            )
             .await?;
-        let mut out = Vec::with_capacity(page.kvs.len());
-        for kv in &page.kvs {
-            if let Some(id) = keys::trailing_id(&kv.key) {
-                out.push((
-                    PackageId(id),
-                    Versioned {
-                        row: decode(kv)?,
-                        rev: kv.mod_rev,
-                    },
-                ));
-            }
-        }
-        Ok(out)
+        Ok(rows
+            .into_iter()
+            .filter_map(|(key, row)| Some((PackageId(keys::trailing_id(&key)?), row)))
+            .collect())
     }
 
     /// Advance the job (the leader); `false` when it was replaced or removed meanwhile.
@@ -226,31 +206,11 @@ impl Catalog {
         after: &str,
         limit: usize,
     ) -> Result<Vec<Versioned<ObjectRow>>> {
-        let prefix = keys::object_prefix(package);
-        let start = if after.is_empty() {
-            prefix.clone()
-        } else {
-            let mut k = keys::object(package, after);
-            k.push(0);
-            k
-        };
-        let page = self
-            .meta
-            .range(meta::Range {
-                start,
-                end: meta::prefix_end(&prefix),
-                limit,
-                keys_only: false,
-            })
+        let after = (!after.is_empty()).then(|| keys::object(package, after));
+        let rows = self
+            .rows_after(keys::object_prefix(package), after, limit)
             .await?;
-        let mut out = Vec::with_capacity(page.kvs.len());
-        for kv in &page.kvs {
-            out.push(Versioned {
-                row: decode(kv)?,
-                rev: kv.mod_rev,
-            });
-        }
-        Ok(out)
+        Ok(rows.into_iter().map(|(_, row)| row).collect())
     }
 
     /// How many objects `package` has (keys only, in pages).
@@ -402,18 +362,7 @@ mod tests {
 
     use super::*;
     use crate::catalog::rows::BlockPlan;
-    use crate::catalog::testing::{FAR, hash as h, setup};
-
-    async fn refs(c: &Catalog) -> Vec<String> {
-        c.meta
-            .range(meta::Range::prefix(b"v1/shard-ref/".to_vec()))
-            .await
-            .unwrap()
-            .kvs
-            .into_iter()
-            .map(|kv| String::from_utf8(kv.key).unwrap())
-            .collect()
-    }
+    use crate::catalog::testing::{FAR, hash as h, setup, shard_refs as refs};
 
     async fn plain(c: &Catalog, p: PackageId, path: &str, sha: char) -> Versioned<ObjectRow> {
         let up = c.begin_upload(p, path, SpaceId(1), FAR).await.unwrap();

@@ -320,18 +320,7 @@ mod tests {
 
     use super::*;
     use crate::catalog::rows::BlockPlan;
-    use crate::catalog::testing::{FAR, hash as h, setup};
-
-    async fn refs(c: &Catalog) -> Vec<String> {
-        c.meta
-            .range(meta::Range::prefix(b"v1/shard-ref/".to_vec()))
-            .await
-            .unwrap()
-            .kvs
-            .into_iter()
-            .map(|kv| String::from_utf8(kv.key).unwrap())
-            .collect()
-    }
+    use crate::catalog::testing::{FAR, hash as h, setup, shard_refs as refs};
 
     async fn ec_object(c: &Catalog, p: common::PackageId) -> ObjectId {
         let mut up = c.begin_upload(p, "x", SpaceId(1), FAR).await.unwrap();

@@ -21,3 +21,15 @@ pub async fn setup() -> (Catalog, PackageId) {
 pub fn hash(c: char) -> String {
     c.to_string().repeat(64)
 }
+
+/// Every shard reference key (`v1/shard-ref/…`), as strings, in key order.
+pub async fn shard_refs(c: &Catalog) -> Vec<String> {
+    c.meta
+        .range(meta::Range::prefix(b"v1/shard-ref/".to_vec()))
+        .await
+        .unwrap()
+        .kvs
+        .into_iter()
+        .map(|kv| String::from_utf8(kv.key).unwrap())
+        .collect()
+}
