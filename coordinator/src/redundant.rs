@@ -10,7 +10,7 @@ use redundancy::Policy;
 
 use crate::catalog::blocks::parse_policy;
 use crate::catalog::rows::{BlockPlan, ObjectRow, PackageRow};
-use crate::error::{Error, not_found};
+use crate::error::{Error, bad, not_found};
 use crate::placement;
 use crate::service::{Service, SpaceTarget, ms, package_pb};
 
@@ -77,6 +77,26 @@ impl Service {
             .collect())
     }
 
+    /// `BadArgument` when the cluster has fewer shard-storing user spaces than `policy`
+    /// needs at all, live or not: no outage explains that, and retrying cannot help (a
+    /// shortage of *live* spaces stays `Unavailable`).
+    async fn beyond_cluster(&self, policy: &Policy) -> Result<Option<Error>, Error> {
+        let count = policy.block_count();
+        let spaces = self
+            .catalog
+            .list_spaces()
+            .await?
+            .iter()
+            .filter(|s| s.shard_store.is_some())
+            .count();
+        Ok((spaces < count).then(|| {
+            bad(format!(
+                "a {} upload needs {count} distinct user spaces with a shard store and this cluster has {spaces}: choose a smaller redundancy or add user spaces",
+                policy.kind()
+            ))
+        }))
+    }
+
     /// `BeginUpload` of a rep/ec upload: one target (space, agent, PUT ticket) per block;
     /// the commit token carries the block plan.
     pub(crate) async fn begin_block_upload(
@@ -86,7 +106,13 @@ impl Service {
         affinity: Option<SpaceId>,
         policy: Policy,
     ) -> Result<pb::BeginUploadResponse, Error> {
-        let targets = self.place_blocks(&policy, affinity)?;
+        let targets = match self.place_blocks(&policy, affinity) {
+            Ok(targets) => targets,
+            Err(e @ Error::NoLiveSpace { .. }) => {
+                return Err(self.beyond_cluster(&policy).await?.unwrap_or(e));
+            }
+            Err(e) => return Err(e),
+        };
         let first = targets
             .first()
             .map(|t| t.space.0)

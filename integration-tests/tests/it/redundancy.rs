@@ -317,9 +317,17 @@ async fn rep_uploads_clone_move_delete_and_gc_release_blocks() {
         (StatusCode::BAD_REQUEST, Some("BadArgument"))
     );
     assert!(v["message"].as_str().unwrap().contains("redundancy"), "{v}");
-    let (_, v) = upload_raw(&api, package, "x", b"x", Some(ec46()), None).await;
-    assert_eq!(v["code"], "OperationFailed", "{v}");
-    assert!(v["message"].as_str().unwrap().contains("3 missing"), "{v}");
+    // More blocks than the cluster has spaces at all: a bad request, not an outage.
+    let (status, v) = upload_raw(&api, package, "x", b"x", Some(ec46()), None).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{v}");
+    assert_eq!(v["code"], "BadArgument", "{v}");
+    assert!(
+        v["message"]
+            .as_str()
+            .unwrap()
+            .contains("this cluster has 3"),
+        "{v}"
+    );
 
     // package/update changes what new uploads get.
     let v = Api::ok(
