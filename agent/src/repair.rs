@@ -185,9 +185,13 @@ pub async fn rebuild(
     let stats = Arc::new(ReadStats::default());
     let object = redundancy::read_range(policy, req.object_size, blocks, 0, None, stats.clone())
         .context(RebuildSnafu)?;
-    let (encoder, streams) =
-        redundancy::encoder(target_policy, redundancy::EncodeOptions::default())
-            .context(RebuildSnafu)?;
+    // The targets hash what they store and `finish` carries the CRC32C of what was sent
+    // (`client::put_block_requests`), so the encoder need not hash the ec blocks again.
+    let opts = redundancy::EncodeOptions {
+        hash_blocks: false,
+        ..redundancy::EncodeOptions::default()
+    };
+    let (encoder, streams) = redundancy::encoder(target_policy, opts).context(RebuildSnafu)?;
     // Each target stream ends with `finish` only once the whole object was re-encoded.
     let (done_tx, done_rx) = watch::channel(None::<bool>);
     let mut puts = Vec::new();
@@ -236,17 +240,8 @@ pub async fn rebuild(
                 address,
             })?
             .into_inner();
-        let expected = &summary.blocks[i];
-        let expected_sha = expected.sha256.map(hex::encode).unwrap_or_default();
-        ensure!(
-            stored.size == expected.size && stored.sha256 == expected_sha,
-            BadRequestSnafu {
-                message: format!(
-                    "target stored block {i} as {} bytes {} but {} bytes {} were sent",
-                    stored.size, stored.sha256, expected.size, expected_sha
-                ),
-            }
-        );
+        client::check_stored_block(&summary.blocks[i], &stored)
+            .map_err(|message| BadRequestSnafu { message }.build())?;
         out.push(RebuiltBlock {
             index: i as u32,
             size: stored.size,

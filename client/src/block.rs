@@ -144,3 +144,63 @@ pub fn put_block_requests(
     }))
     .chain(finish)
 }
+
+/// Checks an agent's `PutShard` answer for one block against what the encoder sent: the
+/// sizes must match, and the SHA-256s too when the encoder hashed the block (rep/none
+/// blocks always; ec blocks only with `EncodeOptions::hash_blocks`). Otherwise the agent's
+/// hash is the block's: its `finish` carried the CRC32C of the bytes sent, so the agent
+/// hashed exactly those. `Err` describes the mismatch.
+pub fn check_stored_block(
+    sent: &redundancy::BlockSummary,
+    stored: &proto::agent::PutShardResponse,
+) -> Result<(), String> {
+    let sent_sha = sent.sha256.map(hex::encode);
+    if stored.size == sent.size && sent_sha.as_ref().is_none_or(|sha| *sha == stored.sha256) {
+        return Ok(());
+    }
+    Err(format!(
+        "block {} was stored as {} bytes {} but {} bytes {} were sent",
+        sent.index,
+        stored.size,
+        stored.sha256,
+        sent.size,
+        sent_sha.as_deref().unwrap_or("(not hashed)")
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use proto::agent::PutShardResponse;
+    use redundancy::BlockSummary;
+
+    use super::check_stored_block;
+
+    #[test]
+    fn stored_blocks_must_match_what_was_sent() {
+        let stored = PutShardResponse {
+            size: 10,
+            sha256: "ab".repeat(32),
+        };
+        let hashed = |sha: [u8; 32], size| BlockSummary {
+            index: 3,
+            size,
+            sha256: Some(sha),
+        };
+        assert!(check_stored_block(&hashed([0xab; 32], 10), &stored).is_ok());
+        let err = check_stored_block(&hashed([0xcd; 32], 10), &stored).unwrap_err();
+        assert!(
+            err.contains("block 3") && err.contains(&"cd".repeat(32)),
+            "{err}"
+        );
+        assert!(check_stored_block(&hashed([0xab; 32], 11), &stored).is_err());
+        // Not hashed by the encoder: the size decides, the agent's hash is taken.
+        let unhashed = |size| BlockSummary {
+            index: 0,
+            size,
+            sha256: None,
+        };
+        assert!(check_stored_block(&unhashed(10), &stored).is_ok());
+        let err = check_stored_block(&unhashed(9), &stored).unwrap_err();
+        assert!(err.contains("(not hashed)"), "{err}");
+    }
+}

@@ -18,7 +18,7 @@ pub mod batch;
 mod block;
 pub mod failover;
 pub mod tls;
-pub use block::{AgentBlock, put_block_requests};
+pub use block::{AgentBlock, check_stored_block, put_block_requests};
 pub use failover::{FailoverChannel, RetryPolicy};
 pub use request_id::RequestIdInterceptor;
 

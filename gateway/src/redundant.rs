@@ -123,20 +123,10 @@ pub(crate) async fn put_blocks(
     let summary = summary.map_err(|e| encode_error(e, what))?;
     let mut blocks = Vec::with_capacity(stored.len());
     for (resp, block) in stored.into_iter().zip(&summary.blocks) {
-        let sent = block.sha256.map(hex::encode);
-        let hash_differs = sent.as_ref().is_some_and(|sha| *sha != resp.sha256);
-        if resp.size != block.size || hash_differs {
-            return Err(ApiError::internal(format!(
-                "agent stored block {} of {what} as {} bytes {} but {} bytes {} were sent",
-                block.index,
-                resp.size,
-                resp.sha256,
-                block.size,
-                sent.as_deref().unwrap_or("(not hashed)")
-            )));
-        }
+        client::check_stored_block(block, &resp)
+            .map_err(|m| ApiError::internal(format!("{what}: {m}")))?;
         blocks.push(pb::StoredBlock {
-            size: block.size,
+            size: resp.size,
             sha256: resp.sha256,
         });
     }
