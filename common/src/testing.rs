@@ -14,22 +14,37 @@ pub fn init_logging() {
         .try_init();
 }
 
+/// Poll `check` every 20 ms until it returns `Some` or `timeout` passes; the value, or
+/// `None` on timeout. `check` runs at least once, and once more at the deadline.
+pub async fn wait_for<T, F, Fut>(timeout: Duration, mut check: F) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check().await {
+            return Some(v);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// Poll `check` every 20 ms until it returns true or `timeout` passes; returns whether it did.
 pub async fn wait_until<F, Fut>(timeout: Duration, mut check: F) -> bool
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = bool>,
 {
-    let deadline = Instant::now() + timeout;
-    loop {
-        if check().await {
-            return true;
-        }
-        if Instant::now() >= deadline {
-            return false;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    wait_for(timeout, || {
+        let done = check();
+        async move { done.await.then_some(()) }
+    })
+    .await
+    .is_some()
 }
 
 /// Deterministic pseudo-random bytes (xorshift), different for every `seed`, so test
@@ -44,4 +59,31 @@ pub fn pseudo_random(seed: u64, len: usize) -> Vec<u8> {
             (x >> 24) as u8
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn wait_for_returns_the_first_value() {
+        let mut calls = 0;
+        let got = wait_for(Duration::from_secs(5), || {
+            calls += 1;
+            let n = calls;
+            async move { (n >= 3).then_some(n * 10) }
+        })
+        .await;
+        assert_eq!(got, Some(30));
+    }
+
+    #[tokio::test]
+    async fn wait_for_gives_up_after_the_timeout() {
+        let start = Instant::now();
+        let got: Option<()> = wait_for(Duration::from_millis(60), || async { None }).await;
+        assert_eq!(got, None);
+        assert!(start.elapsed() >= Duration::from_millis(60));
+        assert!(!wait_until(Duration::from_millis(10), || async { false }).await);
+        assert!(wait_until(Duration::from_millis(10), || async { true }).await);
+    }
 }

@@ -21,6 +21,11 @@ use tokio_util::sync::CancellationToken;
 
 pub use api::Api;
 
+/// How often the cluster's agents heartbeat (and the coordinators expect them to).
+pub const HEARTBEAT_INTERVAL: Duration = Duration::from_millis(200);
+/// How long after its last heartbeat the coordinators consider an agent down.
+pub const AGENT_TTL: Duration = Duration::from_secs(3);
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Meta {
     Memory,
@@ -48,8 +53,10 @@ impl TestClusterBuilder {
         self
     }
 
-    /// Run `n` coordinators on the same metadata (etcd for n > 1): agents and the gateway
-    /// get all their addresses and fail over between them.
+    /// Run `n` coordinators on the same metadata: agents and the gateway get all their
+    /// addresses and fail over between them. n > 1 needs [`Meta::Etcd`] (checked by
+    /// [`TestClusterBuilder::build`]): memory stores would not be shared (two leaders) and
+    /// redb allows one process-wide opener.
     pub fn coordinators(mut self, n: usize) -> Self {
         self.coordinators = n.max(1);
         self
@@ -79,6 +86,12 @@ impl TestClusterBuilder {
     /// backend's fixture is unavailable outside CI (see [`etcd::endpoints`]).
     pub async fn build(self) -> Option<TestCluster> {
         common::testing::init_logging();
+        assert!(
+            self.coordinators == 1 || self.meta == Meta::Etcd,
+            "{} coordinators need Meta::Etcd (shared metadata), not {:?}",
+            self.coordinators,
+            self.meta
+        );
         let dir = TempDir::new().unwrap();
         let secret = Secret::random();
         let meta = match self.meta {
@@ -112,8 +125,8 @@ impl TestClusterBuilder {
             root: format!("test-{}", uuid::Uuid::new_v4()),
             meta,
             cluster_secret: Some(secret.clone()),
-            heartbeat_interval: Duration::from_millis(200),
-            agent_ttl: Duration::from_secs(3),
+            heartbeat_interval: HEARTBEAT_INTERVAL,
+            agent_ttl: AGENT_TTL,
             tls: tls("coordinator"),
             scrub: self.scrub.clone().unwrap_or_default(),
             default_redundancy: match &self.default_redundancy {
@@ -139,7 +152,6 @@ impl TestClusterBuilder {
             shutdown: CancellationToken::new(),
             coord_config,
             coord: None,
-            meta: None,
             extra_coords: Vec::new(),
             coordinator_list: coordinator_list.clone(),
             agents: Vec::new(),
@@ -150,14 +162,8 @@ impl TestClusterBuilder {
         for listener in extra_listeners {
             let mut config = cluster.coord_config.clone();
             config.listen = listener.local_addr().unwrap();
-            let meta = coordinator::server::open_meta(&config).await.unwrap();
-            let coord = coordinator::Coordinator::build(&config, meta).unwrap();
-            let token = cluster.shutdown.child_token();
-            let gc = coord.gc();
-            let handle = tokio::spawn(coord.serve(listener, token.clone()));
-            cluster
-                .extra_coords
-                .push(Some(RunningCoordinator { gc, token, handle }));
+            let running = spawn_coordinator(&config, listener, &cluster.shutdown).await;
+            cluster.extra_coords.push(Some(running));
         }
         for i in 0..self.agents {
             cluster.start_agent(i).await;
@@ -181,6 +187,7 @@ impl TestClusterBuilder {
 }
 
 struct RunningCoordinator {
+    meta: MetaStoreRef,
     gc: coordinator::gc::Gc,
     token: CancellationToken,
     handle: JoinHandle<Result<(), coordinator::Error>>,
@@ -200,7 +207,6 @@ pub struct TestCluster {
     shutdown: CancellationToken,
     coord_config: coordinator::CoordinatorConfig,
     coord: Option<RunningCoordinator>,
-    meta: Option<MetaStoreRef>,
     /// Coordinators 1.. (see [`TestClusterBuilder::coordinators`]); `None` once stopped.
     extra_coords: Vec<Option<RunningCoordinator>>,
     coordinator_list: String,
@@ -238,7 +244,8 @@ impl TestCluster {
         self.api().addr()
     }
 
-    /// The coordinator's gRPC address.
+    /// The first coordinator's gRPC address (see [`TestCluster::coordinator_addrs`] for
+    /// all of them).
     pub fn coordinator_addr(&self) -> SocketAddr {
         self.coord_config.listen
     }
@@ -248,21 +255,23 @@ impl TestCluster {
         self.agents[i].addr
     }
 
-    /// The coordinator's metadata store (inside the cluster prefix), for inspection.
+    /// The metadata store (inside the cluster prefix) of the first coordinator still
+    /// running, for inspection. Panics when every coordinator is stopped.
     pub fn meta(&self) -> MetaStoreRef {
-        self.meta.clone().unwrap()
+        self.running_coordinator().meta.clone()
+    }
+
+    /// The first coordinator still running, in start order.
+    fn running_coordinator(&self) -> &RunningCoordinator {
+        self.coord
+            .iter()
+            .chain(self.extra_coords.iter().flatten())
+            .next()
+            .expect("every coordinator of the cluster is stopped")
     }
 
     async fn start_coordinator(&mut self, listener: TcpListener) {
-        let meta = coordinator::server::open_meta(&self.coord_config)
-            .await
-            .unwrap();
-        let coord = coordinator::Coordinator::build(&self.coord_config, meta.clone()).unwrap();
-        let token = self.shutdown.child_token();
-        let gc = coord.gc();
-        let handle = tokio::spawn(coord.serve(listener, token.clone()));
-        self.meta = Some(meta);
-        self.coord = Some(RunningCoordinator { gc, token, handle });
+        self.coord = Some(spawn_coordinator(&self.coord_config, listener, &self.shutdown).await);
     }
 
     async fn start_agent(&mut self, i: usize) {
@@ -277,7 +286,7 @@ impl TestCluster {
                 name: format!("space-{i}"),
                 path: space_dir.clone(),
             }],
-            heartbeat_interval: Duration::from_millis(200),
+            heartbeat_interval: HEARTBEAT_INTERVAL,
             tls: match &self.ca_dir {
                 Some(ca) => issue_tls(ca, &format!("agent-{i}")),
                 None => common::tls::TlsConfig::default(),
@@ -313,25 +322,24 @@ impl TestCluster {
         assert!(ok, "agents did not register within 20 s");
     }
 
-    /// Run one shard GC pass now with the given grace period.
+    /// Run one shard GC pass now with the given grace period (on the first coordinator
+    /// still running).
     pub async fn run_gc(&self, grace: Duration) -> coordinator::gc::GcReport {
-        self.coord
-            .as_ref()
-            .unwrap()
-            .gc
-            .collect(grace)
-            .await
-            .unwrap()
+        self.running_coordinator().gc.collect(grace).await.unwrap()
     }
 
     /// Stop the coordinator and start a new one on the same address and metadata.
     pub async fn restart_coordinator(&mut self) {
-        let RunningCoordinator { gc, token, handle } = self.coord.take().unwrap();
+        let RunningCoordinator {
+            meta,
+            gc,
+            token,
+            handle,
+        } = self.coord.take().unwrap();
         token.cancel();
         handle.await.unwrap().unwrap();
         // Every handle on the store must be gone before redb can open the file again.
-        drop(gc);
-        self.meta = None;
+        drop((gc, meta));
         let listener = bind_retry(self.coord_config.listen).await;
         self.start_coordinator(listener).await;
     }
@@ -344,7 +352,24 @@ impl TestCluster {
             .collect()
     }
 
+    /// Index (in [`TestCluster::coordinator_addrs`]) of the coordinator that leads now, as
+    /// the leader key in the metadata says.
+    pub async fn leader_index(&self) -> usize {
+        let kv = self
+            .meta()
+            .get(b"v1/leader")
+            .await
+            .unwrap()
+            .expect("a leader key");
+        let leader = String::from_utf8(kv.value).unwrap();
+        self.coordinator_addrs()
+            .iter()
+            .position(|a| *a == leader)
+            .unwrap_or_else(|| panic!("leader {leader} is not a coordinator of the cluster"))
+    }
+
     /// Stop coordinator `i` (0 = the first; it resigns its leadership if it led).
+    /// [`TestCluster::meta`] and [`TestCluster::run_gc`] then use a coordinator still running.
     pub async fn stop_coordinator(&mut self, i: usize) {
         let running = if i == 0 {
             self.coord.take()
@@ -399,6 +424,26 @@ impl TestCluster {
         if let Some(g) = self.gateway.take() {
             g.await.unwrap().unwrap();
         }
+    }
+}
+
+/// Open the metadata `config` names, build a coordinator on it and serve on `listener`
+/// until `shutdown` (or the handle's own token) is cancelled.
+async fn spawn_coordinator(
+    config: &coordinator::CoordinatorConfig,
+    listener: TcpListener,
+    shutdown: &CancellationToken,
+) -> RunningCoordinator {
+    let meta = coordinator::server::open_meta(config).await.unwrap();
+    let coord = coordinator::Coordinator::build(config, meta.clone()).unwrap();
+    let token = shutdown.child_token();
+    let gc = coord.gc();
+    let handle = tokio::spawn(coord.serve(listener, token.clone()));
+    RunningCoordinator {
+        meta,
+        gc,
+        token,
+        handle,
     }
 }
 
