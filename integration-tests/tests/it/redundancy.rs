@@ -5,6 +5,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use common::testing::wait_for;
+
 use integration_tests::api::file_hash;
 use integration_tests::s3::{ACCESS_KEY, S3Server, SECRET_KEY};
 use integration_tests::{Api, TestCluster, list_files};
@@ -85,6 +87,23 @@ pub(crate) async fn blocks(c: &TestCluster, object_id: u64) -> Vec<Value> {
     row["blocks"].as_array().unwrap().clone()
 }
 
+/// The object row of `path` in `package`, straight from the coordinator's store.
+pub(crate) async fn object_row(c: &TestCluster, package: u64, path: &str) -> Value {
+    let key = format!("v1/object/{package:020}/{path}");
+    let kv = c
+        .meta()
+        .get(key.as_bytes())
+        .await
+        .unwrap()
+        .expect("object row");
+    serde_json::from_slice(&kv.value).unwrap()
+}
+
+/// The admin status of the repair and scrub job (with the 50 latest repairs).
+pub(crate) async fn status(api: &Api) -> Value {
+    Api::ok(api.get("/v1/admin/scrub/status?recent=50").await)
+}
+
 /// Every stored file named `sha256` in the Local spaces of the cluster's agents and under
 /// `extra` roots (S3 buckets).
 pub(crate) fn shard_files(c: &TestCluster, sha256: &str, extra: &[PathBuf]) -> Vec<PathBuf> {
@@ -126,23 +145,29 @@ pub(crate) async fn check_range(api: &Api, id: u64, want: &[u8], offset: usize, 
     );
 }
 
-/// Full read plus ranged reads at and across piece and stripe boundaries.
+/// Full read plus ranged reads at and across piece and stripe boundaries (those that
+/// start inside the object: small objects skip the rest).
 pub(crate) async fn check_reads(api: &Api, id: u64, want: &[u8]) {
     assert!(
         api.download_all(id).await[..] == want[..],
         "full read differs"
     );
+    let len = want.len();
     for (offset, length) in [
         (0, 1),
+        (len / 3, len / 2 + 1),
         (4095, 2),
         (4096, 4096),
         (STRIPE - 1, 2),
         (STRIPE - 100, STRIPE + 200),
         (STRIPE, 3 * STRIPE),
         (2 * STRIPE + 4097, 9000),
-        (want.len() - 5, 5),
+        (len.saturating_sub(7), 7),
+        (len.saturating_sub(5), 5),
     ] {
-        check_range(api, id, want, offset, length).await;
+        if offset < len {
+            check_range(api, id, want, offset, length).await;
+        }
     }
 }
 
@@ -397,14 +422,29 @@ pub(crate) async fn upload_once_served(
     body: &[u8],
     affinity: u64,
 ) -> Value {
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    loop {
-        let res = upload_raw(api, package, path, body, None, Some(affinity)).await;
-        if res.1["code"] == "OK" {
-            return res.1["data"]["uploadeds"][0].clone();
-        }
-        assert!(std::time::Instant::now() < deadline, "{res:?}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
+    upload_when_served(api, package, path, body, Some(affinity)).await
+}
+
+/// Upload `body` to `path` (with an optional `affinity`), retrying for up to 20 s while the
+/// upload is refused (agents learn new spaces with their next heartbeat); the object's JSON.
+async fn upload_when_served(
+    api: &Api,
+    package: u64,
+    path: &str,
+    body: &[u8],
+    affinity: Option<u64>,
+) -> Value {
+    let ok = wait_for(Duration::from_secs(20), || async {
+        let res = upload_raw(api, package, path, body, None, affinity).await;
+        (res.1["code"] == "OK").then(|| res.1["data"]["uploadeds"][0].clone())
+    })
+    .await;
+    match ok {
+        Some(obj) => obj,
+        None => panic!(
+            "upload of {path} still refused: {:?}",
+            upload_raw(api, package, path, body, None, affinity).await
+        ),
     }
 }
 
@@ -491,15 +531,7 @@ async fn ec_with_all_blocks_on_one_agent_and_1_mib_pieces() {
     let policy = json!({"type": "ec", "k": 4, "n": 6, "chunkSize": 1048576});
     let (package, _) = package_with(&api, "one-agent", policy.clone()).await;
     let body = data(7, 8 * 4 * 1024 * 1024);
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    let obj = loop {
-        let res = upload_raw(&api, package, "big.bin", &body, None, None).await;
-        if res.1["code"] == "OK" {
-            break res.1["data"]["uploadeds"][0].clone();
-        }
-        assert!(std::time::Instant::now() < deadline, "{:?}", res);
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let obj = upload_when_served(&api, package, "big.bin", &body, None).await;
     assert_eq!(obj["redundancy"], policy);
     let id = obj["objectID"].as_u64().unwrap();
     let got = tokio::time::timeout(Duration::from_secs(60), api.download_all(id))

@@ -5,12 +5,15 @@
 
 use std::time::{Duration, Instant};
 
+use common::testing::wait_for;
 use integration_tests::api::file_hash;
 use integration_tests::{Api, Meta, TestCluster};
 use serde_json::{Value, json};
 
 use crate::data;
-use crate::redundancy::{STRIPE, blocks, check_range, ec46, package_with, shard_files, upload};
+use crate::redundancy::{
+    STRIPE, blocks, check_reads, ec46, object_row, package_with, shard_files, status, upload,
+};
 
 /// On demand only; never rebuild blocks of down agents during these tests.
 fn scrub_config() -> coordinator::ScrubConfig {
@@ -21,8 +24,28 @@ fn scrub_config() -> coordinator::ScrubConfig {
     }
 }
 
-async fn status(api: &Api) -> Value {
-    Api::ok(api.get("/v1/admin/scrub/status?recent=50").await)
+/// Six agents on redb, scrub on demand only.
+async fn six_agents_on_redb() -> TestCluster {
+    TestCluster::builder()
+        .meta(Meta::Redb)
+        .agents(6)
+        .scrub(scrub_config())
+        .build()
+        .await
+        .unwrap()
+}
+
+/// Poll until the re-encode job of `package` satisfies `done`; the job. Panics after 60 s.
+async fn wait_job(api: &Api, package: u64, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let got = wait_for(Duration::from_secs(60), || async {
+        let j = job(api, package).await;
+        done(&j).then_some(j)
+    })
+    .await;
+    match got {
+        Some(j) => j,
+        None => panic!("{what}: {}", job(api, package).await),
+    }
 }
 
 /// The re-encode job of `package` in the admin status.
@@ -47,27 +70,10 @@ async fn update_and_wait(api: &Api, package: u64, policy: &Value) -> Value {
         .await,
     );
     assert_eq!(&v["package"]["redundancy"], policy, "{v}");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let j = job(api, package).await;
-        if j["running"] == false && &j["redundancy"] == policy {
-            return j;
-        }
-        assert!(Instant::now() < deadline, "re-encode did not finish: {j}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
-/// The object row as stored.
-async fn object_row(c: &TestCluster, package: u64, path: &str) -> Value {
-    let key = format!("v1/object/{package:020}/{path}");
-    let kv = c
-        .meta()
-        .get(key.as_bytes())
-        .await
-        .unwrap()
-        .expect("object row");
-    serde_json::from_slice(&kv.value).unwrap()
+    wait_job(api, package, "re-encode did not finish", |j| {
+        j["running"] == false && &j["redundancy"] == policy
+    })
+    .await
 }
 
 /// Every shard reference held by object `id` (`o{id}` or `b{id}-{i}`), sorted.
@@ -156,29 +162,7 @@ async fn check_stored(c: &TestCluster, package: u64, path: &str, want: &[u8], po
             "{path}: one reference per block, nothing else"
         );
     }
-    check_bytes(api, id, want).await;
-}
-
-/// A full read and ranged reads (across piece and stripe boundaries where the object
-/// has them) return `want`.
-async fn check_bytes(api: &Api, id: u64, want: &[u8]) {
-    assert!(
-        api.download_all(id).await[..] == want[..],
-        "full read differs"
-    );
-    let len = want.len();
-    for (offset, length) in [
-        (0, 1),
-        (len / 3, len / 2 + 1),
-        (4095, 2),
-        (STRIPE - 1, 2),
-        (STRIPE - 100, STRIPE + 200),
-        (len.saturating_sub(7), 7),
-    ] {
-        if offset < len {
-            check_range(api, id, want, offset, length.max(1)).await;
-        }
-    }
+    check_reads(api, id, want).await;
 }
 
 async fn policy_changes_reencode_every_object(meta: Meta) {
@@ -273,13 +257,7 @@ async fn policy_changes_reencode_every_object_on_etcd() {
 
 #[tokio::test]
 async fn an_overwrite_during_the_reencode_wins() {
-    let c = TestCluster::builder()
-        .meta(Meta::Redb)
-        .agents(6)
-        .scrub(scrub_config())
-        .build()
-        .await
-        .unwrap();
+    let c = six_agents_on_redb().await;
     let api = c.api().clone();
     let (package, _) = package_with(&api, "race", json!({"type": "none"})).await;
     // Big enough that its re-encode is still writing when the overwrite lands.
@@ -296,14 +274,11 @@ async fn an_overwrite_during_the_reencode_wins() {
     );
     // Wait until the agents write the new blocks (temp files), then overwrite the path
     // with a rep(2) upload.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    while (0..6).all(|i| c.temp_files(i).is_empty()) {
-        assert!(
-            Instant::now() < deadline,
-            "the re-encode never started writing"
-        );
-        tokio::time::sleep(Duration::from_millis(2)).await;
-    }
+    let writing = wait_for(Duration::from_secs(60), || async {
+        (0..6).any(|i| !c.temp_files(i).is_empty()).then_some(())
+    })
+    .await;
+    assert!(writing.is_some(), "the re-encode never started writing");
     let new = data(21, 3000);
     let rep2 = json!({"type": "rep", "repCount": 2});
     let o2 = upload(&api, package, "x.bin", &new, Some(rep2.clone())).await;
@@ -312,15 +287,10 @@ async fn an_overwrite_during_the_reencode_wins() {
         Some(id),
         "an overwrite keeps the id"
     );
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let j = loop {
-        let j = job(&api, package).await;
-        if j["running"] == false {
-            break j;
-        }
-        assert!(Instant::now() < deadline, "re-encode did not finish: {j}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let j = wait_job(&api, package, "re-encode did not finish", |j| {
+        j["running"] == false
+    })
+    .await;
     assert_eq!(
         (
             j["superseded"].as_u64(),
@@ -366,19 +336,7 @@ async fn a_new_leader_resumes_the_reencode_from_the_cursor() {
         upload(&api, package, &format!("o{i}"), &body, None).await;
         files.push((format!("o{i}"), body));
     }
-    let leader = |c: &TestCluster| {
-        let meta = c.meta();
-        async move {
-            let kv = meta.get(b"v1/leader").await.unwrap().unwrap();
-            String::from_utf8(kv.value).unwrap()
-        }
-    };
-    let first = leader(&c).await;
-    let first_index = c
-        .coordinator_addrs()
-        .iter()
-        .position(|a| *a == first)
-        .unwrap();
+    let first_index = c.leader_index().await;
     let rep2 = json!({"type": "rep", "repCount": 2});
     Api::ok(
         api.post(
@@ -387,40 +345,32 @@ async fn a_new_leader_resumes_the_reencode_from_the_cursor() {
         )
         .await,
     );
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let checked_before = loop {
-        let j = job(&api, package).await;
-        let checked = j["checked"].as_u64().unwrap_or(0);
-        if j["running"] == true && checked >= 3 {
-            break checked;
-        }
-        assert!(Instant::now() < deadline, "the job did not progress: {j}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let checked_before = wait_job(&api, package, "the job did not progress", |j| {
+        j["running"] == true && j["checked"].as_u64().unwrap_or(0) >= 3
+    })
+    .await["checked"]
+        .as_u64()
+        .unwrap();
     assert!(
         checked_before < OBJECTS,
         "the job finished before the leader change"
     );
     c.stop_coordinator(first_index).await;
 
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let done = loop {
-        let j = job(&api, package).await;
+    let done = wait_job(&api, package, "the new leader did not finish", |j| {
         let checked = j["checked"].as_u64().unwrap_or(0);
         assert!(
             checked >= checked_before,
             "the new leader restarted the walk: {j} (had {checked_before})"
         );
-        if j["running"] == false {
-            break j;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the new leader did not finish: {j}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
-    assert_ne!(leader(&c).await, first, "another coordinator leads");
+        j["running"] == false
+    })
+    .await;
+    assert_ne!(
+        c.leader_index().await,
+        first_index,
+        "another coordinator leads"
+    );
     // At most the object in flight at the change is looked at twice.
     let checked = done["checked"].as_u64().unwrap();
     assert!((OBJECTS..=OBJECTS + 1).contains(&checked), "{done}");
@@ -445,13 +395,7 @@ fn part_form(object: u64, index: u32, body: Vec<u8>) -> reqwest::multipart::Form
 
 #[tokio::test]
 async fn multipart_completion_converges_to_the_package_policy() {
-    let c = TestCluster::builder()
-        .meta(Meta::Redb)
-        .agents(6)
-        .scrub(scrub_config())
-        .build()
-        .await
-        .unwrap();
+    let c = six_agents_on_redb().await;
     let api = c.api().clone();
     let ec = ec46();
     let (package, _) = package_with(&api, "mpu", ec.clone()).await;
@@ -481,15 +425,15 @@ async fn multipart_completion_converges_to_the_package_policy() {
     whole.extend_from_slice(&p2);
     assert_eq!(d["object"]["fileHash"], file_hash(&whole));
     // Stored plain first, then converted by the leader.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let o = api.package_objects(package).await;
-        if o[0]["redundancy"] == ec {
-            break;
-        }
-        assert!(Instant::now() < deadline, "not converted: {o:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let converted = wait_for(Duration::from_secs(30), || async {
+        (api.package_objects(package).await[0]["redundancy"] == ec).then_some(())
+    })
+    .await;
+    assert!(
+        converted.is_some(),
+        "not converted: {:?}",
+        api.package_objects(package).await
+    );
     check_stored(&c, package, "big.bin", &whole, &ec).await;
     assert_eq!(status(&api).await["reencodeQueued"], 0);
     c.shutdown().await;
@@ -542,15 +486,16 @@ async fn imports_converge_to_the_default_policy() {
     assert_eq!(d["imported"].as_u64(), Some(3), "{d}");
     let package = d["package"]["packageID"].as_u64().unwrap();
     assert_eq!(d["package"]["redundancy"], rep2, "{d}");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
+    let converted = wait_for(Duration::from_secs(30), || async {
         let o = api.package_objects(package).await;
-        if o.len() == 3 && o.iter().all(|o| o["redundancy"] == rep2) {
-            break;
-        }
-        assert!(Instant::now() < deadline, "not converted: {o:?}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        (o.len() == 3 && o.iter().all(|o| o["redundancy"] == rep2)).then_some(())
+    })
+    .await;
+    assert!(
+        converted.is_some(),
+        "not converted: {:?}",
+        api.package_objects(package).await
+    );
     for (p, body) in &files {
         check_stored(&c, package, p, body, &rep2).await;
     }
@@ -564,13 +509,7 @@ async fn imports_converge_to_the_default_policy() {
 #[ignore]
 #[allow(clippy::print_stderr)]
 async fn reencode_throughput_of_a_64_mib_object() {
-    let c = TestCluster::builder()
-        .meta(Meta::Redb)
-        .agents(6)
-        .scrub(scrub_config())
-        .build()
-        .await
-        .unwrap();
+    let c = six_agents_on_redb().await;
     let api = c.api().clone();
     let (package, _) = package_with(&api, "m", json!({"type": "none"})).await;
     let body = data(99, 64 << 20);

@@ -3,17 +3,18 @@
 //! or behind a stopped agent, the scrub job run on demand through `/v1/admin/scrub/*`, a
 //! degraded download queueing a repair, and a run resumed by a new leader.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
+use common::testing::{wait_for, wait_until};
 use integration_tests::s3::S3Server;
-use integration_tests::{Api, Meta, TestCluster};
+use integration_tests::{AGENT_TTL, Api, HEARTBEAT_INTERVAL, Meta, TestCluster};
 use serde_json::{Value, json};
 
 use crate::data;
 use crate::redundancy::{
-    STRIPE, blocks, check_reads, corrupt, create_s3_spaces, ec46, package_with, shard_files,
-    upload, upload_once_served,
+    STRIPE, blocks, check_reads, corrupt, create_s3_spaces, ec46, object_row, package_with,
+    shard_files, status, upload, upload_once_served,
 };
 
 /// On demand only, repairs of down agents after `repair_after_down`.
@@ -25,10 +26,6 @@ fn scrub_config(repair_after_down: Duration) -> coordinator::ScrubConfig {
     }
 }
 
-async fn status(api: &Api) -> Value {
-    Api::ok(api.get("/v1/admin/scrub/status?recent=50").await)
-}
-
 /// Start a run and wait until it has finished; its final status.
 async fn scrub(api: &Api, deep: bool) -> Value {
     let runs = status(api).await["runs"].as_u64().unwrap();
@@ -37,15 +34,31 @@ async fn scrub(api: &Api, deep: bool) -> Value {
             .await,
     );
     assert_eq!(started["running"], true, "{started}");
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
+    let done = wait_for(Duration::from_secs(60), || async {
         let s = status(api).await;
-        if s["running"] == false && s["runs"].as_u64().unwrap() > runs {
-            return s;
-        }
-        assert!(Instant::now() < deadline, "scrub did not finish: {s}");
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        (s["running"] == false && s["runs"].as_u64().unwrap() > runs).then_some(s)
+    })
+    .await;
+    match done {
+        Some(s) => s,
+        None => panic!("scrub did not finish: {}", status(api).await),
     }
+}
+
+/// Poll until the coordinators' registry holds agent `name` down (no heartbeat for the
+/// TTL): a storage test on its machine is then refused as `AgentDown` ("agent … is
+/// down") instead of being tried on the agent. False after `timeout`.
+async fn wait_agent_down(api: &Api, name: &str, dir: &Path, timeout: Duration) -> bool {
+    let probe = json!({
+        "storage": {"type": "Local", "location": name, "path": dir.to_str().unwrap()},
+        "credential": {"type": "Local"},
+    });
+    let down = format!("agent {name} serving user space 0 is down");
+    wait_until(timeout, || async {
+        let (_, v) = api.post("/v1/userSpace/test", probe.clone()).await;
+        v["message"].as_str().is_some_and(|m| m.contains(&down))
+    })
+    .await
 }
 
 fn damage(kind: &str) -> u64 {
@@ -139,10 +152,7 @@ async fn deep_scrub_rebuilds_a_deleted_and_a_corrupt_ec_block_on_free_spaces() {
     let mid = blocks(&c, id).await;
     assert_ne!(mid[0]["space_id"], before[0]["space_id"]);
     // The object row names block 0's new space (same transaction as the swap).
-    let key = format!("v1/object/{package:020}/a.bin");
-    let row: Value =
-        serde_json::from_slice(&c.meta().get(key.as_bytes()).await.unwrap().unwrap().value)
-            .unwrap();
+    let row = object_row(&c, package, "a.bin").await;
     assert_eq!(row["space_id"], mid[0]["space_id"], "{row}");
     assert_eq!(mid[3], before[3], "a shallow run cannot see the corruption");
 
@@ -276,13 +286,21 @@ async fn a_stopped_agent_is_not_repaired_before_repair_after_down() {
         .iter()
         .position(|a| file.starts_with(&a.space_dir))
         .unwrap();
+    // The registry counts "down for" from the agent's last heartbeat, at most one
+    // interval before it stops: `last_beat` is a lower bound of that instant, so
+    // `last_beat.elapsed()` bounds how long the agent has been down from above.
+    let last_beat = Instant::now() - HEARTBEAT_INTERVAL;
     c.stop_agent(holder).await;
-    let stopped = Instant::now();
 
-    // Down (or not answering) for less than repair_after_down: unavailable, not rebuilt.
+    // Known down (TTL passed), but for less than repair_after_down: unavailable, not rebuilt.
+    let probe_dir = c.scratch("probe");
+    assert!(
+        wait_agent_down(&api, &format!("agent-{holder}"), &probe_dir, 3 * AGENT_TTL).await,
+        "the coordinator never saw agent-{holder} down"
+    );
     let s = scrub(&api, false).await;
     assert!(
-        stopped.elapsed() < after_down,
+        last_beat.elapsed() < after_down,
         "the machine is too slow for this test"
     );
     assert_eq!(
@@ -299,17 +317,18 @@ async fn a_stopped_agent_is_not_repaired_before_repair_after_down() {
     assert!(api.download_all(id).await[..] == body[..]);
 
     // Once down for longer, the next run rebuilds the block elsewhere.
-    let deadline = Instant::now() + Duration::from_secs(40);
-    let s = loop {
+    let s = wait_for(Duration::from_secs(40), || async {
         // The degraded read above queued the object: wait for that check too.
         let s = scrub(&api, false).await;
-        if s["repaired"].as_u64() == Some(1) {
-            break s;
-        }
-        assert!(Instant::now() < deadline, "never repaired: {s}");
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        (s["repaired"].as_u64() == Some(1)).then_some(s)
+    })
+    .await;
+    let Some(s) = s else {
+        panic!("never repaired: {}", status(&api).await)
     };
-    assert!(stopped.elapsed() >= after_down, "repaired too early: {s}");
+    // The agent's last heartbeat came after `last_beat`: had the repair come before
+    // repair_after_down, this would be less than it.
+    assert!(last_beat.elapsed() >= after_down, "repaired too early: {s}");
     let after = blocks(&c, id).await;
     assert_ne!(after[2]["space_id"], before[2]["space_id"]);
     assert_eq!(distinct(&spaces_of(&after)), 6);
@@ -336,21 +355,17 @@ async fn a_degraded_download_queues_a_repair_without_a_walk() {
 
     let degraded = damage("degraded_stripes");
     assert!(api.download_all(id).await[..] == body[..]);
-    let seen = common::testing::wait_until(Duration::from_secs(10), || async {
+    let seen = wait_until(Duration::from_secs(10), || async {
         damage("degraded_stripes") > degraded
     })
     .await;
     assert!(seen, "the read was not degraded");
 
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let now = blocks(&c, id).await;
-        if now[1]["space_id"] != before[1]["space_id"] {
-            break;
-        }
-        assert!(Instant::now() < deadline, "no repair after the report");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let moved = wait_until(Duration::from_secs(30), || async {
+        blocks(&c, id).await[1]["space_id"] != before[1]["space_id"]
+    })
+    .await;
+    assert!(moved, "no repair after the report");
     let s = status(&api).await;
     assert_eq!(s["runs"], 0, "repaired by the queue, not by a walk: {s}");
     assert_eq!(s["queued"], 0, "{s}");
@@ -366,14 +381,11 @@ async fn a_degraded_download_queues_a_repair_without_a_walk() {
     let before2 = blocks(&c, id2).await;
     corrupt(&block_file(&c, &before2[2], &[]), 4096 + 4 + 9);
     assert!(api.download_all(id2).await[..] == body2[..]);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while blocks(&c, id2).await[2]["space_id"] == before2[2]["space_id"] {
-        assert!(
-            Instant::now() < deadline,
-            "corrupt block not repaired after the report"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let moved = wait_until(Duration::from_secs(30), || async {
+        blocks(&c, id2).await[2]["space_id"] != before2[2]["space_id"]
+    })
+    .await;
+    assert!(moved, "corrupt block not repaired after the report");
     let s = status(&api).await;
     assert_eq!(s["runs"], 0, "{s}");
     assert_eq!(s["recent"][0]["reason"], "corrupt", "{s}");
@@ -449,27 +461,17 @@ async fn a_new_leader_resumes_the_walk_from_the_cursor() {
     for i in 0..OBJECTS {
         upload(&api, package, &format!("o{i}"), &data(60 + i, 1000), None).await;
     }
-    let leader = |c: &TestCluster| {
-        let meta = c.meta();
-        async move {
-            let kv = meta.get(b"v1/leader").await.unwrap().unwrap();
-            String::from_utf8(kv.value).unwrap()
-        }
-    };
-    let first = leader(&c).await;
-    let addrs = c.coordinator_addrs();
-    let first_index = addrs.iter().position(|a| *a == first).unwrap();
+    let first_index = c.leader_index().await;
 
     Api::ok(api.post("/v1/admin/scrub/start", json!({})).await);
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let checked_before = loop {
+    let checked_before = wait_for(Duration::from_secs(30), || async {
         let s = job_state(&c).await;
         let checked = s["checked"].as_u64().unwrap_or(0);
-        if s["running"] == true && checked >= 3 {
-            break checked;
-        }
-        assert!(Instant::now() < deadline, "the run did not progress: {s}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        (s["running"] == true && checked >= 3).then_some(checked)
+    })
+    .await;
+    let Some(checked_before) = checked_before else {
+        panic!("the run did not progress: {}", job_state(&c).await)
     };
     assert!(
         checked_before < OBJECTS,
@@ -477,25 +479,24 @@ async fn a_new_leader_resumes_the_walk_from_the_cursor() {
     );
     c.stop_coordinator(first_index).await;
 
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let done = loop {
+    let done = wait_for(Duration::from_secs(60), || async {
         let s = job_state(&c).await;
         let checked = s["checked"].as_u64().unwrap_or(0);
         assert!(
             checked >= checked_before,
             "the new leader restarted the walk: {s} (had {checked_before})"
         );
-        if s["running"] == false && s["runs"] == 1 {
-            break s;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the new leader did not finish: {s}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        (s["running"] == false && s["runs"] == 1).then_some(s)
+    })
+    .await;
+    let Some(done) = done else {
+        panic!("the new leader did not finish: {}", job_state(&c).await)
     };
-    let second = leader(&c).await;
-    assert_ne!(second, first, "another coordinator leads");
+    assert_ne!(
+        c.leader_index().await,
+        first_index,
+        "another coordinator leads"
+    );
     let checked = done["checked"].as_u64().unwrap();
     // At most the page in flight at the change is checked twice.
     assert!(
