@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use crate::free_port;
+use crate::{SlowUpload, dir_bytes, download_when_back, free_port, signal, wait_agent_receiving};
 
 fn etcd_required() -> bool {
     std::env::var("CI").is_ok_and(|v| v == "true")
@@ -40,14 +40,6 @@ fn etcd_bin() -> String {
 
 fn etcdctl_bin() -> String {
     std::env::var("ETCDCTL_BIN").unwrap_or_else(|_| "etcdctl".into())
-}
-
-fn signal(child: &Child, sig: &str) {
-    let ok = Command::new("kill")
-        .args([sig, &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(ok.success(), "kill {sig} failed");
 }
 
 /// A process with its log file; killed (SIGKILL) when dropped.
@@ -643,21 +635,6 @@ async fn etcd_outage_fails_requests_then_recovers_without_restarts() {
     }
 }
 
-/// Total size of the files under `dir` (recursively; 0 when it does not exist).
-fn dir_bytes(dir: &Path) -> u64 {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return 0;
-    };
-    entries
-        .flatten()
-        .map(|e| match e.metadata() {
-            Ok(m) if m.is_dir() => dir_bytes(&e.path()),
-            Ok(m) => m.len(),
-            Err(_) => 0,
-        })
-        .sum()
-}
-
 impl Cluster {
     /// Start agent `i` again with its config (after [`Proc::kill9`]).
     fn restart_agent(&mut self, i: usize) {
@@ -690,20 +667,7 @@ impl Cluster {
             "{}/v1/object/downloadByPath?packageID={package}&path={path}",
             self.base
         );
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            let r = self.http.get(&url).send().await.unwrap();
-            let status = r.status();
-            if status == 200 {
-                return r.bytes().await.unwrap().to_vec();
-            }
-            let body = r.text().await.unwrap_or_default();
-            assert!(
-                Instant::now() < deadline,
-                "download of {path} still fails: {status} {body}"
-            );
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        download_when_back(&self.http, &url).await
     }
 }
 
@@ -783,57 +747,26 @@ async fn killing_an_agent_mid_transfer_is_a_clear_error_and_leaves_nothing() {
 
     // Mid-upload: version 2 of `doc`, its body fed piece by piece.
     let doc_v2 = crate::data(9, 8 * MIB);
-    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(1);
-    let form = reqwest::multipart::Form::new()
-        .text(
-            "info",
-            serde_json::json!({"packageID": package}).to_string(),
-        )
-        .part(
-            "files",
-            reqwest::multipart::Part::stream(reqwest::Body::wrap_stream(futures_stream(rx)))
-                .file_name("doc"),
-        );
-    let upload = tokio::spawn(
-        c.http
-            .post(format!("{}/v1/object/upload", c.base))
-            .multipart(form)
-            .send(),
-    );
+    let up = SlowUpload::start(&c.http, &c.base, package, "doc");
     // The gateway may stop reading once the agent is gone: never wait on it forever.
-    let send = |piece: &[u8]| {
-        let tx = tx.clone();
-        let piece = piece.to_vec();
-        async move {
-            matches!(
-                tokio::time::timeout(Duration::from_secs(5), tx.send(Ok(piece))).await,
-                Ok(Ok(()))
-            )
-        }
-    };
-    for piece in doc_v2[..3 * MIB].chunks(MIB) {
-        assert!(send(piece).await, "the gateway stopped reading early");
-    }
+    let within = Duration::from_secs(5);
+    assert!(
+        up.send_within(&doc_v2[..3 * MIB], within).await,
+        "the gateway stopped reading early"
+    );
+    wait_agent_receiving(&space, MIB as u64).await;
     let tmp = space.join("tmp");
-    let receiving = Instant::now() + Duration::from_secs(30);
-    while dir_bytes(&tmp) < MIB as u64 {
-        assert!(
-            Instant::now() < receiving,
-            "the agent never received the upload's bytes"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
     let at_kill = dir_bytes(&tmp);
     c.agents[0].kill9();
     let mut sent_after = 0usize;
     for piece in doc_v2[3 * MIB..].chunks(MIB) {
-        if !send(piece).await {
+        if !up.send_within(piece, within).await {
             break;
         }
         sent_after += piece.len();
     }
-    drop(tx);
-    let answer = match tokio::time::timeout(Duration::from_secs(60), upload)
+    drop(up.tx);
+    let answer = match tokio::time::timeout(Duration::from_secs(60), up.answer)
         .await
         .expect("the upload hung after the agent died")
         .unwrap()
@@ -876,10 +809,4 @@ async fn killing_an_agent_mid_transfer_is_a_clear_error_and_leaves_nothing() {
             download_error.unwrap_or_default()
         );
     }
-}
-
-fn futures_stream(
-    rx: tokio::sync::mpsc::Receiver<Result<Vec<u8>, std::io::Error>>,
-) -> impl futures::Stream<Item = Result<Vec<u8>, std::io::Error>> {
-    futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|x| (x, rx)) })
 }

@@ -6,16 +6,17 @@
 //! `shutdown_timeout` passes first, the requests left are aborted and an upload still
 //! streaming leaves no object.
 
-use std::time::Duration;
-
 use std::io::{Read, Write};
-use std::process::{Child, Command};
-use std::time::Instant;
+use std::process::Child;
+use std::time::{Duration, Instant};
 
 use common::testing::wait_until;
 use tokio_util::sync::CancellationToken;
 
-use crate::{Standalone, free_port, post, start};
+use crate::{
+    SlowUpload, Standalone, ThreeRoles, dir_bytes, download_when_back, free_port, post, sigterm,
+    start, upload_form, wait_agent_receiving,
+};
 
 const MIB: usize = 1024 * 1024;
 
@@ -43,15 +44,6 @@ async fn package(http: &reqwest::Client, base: &str) -> u64 {
     p["package"]["packageID"].as_u64().unwrap()
 }
 
-fn form(package: u64, part: reqwest::multipart::Part) -> reqwest::multipart::Form {
-    reqwest::multipart::Form::new()
-        .text(
-            "info",
-            serde_json::json!({"packageID": package}).to_string(),
-        )
-        .part("files", part)
-}
-
 async fn upload(
     http: &reqwest::Client,
     base: &str,
@@ -61,7 +53,7 @@ async fn upload(
 ) -> u64 {
     let v: serde_json::Value = http
         .post(format!("{base}/v1/object/upload"))
-        .multipart(form(
+        .multipart(upload_form(
             package,
             reqwest::multipart::Part::bytes(data).file_name(name.to_owned()),
         ))
@@ -73,6 +65,28 @@ async fn upload(
         .unwrap();
     assert_eq!(v["code"], "OK", "{v}");
     v["data"]["uploadeds"][0]["objectID"].as_u64().unwrap()
+}
+
+/// A download in flight: upload `mib` MiB (pattern `seed`) to `package`, open its download
+/// and read the first chunk. Returns the uploaded bytes, the open response (status checked)
+/// and the bytes read so far.
+async fn download_in_flight(
+    http: &reqwest::Client,
+    base: &str,
+    package: u64,
+    mib: usize,
+    seed: u8,
+) -> (Vec<u8>, reqwest::Response, Vec<u8>) {
+    let big = content(mib * MIB, seed);
+    let id = upload(http, base, package, "big.bin", big.clone()).await;
+    let mut download = http
+        .get(format!("{base}/v1/object/download?objectID={id}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(download.status(), 200);
+    let got = download.chunk().await.unwrap().unwrap().to_vec();
+    (big, download, got)
 }
 
 /// In-process `jcs standalone`: a download is in flight when the token is cancelled; it
@@ -95,15 +109,7 @@ async fn in_flight_requests_finish_after_the_shutdown_signal() {
     let package = package(&http, &base).await;
 
     // A download in flight: head received, first chunk read, 15 MiB still to come.
-    let big = content(16 * MIB, 1);
-    let id = upload(&http, &base, package, "big.bin", big.clone()).await;
-    let mut download = http
-        .get(format!("{base}/v1/object/download?objectID={id}"))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(download.status(), 200);
-    let mut got = download.chunk().await.unwrap().unwrap().to_vec();
+    let (big, mut download, mut got) = download_in_flight(&http, &base, package, 16, 1).await;
 
     shutdown.cancel();
     // The gateway stops accepting: new connections are refused while the two drain.
@@ -140,22 +146,10 @@ async fn sigterm_lets_a_download_finish_and_exits_zero() {
     let s = start(dir.path(), free_port()).await;
     let http = reqwest::Client::new();
     let package = package(&http, &s.base).await;
-    let big = content(16 * MIB, 3);
-    let id = upload(&http, &s.base, package, "big.bin", big.clone()).await;
-    let mut download = http
-        .get(format!("{}/v1/object/download?objectID={id}", s.base))
-        .send()
-        .await
-        .unwrap();
-    let mut got = download.chunk().await.unwrap().unwrap().to_vec();
+    let (big, mut download, mut got) = download_in_flight(&http, &s.base, package, 16, 3).await;
 
     let mut child = s.child;
-    let pid = child.id().to_string();
-    let killed = std::process::Command::new("kill")
-        .args(["-TERM", &pid])
-        .status()
-        .unwrap();
-    assert!(killed.success());
+    sigterm(&child);
     while let Some(chunk) = download.chunk().await.unwrap() {
         got.extend_from_slice(&chunk);
     }
@@ -169,78 +163,6 @@ async fn sigterm_lets_a_download_finish_and_exits_zero() {
         .await
         .unwrap();
     assert!(status.success(), "jcs exited with {status} on SIGTERM");
-}
-
-/// Total size of the files under `dir` (recursively; 0 when it does not exist).
-fn dir_bytes(dir: &std::path::Path) -> u64 {
-    let Ok(entries) = std::fs::read_dir(dir) else {
-        return 0;
-    };
-    entries
-        .flatten()
-        .map(|e| match e.metadata() {
-            Ok(m) if m.is_dir() => dir_bytes(&e.path()),
-            Ok(m) => m.len(),
-            Err(_) => 0,
-        })
-        .sum()
-}
-
-/// Wait until the agent storing in `space` holds at least `bytes` of unfinished shards
-/// (its `tmp/` directory): the upload's bytes are flowing through the gateway.
-async fn wait_agent_receiving(space: &std::path::Path, bytes: u64) {
-    let tmp = space.join("tmp");
-    assert!(
-        wait_until(Duration::from_secs(30), || async {
-            dir_bytes(&tmp) >= bytes
-        })
-        .await,
-        "the agent never received {bytes} bytes of the upload (has {})",
-        dir_bytes(&tmp)
-    );
-}
-
-/// An upload whose file body is fed piece by piece through `tx`.
-struct SlowUpload {
-    tx: tokio::sync::mpsc::Sender<Result<Vec<u8>, std::io::Error>>,
-    answer: tokio::task::JoinHandle<reqwest::Result<reqwest::Response>>,
-}
-
-impl SlowUpload {
-    fn start(http: &reqwest::Client, base: &str, package: u64, name: &str) -> SlowUpload {
-        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Vec<u8>, std::io::Error>>(1);
-        let stream =
-            futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|x| (x, rx)) });
-        let part = reqwest::multipart::Part::stream(reqwest::Body::wrap_stream(stream))
-            .file_name(name.to_owned());
-        let answer = tokio::spawn(
-            http.post(format!("{base}/v1/object/upload"))
-                .multipart(form(package, part))
-                .send(),
-        );
-        SlowUpload { tx, answer }
-    }
-
-    /// Send `bytes` in pieces of at most 1 MiB; false when the server stopped reading.
-    async fn send(&self, bytes: &[u8]) -> bool {
-        for piece in bytes.chunks(MIB) {
-            let sent =
-                tokio::time::timeout(Duration::from_secs(10), self.tx.send(Ok(piece.to_vec())))
-                    .await;
-            if !matches!(sent, Ok(Ok(()))) {
-                return false;
-            }
-        }
-        true
-    }
-}
-
-fn sigterm(child: &Child) {
-    let ok = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(ok.success());
 }
 
 /// Wait for `child` to exit (at most `within`); returns its status and how long it took.
@@ -281,15 +203,7 @@ async fn sigterm_lets_an_upload_and_a_download_in_flight_finish() {
     let http = reqwest::Client::new();
     let package = package(&http, &s.base).await;
 
-    let big = content(16 * MIB, 3);
-    let id = upload(&http, &s.base, package, "big.bin", big.clone()).await;
-    let mut download = http
-        .get(format!("{}/v1/object/download?objectID={id}", s.base))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(download.status(), 200);
-    let mut got = download.chunk().await.unwrap().unwrap().to_vec();
+    let (big, mut download, mut got) = download_in_flight(&http, &s.base, package, 16, 3).await;
 
     let slow = content(8 * MIB + 123, 5);
     let (head, tail) = slow.split_at(3 * MIB);
@@ -335,19 +249,7 @@ async fn sigterm_lets_an_upload_and_a_download_in_flight_finish() {
     assert_eq!(s.base, base);
     // The agent registers again asynchronously: 503 until it has.
     let url = format!("{base}/v1/object/download?objectID={new_id}");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let again = loop {
-        let r = http.get(&url).send().await.unwrap();
-        if r.status() == 200 {
-            break r.bytes().await.unwrap();
-        }
-        assert!(
-            Instant::now() < deadline,
-            "the uploaded object never became downloadable: {}",
-            r.status()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    };
+    let again = download_when_back(&http, &url).await;
     assert!(again == slow, "the uploaded object differs");
     crate::terminate(s);
 }
@@ -447,43 +349,15 @@ async fn a_connection_opened_before_sigterm_is_still_served() {
 /// and no object appears at the path (checked through a new gateway).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_drain_deadline_aborts_an_upload_still_streaming() {
-    use std::os::unix::fs::PermissionsExt;
     let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    let secret = d.join("cluster.secret");
-    std::fs::write(&secret, "0123456789abcdef0123456789abcdef").unwrap();
-    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o600)).unwrap();
-    let (cp, ap, gp) = (free_port(), free_port(), free_port());
-    let write = |name: &str, text: String| {
-        let p = d.join(name);
-        std::fs::write(&p, text).unwrap();
-        p
-    };
-    let coord = write(
-        "coordinator.toml",
-        format!(
-            "listen = \"127.0.0.1:{cp}\"\ncluster_secret_file = {secret:?}\n[meta]\nbackend = \"redb\"\npath = {:?}\n",
-            d.join("meta.redb")
-        ),
-    );
-    let space = d.join("space");
-    let agent = write(
-        "agent.toml",
-        format!(
-            "name = \"a1\"\nlisten = \"127.0.0.1:{ap}\"\ncoordinator = \"127.0.0.1:{cp}\"\ncluster_secret_file = {secret:?}\n[[spaces]]\nname = \"s1\"\npath = {space:?}\n"
-        ),
-    );
-    let gateway = write(
-        "gateway.toml",
-        format!(
-            "listen = \"127.0.0.1:{gp}\"\ncoordinator = \"127.0.0.1:{cp}\"\nshutdown_timeout = \"1s\"\n"
-        ),
-    );
-    let coordinator = crate::role("coordinator", &coord);
-    let agent = crate::role("agent", &agent);
-    let g = crate::role("gateway", &gateway);
-    let base = format!("http://127.0.0.1:{gp}");
-    crate::wait_healthy(&base).await;
+    let ThreeRoles {
+        coordinator,
+        agent,
+        gateway: g,
+        gateway_config,
+        space,
+        base,
+    } = ThreeRoles::start(dir.path(), "shutdown_timeout = \"1s\"\n").await;
     let http = reqwest::Client::new();
     let package = package(&http, &base).await;
     // The agent registers asynchronously: the first upload is retried until it is accepted.
@@ -491,7 +365,7 @@ async fn the_drain_deadline_aborts_an_upload_still_streaming() {
         wait_until(Duration::from_secs(30), || async {
             let v: serde_json::Value = http
                 .post(format!("{base}/v1/object/upload"))
-                .multipart(form(
+                .multipart(upload_form(
                     package,
                     reqwest::multipart::Part::bytes(b"warm".to_vec()).file_name("warm"),
                 ))
@@ -544,7 +418,7 @@ async fn the_drain_deadline_aborts_an_upload_still_streaming() {
         "the partial shard was left in the agent's tmp/"
     );
 
-    let g = crate::role("gateway", &gateway);
+    let g = crate::role("gateway", &gateway_config);
     crate::wait_healthy(&base).await;
     let listed: serde_json::Value = http
         .get(format!(
