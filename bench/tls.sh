@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # The cost of mTLS on the internal gRPC links: the same three `jcs` role processes
-# (coordinator on redb, one agent, gateway) on loopback, first in plain TCP, then with mTLS
-# (a CA and node certificates from `jcs cert`), with the same workload in the same run:
-# one large upload and download (curl), and many 4 KiB uploads (16 curl processes in
-# parallel, each on one kept-alive connection). Prints both side by side with the ratio mTLS / plain.
+# (coordinator on redb, one agent, gateway) on loopback, in plain TCP and with mTLS (a CA
+# and node certificates from `jcs cert`), with the same workload in the same run: one large
+# upload and download (curl), and many 4 KiB uploads (16 curl processes in parallel, each on
+# one kept-alive connection). Four runs in the order plain, mTLS, mTLS, plain (so neither
+# mode always goes first on a warmer or busier machine), each on a fresh directory that is
+# deleted and synced before the next run starts. Prints every run, then the mean of each
+# mode side by side with the ratio mTLS / plain.
 #
 #   bench/tls.sh [SIZE_MIB] [SMALL_N]        (default 1024 and 2000)
 #   BENCH_DIR=/some/disk bench/tls.sh        (default /var/tmp)
@@ -36,7 +39,20 @@ fi
 
 now() { date +%s.%N; }
 secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", b - a }'; }
-free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# A port nothing listens on (bash's /dev/tcp, as deploy/local-cluster.sh), never one handed
+# out before in this run.
+USED_PORTS=" "
+free_port() {
+  local p
+  while :; do
+    p=$((30000 + RANDOM % 20000))
+    [[ $USED_PORTS == *" $p "* ]] && continue
+    (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null && continue
+    USED_PORTS+="$p "
+    echo "$p"
+    return
+  done
+}
 
 echo "==> writing a ${SIZE_MIB} MiB random file and a 4 KiB one" >&2
 head -c "$((SIZE_MIB * 1024 * 1024))" /dev/urandom > "$WORK/big.bin"
@@ -55,13 +71,16 @@ tls_section() { # name
     "$WORK/ca/ca.pem" "$WORK/certs/$1.pem" "$WORK/certs/$1.key"
 }
 
-# run MODE (plain|mtls): start the cluster, measure, stop it; writes "UP DOWN SMALL"
-# (seconds) to $WORK/MODE/result.
+# run MODE (plain|mtls) N: start the cluster in $WORK/MODE-N, measure, stop it; appends
+# "UP DOWN SMALL" (seconds) to $WORK/MODE.results, then deletes the directory and syncs.
 run() {
-  local mode=$1 d="$WORK/$1"
+  local mode=$1 d="$WORK/$1-$2"
   mkdir -p "$d"
   local cp ap gp
-  cp=$(free_port); ap=$(free_port); gp=$(free_port)
+  # Not in $(...): free_port must remember the ports it handed out.
+  free_port > "$d/port"; cp=$(< "$d/port")
+  free_port > "$d/port"; ap=$(< "$d/port")
+  free_port > "$d/port"; gp=$(< "$d/port")
   local tc="" ta="" tg=""
   if [[ $mode == mtls ]]; then
     tc=$(tls_section coordinator); ta=$(tls_section agent); tg=$(tls_section gateway)
@@ -124,20 +143,28 @@ run() {
   ok=$(cat "$d"/small-*.out | grep -c '^200$' || true)
   [[ $ok == "$SMALL_N" ]] || { echo "$mode: only $ok of $SMALL_N small uploads answered 200" >&2; exit 1; }
   stop_all
-  echo "$up $down $small" > "$d/result"
+  echo "$up $down $small" >> "$WORK/$mode.results"
+  echo "    $mode run $2: upload $up s, download $down s, $SMALL_N small $small s" >&2
+  rm -rf "$d"
+  sync
 }
 
-echo "==> plain TCP" >&2
-run plain
-read -r P_UP P_DOWN P_SMALL < "$WORK/plain/result"
-echo "==> mTLS" >&2
-run mtls
-read -r T_UP T_DOWN T_SMALL < "$WORK/mtls/result"
+: > "$WORK/plain.results"; : > "$WORK/mtls.results"
+sync
+n=0
+for mode in plain mtls mtls plain; do
+  n=$((n + 1))
+  echo "==> run $n/4: $mode" >&2
+  run "$mode" "$n"
+done
+mean_cols() { awk '{ for (i = 1; i <= NF; i++) s[i] += $i } END { printf "%.3f %.3f %.3f\n", s[1] / NR, s[2] / NR, s[3] / NR }' "$1"; }
+read -r P_UP P_DOWN P_SMALL < <(mean_cols "$WORK/plain.results")
+read -r T_UP T_DOWN T_SMALL < <(mean_cols "$WORK/mtls.results")
 
 mibs() { awk -v m="$SIZE_MIB" -v s="$1" 'BEGIN { printf "%.0f MiB/s", m / s }'; }
 pers() { awk -v n="$SMALL_N" -v s="$1" 'BEGIN { printf "%.0f /s", n / s }'; }
 ratio() { awk -v p="$1" -v t="$2" 'BEGIN { printf "%.2f", p / t }'; } # throughput mTLS/plain = plain time / mTLS time
-printf '\n%-34s %14s %14s %14s\n' "workload" "plain" "mTLS" "mTLS / plain"
+printf '\n%-34s %14s %14s %14s\n' "workload (mean of 2 runs each)" "plain" "mTLS" "mTLS / plain"
 printf '%-34s %14s %14s %14s\n' "upload ${SIZE_MIB} MiB (curl -F)" "$(mibs "$P_UP")" "$(mibs "$T_UP")" "$(ratio "$P_UP" "$T_UP")"
 printf '%-34s %14s %14s %14s\n' "download ${SIZE_MIB} MiB (curl -o)" "$(mibs "$P_DOWN")" "$(mibs "$T_DOWN")" "$(ratio "$P_DOWN" "$T_DOWN")"
 printf '%-34s %14s %14s %14s\n' "${SMALL_N} x 4 KiB uploads, 16 at a time" "$(pers "$P_SMALL")" "$(pers "$T_SMALL")" "$(ratio "$P_SMALL" "$T_SMALL")"
