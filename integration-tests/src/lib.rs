@@ -467,16 +467,16 @@ pub fn issue_tls(ca_dir: &std::path::Path, name: &str) -> common::tls::TlsConfig
 }
 
 async fn bind_retry(addr: SocketAddr) -> TcpListener {
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        match TcpListener::bind(addr).await {
-            Ok(l) => return l,
-            Err(e) if std::time::Instant::now() < deadline => {
-                let _ = e;
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            Err(e) => panic!("cannot rebind {addr}: {e}"),
-        }
+    let bound = common::testing::wait_for(Duration::from_secs(10), || async {
+        TcpListener::bind(addr).await.ok()
+    })
+    .await;
+    match bound {
+        Some(l) => l,
+        None => panic!(
+            "cannot rebind {addr}: {:?}",
+            TcpListener::bind(addr).await.err()
+        ),
     }
 }
 

@@ -45,20 +45,18 @@ async fn scrub(api: &Api, deep: bool) -> Value {
     }
 }
 
-/// Poll until the coordinators' registry holds agent `name` down (no heartbeat for the
-/// TTL): a storage test on its machine is then refused as `AgentDown` ("agent … is
-/// down") instead of being tried on the agent. False after `timeout`.
-async fn wait_agent_down(api: &Api, name: &str, dir: &Path, timeout: Duration) -> bool {
+/// Whether the coordinator's registry holds agent `name` down (no heartbeat for the TTL):
+/// a storage test on its machine is then refused as `AgentDown` ("agent … is down")
+/// instead of being tried on the agent.
+async fn reported_down(api: &Api, name: &str, dir: &Path) -> bool {
     let probe = json!({
         "storage": {"type": "Local", "location": name, "path": dir.to_str().unwrap()},
         "credential": {"type": "Local"},
     });
-    let down = format!("agent {name} serving user space 0 is down");
-    wait_until(timeout, || async {
-        let (_, v) = api.post("/v1/userSpace/test", probe.clone()).await;
-        v["message"].as_str().is_some_and(|m| m.contains(&down))
-    })
-    .await
+    let (_, v) = api.post("/v1/userSpace/test", probe).await;
+    v["message"]
+        .as_str()
+        .is_some_and(|m| m.contains(&format!("agent {name} serving user space 0 is down")))
 }
 
 fn damage(kind: &str) -> u64 {
@@ -289,14 +287,19 @@ async fn a_stopped_agent_is_not_repaired_before_repair_after_down() {
     // The registry counts "down for" from the agent's last heartbeat, at most one
     // interval before it stops: `last_beat` is a lower bound of that instant, so
     // `last_beat.elapsed()` bounds how long the agent has been down from above.
+    let name = format!("agent-{holder}");
+    let probe_dir = c.scratch("probe");
+    assert!(
+        !reported_down(&api, &name, &probe_dir).await,
+        "{name} is up"
+    );
     let last_beat = Instant::now() - HEARTBEAT_INTERVAL;
     c.stop_agent(holder).await;
 
     // Known down (TTL passed), but for less than repair_after_down: unavailable, not rebuilt.
-    let probe_dir = c.scratch("probe");
     assert!(
-        wait_agent_down(&api, &format!("agent-{holder}"), &probe_dir, 3 * AGENT_TTL).await,
-        "the coordinator never saw agent-{holder} down"
+        wait_until(3 * AGENT_TTL, || reported_down(&api, &name, &probe_dir)).await,
+        "the coordinator never saw {name} down"
     );
     let s = scrub(&api, false).await;
     assert!(
