@@ -4,8 +4,9 @@
 //! [`Scrubber::reencode_step`] after each scrub step:
 //!
 //! 1. **Queue**: objects in `v1/job/reencode-object/` (stored `none` by a multipart
-//!    completion, an import or a sync into a rep/ec package) are converted to their
-//!    package's policy, then dequeued.
+//!    completion or an import into a rep/ec package) are converted to their package's
+//!    policy, then dequeued; one that fails stays queued for the next step, and with too
+//!    few live user spaces for the policy the step waits (nothing is tried or dequeued).
 //! 2. **Walk**: the first running job gets one page of `objects_per_step` objects after its
 //!    path cursor; each object whose storage differs from the job's policy is re-encoded;
 //!    then cursor and counters are written back, compared on the job key's revision (a
@@ -25,7 +26,7 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 
-use common::{PackageId, SpaceId, UploadId};
+use common::{ObjectId, PackageId, SpaceId, UploadId};
 use proto::agent::{RebuildBlocksRequest, RebuildSource, RebuildTarget};
 use proto::coordinator as pb;
 use redundancy::Policy;
@@ -51,6 +52,17 @@ enum Outcome {
     Superseded,
 }
 
+/// How a pass over the re-encode queue ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum QueueStep {
+    /// Every object looked at left the queue.
+    Done,
+    /// Too few live user spaces: nothing tried, nothing dequeued.
+    Waiting,
+    /// Some objects failed and stay queued.
+    Failed,
+}
+
 impl Scrubber {
     /// One step of the re-encode work; `true` when more is waiting.
     pub async fn reencode_step(&self) -> Result<bool> {
@@ -59,16 +71,12 @@ impl Scrubber {
             .reencode_queue(self.config.objects_per_step)
             .await?;
         if !queued.is_empty() {
-            for id in queued {
-                if let Some(o) = self.catalog.get_object(id).await? {
-                    let policy = self.package_target(o.row.package_id).await?;
-                    if let Err(e) = self.reencode_object(&o, policy).await {
-                        tracing::warn!(object_id = %id, error = %e, "re-encode of a queued object failed");
-                    }
-                }
-                self.catalog.dequeue_reencode(id).await?;
+            match self.reencode_queued(queued).await? {
+                QueueStep::Done => return Ok(true),
+                QueueStep::Waiting => return Ok(false),
+                // Failed objects stay queued for the next step; the walk goes on meanwhile.
+                QueueStep::Failed => {}
             }
-            return Ok(true);
         }
         let Some((package, job)) = self.running_job().await? else {
             return Ok(false);
@@ -143,6 +151,39 @@ impl Scrubber {
             tracing::info!(package_id = %package, "re-encode job restarted by a newer policy change");
         }
         Ok(true)
+    }
+
+    /// Convert the queued objects (see the module doc). An object leaves the queue once it
+    /// is converted, already converted, superseded or gone; one that failed stays queued.
+    /// With fewer live spaces than an object's policy needs (e.g. a new leader that has not
+    /// heard from the agents yet) the step waits instead of failing.
+    async fn reencode_queued(&self, queued: Vec<ObjectId>) -> Result<QueueStep> {
+        let live = self.registry.live_spaces().len();
+        let mut failed = false;
+        for id in queued {
+            let Some(o) = self.catalog.get_object(id).await? else {
+                self.catalog.dequeue_reencode(id).await?;
+                continue;
+            };
+            let policy = self.package_target(o.row.package_id).await?;
+            let needed = policy.block_count();
+            if live < needed {
+                tracing::debug!(object_id = %id, needed, live, "queued re-encode waits for live user spaces");
+                return Ok(QueueStep::Waiting);
+            }
+            match self.reencode_object(&o, policy).await {
+                Ok(_) => self.catalog.dequeue_reencode(id).await?,
+                Err(e) => {
+                    failed = true;
+                    tracing::warn!(object_id = %id, error = %e, "re-encode of a queued object failed; it stays queued");
+                }
+            }
+        }
+        Ok(if failed {
+            QueueStep::Failed
+        } else {
+            QueueStep::Done
+        })
     }
 
     /// The first running job (pages through every job, finished ones included).
@@ -469,6 +510,41 @@ mod tests {
             turn: Arc::default(),
             default_redundancy: Policy::None,
         }
+    }
+
+    #[tokio::test]
+    async fn queued_objects_wait_for_spaces_and_stay_queued_on_failure() {
+        let c = Catalog::new(Arc::new(meta::MemoryStore::new()));
+        let b = c.create_bucket(UserId(1), "b").await.unwrap();
+        let p = c.create_package(b.bucket_id, "p").await.unwrap().package_id;
+        c.set_package_policy(p, Policy::rep(2).unwrap())
+            .await
+            .unwrap();
+        let up = c.begin_upload(p, "x", SpaceId(1), i64::MAX).await.unwrap();
+        let o = c.commit_upload(&up, 100, &"f".repeat(64)).await.unwrap();
+        c.queue_reencode(o.object_id).await.unwrap();
+        let s = scrubber(c.clone());
+
+        // A new leader that has heard from no agent: the step waits, the object stays.
+        assert!(!s.reencode_step().await.unwrap());
+        assert_eq!(c.reencode_queue(10).await.unwrap(), vec![o.object_id]);
+
+        // Two live spaces, but the object's own space has no agent: the re-encode fails
+        // and the object stays queued for the next step.
+        s.registry.record(
+            "fp".into(),
+            common::AgentId(1),
+            "127.0.0.1:1".into(),
+            vec![(SpaceId(2), 1), (SpaceId(3), 1)],
+            proto::coordinator::RegisterAgentResponse::default(),
+        );
+        assert!(!s.reencode_step().await.unwrap());
+        assert_eq!(c.reencode_queue(10).await.unwrap(), vec![o.object_id]);
+
+        // Gone objects leave the queue.
+        c.delete_objects(&[o.object_id]).await.unwrap();
+        assert!(s.reencode_step().await.unwrap());
+        assert!(c.reencode_queue(10).await.unwrap().is_empty());
     }
 
     #[tokio::test]
