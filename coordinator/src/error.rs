@@ -39,9 +39,6 @@ pub enum Error {
     #[snafu(display("the shard of this upload is being garbage-collected; upload it again"))]
     ShardCollecting,
 
-    #[snafu(display("the write grant of this upload no longer holds ({reason}); upload it again"))]
-    StaleGrant { reason: String },
-
     #[snafu(display("agent request failed"))]
     Agent { source: client::Error },
 
@@ -66,10 +63,9 @@ impl CodedError for Error {
             Error::DecodeRow { .. } | Error::Startup { .. } | Error::Serve { .. } => {
                 ErrorCode::Internal
             }
-            Error::Contention { .. }
-            | Error::ShardCollecting
-            | Error::StaleGrant { .. }
-            | Error::InUse { .. } => ErrorCode::Conflict,
+            Error::Contention { .. } | Error::ShardCollecting | Error::InUse { .. } => {
+                ErrorCode::Conflict
+            }
         }
     }
 }

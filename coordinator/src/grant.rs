@@ -9,7 +9,7 @@ use common::{PackageId, SpaceId};
 use proto::coordinator as pb;
 use redundancy::Policy;
 
-use crate::catalog::grant::{bind_grant, is_granted};
+use crate::catalog::grant::bind_grant;
 use crate::catalog::rows::UploadRow;
 use crate::error::{Error, bad};
 use crate::service::{Service, id_arg, ms};
@@ -64,9 +64,11 @@ impl Service {
     }
 
     /// The pending upload in a commit request's token (`CommitUpload`, `CommitUploads`).
-    /// A reservation of a grant gets the request's path (validated) and is re-checked: the
-    /// package's policy must still be `none` (its existence is a condition of the commit
-    /// transaction, its expiry is checked by the commit).
+    /// A reservation of a grant gets the request's path (validated); the package's
+    /// existence is a condition of the commit transaction, the expiry is checked by the
+    /// commit. A grant taken before the package's policy became rep/ec still commits as
+    /// `none`, and the commit queues the object for re-encoding like any other `none`
+    /// commit ([`Service::converge_policy`]).
     pub(crate) async fn open_commit(
         &self,
         r: &pb::CommitUploadRequest,
@@ -76,20 +78,6 @@ impl Service {
             .open_commit_token(&r.commit_token)
             .filter(|u| u.upload_id.0 == r.upload_id)
             .ok_or_else(|| bad("commit_token is missing, forged, or belongs to another upload"))?;
-        if !is_granted(&up) {
-            return Ok(up);
-        }
-        let up = bind_grant(up, &r.path)?;
-        let policy = self.effective_policy(up.package_id).await?;
-        if policy != Policy::None {
-            return Err(Error::StaleGrant {
-                reason: format!(
-                    "package {} now stores new objects as {}",
-                    up.package_id,
-                    policy.kind()
-                ),
-            });
-        }
-        Ok(up)
+        bind_grant(up, &r.path)
     }
 }

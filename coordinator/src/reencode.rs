@@ -461,8 +461,10 @@ fn job_pb(package: PackageId, j: ReencodeJob) -> pb::ReencodeStatus {
 }
 
 impl crate::service::Service {
-    /// Queue an object just stored as `none` (multipart completion, import) for conversion
-    /// to its package's policy when that is rep/ec, and wake the leader if it is this node.
+    /// Queue an object just stored as `none` (every plain or granted upload commit, multipart
+    /// completion, import) for conversion to its package's policy when that is rep/ec (a
+    /// policy set after the upload was reserved), and wake the leader if it is this node.
+    /// Cheap when the policy is `none`: the effective policy is cached, nothing is written.
     /// The object is already committed: a failure is logged, not returned.
     pub(crate) async fn converge_policy(&self, o: &ObjectRow) {
         let queued = async {

@@ -260,7 +260,9 @@ impl Service {
                 "blocks given for an upload that was not begun as rep/ec",
             ))
         } else {
-            self.catalog.commit_upload(up, r.size, &r.sha256).await
+            let o = self.catalog.commit_upload(up, r.size, &r.sha256).await?;
+            self.converge_policy(&o).await;
+            Ok(o)
         }
     }
 
@@ -599,10 +601,17 @@ impl CoordinatorService for Service {
                     .then(|| (i, (up.clone(), r.size, r.sha256.clone())))
             })
             .unzip();
-        let mut grouped: std::collections::HashMap<usize, Result<ObjectRow, Error>> = plain
-            .into_iter()
-            .zip(self.catalog.commit_uploads(&items).await)
-            .collect();
+        let committed = self.catalog.commit_uploads(&items).await;
+        // Stored `none`: converge to a rep/ec policy set since the reservation.
+        futures::future::join_all(
+            committed
+                .iter()
+                .filter_map(|r| r.as_ref().ok())
+                .map(|o| self.converge_policy(o)),
+        )
+        .await;
+        let mut grouped: std::collections::HashMap<usize, Result<ObjectRow, Error>> =
+            plain.into_iter().zip(committed).collect();
         let each = opened
             .into_iter()
             .zip(&uploads)
