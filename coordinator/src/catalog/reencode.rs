@@ -27,9 +27,6 @@ fn v1() -> u32 {
     VERSION
 }
 
-/// Most operations of one transaction (etcd's default `max_txn_ops`).
-const MAX_TXN_OPS: usize = 128;
-
 /// `v1/job/reencode/{package}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReencodeJob {
@@ -337,11 +334,12 @@ impl Catalog {
                 .filter(|k| !put_keys.contains(k))
                 .map(Op::Delete),
         );
-        // The leader's fence adds one comparison.
-        let ops = (when.len() + 1).max(then.len());
-        if ops > MAX_TXN_OPS {
+        // The store's limit (a leader's fenced store leaves room for its fence).
+        let ops = when.len().max(then.len());
+        let limit = self.meta.max_txn_ops();
+        if ops > limit {
             return Err(bad(format!(
-                "re-encoding object {id} needs {ops} operations in one transaction (limit {MAX_TXN_OPS})"
+                "re-encoding object {id} needs {ops} operations in one transaction (limit {limit})"
             )));
         }
         let res = self
@@ -430,6 +428,34 @@ mod tests {
         );
         // The object reads as before.
         assert_eq!(c.get_object_by_path(p, "x").await.unwrap(), last);
+    }
+
+    #[tokio::test]
+    async fn a_policy_too_large_for_one_transaction_is_refused() {
+        let (c, p) = setup().await;
+        let o = plain(&c, p, "x", 'f').await;
+        let n = c.meta.max_txn_ops() as u32;
+        let wide = Policy::rep(n).unwrap();
+        let blocks: Vec<BlockRow> = (0..n)
+            .map(|i| BlockRow {
+                index: i,
+                space_id: SpaceId(u64::from(i) + 2),
+                sha256: h('f'),
+                size: 100,
+            })
+            .collect();
+        let before = refs(&c).await;
+        assert!(matches!(
+            c.swap_encoding(&o, None, wide, &blocks).await.unwrap_err(),
+            crate::error::Error::InvalidArgument { .. }
+        ));
+        assert_eq!(refs(&c).await, before, "nothing is written");
+        // A policy within the limit goes through.
+        assert!(
+            c.swap_encoding(&o, None, Policy::rep(2).unwrap(), &blocks[..2])
+                .await
+                .unwrap()
+        );
     }
 
     #[tokio::test]
