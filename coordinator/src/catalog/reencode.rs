@@ -6,7 +6,10 @@
 //!   fenced catalogue) with the path cursor and counters, compared on the key's revision so
 //!   a newer `UpdatePackage` (which restarts the walk) always wins.
 //! - `v1/job/reencode-object/{object}`: one object to converge to its package's policy
-//!   (multipart completion, import and sync store `none` whatever the policy).
+//!   (multipart completion, import and `none` upload commits store `none` whatever the
+//!   policy; sync copies files between user spaces and writes no objects).
+//!
+//! `delete_package` removes the package's job key with its policy.
 //! - [`Catalog::swap_encoding`]: replace an object's storage (row, blocks key, shard
 //!   references) in one transaction compared on the object row's and blocks key's
 //!   revisions.
@@ -535,6 +538,27 @@ mod tests {
                 .block_policy(),
             Some(ec23())
         );
+    }
+
+    #[tokio::test]
+    async fn deleting_a_package_removes_its_reencode_job() {
+        let (c, p) = setup().await;
+        let b = c.get_package(p).await.unwrap().row.bucket_id;
+        let other = c.create_package(b, "other").await.unwrap().package_id;
+        c.set_package_policy_reencoding(p, ec23()).await.unwrap();
+        c.set_package_policy_reencoding(other, ec23())
+            .await
+            .unwrap();
+        c.delete_package(p).await.unwrap();
+        let left: Vec<PackageId> = c
+            .reencode_jobs(None, 10)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect();
+        assert_eq!(left, [other]);
+        assert!(c.package_policy(p).await.unwrap().is_none());
     }
 
     #[test]
