@@ -131,11 +131,6 @@ impl Coordinator {
         })
     }
 
-    /// A handle on the repair and scrub job (unfenced: tests and tools run steps with it).
-    pub fn scrubber(&self) -> crate::scrub::Scrubber {
-        self.scrubber.clone()
-    }
-
     /// A handle on shard garbage collection, e.g. to run a pass on demand.
     pub fn gc(&self) -> Gc {
         self.gc.clone()
