@@ -491,27 +491,14 @@ impl crate::service::Service {
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
-    use std::time::Duration;
 
-    use client::AgentPool;
     use common::UserId;
 
     use super::*;
     use crate::config::ScrubConfig;
-    use crate::registry::Registry;
-    use crate::tickets::TicketSigner;
 
     fn scrubber(catalog: Catalog) -> Scrubber {
-        Scrubber {
-            catalog,
-            registry: Arc::new(Registry::new(Duration::from_secs(10))),
-            signer: TicketSigner::new(common::secret::Secret::new("k")),
-            agents: AgentPool::default(),
-            config: ScrubConfig::default(),
-            wakeup: Arc::default(),
-            turn: Arc::default(),
-            default_redundancy: Policy::None,
-        }
+        Scrubber::for_test(catalog, ScrubConfig::default())
     }
 
     #[tokio::test]

@@ -65,13 +65,33 @@ pub struct Scrubber {
     pub(crate) default_redundancy: redundancy::Policy,
 }
 
+#[cfg(test)]
+impl Scrubber {
+    /// A scrubber over `catalog` for unit tests: no agent heard from, cluster default
+    /// `none`.
+    pub(crate) fn for_test(catalog: Catalog, config: ScrubConfig) -> Scrubber {
+        Scrubber {
+            catalog,
+            registry: Arc::new(Registry::new(Duration::from_secs(10))),
+            signer: TicketSigner::new(common::secret::Secret::new("k")),
+            agents: AgentPool::default(),
+            config,
+            wakeup: Arc::default(),
+            turn: Arc::default(),
+            default_redundancy: redundancy::Policy::None,
+        }
+    }
+}
+
 /// What the check of one block found.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum BlockState {
     Good,
     Missing,
     Corrupt,
-    WrongSize(u64),
+    /// Present and intact as far as checked, this size (compared with the block's below).
+    Present(u64),
+    WrongSize,
     /// Agent down for this long (`None`: did not answer / state unknown).
     Unavailable(Option<Duration>),
 }
@@ -87,6 +107,25 @@ struct Tally {
 }
 
 impl Tally {
+    /// Add to a run's counters (the persisted form of a tally).
+    fn add_to(self, s: &mut ScrubState) {
+        let mut sum = Tally {
+            checked: s.checked,
+            damaged: s.damaged,
+            repaired: s.repaired,
+            failed: s.failed,
+            unavailable: s.unavailable,
+        };
+        sum.add(self);
+        (s.checked, s.damaged, s.repaired, s.failed, s.unavailable) = (
+            sum.checked,
+            sum.damaged,
+            sum.repaired,
+            sum.failed,
+            sum.unavailable,
+        );
+    }
+
     fn add(&mut self, o: Tally) {
         self.checked += o.checked;
         self.damaged += o.damaged;
@@ -190,11 +229,7 @@ impl Scrubber {
             page.push((id, blocks));
         }
         let (tally, err) = self.check_page(&page, state.deep).await;
-        state.checked += tally.checked;
-        state.damaged += tally.damaged;
-        state.repaired += tally.repaired;
-        state.failed += tally.failed;
-        state.unavailable += tally.unavailable;
+        tally.add_to(&mut state);
         if let Some(e) = err {
             state.last_error = e;
         }
@@ -275,7 +310,7 @@ impl Scrubber {
                                 BlockState::Corrupt
                             } else {
                                 // Size compared per block below.
-                                BlockState::WrongSize(c.size)
+                                BlockState::Present(c.size)
                             };
                             found.insert((space, c.sha256), state);
                         }
@@ -297,7 +332,8 @@ impl Scrubber {
                 .blocks
                 .iter()
                 .map(|b| match found.get(&(b.space_id, b.sha256.clone())) {
-                    Some(BlockState::WrongSize(size)) if *size == b.size => BlockState::Good,
+                    Some(BlockState::Present(size)) if *size == b.size => BlockState::Good,
+                    Some(BlockState::Present(_)) => BlockState::WrongSize,
                     Some(s) => s.clone(),
                     None => BlockState::Unavailable(None),
                 })
@@ -329,10 +365,11 @@ impl Scrubber {
         let mut unavailable = false;
         for (b, s) in blocks.row.blocks.iter().zip(states) {
             let reason = match s {
-                BlockState::Good => continue,
+                // `Present` is resolved to Good or WrongSize per block before this.
+                BlockState::Good | BlockState::Present(_) => continue,
                 BlockState::Missing => "missing",
                 BlockState::Corrupt => "corrupt",
-                BlockState::WrongSize(_) => "wrong size",
+                BlockState::WrongSize => "wrong size",
                 BlockState::Unavailable(Some(d)) if *d >= after => "down",
                 BlockState::Unavailable(_) => {
                     unavailable = true;
@@ -715,26 +752,13 @@ mod tests {
 
     use super::*;
 
-    fn scrubber(catalog: Catalog, config: ScrubConfig) -> Scrubber {
-        Scrubber {
-            catalog,
-            registry: Arc::new(Registry::new(Duration::from_secs(10))),
-            signer: TicketSigner::new(common::secret::Secret::new("k")),
-            agents: AgentPool::default(),
-            config,
-            wakeup: Arc::default(),
-            turn: Arc::default(),
-            default_redundancy: redundancy::Policy::None,
-        }
-    }
-
     #[tokio::test]
     async fn scheduled_runs_start_after_the_interval_and_every_nth_is_deep() {
         let (catalog, _) = crate::catalog::testing::setup().await;
-        let s = scrubber(
+        let s = Scrubber::for_test(
             catalog.clone(),
             ScrubConfig {
-                interval: Duration::from_millis(30),
+                interval: Duration::from_secs(3600),
                 deep_every: 2,
                 ..ScrubConfig::default()
             },
@@ -747,7 +771,10 @@ mod tests {
         assert_eq!(catalog.scrub_state().await.unwrap().unwrap().row.runs, 0);
         let mut deep = Vec::new();
         for _ in 0..2 {
-            tokio::time::sleep(Duration::from_millis(40)).await;
+            // The interval passes: move the schedule back by one interval.
+            let mut state = catalog.scrub_state().await.unwrap().unwrap().row;
+            state.last_scheduled_ms -= 3_600_000;
+            catalog.put_scrub_state(&state).await.unwrap();
             // Nothing to walk: the run starts and ends in one step.
             assert!(!s.step().await.unwrap());
             let state = catalog.scrub_state().await.unwrap().unwrap().row;
@@ -760,7 +787,7 @@ mod tests {
     #[tokio::test]
     async fn on_demand_only_without_an_interval() {
         let (catalog, p) = crate::catalog::testing::setup().await;
-        let s = scrubber(
+        let s = Scrubber::for_test(
             catalog.clone(),
             ScrubConfig {
                 interval: Duration::ZERO,
