@@ -424,22 +424,7 @@ impl Catalog {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::catalog::rows::BlockPlan;
-    use crate::catalog::testing::{FAR, hash as h, setup, shard_refs as refs};
-
-    async fn begin_ec(c: &Catalog, p: PackageId, path: &str) -> UploadRow {
-        let mut up = c.begin_upload(p, path, SpaceId(1), FAR).await.unwrap();
-        up.blocks = Some(BlockPlan {
-            policy: Policy::ec(2, 3, 64).unwrap(),
-            spaces: vec![SpaceId(1), SpaceId(2), SpaceId(3)],
-        });
-        up
-    }
-
-    /// 100 bytes in ec(2,3) with 64-byte pieces: 1 stripe, 68 stored bytes per block.
-    fn ec_blocks(tag: char) -> Vec<(u64, String)> {
-        (0..3).map(|i| (68, h(char::from(tag as u8 + i)))).collect()
-    }
+    use crate::catalog::testing::{FAR, begin_ec, ec_blocks, hash as h, setup, shard_refs as refs};
 
     #[test]
     fn golden_blocks_row_decodes() {

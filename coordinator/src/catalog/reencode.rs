@@ -362,8 +362,7 @@ mod tests {
     use redundancy::Policy;
 
     use super::*;
-    use crate::catalog::rows::BlockPlan;
-    use crate::catalog::testing::{FAR, hash as h, setup, shard_refs as refs};
+    use crate::catalog::testing::{FAR, ec_object, hash as h, setup, shard_refs as refs};
 
     async fn plain(c: &Catalog, p: PackageId, path: &str, sha: char) -> Versioned<ObjectRow> {
         let up = c.begin_upload(p, path, SpaceId(1), FAR).await.unwrap();
@@ -492,18 +491,9 @@ mod tests {
     #[tokio::test]
     async fn swap_of_blocks_compares_the_blocks_key() {
         let (c, p) = setup().await;
-        let mut up = c.begin_upload(p, "y", SpaceId(1), FAR).await.unwrap();
-        up.blocks = Some(BlockPlan {
-            policy: ec23(),
-            spaces: vec![SpaceId(1), SpaceId(2), SpaceId(3)],
-        });
-        let blocks: Vec<(u64, String)> = (0..3).map(|i| (68, h((b'a' + i) as char))).collect();
-        let row = c
-            .commit_block_upload(&up, 100, &h('f'), &blocks)
-            .await
-            .unwrap();
-        let o = c.get_object(row.object_id).await.unwrap().unwrap();
-        let b = c.get_blocks(row.object_id).await.unwrap().unwrap();
+        let id = ec_object(&c, p, "y").await;
+        let o = c.get_object(id).await.unwrap().unwrap();
+        let b = c.get_blocks(id).await.unwrap().unwrap();
         // A repair swapped a block meanwhile (the row is unchanged, the blocks key is not).
         let moved = BlockRow {
             index: 1,
@@ -512,7 +502,7 @@ mod tests {
             size: 68,
         };
         assert!(
-            c.swap_blocks(row.object_id, b.rev, &b.row, &[moved], None)
+            c.swap_blocks(id, b.rev, &b.row, &[moved], None)
                 .await
                 .unwrap()
         );
@@ -530,12 +520,7 @@ mod tests {
         );
         assert_eq!(refs(&c).await, before);
         assert_eq!(
-            c.get_object(row.object_id)
-                .await
-                .unwrap()
-                .unwrap()
-                .row
-                .block_policy(),
+            c.get_object(id).await.unwrap().unwrap().row.block_policy(),
             Some(ec23())
         );
     }

@@ -316,24 +316,9 @@ impl Catalog {
 #[cfg(test)]
 mod tests {
     use common::SpaceId;
-    use redundancy::Policy;
 
     use super::*;
-    use crate::catalog::rows::BlockPlan;
-    use crate::catalog::testing::{FAR, hash as h, setup, shard_refs as refs};
-
-    async fn ec_object(c: &Catalog, p: common::PackageId) -> ObjectId {
-        let mut up = c.begin_upload(p, "x", SpaceId(1), FAR).await.unwrap();
-        up.blocks = Some(BlockPlan {
-            policy: Policy::ec(2, 3, 64).unwrap(),
-            spaces: vec![SpaceId(1), SpaceId(2), SpaceId(3)],
-        });
-        let blocks: Vec<(u64, String)> = (0..3).map(|i| (68, h((b'a' + i) as char))).collect();
-        c.commit_block_upload(&up, 100, &h('f'), &blocks)
-            .await
-            .unwrap()
-            .object_id
-    }
+    use crate::catalog::testing::{ec_object, hash as h, setup, shard_refs as refs};
 
     fn moved(index: u32, space: u64, tag: char) -> BlockRow {
         BlockRow {
@@ -347,7 +332,7 @@ mod tests {
     #[tokio::test]
     async fn swap_replaces_placements_and_refs() {
         let (c, p) = setup().await;
-        let id = ec_object(&c, p).await;
+        let id = ec_object(&c, p, "x").await;
         let before = c.get_blocks(id).await.unwrap().unwrap();
         assert!(
             c.swap_blocks(id, before.rev, &before.row, &[moved(1, 7, 'x')], None)
@@ -366,7 +351,7 @@ mod tests {
     #[tokio::test]
     async fn swap_after_a_concurrent_change_changes_nothing() {
         let (c, p) = setup().await;
-        let id = ec_object(&c, p).await;
+        let id = ec_object(&c, p, "x").await;
         let stale = c.get_blocks(id).await.unwrap().unwrap();
         // A concurrent repair (or rewrite) moved block 0 first.
         assert!(
@@ -399,7 +384,7 @@ mod tests {
     #[tokio::test]
     async fn moving_block_0_moves_the_object_rows_space() {
         let (c, p) = setup().await;
-        let id = ec_object(&c, p).await;
+        let id = ec_object(&c, p, "x").await;
         let o = c.get_object(id).await.unwrap().unwrap();
         assert_eq!(o.row.space_id, SpaceId(1));
         let b = c.get_blocks(id).await.unwrap().unwrap();
@@ -443,7 +428,7 @@ mod tests {
     #[tokio::test]
     async fn swap_is_refused_while_gc_collects_the_new_shard() {
         let (c, p) = setup().await;
-        let id = ec_object(&c, p).await;
+        let id = ec_object(&c, p, "x").await;
         let b = c.get_blocks(id).await.unwrap().unwrap();
         c.meta
             .put(keys::shard_gc(SpaceId(7), &h('x')), Vec::new())
