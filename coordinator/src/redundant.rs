@@ -17,11 +17,9 @@ use crate::service::{Service, SpaceTarget, ms, package_pb};
 impl Service {
     /// The policy new uploads into `package` get: its own, else the cluster default.
     pub(crate) async fn effective_policy(&self, package: PackageId) -> Result<Policy, Error> {
-        Ok(self
-            .catalog
-            .package_policy(package)
-            .await?
-            .unwrap_or(self.default_redundancy))
+        self.catalog
+            .effective_policy(package, self.default_redundancy)
+            .await
     }
 
     /// A package as the API shows it, with its effective policy.
@@ -192,9 +190,7 @@ impl Service {
         }
         let policy = parse_policy(&r.redundancy_json, "redundancy")?;
         // The policy and a re-encode job of the package's objects (reencode.rs), together.
-        self.catalog
-            .set_package_policy_reencoding(id, policy)
-            .await?;
+        self.catalog.set_package_policy(id, policy, true).await?;
         self.scrub_wakeup.notify_one();
         let p = self.catalog.get_package(id).await?;
         tracing::info!(package_id = %id, policy = policy.kind(), "package redundancy changed; re-encode job started");

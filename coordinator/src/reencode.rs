@@ -165,7 +165,10 @@ impl Scrubber {
                 self.catalog.dequeue_reencode(id).await?;
                 continue;
             };
-            let policy = self.package_target(o.row.package_id).await?;
+            let policy = self
+                .catalog
+                .effective_policy(o.row.package_id, self.default_redundancy)
+                .await?;
             let needed = policy.block_count();
             if live < needed {
                 tracing::debug!(object_id = %id, needed, live, "queued re-encode waits for live user spaces");
@@ -200,15 +203,6 @@ impl Scrubber {
                 return Ok(None);
             }
         }
-    }
-
-    /// The policy objects of `package` converge to: its own, else the cluster default.
-    async fn package_target(&self, package: PackageId) -> Result<Policy> {
-        Ok(self
-            .catalog
-            .package_policy(package)
-            .await?
-            .unwrap_or(self.default_redundancy))
     }
 
     /// Convert one object to `target` if it is stored otherwise (see the module doc).
@@ -506,7 +500,7 @@ mod tests {
         let c = Catalog::new(Arc::new(meta::MemoryStore::new()));
         let b = c.create_bucket(UserId(1), "b").await.unwrap();
         let p = c.create_package(b.bucket_id, "p").await.unwrap().package_id;
-        c.set_package_policy(p, Policy::rep(2).unwrap())
+        c.set_package_policy(p, Policy::rep(2).unwrap(), false)
             .await
             .unwrap();
         let up = c.begin_upload(p, "x", SpaceId(1), i64::MAX).await.unwrap();
@@ -547,9 +541,7 @@ mod tests {
                 .create_package(b.bucket_id, &format!("p{i}"))
                 .await
                 .unwrap();
-            c.set_package_policy_reencoding(p.package_id, ec)
-                .await
-                .unwrap();
+            c.set_package_policy(p.package_id, ec, true).await.unwrap();
             last = Some(p.package_id);
         }
         let last = last.unwrap();

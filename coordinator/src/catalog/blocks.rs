@@ -92,7 +92,8 @@ impl Catalog {
         if let Some(policy) = policy {
             // The package is new and nobody has its id yet: the policy is in place before
             // the caller can upload into it.
-            self.set_package_policy(row.package_id, policy).await?;
+            self.set_package_policy(row.package_id, policy, false)
+                .await?;
         }
         Ok(row)
     }
@@ -127,17 +128,38 @@ impl Catalog {
             .unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Set the package's policy (new uploads use it; existing objects keep theirs).
-    pub async fn set_package_policy(&self, package: PackageId, policy: Policy) -> Result<()> {
+    /// The policy objects of `package` get and converge to: its own, else `default` (the
+    /// cluster's `default_redundancy`). Cached (see [`Catalog::package_policy`]).
+    pub async fn effective_policy(&self, package: PackageId, default: Policy) -> Result<Policy> {
+        Ok(self.package_policy(package).await?.unwrap_or(default))
+    }
+
+    /// Set the package's policy (new uploads use it). With `reencode`, (re)start the
+    /// package's re-encode job (`v1/job/reencode/{package}`, `crate::reencode`) in the same
+    /// transaction, so existing objects converge to it; without, they keep theirs (a new
+    /// package has none).
+    pub async fn set_package_policy(
+        &self,
+        package: PackageId,
+        policy: Policy,
+        reencode: bool,
+    ) -> Result<()> {
         policy
             .validate()
             .map_err(|e| bad(format!("redundancy: {e}")))?;
         let p = self.get_package(package).await?;
+        let mut then = vec![Op::Put(keys::package_policy(package), encode(&policy))];
+        if reencode {
+            then.push(Op::Put(
+                keys::reencode_job(package),
+                encode(&super::reencode::ReencodeJob::start(policy)),
+            ));
+        }
         let res = self
             .meta
             .txn(Txn {
                 when: vec![Compare::ModRev(keys::package(package), p.rev)],
-                then: vec![Op::Put(keys::package_policy(package), encode(&policy))],
+                then,
                 otherwise: vec![],
             })
             .await?;
@@ -441,7 +463,7 @@ mod tests {
         assert_eq!(c.package_policy(p).await.unwrap(), None);
         let ec = Policy::ec(4, 6, 1 << 20).unwrap();
         let rev = c.get_package(p).await.unwrap().rev;
-        c.set_package_policy(p, ec).await.unwrap();
+        c.set_package_policy(p, ec, false).await.unwrap();
         assert_eq!(c.package_policy(p).await.unwrap(), Some(ec));
         // The package row is untouched: uploads begun before still commit.
         assert_eq!(c.get_package(p).await.unwrap().rev, rev);
@@ -452,7 +474,8 @@ mod tests {
                     k: 6,
                     n: 4,
                     chunk_size: 64
-                }
+                },
+                false
             )
             .await
             .unwrap_err(),
@@ -460,7 +483,7 @@ mod tests {
         ));
         c.delete_package(p).await.unwrap();
         assert_eq!(c.package_policy(p).await.unwrap(), None);
-        assert!(c.set_package_policy(p, ec).await.is_err());
+        assert!(c.set_package_policy(p, ec, false).await.is_err());
     }
 
     #[tokio::test]

@@ -24,7 +24,7 @@ use serde::{Deserialize, Serialize};
 use super::blocks::{BlockRow, BlocksRow};
 use super::rows::{ObjectRow, VERSION};
 use super::{Catalog, Versioned, encode, keys};
-use crate::error::{Result, bad, not_found};
+use crate::error::{Result, bad};
 
 fn v1() -> u32 {
     VERSION
@@ -86,37 +86,6 @@ impl ReencodeJob {
 }
 
 impl Catalog {
-    /// Set the package's policy and (re)start its re-encode job, in one transaction.
-    pub async fn set_package_policy_reencoding(
-        &self,
-        package: PackageId,
-        policy: Policy,
-    ) -> Result<()> {
-        policy
-            .validate()
-            .map_err(|e| bad(format!("redundancy: {e}")))?;
-        let p = self.get_package(package).await?;
-        let res = self
-            .meta
-            .txn(Txn {
-                when: vec![Compare::ModRev(keys::package(package), p.rev)],
-                then: vec![
-                    Op::Put(keys::package_policy(package), encode(&policy)),
-                    Op::Put(
-                        keys::reencode_job(package),
-                        encode(&ReencodeJob::start(policy)),
-                    ),
-                ],
-                otherwise: vec![],
-            })
-            .await?;
-        if !res.succeeded {
-            return Err(not_found(format!("package {package}")));
-        }
-        self.forget_package(package);
-        Ok(())
-    }
-
     /// Re-encode jobs of packages after `after` (all when `None`), at most `limit`, lowest
     /// package id first.
     pub async fn reencode_jobs(
@@ -530,10 +499,8 @@ mod tests {
         let (c, p) = setup().await;
         let b = c.get_package(p).await.unwrap().row.bucket_id;
         let other = c.create_package(b, "other").await.unwrap().package_id;
-        c.set_package_policy_reencoding(p, ec23()).await.unwrap();
-        c.set_package_policy_reencoding(other, ec23())
-            .await
-            .unwrap();
+        c.set_package_policy(p, ec23(), true).await.unwrap();
+        c.set_package_policy(other, ec23(), true).await.unwrap();
         c.delete_package(p).await.unwrap();
         let left: Vec<PackageId> = c
             .reencode_jobs(None, 10)
@@ -569,7 +536,7 @@ mod tests {
     #[tokio::test]
     async fn jobs_are_restarted_by_a_policy_change_and_advanced_by_revision() {
         let (c, p) = setup().await;
-        c.set_package_policy_reencoding(p, ec23()).await.unwrap();
+        c.set_package_policy(p, ec23(), true).await.unwrap();
         let jobs = c.reencode_jobs(None, 10).await.unwrap();
         assert_eq!(jobs.len(), 1);
         let (pid, job) = &jobs[0];
@@ -579,9 +546,7 @@ mod tests {
         next.cursor = "a".into();
         assert!(c.put_reencode_job(p, job.rev, &next).await.unwrap());
         // A newer update restarts the walk; the stale advance loses.
-        c.set_package_policy_reencoding(p, Policy::None)
-            .await
-            .unwrap();
+        c.set_package_policy(p, Policy::None, true).await.unwrap();
         assert!(!c.put_reencode_job(p, job.rev, &next).await.unwrap());
         let (_, now) = c.reencode_jobs(None, 10).await.unwrap().remove(0);
         assert!(c.reencode_jobs(Some(p), 10).await.unwrap().is_empty());
