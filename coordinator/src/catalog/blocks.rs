@@ -50,12 +50,46 @@ pub struct BlocksRow {
 
 impl BlocksRow {
     /// The distinct `(space, shard)` pairs of the blocks (rep replicas share a name).
-    fn shards(&self) -> BTreeSet<(SpaceId, &str)> {
-        self.blocks
-            .iter()
-            .map(|b| (b.space_id, b.sha256.as_str()))
-            .collect()
+    pub(crate) fn shards(&self) -> BTreeSet<(SpaceId, &str)> {
+        shards(&self.blocks)
     }
+}
+
+/// The distinct `(space, shard)` pairs of `blocks`.
+pub(crate) fn shards(blocks: &[BlockRow]) -> BTreeSet<(SpaceId, &str)> {
+    blocks
+        .iter()
+        .map(|b| (b.space_id, b.sha256.as_str()))
+        .collect()
+}
+
+/// The shard reference key of block `b` of `object`.
+pub(crate) fn block_ref_key(object: ObjectId, b: &BlockRow) -> Vec<u8> {
+    keys::block_ref(b.space_id, &b.sha256, object, b.index as usize)
+}
+
+/// One `Compare::Absent` of the GC marker per distinct shard of `blocks` (a shard being
+/// collected must not gain a reference).
+pub(crate) fn no_gc_markers(blocks: &[BlockRow]) -> impl Iterator<Item = Compare> + '_ {
+    shards(blocks)
+        .into_iter()
+        .map(|(space, sha)| Compare::Absent(keys::shard_gc(space, sha)))
+}
+
+/// Append a delete of each of `deletes` to `then`, except keys `then` already puts (one op
+/// per key: a reference both dropped and added stays).
+pub(crate) fn delete_unless_put(then: &mut Vec<Op>, deletes: impl IntoIterator<Item = Op>) {
+    let written: BTreeSet<Vec<u8>> = then
+        .iter()
+        .filter_map(|op| match op {
+            Op::Put(k, _) => Some(k.clone()),
+            _ => None,
+        })
+        .collect();
+    then.extend(deletes.into_iter().filter(|op| match op {
+        Op::Delete(k) => !written.contains(k),
+        _ => true,
+    }));
 }
 
 /// Stored size every block of an object of `size` bytes has under `policy`.
@@ -187,12 +221,7 @@ impl Catalog {
         };
         let mut ops = vec![Op::Delete(key.clone())];
         for b in &blocks.row.blocks {
-            ops.push(Op::Delete(keys::block_ref(
-                b.space_id,
-                &b.sha256,
-                row.object_id,
-                b.index as usize,
-            )));
+            ops.push(Op::Delete(block_ref_key(row.object_id, b)));
         }
         Ok((vec![Compare::ModRev(key, blocks.rev)], ops))
     }
@@ -213,15 +242,10 @@ impl Catalog {
             .await?
             .ok_or_else(|| not_found(format!("blocks of object {}", src.object_id)))?;
         let mut when = vec![Compare::ModRev(key, blocks.rev)];
-        for (space, sha) in blocks.row.shards() {
-            when.push(Compare::Absent(keys::shard_gc(space, sha)));
-        }
+        when.extend(no_gc_markers(&blocks.row.blocks));
         let mut then = vec![Op::Put(keys::object_blocks(new_id), encode(&blocks.row))];
         for b in &blocks.row.blocks {
-            then.push(Op::Put(
-                keys::block_ref(b.space_id, &b.sha256, new_id, b.index as usize),
-                Vec::new(),
-            ));
+            then.push(Op::Put(block_ref_key(new_id, b), Vec::new()));
         }
         Ok(Some((when, then)))
     }
@@ -351,10 +375,7 @@ impl Catalog {
             Op::Put(keys::object_blocks(object_id), encode(new_blocks)),
         ];
         for b in &new_blocks.blocks {
-            then.push(Op::Put(
-                keys::block_ref(b.space_id, &b.sha256, object_id, b.index as usize),
-                Vec::new(),
-            ));
+            then.push(Op::Put(block_ref_key(object_id, b), Vec::new()));
         }
         match &existing {
             None => then.push(Op::Put(
@@ -368,17 +389,7 @@ impl Catalog {
                 let (w, ops) = self.release_blocks(&o.row).await?;
                 when.extend(w);
                 // Keys written again by this commit are not deleted (one op per key).
-                let written: BTreeSet<Vec<u8>> = then
-                    .iter()
-                    .filter_map(|op| match op {
-                        Op::Put(k, _) => Some(k.clone()),
-                        _ => None,
-                    })
-                    .collect();
-                then.extend(ops.into_iter().filter(|op| match op {
-                    Op::Delete(k) => !written.contains(k),
-                    _ => true,
-                }));
+                delete_unless_put(&mut then, ops);
             }
             Some(o) if !o.row.is_multipart() => then.push(Op::Delete(keys::object_ref(
                 o.row.space_id,

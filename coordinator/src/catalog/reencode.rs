@@ -14,14 +14,12 @@
 //!   references) in one transaction compared on the object row's and blocks key's
 //!   revisions.
 
-use std::collections::BTreeSet;
-
-use common::{ObjectId, PackageId, SpaceId};
+use common::{ObjectId, PackageId};
 use meta::{Compare, Op, Txn};
 use redundancy::Policy;
 use serde::{Deserialize, Serialize};
 
-use super::blocks::{BlockRow, BlocksRow};
+use super::blocks::{BlockRow, BlocksRow, block_ref_key, delete_unless_put, no_gc_markers};
 use super::rows::{ObjectRow, VERSION};
 use super::{Catalog, Versioned, encode, keys};
 use crate::error::{Result, bad};
@@ -246,33 +244,21 @@ impl Catalog {
             Some(b) => {
                 when.push(Compare::ModRev(blocks_key.clone(), b.rev));
                 for old in &b.row.blocks {
-                    deletes.push(keys::block_ref(
-                        old.space_id,
-                        &old.sha256,
-                        id,
-                        old.index as usize,
-                    ));
+                    deletes.push(Op::Delete(block_ref_key(id, old)));
                 }
             }
             None => {
                 when.push(Compare::Absent(blocks_key.clone()));
                 if !row.is_multipart() {
-                    deletes.push(keys::object_ref(row.space_id, &row.sha256, id));
+                    deletes.push(Op::Delete(keys::object_ref(row.space_id, &row.sha256, id)));
                 }
             }
         }
-        let distinct: BTreeSet<(SpaceId, &str)> = new
-            .iter()
-            .map(|b| (b.space_id, b.sha256.as_str()))
-            .collect();
-        for (space, sha) in &distinct {
-            when.push(Compare::Absent(keys::shard_gc(*space, sha)));
-        }
+        when.extend(no_gc_markers(new));
         let mut updated = row.clone();
         updated.redundancy = super::rows::redundancy_string(&policy);
         updated.space_id = first.space_id;
         let mut then = vec![Op::Put(obj_key, encode(&updated))];
-        let mut put_keys = BTreeSet::new();
         if policy == Policy::None {
             if first.sha256 != row.sha256 {
                 return Err(bad(format!(
@@ -280,9 +266,10 @@ impl Catalog {
                     row.sha256, first.sha256
                 )));
             }
-            let r = keys::object_ref(first.space_id, &first.sha256, id);
-            put_keys.insert(r.clone());
-            then.push(Op::Put(r, Vec::new()));
+            then.push(Op::Put(
+                keys::object_ref(first.space_id, &first.sha256, id),
+                Vec::new(),
+            ));
             if old_blocks.is_some() {
                 then.push(Op::Delete(blocks_key));
             }
@@ -294,18 +281,10 @@ impl Catalog {
             };
             then.push(Op::Put(blocks_key, encode(&blocks)));
             for b in new {
-                let r = keys::block_ref(b.space_id, &b.sha256, id, b.index as usize);
-                put_keys.insert(r.clone());
-                then.push(Op::Put(r, Vec::new()));
+                then.push(Op::Put(block_ref_key(id, b), Vec::new()));
             }
         }
-        // One op per key: a reference both dropped and added stays.
-        then.extend(
-            deletes
-                .into_iter()
-                .filter(|k| !put_keys.contains(k))
-                .map(Op::Delete),
-        );
+        delete_unless_put(&mut then, deletes);
         // The store's limit (a leader's fenced store leaves room for its fence).
         let ops = when.len().max(then.len());
         let limit = self.meta.max_txn_ops();
@@ -328,6 +307,7 @@ impl Catalog {
 
 #[cfg(test)]
 mod tests {
+    use common::SpaceId;
     use redundancy::Policy;
 
     use super::*;

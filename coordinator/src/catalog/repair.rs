@@ -12,13 +12,11 @@
 //! - [`Catalog::swap_blocks`]: replace rebuilt blocks (placements and shard references) in
 //!   one transaction that compares the blocks key's revision.
 
-use std::collections::BTreeSet;
-
 use common::ObjectId;
 use meta::{Compare, Op, Revision, Txn};
 use serde::{Deserialize, Serialize};
 
-use super::blocks::{BlockRow, BlocksRow};
+use super::blocks::{BlockRow, BlocksRow, block_ref_key, delete_unless_put, no_gc_markers};
 use super::rows::{ObjectRow, VERSION};
 use super::{Catalog, Versioned, decode, encode, keys};
 use crate::error::Result;
@@ -267,7 +265,7 @@ impl Catalog {
         };
         let row = &mut blocks_row;
         let mut when = vec![Compare::ModRev(key.clone(), rev)];
-        let mut put_keys = BTreeSet::new();
+        when.extend(no_gc_markers(rebuilt));
         let mut then = Vec::new();
         if let Some((c, op)) = row_update {
             when.push(c);
@@ -281,26 +279,12 @@ impl Catalog {
                     new.index
                 )));
             };
-            deletes.push(keys::block_ref(
-                slot.space_id,
-                &slot.sha256,
-                object,
-                slot.index as usize,
-            ));
-            let new_ref = keys::block_ref(new.space_id, &new.sha256, object, new.index as usize);
-            when.push(Compare::Absent(keys::shard_gc(new.space_id, &new.sha256)));
-            put_keys.insert(new_ref.clone());
-            then.push(Op::Put(new_ref, Vec::new()));
+            deletes.push(Op::Delete(block_ref_key(object, slot)));
+            then.push(Op::Put(block_ref_key(object, new), Vec::new()));
             *slot = new.clone();
         }
         then.push(Op::Put(key, encode(&*row)));
-        // One op per key: a reference both dropped and added stays.
-        then.extend(
-            deletes
-                .into_iter()
-                .filter(|k| !put_keys.contains(k))
-                .map(Op::Delete),
-        );
+        delete_unless_put(&mut then, deletes);
         let res = self
             .meta
             .txn(Txn {
