@@ -12,7 +12,7 @@ use redundancy::Policy;
 use crate::catalog::grant::bind_grant;
 use crate::catalog::rows::UploadRow;
 use crate::error::{Error, bad};
-use crate::service::{Service, id_arg, ms};
+use crate::service::{Service, id_arg};
 
 impl Service {
     /// `GrantUploads`: up to `count` reservations into a package whose effective policy is
@@ -36,25 +36,18 @@ impl Service {
         }
         let affinity = (r.affinity != 0).then_some(SpaceId(r.affinity));
         let target = self.place_with_affinity(affinity).await?;
-        let now = common::time::now_ms();
         let rows = self
             .catalog
             .grant_uploads(
                 package,
                 target.space.0,
                 r.count as usize,
-                now + ms(self.upload_expiry),
+                self.upload_expires_at(),
             )
             .await?;
-        let ticket_expires = now + ms(self.ticket_ttl);
         let uploads = rows
             .iter()
-            .map(|up| {
-                let ticket = self
-                    .signer
-                    .put(target.space, up.upload_id, 0, ticket_expires);
-                self.reservation(up, target.clone(), ticket, ticket_expires)
-            })
+            .map(|up| self.plain_reservation(up, target.clone()))
             .collect();
         Ok(pb::GrantUploadsResponse {
             granted: true,

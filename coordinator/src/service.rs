@@ -233,17 +233,30 @@ impl Service {
                 .await;
         }
         let target = self.place_with_affinity(affinity).await?;
-        let now = common::time::now_ms();
-        let upload_expires = now + ms(self.upload_expiry);
         let up = self
             .catalog
-            .begin_upload(package, &r.path, target.space.0, upload_expires)
+            .begin_upload(package, &r.path, target.space.0, self.upload_expires_at())
             .await?;
-        let ticket_expires = now + ms(self.ticket_ttl);
+        Ok(self.plain_reservation(&up, target))
+    }
+
+    /// When an upload reserved now expires (`upload_expiry`).
+    pub(crate) fn upload_expires_at(&self) -> i64 {
+        common::time::now_ms() + ms(self.upload_expiry)
+    }
+
+    /// The answer for a plain (`none`) upload `up` reserved on `target` (`BeginUpload`, a
+    /// write grant's reservations): a PUT ticket of any size valid for `ticket_ttl`.
+    pub(crate) fn plain_reservation(
+        &self,
+        up: &UploadRow,
+        target: SpaceTarget,
+    ) -> pb::BeginUploadResponse {
+        let ticket_expires = common::time::now_ms() + ms(self.ticket_ttl);
         let ticket = self
             .signer
             .put(target.space, up.upload_id, 0, ticket_expires);
-        Ok(self.reservation(&up, target, ticket, ticket_expires))
+        self.reservation(up, target, ticket, ticket_expires)
     }
 
     /// Publish one opened upload: rep/ec uploads with their blocks (redundant.rs), the
