@@ -42,6 +42,17 @@ pub enum Error {
     #[snafu(display("agent request failed"))]
     Agent { source: client::Error },
 
+    #[snafu(display("agent {address}"))]
+    AgentAt {
+        address: String,
+        source: client::Error,
+    },
+
+    /// An agent's `RebuildBlocks` answer does not match the object (a corrupt source block,
+    /// a block missing or of the wrong size).
+    #[snafu(display("{reason}"))]
+    RebuildMismatch { reason: String },
+
     #[snafu(display("failed to start: {message}"))]
     Startup { message: String },
 
@@ -59,7 +70,10 @@ impl CodedError for Error {
             Error::AlreadyExists { .. } => ErrorCode::AlreadyExists,
             Error::NoLiveSpace { .. } | Error::AgentDown { .. } => ErrorCode::Unavailable,
             Error::Meta { source } => source.code(),
-            Error::Agent { source } => common::CodedError::code(source),
+            Error::Agent { source } | Error::AgentAt { source, .. } => {
+                common::CodedError::code(source)
+            }
+            Error::RebuildMismatch { .. } => ErrorCode::Internal,
             Error::DecodeRow { .. } | Error::Startup { .. } | Error::Serve { .. } => {
                 ErrorCode::Internal
             }

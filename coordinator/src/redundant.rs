@@ -53,24 +53,22 @@ impl Service {
     ) -> Result<Vec<SpaceTarget>, Error> {
         let count = policy.block_count();
         let live = self.registry.live_spaces();
-        let ids: Vec<SpaceId> = live.iter().map(|l| l.space).collect();
         let turn = self.turn.fetch_add(1, Ordering::Relaxed);
-        let chosen = placement::choose_distinct(&ids, affinity, turn, count).map_err(|missing| {
+        let chosen = placement::choose_live(&live, affinity, turn, count).map_err(|missing| {
             Error::NoLiveSpace {
                 reason: format!(
                     "a {} upload needs {count} distinct live user spaces with a shard store, {} are live ({missing} missing)",
                     policy.kind(),
-                    ids.len()
+                    live.len()
                 ),
             }
         })?;
         Ok(chosen
             .into_iter()
-            .filter_map(|s| live.iter().find(|l| l.space == s))
             .map(|l| SpaceTarget {
                 space: (l.space, l.revision),
                 agent: l.agent,
-                address: l.address.clone(),
+                address: l.address,
             })
             .collect())
     }

@@ -26,8 +26,7 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 
-use common::{ObjectId, PackageId, SpaceId, UploadId};
-use proto::agent::{RebuildBlocksRequest, RebuildSource, RebuildTarget};
+use common::{ObjectId, PackageId};
 use proto::coordinator as pb;
 use redundancy::Policy;
 
@@ -37,7 +36,7 @@ use crate::catalog::repair::RepairLogRow;
 use crate::catalog::rows::ObjectRow;
 use crate::catalog::{Catalog, Versioned};
 use crate::error::Result;
-use crate::scrub::{Scrubber, TICKET_TTL_MS};
+use crate::scrub::{RebuildInto, Scrubber, TICKET_TTL_MS};
 
 /// Most jobs the status lists.
 const STATUS_JOBS: usize = 100;
@@ -304,14 +303,7 @@ impl Scrubber {
             if at.down.is_some() {
                 continue;
             }
-            sources.push(RebuildSource {
-                index: b.index,
-                agent_address: at.address.clone(),
-                ticket: Some(
-                    self.signer
-                        .get((b.space_id, at.revision), &b.sha256, expires),
-                ),
-            });
+            sources.push(self.rebuild_source(b, at, expires));
         }
         if sources.len() < source_policy.min_blocks() {
             return Err(format!(
@@ -323,79 +315,32 @@ impl Scrubber {
         }
         // Targets: distinct live spaces, block 0's current space first.
         let live = self.registry.live_spaces();
-        let ids: Vec<SpaceId> = live.iter().map(|l| l.space).collect();
         let turn = self.turn.fetch_add(1, Ordering::Relaxed);
         let count = target.block_count();
-        let chosen = crate::placement::choose_distinct(&ids, Some(row.space_id), turn, count)
+        let targets = crate::placement::choose_live(&live, Some(row.space_id), turn, count)
             .map_err(|missing| {
                 format!(
                     "a {} object needs {count} distinct live user spaces with a shard store, {} are live ({missing} missing)",
                     target.kind(),
-                    ids.len()
+                    live.len()
                 )
             })?;
-        let targets: Vec<_> = chosen
-            .iter()
-            .filter_map(|s| live.iter().find(|l| l.space == *s))
-            .collect();
         entry.to_spaces = targets.iter().map(|t| t.space.0).collect();
         let size = block_len(&target, row.size);
-        let req = RebuildBlocksRequest {
-            policy_json: serde_json::to_string(&source_policy).unwrap_or_default(),
-            object_size: row.size,
-            sources,
-            targets: targets
-                .iter()
-                .enumerate()
-                .map(|(i, t)| RebuildTarget {
-                    index: i as u32,
-                    space_id: t.space.0,
-                    agent_address: t.address.clone(),
-                    ticket: Some(self.signer.put(
-                        (t.space, t.revision),
-                        UploadId(0),
-                        size,
-                        expires,
-                    )),
-                })
-                .collect(),
-            target_policy_json: serde_json::to_string(&target).unwrap_or_default(),
-        };
-        let first = targets
-            .first()
-            .ok_or_else(|| "no target space".to_owned())?;
-        let mut agent = self.agents.get(&first.address).map_err(|e| e.to_string())?;
-        let resp = agent
-            .rebuild_blocks(req)
-            .await
-            .map_err(|s| format!("agent {}: {}", first.address, s.message()))?
-            .into_inner();
-        if resp.object_sha256 != row.sha256 {
-            return Err(format!(
-                "the sources read as an object with SHA-256 {}, the object has {}: a source block is corrupt",
-                resp.object_sha256, row.sha256
-            ));
-        }
-        let mut new = Vec::with_capacity(count);
-        for (i, t) in targets.iter().enumerate() {
-            let Some(r) = resp.blocks.iter().find(|r| r.index as usize == i) else {
-                return Err(format!("the agent did not write block {i}"));
-            };
-            if r.size != size {
-                return Err(format!(
-                    "block {i} was written with {} bytes, a {} block has {size}",
-                    r.size,
-                    target.kind()
-                ));
-            }
-            entry.bytes += r.size;
-            new.push(BlockRow {
+        let into: Vec<_> = targets
+            .iter()
+            .enumerate()
+            .map(|(i, t)| RebuildInto {
                 index: i as u32,
-                space_id: t.space,
-                sha256: r.sha256.clone(),
-                size: r.size,
-            });
-        }
+                at: t,
+                size,
+            })
+            .collect();
+        let new = self
+            .rebuild(row, source_policy, Some(target), sources, &into, expires)
+            .await
+            .map_err(|e| common::error::ErrorChain(&e).to_string())?;
+        entry.bytes += new.iter().map(|b| b.size).sum::<u64>();
         let swapped = self
             .catalog
             .swap_encoding(o, old, target, &new)
@@ -486,7 +431,7 @@ impl crate::service::Service {
 mod tests {
     use std::sync::Arc;
 
-    use common::UserId;
+    use common::{SpaceId, UserId};
 
     use super::*;
     use crate::config::ScrubConfig;

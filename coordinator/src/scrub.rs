@@ -36,10 +36,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::catalog::blocks::{BlockRow, BlocksRow};
 use crate::catalog::repair::{RepairLogRow, ScrubRequest, ScrubState};
+use crate::catalog::rows::ObjectRow;
 use crate::catalog::{Catalog, Versioned};
 use crate::config::ScrubConfig;
 use crate::error::{Error, Result};
-use crate::registry::{Liveness, Registry};
+use crate::registry::{LiveSpace, Liveness, Registry};
 use crate::tickets::TicketSigner;
 
 /// How often an idle leader looks for a request or queued repairs (a local request or
@@ -80,6 +81,115 @@ impl Scrubber {
             turn: Arc::default(),
             default_redundancy: redundancy::Policy::None,
         }
+    }
+}
+
+/// One block a `RebuildBlocks` call writes: its index, the live space it goes to and the
+/// size it must have.
+pub(crate) struct RebuildInto<'a> {
+    pub index: u32,
+    pub at: &'a LiveSpace,
+    pub size: u64,
+}
+
+impl Scrubber {
+    /// The source of block `b` for a rebuild: its space's agent with a GET ticket.
+    pub(crate) fn rebuild_source(&self, b: &BlockRow, at: &SpaceAt, expires: i64) -> RebuildSource {
+        RebuildSource {
+            index: b.index,
+            agent_address: at.address.clone(),
+            ticket: Some(
+                self.signer
+                    .get((b.space_id, at.revision), &b.sha256, expires),
+            ),
+        }
+    }
+
+    /// One `RebuildBlocks` on the agent of the first target (repair and re-encode): it reads
+    /// `object` (stored under `policy`) from `sources` and writes the `targets` blocks, under
+    /// `target_policy` when given (re-encode), else `policy` (repair). The answer must carry
+    /// the object's SHA-256 and every target block at its size; the new blocks come back in
+    /// target order.
+    pub(crate) async fn rebuild(
+        &self,
+        object: &ObjectRow,
+        policy: redundancy::Policy,
+        target_policy: Option<redundancy::Policy>,
+        sources: Vec<RebuildSource>,
+        targets: &[RebuildInto<'_>],
+        expires: i64,
+    ) -> Result<Vec<BlockRow>> {
+        let Some(first) = targets.first() else {
+            return Err(Error::RebuildMismatch {
+                reason: "no target space".into(),
+            });
+        };
+        let req = RebuildBlocksRequest {
+            policy_json: serde_json::to_string(&policy).unwrap_or_default(),
+            object_size: object.size,
+            sources,
+            targets: targets
+                .iter()
+                .map(|t| RebuildTarget {
+                    index: t.index,
+                    space_id: t.at.space.0,
+                    agent_address: t.at.address.clone(),
+                    ticket: Some(self.signer.put(
+                        (t.at.space, t.at.revision),
+                        UploadId(0),
+                        t.size,
+                        expires,
+                    )),
+                })
+                .collect(),
+            target_policy_json: target_policy
+                .map(|p| serde_json::to_string(&p).unwrap_or_default())
+                .unwrap_or_default(),
+        };
+        let address = &first.at.address;
+        let at = |source: client::Error| Error::AgentAt {
+            address: address.clone(),
+            source,
+        };
+        let resp = self
+            .agents
+            .get(address)
+            .map_err(at)?
+            .rebuild_blocks(req)
+            .await
+            .map_err(|s| at(s.into()))?
+            .into_inner();
+        if resp.object_sha256 != object.sha256 {
+            return Err(Error::RebuildMismatch {
+                reason: format!(
+                    "the sources read as an object with SHA-256 {}, the object has {}: a source block is corrupt",
+                    resp.object_sha256, object.sha256
+                ),
+            });
+        }
+        let mut out = Vec::with_capacity(targets.len());
+        for t in targets {
+            let Some(r) = resp.blocks.iter().find(|r| r.index == t.index) else {
+                return Err(Error::RebuildMismatch {
+                    reason: format!("the agent did not write block {}", t.index),
+                });
+            };
+            if r.size != t.size {
+                return Err(Error::RebuildMismatch {
+                    reason: format!(
+                        "block {} was written with {} bytes, it has {}",
+                        t.index, r.size, t.size
+                    ),
+                });
+            }
+            out.push(BlockRow {
+                index: t.index,
+                space_id: t.at.space,
+                sha256: r.sha256.clone(),
+                size: r.size,
+            });
+        }
+        Ok(out)
     }
 }
 
@@ -469,92 +579,39 @@ impl Scrubber {
             .into_iter()
             .filter(|l| !occupied.contains(&l.space))
             .collect();
-        let ids: Vec<SpaceId> = live.iter().map(|l| l.space).collect();
         let turn = self.turn.fetch_add(1, Ordering::Relaxed);
-        let chosen = crate::placement::choose_distinct(&ids, None, turn, bad.len()).map_err(
+        let targets = crate::placement::choose_live(&live, None, turn, bad.len()).map_err(
             |missing| {
                 format!(
                     "no healthy user space to rebuild on: {} needed, {} live spaces hold no block of the object ({missing} missing)",
                     bad.len(),
-                    ids.len()
+                    live.len()
                 )
             },
         )?;
-        let targets: Vec<_> = chosen
-            .iter()
-            .filter_map(|s| live.iter().find(|l| l.space == *s))
-            .collect();
         entry.to_spaces = targets.iter().map(|t| t.space.0).collect();
         let expires = common::time::now_ms() + TICKET_TTL_MS;
-        let mut sources = Vec::new();
-        for b in good {
-            let Some(Some(at)) = spaces.get(&b.space_id) else {
-                continue;
-            };
-            sources.push(RebuildSource {
+        let sources = good
+            .iter()
+            .filter_map(|b| match spaces.get(&b.space_id) {
+                Some(Some(at)) => Some(self.rebuild_source(b, at, expires)),
+                _ => None,
+            })
+            .collect();
+        let into: Vec<_> = bad
+            .iter()
+            .zip(&targets)
+            .map(|(b, t)| RebuildInto {
                 index: b.index,
-                agent_address: at.address.clone(),
-                ticket: Some(
-                    self.signer
-                        .get((b.space_id, at.revision), &b.sha256, expires),
-                ),
-            });
-        }
-        let req = RebuildBlocksRequest {
-            policy_json: serde_json::to_string(&policy).unwrap_or_default(),
-            object_size: object.row.size,
-            sources,
-            targets: bad
-                .iter()
-                .zip(&targets)
-                .map(|(b, t)| RebuildTarget {
-                    index: b.index,
-                    space_id: t.space.0,
-                    agent_address: t.address.clone(),
-                    ticket: Some(self.signer.put(
-                        (t.space, t.revision),
-                        UploadId(0),
-                        b.size,
-                        expires,
-                    )),
-                })
-                .collect(),
-            target_policy_json: String::new(),
-        };
-        let first = targets
-            .first()
-            .ok_or_else(|| "no target space".to_owned())?;
-        let mut agent = self.agents.get(&first.address).map_err(|e| e.to_string())?;
-        let resp = agent
-            .rebuild_blocks(req)
+                at: t,
+                size: b.size,
+            })
+            .collect();
+        let rebuilt = self
+            .rebuild(&object.row, policy, None, sources, &into, expires)
             .await
-            .map_err(|s| format!("agent {}: {}", first.address, s.message()))?
-            .into_inner();
-        if resp.object_sha256 != object.row.sha256 {
-            return Err(format!(
-                "the sources read as an object with SHA-256 {}, the object has {}: a source block is corrupt",
-                resp.object_sha256, object.row.sha256
-            ));
-        }
-        let mut rebuilt = Vec::with_capacity(bad.len());
-        for (b, t) in bad.iter().zip(&targets) {
-            let Some(r) = resp.blocks.iter().find(|r| r.index == b.index) else {
-                return Err(format!("the agent did not rebuild block {}", b.index));
-            };
-            if r.size != b.size {
-                return Err(format!(
-                    "block {} was rebuilt with {} bytes, it has {}",
-                    b.index, r.size, b.size
-                ));
-            }
-            entry.bytes += r.size;
-            rebuilt.push(BlockRow {
-                index: b.index,
-                space_id: t.space,
-                sha256: r.sha256.clone(),
-                size: r.size,
-            });
-        }
+            .map_err(|e| common::error::ErrorChain(&e).to_string())?;
+        entry.bytes += rebuilt.iter().map(|b| b.size).sum::<u64>();
         self.catalog
             .swap_blocks(id, blocks.rev, &blocks.row, &rebuilt, Some(&object))
             .await
