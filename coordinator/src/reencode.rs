@@ -273,9 +273,7 @@ impl Scrubber {
             Err(e) => tracing::warn!(object_id = %id, error = %e, "re-encode failed"),
         }
         entry.time_ms = common::time::now_ms();
-        if let Err(e) = self.catalog.log_repair(&entry).await {
-            tracing::warn!(error = %common::error::ErrorChain(&e), "cannot write the repair log");
-        }
+        self.log(&entry).await;
         result
     }
 

@@ -24,7 +24,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use client::AgentPool;
@@ -64,6 +64,8 @@ pub struct Scrubber {
     /// The cluster's `default_redundancy` (re-encode of objects in packages without a
     /// policy of their own).
     pub(crate) default_redundancy: redundancy::Policy,
+    /// A repair-log entry was written since the log was last trimmed.
+    pub(crate) log_written: Arc<AtomicBool>,
 }
 
 #[cfg(test)]
@@ -80,6 +82,7 @@ impl Scrubber {
             wakeup: Arc::default(),
             turn: Arc::default(),
             default_redundancy: redundancy::Policy::None,
+            log_written: Arc::default(),
         }
     }
 }
@@ -93,6 +96,26 @@ pub(crate) struct RebuildInto<'a> {
 }
 
 impl Scrubber {
+    /// Append `entry` to the repair log (a failure is logged, not returned); the log is
+    /// trimmed once per round of [`run`] ([`Scrubber::trim_log`]).
+    pub(crate) async fn log(&self, entry: &RepairLogRow) {
+        match self.catalog.log_repair(entry).await {
+            Ok(()) => self.log_written.store(true, Ordering::Relaxed),
+            Err(e) => {
+                tracing::warn!(error = %common::error::ErrorChain(&e), "cannot write the repair log")
+            }
+        }
+    }
+
+    /// Trim the repair log if an entry was written since the last trim.
+    async fn trim_log(&self) {
+        if self.log_written.swap(false, Ordering::Relaxed)
+            && let Err(e) = self.catalog.trim_repair_log().await
+        {
+            tracing::warn!(error = %common::error::ErrorChain(&e), "cannot trim the repair log");
+        }
+    }
+
     /// The source of block `b` for a rebuild: its space's agent with a GET ticket.
     pub(crate) fn rebuild_source(&self, b: &BlockRow, at: &SpaceAt, expires: i64) -> RebuildSource {
         RebuildSource {
@@ -539,9 +562,7 @@ impl Scrubber {
             .repairs
             .with_label_values(&[result_kind])
             .inc();
-        if let Err(e) = self.catalog.log_repair(&entry).await {
-            tracing::warn!(error = %common::error::ErrorChain(&e), "cannot write the repair log");
-        }
+        self.log(&entry).await;
         (tally, result.map(|_| ()).map_err(|e| e.to_string()))
     }
 
@@ -716,6 +737,7 @@ pub async fn run(scrubber: Scrubber, term: CancellationToken) {
                 }
             }
         }
+        scrubber.trim_log().await;
     }
 }
 

@@ -98,6 +98,7 @@ impl Coordinator {
             wakeup: scrub_wakeup.clone(),
             turn: Arc::default(),
             default_redundancy: config.default_redundancy,
+            log_written: Arc::default(),
         };
         let service = Service {
             catalog,

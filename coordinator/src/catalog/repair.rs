@@ -198,7 +198,7 @@ impl Catalog {
         Ok(())
     }
 
-    /// Append one entry to the repair log and drop the oldest beyond [`REPAIR_LOG_KEEP`].
+    /// Append one entry to the repair log ([`Catalog::trim_repair_log`] bounds it).
     pub async fn log_repair(&self, entry: &RepairLogRow) -> Result<()> {
         self.meta
             .put(
@@ -206,6 +206,12 @@ impl Catalog {
                 encode(entry),
             )
             .await?;
+        Ok(())
+    }
+
+    /// Drop the oldest repair-log entries beyond [`REPAIR_LOG_KEEP`] (reads up to
+    /// `REPAIR_LOG_KEEP + 64` keys: the leader calls it at most once per step).
+    pub async fn trim_repair_log(&self) -> Result<()> {
         let page = self
             .meta
             .range(meta::Range {
@@ -466,5 +472,21 @@ mod tests {
             recent.iter().map(|r| r.result.as_str()).collect::<Vec<_>>(),
             ["r2", "r1"]
         );
+        // Trimming keeps the newest REPAIR_LOG_KEEP.
+        for t in 3..(REPAIR_LOG_KEEP as i64 + 5) {
+            c.log_repair(&RepairLogRow {
+                v: 1,
+                object_id: 9,
+                result: format!("r{t}"),
+                time_ms: 100 + t,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        }
+        c.trim_repair_log().await.unwrap();
+        let all = c.recent_repairs(usize::MAX).await.unwrap();
+        assert_eq!(all.len(), REPAIR_LOG_KEEP);
+        assert_eq!(all.last().unwrap().result, "r5", "the five oldest are gone");
     }
 }
