@@ -303,14 +303,24 @@ async fn write_grants_follow_the_package(meta: Meta) {
     );
     assert_eq!(api.package_objects(p).await.len(), 20);
     assert_consistent(&c, p).await;
-
-    // A commit of a granted reservation must name a valid path; one granted before a
-    // policy change commits (as none) and converges.
     let mut coord = client::coordinator(
         &c.coordinator_addr().to_string(),
         &client::ChannelOptions::default(),
     )
     .unwrap();
+    // The counter does count reservation calls (an unused reservation writes nothing).
+    coord
+        .begin_upload(proto::coordinator::BeginUploadRequest {
+            package_id: p,
+            path: "unused".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(begin_calls(), begins + 1);
+
+    // A commit of a granted reservation must name a valid path; one granted before a
+    // policy change commits (as none) and converges.
     let grant = coord
         .grant_uploads(proto::coordinator::GrantUploadsRequest {
             package_id: p,
