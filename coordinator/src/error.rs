@@ -39,11 +39,19 @@ pub enum Error {
     #[snafu(display("the shard of this upload is being garbage-collected; upload it again"))]
     ShardCollecting,
 
-    #[snafu(display("the write grant of this upload no longer holds ({reason}); upload it again"))]
-    StaleGrant { reason: String },
-
     #[snafu(display("agent request failed"))]
     Agent { source: client::Error },
+
+    #[snafu(display("agent {address}"))]
+    AgentAt {
+        address: String,
+        source: client::Error,
+    },
+
+    /// An agent's `RebuildBlocks` answer does not match the object (a corrupt source block,
+    /// a block missing or of the wrong size).
+    #[snafu(display("{reason}"))]
+    RebuildMismatch { reason: String },
 
     #[snafu(display("failed to start: {message}"))]
     Startup { message: String },
@@ -62,14 +70,16 @@ impl CodedError for Error {
             Error::AlreadyExists { .. } => ErrorCode::AlreadyExists,
             Error::NoLiveSpace { .. } | Error::AgentDown { .. } => ErrorCode::Unavailable,
             Error::Meta { source } => source.code(),
-            Error::Agent { source } => common::CodedError::code(source),
+            Error::Agent { source } | Error::AgentAt { source, .. } => {
+                common::CodedError::code(source)
+            }
+            Error::RebuildMismatch { .. } => ErrorCode::Internal,
             Error::DecodeRow { .. } | Error::Startup { .. } | Error::Serve { .. } => {
                 ErrorCode::Internal
             }
-            Error::Contention { .. }
-            | Error::ShardCollecting
-            | Error::StaleGrant { .. }
-            | Error::InUse { .. } => ErrorCode::Conflict,
+            Error::Contention { .. } | Error::ShardCollecting | Error::InUse { .. } => {
+                ErrorCode::Conflict
+            }
         }
     }
 }

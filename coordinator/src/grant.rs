@@ -9,10 +9,10 @@ use common::{PackageId, SpaceId};
 use proto::coordinator as pb;
 use redundancy::Policy;
 
-use crate::catalog::grant::{bind_grant, is_granted};
+use crate::catalog::grant::bind_grant;
 use crate::catalog::rows::UploadRow;
 use crate::error::{Error, bad};
-use crate::service::{Service, id_arg, ms};
+use crate::service::{Service, id_arg};
 
 impl Service {
     /// `GrantUploads`: up to `count` reservations into a package whose effective policy is
@@ -36,25 +36,18 @@ impl Service {
         }
         let affinity = (r.affinity != 0).then_some(SpaceId(r.affinity));
         let target = self.place_with_affinity(affinity).await?;
-        let now = common::time::now_ms();
         let rows = self
             .catalog
             .grant_uploads(
                 package,
                 target.space.0,
                 r.count as usize,
-                now + ms(self.upload_expiry),
+                self.upload_expires_at(),
             )
             .await?;
-        let ticket_expires = now + ms(self.ticket_ttl);
         let uploads = rows
             .iter()
-            .map(|up| {
-                let ticket = self
-                    .signer
-                    .put(target.space, up.upload_id, 0, ticket_expires);
-                self.reservation(up, target.clone(), ticket, ticket_expires)
-            })
+            .map(|up| self.plain_reservation(up, target.clone()))
             .collect();
         Ok(pb::GrantUploadsResponse {
             granted: true,
@@ -64,9 +57,11 @@ impl Service {
     }
 
     /// The pending upload in a commit request's token (`CommitUpload`, `CommitUploads`).
-    /// A reservation of a grant gets the request's path (validated) and is re-checked: the
-    /// package's policy must still be `none` (its existence is a condition of the commit
-    /// transaction, its expiry is checked by the commit).
+    /// A reservation of a grant gets the request's path (validated); the package's
+    /// existence is a condition of the commit transaction, the expiry is checked by the
+    /// commit. A grant taken before the package's policy became rep/ec still commits as
+    /// `none`, and the commit queues the object for re-encoding like any other `none`
+    /// commit ([`Service::converge_policy`]).
     pub(crate) async fn open_commit(
         &self,
         r: &pb::CommitUploadRequest,
@@ -76,20 +71,6 @@ impl Service {
             .open_commit_token(&r.commit_token)
             .filter(|u| u.upload_id.0 == r.upload_id)
             .ok_or_else(|| bad("commit_token is missing, forged, or belongs to another upload"))?;
-        if !is_granted(&up) {
-            return Ok(up);
-        }
-        let up = bind_grant(up, &r.path)?;
-        let policy = self.effective_policy(up.package_id).await?;
-        if policy != Policy::None {
-            return Err(Error::StaleGrant {
-                reason: format!(
-                    "package {} now stores new objects as {}",
-                    up.package_id,
-                    policy.kind()
-                ),
-            });
-        }
-        Ok(up)
+        bind_grant(up, &r.path)
     }
 }

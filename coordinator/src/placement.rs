@@ -5,6 +5,8 @@
 
 use common::SpaceId;
 
+use crate::registry::LiveSpace;
+
 /// Choose among `live` (sorted, deduplicated) spaces; `None` when there is none.
 pub fn choose(live: &[SpaceId], affinity: Option<SpaceId>, turn: u64) -> Option<SpaceId> {
     if let Some(a) = affinity
@@ -49,6 +51,23 @@ pub fn choose_distinct(
         }
     }
     Ok(out)
+}
+
+/// [`choose_distinct`] over the live spaces themselves (sorted by space, as
+/// `Registry::live_spaces` lists them): the chosen ones, in order. Used by rep/ec uploads,
+/// repair and re-encode.
+pub fn choose_live(
+    live: &[LiveSpace],
+    affinity: Option<SpaceId>,
+    turn: u64,
+    count: usize,
+) -> Result<Vec<LiveSpace>, usize> {
+    let ids: Vec<SpaceId> = live.iter().map(|l| l.space).collect();
+    let chosen = choose_distinct(&ids, affinity, turn, count)?;
+    Ok(chosen
+        .into_iter()
+        .filter_map(|s| live.iter().find(|l| l.space == s).cloned())
+        .collect())
 }
 
 #[cfg(test)]

@@ -17,11 +17,9 @@ use crate::service::{Service, SpaceTarget, ms, package_pb};
 impl Service {
     /// The policy new uploads into `package` get: its own, else the cluster default.
     pub(crate) async fn effective_policy(&self, package: PackageId) -> Result<Policy, Error> {
-        Ok(self
-            .catalog
-            .package_policy(package)
-            .await?
-            .unwrap_or(self.default_redundancy))
+        self.catalog
+            .effective_policy(package, self.default_redundancy)
+            .await
     }
 
     /// A package as the API shows it, with its effective policy.
@@ -55,24 +53,22 @@ impl Service {
     ) -> Result<Vec<SpaceTarget>, Error> {
         let count = policy.block_count();
         let live = self.registry.live_spaces();
-        let ids: Vec<SpaceId> = live.iter().map(|l| l.space).collect();
         let turn = self.turn.fetch_add(1, Ordering::Relaxed);
-        let chosen = placement::choose_distinct(&ids, affinity, turn, count).map_err(|missing| {
+        let chosen = placement::choose_live(&live, affinity, turn, count).map_err(|missing| {
             Error::NoLiveSpace {
                 reason: format!(
                     "a {} upload needs {count} distinct live user spaces with a shard store, {} are live ({missing} missing)",
                     policy.kind(),
-                    ids.len()
+                    live.len()
                 ),
             }
         })?;
         Ok(chosen
             .into_iter()
-            .filter_map(|s| live.iter().find(|l| l.space == s))
             .map(|l| SpaceTarget {
                 space: (l.space, l.revision),
                 agent: l.agent,
-                address: l.address.clone(),
+                address: l.address,
             })
             .collect())
     }
@@ -192,9 +188,7 @@ impl Service {
         }
         let policy = parse_policy(&r.redundancy_json, "redundancy")?;
         // The policy and a re-encode job of the package's objects (reencode.rs), together.
-        self.catalog
-            .set_package_policy_reencoding(id, policy)
-            .await?;
+        self.catalog.set_package_policy(id, policy, true).await?;
         self.scrub_wakeup.notify_one();
         let p = self.catalog.get_package(id).await?;
         tracing::info!(package_id = %id, policy = policy.kind(), "package redundancy changed; re-encode job started");

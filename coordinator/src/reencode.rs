@@ -4,8 +4,9 @@
 //! [`Scrubber::reencode_step`] after each scrub step:
 //!
 //! 1. **Queue**: objects in `v1/job/reencode-object/` (stored `none` by a multipart
-//!    completion, an import or a sync into a rep/ec package) are converted to their
-//!    package's policy, then dequeued.
+//!    completion or an import into a rep/ec package) are converted to their package's
+//!    policy, then dequeued; one that fails stays queued for the next step, and with too
+//!    few live user spaces for the policy the step waits (nothing is tried or dequeued).
 //! 2. **Walk**: the first running job gets one page of `objects_per_step` objects after its
 //!    path cursor; each object whose storage differs from the job's policy is re-encoded;
 //!    then cursor and counters are written back, compared on the job key's revision (a
@@ -25,8 +26,7 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 
-use common::{PackageId, SpaceId, UploadId};
-use proto::agent::{RebuildBlocksRequest, RebuildSource, RebuildTarget};
+use common::{ObjectId, PackageId};
 use proto::coordinator as pb;
 use redundancy::Policy;
 
@@ -36,7 +36,7 @@ use crate::catalog::repair::RepairLogRow;
 use crate::catalog::rows::ObjectRow;
 use crate::catalog::{Catalog, Versioned};
 use crate::error::Result;
-use crate::scrub::{Scrubber, TICKET_TTL_MS};
+use crate::scrub::{RebuildInto, Scrubber, TICKET_TTL_MS};
 
 /// Most jobs the status lists.
 const STATUS_JOBS: usize = 100;
@@ -51,6 +51,17 @@ enum Outcome {
     Superseded,
 }
 
+/// How a pass over the re-encode queue ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum QueueStep {
+    /// Every object looked at left the queue.
+    Done,
+    /// Too few live user spaces: nothing tried, nothing dequeued.
+    Waiting,
+    /// Some objects failed and stay queued.
+    Failed,
+}
+
 impl Scrubber {
     /// One step of the re-encode work; `true` when more is waiting.
     pub async fn reencode_step(&self) -> Result<bool> {
@@ -59,16 +70,12 @@ impl Scrubber {
             .reencode_queue(self.config.objects_per_step)
             .await?;
         if !queued.is_empty() {
-            for id in queued {
-                if let Some(o) = self.catalog.get_object(id).await? {
-                    let policy = self.package_target(o.row.package_id).await?;
-                    if let Err(e) = self.reencode_object(&o, policy).await {
-                        tracing::warn!(object_id = %id, error = %e, "re-encode of a queued object failed");
-                    }
-                }
-                self.catalog.dequeue_reencode(id).await?;
+            match self.reencode_queued(queued).await? {
+                QueueStep::Done => return Ok(true),
+                QueueStep::Waiting => return Ok(false),
+                // Failed objects stay queued for the next step; the walk goes on meanwhile.
+                QueueStep::Failed => {}
             }
-            return Ok(true);
         }
         let Some((package, job)) = self.running_job().await? else {
             return Ok(false);
@@ -145,6 +152,42 @@ impl Scrubber {
         Ok(true)
     }
 
+    /// Convert the queued objects (see the module doc). An object leaves the queue once it
+    /// is converted, already converted, superseded or gone; one that failed stays queued.
+    /// With fewer live spaces than an object's policy needs (e.g. a new leader that has not
+    /// heard from the agents yet) the step waits instead of failing.
+    async fn reencode_queued(&self, queued: Vec<ObjectId>) -> Result<QueueStep> {
+        let live = self.registry.live_spaces().len();
+        let mut failed = false;
+        for id in queued {
+            let Some(o) = self.catalog.get_object(id).await? else {
+                self.catalog.dequeue_reencode(id).await?;
+                continue;
+            };
+            let policy = self
+                .catalog
+                .effective_policy(o.row.package_id, self.default_redundancy)
+                .await?;
+            let needed = policy.block_count();
+            if live < needed {
+                tracing::debug!(object_id = %id, needed, live, "queued re-encode waits for live user spaces");
+                return Ok(QueueStep::Waiting);
+            }
+            match self.reencode_object(&o, policy).await {
+                Ok(_) => self.catalog.dequeue_reencode(id).await?,
+                Err(e) => {
+                    failed = true;
+                    tracing::warn!(object_id = %id, error = %e, "re-encode of a queued object failed; it stays queued");
+                }
+            }
+        }
+        Ok(if failed {
+            QueueStep::Failed
+        } else {
+            QueueStep::Done
+        })
+    }
+
     /// The first running job (pages through every job, finished ones included).
     async fn running_job(&self) -> Result<Option<(PackageId, Versioned<ReencodeJob>)>> {
         let mut after = None;
@@ -159,15 +202,6 @@ impl Scrubber {
                 return Ok(None);
             }
         }
-    }
-
-    /// The policy objects of `package` converge to: its own, else the cluster default.
-    async fn package_target(&self, package: PackageId) -> Result<Policy> {
-        Ok(self
-            .catalog
-            .package_policy(package)
-            .await?
-            .unwrap_or(self.default_redundancy))
     }
 
     /// Convert one object to `target` if it is stored otherwise (see the module doc).
@@ -239,9 +273,7 @@ impl Scrubber {
             Err(e) => tracing::warn!(object_id = %id, error = %e, "re-encode failed"),
         }
         entry.time_ms = common::time::now_ms();
-        if let Err(e) = self.catalog.log_repair(&entry).await {
-            tracing::warn!(error = %common::error::ErrorChain(&e), "cannot write the repair log");
-        }
+        self.log(&entry).await;
         result
     }
 
@@ -269,14 +301,7 @@ impl Scrubber {
             if at.down.is_some() {
                 continue;
             }
-            sources.push(RebuildSource {
-                index: b.index,
-                agent_address: at.address.clone(),
-                ticket: Some(
-                    self.signer
-                        .get((b.space_id, at.revision), &b.sha256, expires),
-                ),
-            });
+            sources.push(self.rebuild_source(b, at, expires));
         }
         if sources.len() < source_policy.min_blocks() {
             return Err(format!(
@@ -288,79 +313,32 @@ impl Scrubber {
         }
         // Targets: distinct live spaces, block 0's current space first.
         let live = self.registry.live_spaces();
-        let ids: Vec<SpaceId> = live.iter().map(|l| l.space).collect();
         let turn = self.turn.fetch_add(1, Ordering::Relaxed);
         let count = target.block_count();
-        let chosen = crate::placement::choose_distinct(&ids, Some(row.space_id), turn, count)
+        let targets = crate::placement::choose_live(&live, Some(row.space_id), turn, count)
             .map_err(|missing| {
                 format!(
                     "a {} object needs {count} distinct live user spaces with a shard store, {} are live ({missing} missing)",
                     target.kind(),
-                    ids.len()
+                    live.len()
                 )
             })?;
-        let targets: Vec<_> = chosen
-            .iter()
-            .filter_map(|s| live.iter().find(|l| l.space == *s))
-            .collect();
         entry.to_spaces = targets.iter().map(|t| t.space.0).collect();
         let size = block_len(&target, row.size);
-        let req = RebuildBlocksRequest {
-            policy_json: serde_json::to_string(&source_policy).unwrap_or_default(),
-            object_size: row.size,
-            sources,
-            targets: targets
-                .iter()
-                .enumerate()
-                .map(|(i, t)| RebuildTarget {
-                    index: i as u32,
-                    space_id: t.space.0,
-                    agent_address: t.address.clone(),
-                    ticket: Some(self.signer.put(
-                        (t.space, t.revision),
-                        UploadId(0),
-                        size,
-                        expires,
-                    )),
-                })
-                .collect(),
-            target_policy_json: serde_json::to_string(&target).unwrap_or_default(),
-        };
-        let first = targets
-            .first()
-            .ok_or_else(|| "no target space".to_owned())?;
-        let mut agent = self.agents.get(&first.address).map_err(|e| e.to_string())?;
-        let resp = agent
-            .rebuild_blocks(req)
-            .await
-            .map_err(|s| format!("agent {}: {}", first.address, s.message()))?
-            .into_inner();
-        if resp.object_sha256 != row.sha256 {
-            return Err(format!(
-                "the sources read as an object with SHA-256 {}, the object has {}: a source block is corrupt",
-                resp.object_sha256, row.sha256
-            ));
-        }
-        let mut new = Vec::with_capacity(count);
-        for (i, t) in targets.iter().enumerate() {
-            let Some(r) = resp.blocks.iter().find(|r| r.index as usize == i) else {
-                return Err(format!("the agent did not write block {i}"));
-            };
-            if r.size != size {
-                return Err(format!(
-                    "block {i} was written with {} bytes, a {} block has {size}",
-                    r.size,
-                    target.kind()
-                ));
-            }
-            entry.bytes += r.size;
-            new.push(BlockRow {
+        let into: Vec<_> = targets
+            .iter()
+            .enumerate()
+            .map(|(i, t)| RebuildInto {
                 index: i as u32,
-                space_id: t.space,
-                sha256: r.sha256.clone(),
-                size: r.size,
-            });
-        }
+                at: t,
+                size,
+            })
+            .collect();
+        let new = self
+            .rebuild(row, source_policy, Some(target), sources, &into, expires)
+            .await
+            .map_err(|e| common::error::ErrorChain(&e).to_string())?;
+        entry.bytes += new.iter().map(|b| b.size).sum::<u64>();
         let swapped = self
             .catalog
             .swap_encoding(o, old, target, &new)
@@ -420,8 +398,10 @@ fn job_pb(package: PackageId, j: ReencodeJob) -> pb::ReencodeStatus {
 }
 
 impl crate::service::Service {
-    /// Queue an object just stored as `none` (multipart completion, import) for conversion
-    /// to its package's policy when that is rep/ec, and wake the leader if it is this node.
+    /// Queue an object just stored as `none` (every plain or granted upload commit, multipart
+    /// completion, import) for conversion to its package's policy when that is rep/ec (a
+    /// policy set after the upload was reserved), and wake the leader if it is this node.
+    /// Cheap when the policy is `none`: the effective policy is cached, nothing is written.
     /// The object is already committed: a failure is logged, not returned.
     pub(crate) async fn converge_policy(&self, o: &ObjectRow) {
         let queued = async {
@@ -448,27 +428,49 @@ impl crate::service::Service {
 #[cfg(test)]
 mod tests {
     use std::sync::Arc;
-    use std::time::Duration;
 
-    use client::AgentPool;
-    use common::UserId;
+    use common::{SpaceId, UserId};
 
     use super::*;
     use crate::config::ScrubConfig;
-    use crate::registry::Registry;
-    use crate::tickets::TicketSigner;
 
     fn scrubber(catalog: Catalog) -> Scrubber {
-        Scrubber {
-            catalog,
-            registry: Arc::new(Registry::new(Duration::from_secs(10))),
-            signer: TicketSigner::new(common::secret::Secret::new("k")),
-            agents: AgentPool::default(),
-            config: ScrubConfig::default(),
-            wakeup: Arc::default(),
-            turn: Arc::default(),
-            default_redundancy: Policy::None,
-        }
+        Scrubber::for_test(catalog, ScrubConfig::default())
+    }
+
+    #[tokio::test]
+    async fn queued_objects_wait_for_spaces_and_stay_queued_on_failure() {
+        let c = Catalog::new(Arc::new(meta::MemoryStore::new()));
+        let b = c.create_bucket(UserId(1), "b").await.unwrap();
+        let p = c.create_package(b.bucket_id, "p").await.unwrap().package_id;
+        c.set_package_policy(p, Policy::rep(2).unwrap(), false)
+            .await
+            .unwrap();
+        let up = c.begin_upload(p, "x", SpaceId(1), i64::MAX).await.unwrap();
+        let o = c.commit_upload(&up, 100, &"f".repeat(64)).await.unwrap();
+        c.queue_reencode(o.object_id).await.unwrap();
+        let s = scrubber(c.clone());
+
+        // A new leader that has heard from no agent: the step waits, the object stays.
+        assert!(!s.reencode_step().await.unwrap());
+        assert_eq!(c.reencode_queue(10).await.unwrap(), vec![o.object_id]);
+
+        // Two live spaces, but the object's own space has no agent: the re-encode fails
+        // and the object stays queued for the next step.
+        s.registry.record(
+            "fp".into(),
+            common::AgentId(1),
+            "127.0.0.1:1".into(),
+            vec![(SpaceId(2), 1), (SpaceId(3), 1)],
+            proto::coordinator::RegisterAgentResponse::default(),
+        );
+        assert!(!s.reencode_step().await.unwrap());
+        assert_eq!(c.reencode_queue(10).await.unwrap(), vec![o.object_id]);
+
+        // Gone objects leave the queue.
+        c.delete_objects(&[o.object_id]).await.unwrap();
+        assert!(s.reencode_step().await.unwrap());
+        assert!(c.reencode_queue(10).await.unwrap().is_empty());
     }
 
     #[tokio::test]
@@ -482,9 +484,7 @@ mod tests {
                 .create_package(b.bucket_id, &format!("p{i}"))
                 .await
                 .unwrap();
-            c.set_package_policy_reencoding(p.package_id, ec)
-                .await
-                .unwrap();
+            c.set_package_policy(p.package_id, ec, true).await.unwrap();
             last = Some(p.package_id);
         }
         let last = last.unwrap();

@@ -24,7 +24,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use client::AgentPool;
@@ -36,10 +36,11 @@ use tokio_util::sync::CancellationToken;
 
 use crate::catalog::blocks::{BlockRow, BlocksRow};
 use crate::catalog::repair::{RepairLogRow, ScrubRequest, ScrubState};
+use crate::catalog::rows::ObjectRow;
 use crate::catalog::{Catalog, Versioned};
 use crate::config::ScrubConfig;
 use crate::error::{Error, Result};
-use crate::registry::{Liveness, Registry};
+use crate::registry::{LiveSpace, Liveness, Registry};
 use crate::tickets::TicketSigner;
 
 /// How often an idle leader looks for a request or queued repairs (a local request or
@@ -63,6 +64,156 @@ pub struct Scrubber {
     /// The cluster's `default_redundancy` (re-encode of objects in packages without a
     /// policy of their own).
     pub(crate) default_redundancy: redundancy::Policy,
+    /// A repair-log entry was written since the log was last trimmed.
+    pub(crate) log_written: Arc<AtomicBool>,
+}
+
+#[cfg(test)]
+impl Scrubber {
+    /// A scrubber over `catalog` for unit tests: no agent heard from, cluster default
+    /// `none`.
+    pub(crate) fn for_test(catalog: Catalog, config: ScrubConfig) -> Scrubber {
+        Scrubber {
+            catalog,
+            registry: Arc::new(Registry::new(Duration::from_secs(10))),
+            signer: TicketSigner::new(common::secret::Secret::new("k")),
+            agents: AgentPool::default(),
+            config,
+            wakeup: Arc::default(),
+            turn: Arc::default(),
+            default_redundancy: redundancy::Policy::None,
+            log_written: Arc::default(),
+        }
+    }
+}
+
+/// One block a `RebuildBlocks` call writes: its index, the live space it goes to and the
+/// size it must have.
+pub(crate) struct RebuildInto<'a> {
+    pub index: u32,
+    pub at: &'a LiveSpace,
+    pub size: u64,
+}
+
+impl Scrubber {
+    /// Append `entry` to the repair log (a failure is logged, not returned); the log is
+    /// trimmed once per round of [`run`] ([`Scrubber::trim_log`]).
+    pub(crate) async fn log(&self, entry: &RepairLogRow) {
+        match self.catalog.log_repair(entry).await {
+            Ok(()) => self.log_written.store(true, Ordering::Relaxed),
+            Err(e) => {
+                tracing::warn!(error = %common::error::ErrorChain(&e), "cannot write the repair log")
+            }
+        }
+    }
+
+    /// Trim the repair log if an entry was written since the last trim.
+    async fn trim_log(&self) {
+        if self.log_written.swap(false, Ordering::Relaxed)
+            && let Err(e) = self.catalog.trim_repair_log().await
+        {
+            tracing::warn!(error = %common::error::ErrorChain(&e), "cannot trim the repair log");
+        }
+    }
+
+    /// The source of block `b` for a rebuild: its space's agent with a GET ticket.
+    pub(crate) fn rebuild_source(&self, b: &BlockRow, at: &SpaceAt, expires: i64) -> RebuildSource {
+        RebuildSource {
+            index: b.index,
+            agent_address: at.address.clone(),
+            ticket: Some(
+                self.signer
+                    .get((b.space_id, at.revision), &b.sha256, expires),
+            ),
+        }
+    }
+
+    /// One `RebuildBlocks` on the agent of the first target (repair and re-encode): it reads
+    /// `object` (stored under `policy`) from `sources` and writes the `targets` blocks, under
+    /// `target_policy` when given (re-encode), else `policy` (repair). The answer must carry
+    /// the object's SHA-256 and every target block at its size; the new blocks come back in
+    /// target order.
+    pub(crate) async fn rebuild(
+        &self,
+        object: &ObjectRow,
+        policy: redundancy::Policy,
+        target_policy: Option<redundancy::Policy>,
+        sources: Vec<RebuildSource>,
+        targets: &[RebuildInto<'_>],
+        expires: i64,
+    ) -> Result<Vec<BlockRow>> {
+        let Some(first) = targets.first() else {
+            return Err(Error::RebuildMismatch {
+                reason: "no target space".into(),
+            });
+        };
+        let req = RebuildBlocksRequest {
+            policy_json: serde_json::to_string(&policy).unwrap_or_default(),
+            object_size: object.size,
+            sources,
+            targets: targets
+                .iter()
+                .map(|t| RebuildTarget {
+                    index: t.index,
+                    space_id: t.at.space.0,
+                    agent_address: t.at.address.clone(),
+                    ticket: Some(self.signer.put(
+                        (t.at.space, t.at.revision),
+                        UploadId(0),
+                        t.size,
+                        expires,
+                    )),
+                })
+                .collect(),
+            target_policy_json: target_policy
+                .map(|p| serde_json::to_string(&p).unwrap_or_default())
+                .unwrap_or_default(),
+        };
+        let address = &first.at.address;
+        let at = |source: client::Error| Error::AgentAt {
+            address: address.clone(),
+            source,
+        };
+        let resp = self
+            .agents
+            .get(address)
+            .map_err(at)?
+            .rebuild_blocks(req)
+            .await
+            .map_err(|s| at(s.into()))?
+            .into_inner();
+        if resp.object_sha256 != object.sha256 {
+            return Err(Error::RebuildMismatch {
+                reason: format!(
+                    "the sources read as an object with SHA-256 {}, the object has {}: a source block is corrupt",
+                    resp.object_sha256, object.sha256
+                ),
+            });
+        }
+        let mut out = Vec::with_capacity(targets.len());
+        for t in targets {
+            let Some(r) = resp.blocks.iter().find(|r| r.index == t.index) else {
+                return Err(Error::RebuildMismatch {
+                    reason: format!("the agent did not write block {}", t.index),
+                });
+            };
+            if r.size != t.size {
+                return Err(Error::RebuildMismatch {
+                    reason: format!(
+                        "block {} was written with {} bytes, it has {}",
+                        t.index, r.size, t.size
+                    ),
+                });
+            }
+            out.push(BlockRow {
+                index: t.index,
+                space_id: t.at.space,
+                sha256: r.sha256.clone(),
+                size: r.size,
+            });
+        }
+        Ok(out)
+    }
 }
 
 /// What the check of one block found.
@@ -71,7 +222,9 @@ enum BlockState {
     Good,
     Missing,
     Corrupt,
-    WrongSize(u64),
+    /// Present and intact as far as checked, this size (compared with the block's below).
+    Present(u64),
+    WrongSize,
     /// Agent down for this long (`None`: did not answer / state unknown).
     Unavailable(Option<Duration>),
 }
@@ -87,6 +240,25 @@ struct Tally {
 }
 
 impl Tally {
+    /// Add to a run's counters (the persisted form of a tally).
+    fn add_to(self, s: &mut ScrubState) {
+        let mut sum = Tally {
+            checked: s.checked,
+            damaged: s.damaged,
+            repaired: s.repaired,
+            failed: s.failed,
+            unavailable: s.unavailable,
+        };
+        sum.add(self);
+        (s.checked, s.damaged, s.repaired, s.failed, s.unavailable) = (
+            sum.checked,
+            sum.damaged,
+            sum.repaired,
+            sum.failed,
+            sum.unavailable,
+        );
+    }
+
     fn add(&mut self, o: Tally) {
         self.checked += o.checked;
         self.damaged += o.damaged;
@@ -190,11 +362,7 @@ impl Scrubber {
             page.push((id, blocks));
         }
         let (tally, err) = self.check_page(&page, state.deep).await;
-        state.checked += tally.checked;
-        state.damaged += tally.damaged;
-        state.repaired += tally.repaired;
-        state.failed += tally.failed;
-        state.unavailable += tally.unavailable;
+        tally.add_to(&mut state);
         if let Some(e) = err {
             state.last_error = e;
         }
@@ -275,7 +443,7 @@ impl Scrubber {
                                 BlockState::Corrupt
                             } else {
                                 // Size compared per block below.
-                                BlockState::WrongSize(c.size)
+                                BlockState::Present(c.size)
                             };
                             found.insert((space, c.sha256), state);
                         }
@@ -297,7 +465,8 @@ impl Scrubber {
                 .blocks
                 .iter()
                 .map(|b| match found.get(&(b.space_id, b.sha256.clone())) {
-                    Some(BlockState::WrongSize(size)) if *size == b.size => BlockState::Good,
+                    Some(BlockState::Present(size)) if *size == b.size => BlockState::Good,
+                    Some(BlockState::Present(_)) => BlockState::WrongSize,
                     Some(s) => s.clone(),
                     None => BlockState::Unavailable(None),
                 })
@@ -329,10 +498,11 @@ impl Scrubber {
         let mut unavailable = false;
         for (b, s) in blocks.row.blocks.iter().zip(states) {
             let reason = match s {
-                BlockState::Good => continue,
+                // `Present` is resolved to Good or WrongSize per block before this.
+                BlockState::Good | BlockState::Present(_) => continue,
                 BlockState::Missing => "missing",
                 BlockState::Corrupt => "corrupt",
-                BlockState::WrongSize(_) => "wrong size",
+                BlockState::WrongSize => "wrong size",
                 BlockState::Unavailable(Some(d)) if *d >= after => "down",
                 BlockState::Unavailable(_) => {
                     unavailable = true;
@@ -392,9 +562,7 @@ impl Scrubber {
             .repairs
             .with_label_values(&[result_kind])
             .inc();
-        if let Err(e) = self.catalog.log_repair(&entry).await {
-            tracing::warn!(error = %common::error::ErrorChain(&e), "cannot write the repair log");
-        }
+        self.log(&entry).await;
         (tally, result.map(|_| ()).map_err(|e| e.to_string()))
     }
 
@@ -432,92 +600,39 @@ impl Scrubber {
             .into_iter()
             .filter(|l| !occupied.contains(&l.space))
             .collect();
-        let ids: Vec<SpaceId> = live.iter().map(|l| l.space).collect();
         let turn = self.turn.fetch_add(1, Ordering::Relaxed);
-        let chosen = crate::placement::choose_distinct(&ids, None, turn, bad.len()).map_err(
+        let targets = crate::placement::choose_live(&live, None, turn, bad.len()).map_err(
             |missing| {
                 format!(
                     "no healthy user space to rebuild on: {} needed, {} live spaces hold no block of the object ({missing} missing)",
                     bad.len(),
-                    ids.len()
+                    live.len()
                 )
             },
         )?;
-        let targets: Vec<_> = chosen
-            .iter()
-            .filter_map(|s| live.iter().find(|l| l.space == *s))
-            .collect();
         entry.to_spaces = targets.iter().map(|t| t.space.0).collect();
         let expires = common::time::now_ms() + TICKET_TTL_MS;
-        let mut sources = Vec::new();
-        for b in good {
-            let Some(Some(at)) = spaces.get(&b.space_id) else {
-                continue;
-            };
-            sources.push(RebuildSource {
+        let sources = good
+            .iter()
+            .filter_map(|b| match spaces.get(&b.space_id) {
+                Some(Some(at)) => Some(self.rebuild_source(b, at, expires)),
+                _ => None,
+            })
+            .collect();
+        let into: Vec<_> = bad
+            .iter()
+            .zip(&targets)
+            .map(|(b, t)| RebuildInto {
                 index: b.index,
-                agent_address: at.address.clone(),
-                ticket: Some(
-                    self.signer
-                        .get((b.space_id, at.revision), &b.sha256, expires),
-                ),
-            });
-        }
-        let req = RebuildBlocksRequest {
-            policy_json: serde_json::to_string(&policy).unwrap_or_default(),
-            object_size: object.row.size,
-            sources,
-            targets: bad
-                .iter()
-                .zip(&targets)
-                .map(|(b, t)| RebuildTarget {
-                    index: b.index,
-                    space_id: t.space.0,
-                    agent_address: t.address.clone(),
-                    ticket: Some(self.signer.put(
-                        (t.space, t.revision),
-                        UploadId(0),
-                        b.size,
-                        expires,
-                    )),
-                })
-                .collect(),
-            target_policy_json: String::new(),
-        };
-        let first = targets
-            .first()
-            .ok_or_else(|| "no target space".to_owned())?;
-        let mut agent = self.agents.get(&first.address).map_err(|e| e.to_string())?;
-        let resp = agent
-            .rebuild_blocks(req)
+                at: t,
+                size: b.size,
+            })
+            .collect();
+        let rebuilt = self
+            .rebuild(&object.row, policy, None, sources, &into, expires)
             .await
-            .map_err(|s| format!("agent {}: {}", first.address, s.message()))?
-            .into_inner();
-        if resp.object_sha256 != object.row.sha256 {
-            return Err(format!(
-                "the sources read as an object with SHA-256 {}, the object has {}: a source block is corrupt",
-                resp.object_sha256, object.row.sha256
-            ));
-        }
-        let mut rebuilt = Vec::with_capacity(bad.len());
-        for (b, t) in bad.iter().zip(&targets) {
-            let Some(r) = resp.blocks.iter().find(|r| r.index == b.index) else {
-                return Err(format!("the agent did not rebuild block {}", b.index));
-            };
-            if r.size != b.size {
-                return Err(format!(
-                    "block {} was rebuilt with {} bytes, it has {}",
-                    b.index, r.size, b.size
-                ));
-            }
-            entry.bytes += r.size;
-            rebuilt.push(BlockRow {
-                index: b.index,
-                space_id: t.space,
-                sha256: r.sha256.clone(),
-                size: r.size,
-            });
-        }
+            .map_err(|e| common::error::ErrorChain(&e).to_string())?;
+        entry.bytes += rebuilt.iter().map(|b| b.size).sum::<u64>();
         self.catalog
             .swap_blocks(id, blocks.rev, &blocks.row, &rebuilt, Some(&object))
             .await
@@ -622,6 +737,7 @@ pub async fn run(scrubber: Scrubber, term: CancellationToken) {
                 }
             }
         }
+        scrubber.trim_log().await;
     }
 }
 
@@ -715,26 +831,13 @@ mod tests {
 
     use super::*;
 
-    fn scrubber(catalog: Catalog, config: ScrubConfig) -> Scrubber {
-        Scrubber {
-            catalog,
-            registry: Arc::new(Registry::new(Duration::from_secs(10))),
-            signer: TicketSigner::new(common::secret::Secret::new("k")),
-            agents: AgentPool::default(),
-            config,
-            wakeup: Arc::default(),
-            turn: Arc::default(),
-            default_redundancy: redundancy::Policy::None,
-        }
-    }
-
     #[tokio::test]
     async fn scheduled_runs_start_after_the_interval_and_every_nth_is_deep() {
         let (catalog, _) = crate::catalog::testing::setup().await;
-        let s = scrubber(
+        let s = Scrubber::for_test(
             catalog.clone(),
             ScrubConfig {
-                interval: Duration::from_millis(30),
+                interval: Duration::from_secs(3600),
                 deep_every: 2,
                 ..ScrubConfig::default()
             },
@@ -747,7 +850,10 @@ mod tests {
         assert_eq!(catalog.scrub_state().await.unwrap().unwrap().row.runs, 0);
         let mut deep = Vec::new();
         for _ in 0..2 {
-            tokio::time::sleep(Duration::from_millis(40)).await;
+            // The interval passes: move the schedule back by one interval.
+            let mut state = catalog.scrub_state().await.unwrap().unwrap().row;
+            state.last_scheduled_ms -= 3_600_000;
+            catalog.put_scrub_state(&state).await.unwrap();
             // Nothing to walk: the run starts and ends in one step.
             assert!(!s.step().await.unwrap());
             let state = catalog.scrub_state().await.unwrap().unwrap().row;
@@ -760,7 +866,7 @@ mod tests {
     #[tokio::test]
     async fn on_demand_only_without_an_interval() {
         let (catalog, p) = crate::catalog::testing::setup().await;
-        let s = scrubber(
+        let s = Scrubber::for_test(
             catalog.clone(),
             ScrubConfig {
                 interval: Duration::ZERO,

@@ -98,6 +98,7 @@ impl Coordinator {
             wakeup: scrub_wakeup.clone(),
             turn: Arc::default(),
             default_redundancy: config.default_redundancy,
+            log_written: Arc::default(),
         };
         let service = Service {
             catalog,
@@ -129,11 +130,6 @@ impl Coordinator {
             shutdown_timeout: config.shutdown_timeout,
             tls,
         })
-    }
-
-    /// A handle on the repair and scrub job (unfenced: tests and tools run steps with it).
-    pub fn scrubber(&self) -> crate::scrub::Scrubber {
-        self.scrubber.clone()
     }
 
     /// A handle on shard garbage collection, e.g. to run a pass on demand.

@@ -233,17 +233,30 @@ impl Service {
                 .await;
         }
         let target = self.place_with_affinity(affinity).await?;
-        let now = common::time::now_ms();
-        let upload_expires = now + ms(self.upload_expiry);
         let up = self
             .catalog
-            .begin_upload(package, &r.path, target.space.0, upload_expires)
+            .begin_upload(package, &r.path, target.space.0, self.upload_expires_at())
             .await?;
-        let ticket_expires = now + ms(self.ticket_ttl);
+        Ok(self.plain_reservation(&up, target))
+    }
+
+    /// When an upload reserved now expires (`upload_expiry`).
+    pub(crate) fn upload_expires_at(&self) -> i64 {
+        common::time::now_ms() + ms(self.upload_expiry)
+    }
+
+    /// The answer for a plain (`none`) upload `up` reserved on `target` (`BeginUpload`, a
+    /// write grant's reservations): a PUT ticket of any size valid for `ticket_ttl`.
+    pub(crate) fn plain_reservation(
+        &self,
+        up: &UploadRow,
+        target: SpaceTarget,
+    ) -> pb::BeginUploadResponse {
+        let ticket_expires = common::time::now_ms() + ms(self.ticket_ttl);
         let ticket = self
             .signer
             .put(target.space, up.upload_id, 0, ticket_expires);
-        Ok(self.reservation(&up, target, ticket, ticket_expires))
+        self.reservation(up, target, ticket, ticket_expires)
     }
 
     /// Publish one opened upload: rep/ec uploads with their blocks (redundant.rs), the
@@ -260,7 +273,9 @@ impl Service {
                 "blocks given for an upload that was not begun as rep/ec",
             ))
         } else {
-            self.catalog.commit_upload(up, r.size, &r.sha256).await
+            let o = self.catalog.commit_upload(up, r.size, &r.sha256).await?;
+            self.converge_policy(&o).await;
+            Ok(o)
         }
     }
 
@@ -599,10 +614,17 @@ impl CoordinatorService for Service {
                     .then(|| (i, (up.clone(), r.size, r.sha256.clone())))
             })
             .unzip();
-        let mut grouped: std::collections::HashMap<usize, Result<ObjectRow, Error>> = plain
-            .into_iter()
-            .zip(self.catalog.commit_uploads(&items).await)
-            .collect();
+        let committed = self.catalog.commit_uploads(&items).await;
+        // Stored `none`: converge to a rep/ec policy set since the reservation.
+        futures::future::join_all(
+            committed
+                .iter()
+                .filter_map(|r| r.as_ref().ok())
+                .map(|o| self.converge_policy(o)),
+        )
+        .await;
+        let mut grouped: std::collections::HashMap<usize, Result<ObjectRow, Error>> =
+            plain.into_iter().zip(committed).collect();
         let each = opened
             .into_iter()
             .zip(&uploads)

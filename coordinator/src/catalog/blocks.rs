@@ -50,12 +50,46 @@ pub struct BlocksRow {
 
 impl BlocksRow {
     /// The distinct `(space, shard)` pairs of the blocks (rep replicas share a name).
-    fn shards(&self) -> BTreeSet<(SpaceId, &str)> {
-        self.blocks
-            .iter()
-            .map(|b| (b.space_id, b.sha256.as_str()))
-            .collect()
+    pub(crate) fn shards(&self) -> BTreeSet<(SpaceId, &str)> {
+        shards(&self.blocks)
     }
+}
+
+/// The distinct `(space, shard)` pairs of `blocks`.
+pub(crate) fn shards(blocks: &[BlockRow]) -> BTreeSet<(SpaceId, &str)> {
+    blocks
+        .iter()
+        .map(|b| (b.space_id, b.sha256.as_str()))
+        .collect()
+}
+
+/// The shard reference key of block `b` of `object`.
+pub(crate) fn block_ref_key(object: ObjectId, b: &BlockRow) -> Vec<u8> {
+    keys::block_ref(b.space_id, &b.sha256, object, b.index as usize)
+}
+
+/// One `Compare::Absent` of the GC marker per distinct shard of `blocks` (a shard being
+/// collected must not gain a reference).
+pub(crate) fn no_gc_markers(blocks: &[BlockRow]) -> impl Iterator<Item = Compare> + '_ {
+    shards(blocks)
+        .into_iter()
+        .map(|(space, sha)| Compare::Absent(keys::shard_gc(space, sha)))
+}
+
+/// Append a delete of each of `deletes` to `then`, except keys `then` already puts (one op
+/// per key: a reference both dropped and added stays).
+pub(crate) fn delete_unless_put(then: &mut Vec<Op>, deletes: impl IntoIterator<Item = Op>) {
+    let written: BTreeSet<Vec<u8>> = then
+        .iter()
+        .filter_map(|op| match op {
+            Op::Put(k, _) => Some(k.clone()),
+            _ => None,
+        })
+        .collect();
+    then.extend(deletes.into_iter().filter(|op| match op {
+        Op::Delete(k) => !written.contains(k),
+        _ => true,
+    }));
 }
 
 /// Stored size every block of an object of `size` bytes has under `policy`.
@@ -92,7 +126,8 @@ impl Catalog {
         if let Some(policy) = policy {
             // The package is new and nobody has its id yet: the policy is in place before
             // the caller can upload into it.
-            self.set_package_policy(row.package_id, policy).await?;
+            self.set_package_policy(row.package_id, policy, false)
+                .await?;
         }
         Ok(row)
     }
@@ -127,17 +162,38 @@ impl Catalog {
             .unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Set the package's policy (new uploads use it; existing objects keep theirs).
-    pub async fn set_package_policy(&self, package: PackageId, policy: Policy) -> Result<()> {
+    /// The policy objects of `package` get and converge to: its own, else `default` (the
+    /// cluster's `default_redundancy`). Cached (see [`Catalog::package_policy`]).
+    pub async fn effective_policy(&self, package: PackageId, default: Policy) -> Result<Policy> {
+        Ok(self.package_policy(package).await?.unwrap_or(default))
+    }
+
+    /// Set the package's policy (new uploads use it). With `reencode`, (re)start the
+    /// package's re-encode job (`v1/job/reencode/{package}`, `crate::reencode`) in the same
+    /// transaction, so existing objects converge to it; without, they keep theirs (a new
+    /// package has none).
+    pub async fn set_package_policy(
+        &self,
+        package: PackageId,
+        policy: Policy,
+        reencode: bool,
+    ) -> Result<()> {
         policy
             .validate()
             .map_err(|e| bad(format!("redundancy: {e}")))?;
         let p = self.get_package(package).await?;
+        let mut then = vec![Op::Put(keys::package_policy(package), encode(&policy))];
+        if reencode {
+            then.push(Op::Put(
+                keys::reencode_job(package),
+                encode(&super::reencode::ReencodeJob::start(policy)),
+            ));
+        }
         let res = self
             .meta
             .txn(Txn {
                 when: vec![Compare::ModRev(keys::package(package), p.rev)],
-                then: vec![Op::Put(keys::package_policy(package), encode(&policy))],
+                then,
                 otherwise: vec![],
             })
             .await?;
@@ -165,12 +221,7 @@ impl Catalog {
         };
         let mut ops = vec![Op::Delete(key.clone())];
         for b in &blocks.row.blocks {
-            ops.push(Op::Delete(keys::block_ref(
-                b.space_id,
-                &b.sha256,
-                row.object_id,
-                b.index as usize,
-            )));
+            ops.push(Op::Delete(block_ref_key(row.object_id, b)));
         }
         Ok((vec![Compare::ModRev(key, blocks.rev)], ops))
     }
@@ -191,15 +242,10 @@ impl Catalog {
             .await?
             .ok_or_else(|| not_found(format!("blocks of object {}", src.object_id)))?;
         let mut when = vec![Compare::ModRev(key, blocks.rev)];
-        for (space, sha) in blocks.row.shards() {
-            when.push(Compare::Absent(keys::shard_gc(space, sha)));
-        }
+        when.extend(no_gc_markers(&blocks.row.blocks));
         let mut then = vec![Op::Put(keys::object_blocks(new_id), encode(&blocks.row))];
         for b in &blocks.row.blocks {
-            then.push(Op::Put(
-                keys::block_ref(b.space_id, &b.sha256, new_id, b.index as usize),
-                Vec::new(),
-            ));
+            then.push(Op::Put(block_ref_key(new_id, b), Vec::new()));
         }
         Ok(Some((when, then)))
     }
@@ -329,10 +375,7 @@ impl Catalog {
             Op::Put(keys::object_blocks(object_id), encode(new_blocks)),
         ];
         for b in &new_blocks.blocks {
-            then.push(Op::Put(
-                keys::block_ref(b.space_id, &b.sha256, object_id, b.index as usize),
-                Vec::new(),
-            ));
+            then.push(Op::Put(block_ref_key(object_id, b), Vec::new()));
         }
         match &existing {
             None => then.push(Op::Put(
@@ -346,17 +389,7 @@ impl Catalog {
                 let (w, ops) = self.release_blocks(&o.row).await?;
                 when.extend(w);
                 // Keys written again by this commit are not deleted (one op per key).
-                let written: BTreeSet<Vec<u8>> = then
-                    .iter()
-                    .filter_map(|op| match op {
-                        Op::Put(k, _) => Some(k.clone()),
-                        _ => None,
-                    })
-                    .collect();
-                then.extend(ops.into_iter().filter(|op| match op {
-                    Op::Delete(k) => !written.contains(k),
-                    _ => true,
-                }));
+                delete_unless_put(&mut then, ops);
             }
             Some(o) if !o.row.is_multipart() => then.push(Op::Delete(keys::object_ref(
                 o.row.space_id,
@@ -424,22 +457,7 @@ impl Catalog {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::catalog::rows::BlockPlan;
-    use crate::catalog::testing::{FAR, hash as h, setup, shard_refs as refs};
-
-    async fn begin_ec(c: &Catalog, p: PackageId, path: &str) -> UploadRow {
-        let mut up = c.begin_upload(p, path, SpaceId(1), FAR).await.unwrap();
-        up.blocks = Some(BlockPlan {
-            policy: Policy::ec(2, 3, 64).unwrap(),
-            spaces: vec![SpaceId(1), SpaceId(2), SpaceId(3)],
-        });
-        up
-    }
-
-    /// 100 bytes in ec(2,3) with 64-byte pieces: 1 stripe, 68 stored bytes per block.
-    fn ec_blocks(tag: char) -> Vec<(u64, String)> {
-        (0..3).map(|i| (68, h(char::from(tag as u8 + i)))).collect()
-    }
+    use crate::catalog::testing::{FAR, begin_ec, ec_blocks, hash as h, setup, shard_refs as refs};
 
     #[test]
     fn golden_blocks_row_decodes() {
@@ -456,7 +474,7 @@ mod tests {
         assert_eq!(c.package_policy(p).await.unwrap(), None);
         let ec = Policy::ec(4, 6, 1 << 20).unwrap();
         let rev = c.get_package(p).await.unwrap().rev;
-        c.set_package_policy(p, ec).await.unwrap();
+        c.set_package_policy(p, ec, false).await.unwrap();
         assert_eq!(c.package_policy(p).await.unwrap(), Some(ec));
         // The package row is untouched: uploads begun before still commit.
         assert_eq!(c.get_package(p).await.unwrap().rev, rev);
@@ -467,7 +485,8 @@ mod tests {
                     k: 6,
                     n: 4,
                     chunk_size: 64
-                }
+                },
+                false
             )
             .await
             .unwrap_err(),
@@ -475,7 +494,7 @@ mod tests {
         ));
         c.delete_package(p).await.unwrap();
         assert_eq!(c.package_policy(p).await.unwrap(), None);
-        assert!(c.set_package_policy(p, ec).await.is_err());
+        assert!(c.set_package_policy(p, ec, false).await.is_err());
     }
 
     #[tokio::test]

@@ -27,16 +27,8 @@ impl Catalog {
         count: usize,
         expires_at_ms: i64,
     ) -> Result<Vec<UploadRow>> {
-        let rev = self.package_rev(package).await?;
-        let mut rows = Vec::with_capacity(count.clamp(1, MAX_GRANT));
-        for _ in 0..count.clamp(1, MAX_GRANT) {
-            let mut row = self
-                .new_upload(package, "", space, UploadTarget::Object, expires_at_ms)
-                .await?;
-            row.package_rev = rev.0;
-            rows.push(row);
-        }
-        Ok(rows)
+        self.reserve_uploads(package, "", space, count.clamp(1, MAX_GRANT), expires_at_ms)
+            .await
     }
 }
 

@@ -27,9 +27,10 @@
 //!                                        written by the leader only, through its fence)
 //! v1/job/scrub-request                   ScrubRequest: a run asked for (any coordinator)
 //! v1/job/reencode/{package_id}           ReencodeJob: converting a package's objects to its
-//!                                        new policy (`reencode.rs`; cursor = last path)
+//!                                        new policy (`reencode.rs`; cursor = last path;
+//!                                        deleted with the package)
 //! v1/job/reencode-object/{object_id}     one object to convert to its package's policy
-//!                                        (multipart completion, import, sync)
+//!                                        (multipart completion, import, `none` commits)
 //! v1/repair/{object_id}                  RepairQueued: object to check and repair before the
 //!                                        walk (ReportDamage after a degraded read)
 //! v1/repair-log/{time_ms}-{object_id}    RepairLogRow: one repair attempt (last 1000 kept)

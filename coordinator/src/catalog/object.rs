@@ -161,12 +161,33 @@ impl Catalog {
         expires_at_ms: i64,
     ) -> Result<UploadRow> {
         common::path::validate_object_path(path).map_err(bad)?;
-        let rev = self.package_rev(package).await?;
-        let mut row = self
-            .new_upload(package, path, space, UploadTarget::Object, expires_at_ms)
+        let mut rows = self
+            .reserve_uploads(package, path, space, 1, expires_at_ms)
             .await?;
-        row.package_rev = rev.0;
-        Ok(row)
+        rows.pop().ok_or_else(|| bad("no upload reserved"))
+    }
+
+    /// `count` object uploads of `path` ("" for a write grant) into `package`, stored in
+    /// `space`, each with the package's current revision (compared at commit). NotFound
+    /// when the package does not exist; nothing is written.
+    pub(crate) async fn reserve_uploads(
+        &self,
+        package: PackageId,
+        path: &str,
+        space: SpaceId,
+        count: usize,
+        expires_at_ms: i64,
+    ) -> Result<Vec<UploadRow>> {
+        let rev = self.package_rev(package).await?;
+        let mut rows = Vec::with_capacity(count);
+        for _ in 0..count {
+            let mut row = self
+                .new_upload(package, path, space, UploadTarget::Object, expires_at_ms)
+                .await?;
+            row.package_rev = rev.0;
+            rows.push(row);
+        }
+        Ok(rows)
     }
 
     pub(crate) async fn new_upload(

@@ -99,6 +99,7 @@ impl Catalog {
                     Op::Delete(keys::package(id)),
                     Op::Delete(keys::package_name(p.row.bucket_id, &p.row.name)),
                     Op::Delete(keys::package_policy(id)),
+                    Op::Delete(keys::reencode_job(id)),
                     Op::Put(keys::delete_package_job(id), encode(&id.0)),
                 ],
                 otherwise: vec![],

@@ -6,29 +6,27 @@
 //!   fenced catalogue) with the path cursor and counters, compared on the key's revision so
 //!   a newer `UpdatePackage` (which restarts the walk) always wins.
 //! - `v1/job/reencode-object/{object}`: one object to converge to its package's policy
-//!   (multipart completion, import and sync store `none` whatever the policy).
+//!   (multipart completion, import and `none` upload commits store `none` whatever the
+//!   policy; sync copies files between user spaces and writes no objects).
+//!
+//! `delete_package` removes the package's job key with its policy.
 //! - [`Catalog::swap_encoding`]: replace an object's storage (row, blocks key, shard
 //!   references) in one transaction compared on the object row's and blocks key's
 //!   revisions.
 
-use std::collections::BTreeSet;
-
-use common::{ObjectId, PackageId, SpaceId};
+use common::{ObjectId, PackageId};
 use meta::{Compare, Op, Txn};
 use redundancy::Policy;
 use serde::{Deserialize, Serialize};
 
-use super::blocks::{BlockRow, BlocksRow};
+use super::blocks::{BlockRow, BlocksRow, block_ref_key, delete_unless_put, no_gc_markers};
 use super::rows::{ObjectRow, VERSION};
 use super::{Catalog, Versioned, encode, keys};
-use crate::error::{Result, bad, not_found};
+use crate::error::{Result, bad};
 
 fn v1() -> u32 {
     VERSION
 }
-
-/// Most operations of one transaction (etcd's default `max_txn_ops`).
-const MAX_TXN_OPS: usize = 128;
 
 /// `v1/job/reencode/{package}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -86,37 +84,6 @@ impl ReencodeJob {
 }
 
 impl Catalog {
-    /// Set the package's policy and (re)start its re-encode job, in one transaction.
-    pub async fn set_package_policy_reencoding(
-        &self,
-        package: PackageId,
-        policy: Policy,
-    ) -> Result<()> {
-        policy
-            .validate()
-            .map_err(|e| bad(format!("redundancy: {e}")))?;
-        let p = self.get_package(package).await?;
-        let res = self
-            .meta
-            .txn(Txn {
-                when: vec![Compare::ModRev(keys::package(package), p.rev)],
-                then: vec![
-                    Op::Put(keys::package_policy(package), encode(&policy)),
-                    Op::Put(
-                        keys::reencode_job(package),
-                        encode(&ReencodeJob::start(policy)),
-                    ),
-                ],
-                otherwise: vec![],
-            })
-            .await?;
-        if !res.succeeded {
-            return Err(not_found(format!("package {package}")));
-        }
-        self.forget_package(package);
-        Ok(())
-    }
-
     /// Re-encode jobs of packages after `after` (all when `None`), at most `limit`, lowest
     /// package id first.
     pub async fn reencode_jobs(
@@ -277,33 +244,21 @@ impl Catalog {
             Some(b) => {
                 when.push(Compare::ModRev(blocks_key.clone(), b.rev));
                 for old in &b.row.blocks {
-                    deletes.push(keys::block_ref(
-                        old.space_id,
-                        &old.sha256,
-                        id,
-                        old.index as usize,
-                    ));
+                    deletes.push(Op::Delete(block_ref_key(id, old)));
                 }
             }
             None => {
                 when.push(Compare::Absent(blocks_key.clone()));
                 if !row.is_multipart() {
-                    deletes.push(keys::object_ref(row.space_id, &row.sha256, id));
+                    deletes.push(Op::Delete(keys::object_ref(row.space_id, &row.sha256, id)));
                 }
             }
         }
-        let distinct: BTreeSet<(SpaceId, &str)> = new
-            .iter()
-            .map(|b| (b.space_id, b.sha256.as_str()))
-            .collect();
-        for (space, sha) in &distinct {
-            when.push(Compare::Absent(keys::shard_gc(*space, sha)));
-        }
+        when.extend(no_gc_markers(new));
         let mut updated = row.clone();
         updated.redundancy = super::rows::redundancy_string(&policy);
         updated.space_id = first.space_id;
         let mut then = vec![Op::Put(obj_key, encode(&updated))];
-        let mut put_keys = BTreeSet::new();
         if policy == Policy::None {
             if first.sha256 != row.sha256 {
                 return Err(bad(format!(
@@ -311,9 +266,10 @@ impl Catalog {
                     row.sha256, first.sha256
                 )));
             }
-            let r = keys::object_ref(first.space_id, &first.sha256, id);
-            put_keys.insert(r.clone());
-            then.push(Op::Put(r, Vec::new()));
+            then.push(Op::Put(
+                keys::object_ref(first.space_id, &first.sha256, id),
+                Vec::new(),
+            ));
             if old_blocks.is_some() {
                 then.push(Op::Delete(blocks_key));
             }
@@ -325,23 +281,16 @@ impl Catalog {
             };
             then.push(Op::Put(blocks_key, encode(&blocks)));
             for b in new {
-                let r = keys::block_ref(b.space_id, &b.sha256, id, b.index as usize);
-                put_keys.insert(r.clone());
-                then.push(Op::Put(r, Vec::new()));
+                then.push(Op::Put(block_ref_key(id, b), Vec::new()));
             }
         }
-        // One op per key: a reference both dropped and added stays.
-        then.extend(
-            deletes
-                .into_iter()
-                .filter(|k| !put_keys.contains(k))
-                .map(Op::Delete),
-        );
-        // The leader's fence adds one comparison.
-        let ops = (when.len() + 1).max(then.len());
-        if ops > MAX_TXN_OPS {
+        delete_unless_put(&mut then, deletes);
+        // The store's limit (a leader's fenced store leaves room for its fence).
+        let ops = when.len().max(then.len());
+        let limit = self.meta.max_txn_ops();
+        if ops > limit {
             return Err(bad(format!(
-                "re-encoding object {id} needs {ops} operations in one transaction (limit {MAX_TXN_OPS})"
+                "re-encoding object {id} needs {ops} operations in one transaction (limit {limit})"
             )));
         }
         let res = self
@@ -358,11 +307,11 @@ impl Catalog {
 
 #[cfg(test)]
 mod tests {
+    use common::SpaceId;
     use redundancy::Policy;
 
     use super::*;
-    use crate::catalog::rows::BlockPlan;
-    use crate::catalog::testing::{FAR, hash as h, setup, shard_refs as refs};
+    use crate::catalog::testing::{FAR, ec_object, hash as h, setup, shard_refs as refs};
 
     async fn plain(c: &Catalog, p: PackageId, path: &str, sha: char) -> Versioned<ObjectRow> {
         let up = c.begin_upload(p, path, SpaceId(1), FAR).await.unwrap();
@@ -433,6 +382,34 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_policy_too_large_for_one_transaction_is_refused() {
+        let (c, p) = setup().await;
+        let o = plain(&c, p, "x", 'f').await;
+        let n = c.meta.max_txn_ops() as u32;
+        let wide = Policy::rep(n).unwrap();
+        let blocks: Vec<BlockRow> = (0..n)
+            .map(|i| BlockRow {
+                index: i,
+                space_id: SpaceId(u64::from(i) + 2),
+                sha256: h('f'),
+                size: 100,
+            })
+            .collect();
+        let before = refs(&c).await;
+        assert!(matches!(
+            c.swap_encoding(&o, None, wide, &blocks).await.unwrap_err(),
+            crate::error::Error::InvalidArgument { .. }
+        ));
+        assert_eq!(refs(&c).await, before, "nothing is written");
+        // A policy within the limit goes through.
+        assert!(
+            c.swap_encoding(&o, None, Policy::rep(2).unwrap(), &blocks[..2])
+                .await
+                .unwrap()
+        );
+    }
+
+    #[tokio::test]
     async fn swap_after_an_overwrite_changes_nothing() {
         let (c, p) = setup().await;
         let stale = plain(&c, p, "x", 'f').await;
@@ -463,18 +440,9 @@ mod tests {
     #[tokio::test]
     async fn swap_of_blocks_compares_the_blocks_key() {
         let (c, p) = setup().await;
-        let mut up = c.begin_upload(p, "y", SpaceId(1), FAR).await.unwrap();
-        up.blocks = Some(BlockPlan {
-            policy: ec23(),
-            spaces: vec![SpaceId(1), SpaceId(2), SpaceId(3)],
-        });
-        let blocks: Vec<(u64, String)> = (0..3).map(|i| (68, h((b'a' + i) as char))).collect();
-        let row = c
-            .commit_block_upload(&up, 100, &h('f'), &blocks)
-            .await
-            .unwrap();
-        let o = c.get_object(row.object_id).await.unwrap().unwrap();
-        let b = c.get_blocks(row.object_id).await.unwrap().unwrap();
+        let id = ec_object(&c, p, "y").await;
+        let o = c.get_object(id).await.unwrap().unwrap();
+        let b = c.get_blocks(id).await.unwrap().unwrap();
         // A repair swapped a block meanwhile (the row is unchanged, the blocks key is not).
         let moved = BlockRow {
             index: 1,
@@ -483,7 +451,7 @@ mod tests {
             size: 68,
         };
         assert!(
-            c.swap_blocks(row.object_id, b.rev, &b.row, &[moved], None)
+            c.swap_blocks(id, b.rev, &b.row, &[moved], None)
                 .await
                 .unwrap()
         );
@@ -501,14 +469,28 @@ mod tests {
         );
         assert_eq!(refs(&c).await, before);
         assert_eq!(
-            c.get_object(row.object_id)
-                .await
-                .unwrap()
-                .unwrap()
-                .row
-                .block_policy(),
+            c.get_object(id).await.unwrap().unwrap().row.block_policy(),
             Some(ec23())
         );
+    }
+
+    #[tokio::test]
+    async fn deleting_a_package_removes_its_reencode_job() {
+        let (c, p) = setup().await;
+        let b = c.get_package(p).await.unwrap().row.bucket_id;
+        let other = c.create_package(b, "other").await.unwrap().package_id;
+        c.set_package_policy(p, ec23(), true).await.unwrap();
+        c.set_package_policy(other, ec23(), true).await.unwrap();
+        c.delete_package(p).await.unwrap();
+        let left: Vec<PackageId> = c
+            .reencode_jobs(None, 10)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|(id, _)| id)
+            .collect();
+        assert_eq!(left, [other]);
+        assert!(c.package_policy(p).await.unwrap().is_none());
     }
 
     #[test]
@@ -534,7 +516,7 @@ mod tests {
     #[tokio::test]
     async fn jobs_are_restarted_by_a_policy_change_and_advanced_by_revision() {
         let (c, p) = setup().await;
-        c.set_package_policy_reencoding(p, ec23()).await.unwrap();
+        c.set_package_policy(p, ec23(), true).await.unwrap();
         let jobs = c.reencode_jobs(None, 10).await.unwrap();
         assert_eq!(jobs.len(), 1);
         let (pid, job) = &jobs[0];
@@ -544,9 +526,7 @@ mod tests {
         next.cursor = "a".into();
         assert!(c.put_reencode_job(p, job.rev, &next).await.unwrap());
         // A newer update restarts the walk; the stale advance loses.
-        c.set_package_policy_reencoding(p, Policy::None)
-            .await
-            .unwrap();
+        c.set_package_policy(p, Policy::None, true).await.unwrap();
         assert!(!c.put_reencode_job(p, job.rev, &next).await.unwrap());
         let (_, now) = c.reencode_jobs(None, 10).await.unwrap().remove(0);
         assert!(c.reencode_jobs(Some(p), 10).await.unwrap().is_empty());

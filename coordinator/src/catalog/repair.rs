@@ -12,13 +12,11 @@
 //! - [`Catalog::swap_blocks`]: replace rebuilt blocks (placements and shard references) in
 //!   one transaction that compares the blocks key's revision.
 
-use std::collections::BTreeSet;
-
 use common::ObjectId;
 use meta::{Compare, Op, Revision, Txn};
 use serde::{Deserialize, Serialize};
 
-use super::blocks::{BlockRow, BlocksRow};
+use super::blocks::{BlockRow, BlocksRow, block_ref_key, delete_unless_put, no_gc_markers};
 use super::rows::{ObjectRow, VERSION};
 use super::{Catalog, Versioned, decode, encode, keys};
 use crate::error::Result;
@@ -200,7 +198,7 @@ impl Catalog {
         Ok(())
     }
 
-    /// Append one entry to the repair log and drop the oldest beyond [`REPAIR_LOG_KEEP`].
+    /// Append one entry to the repair log ([`Catalog::trim_repair_log`] bounds it).
     pub async fn log_repair(&self, entry: &RepairLogRow) -> Result<()> {
         self.meta
             .put(
@@ -208,6 +206,12 @@ impl Catalog {
                 encode(entry),
             )
             .await?;
+        Ok(())
+    }
+
+    /// Drop the oldest repair-log entries beyond [`REPAIR_LOG_KEEP`] (reads up to
+    /// `REPAIR_LOG_KEEP + 64` keys: the leader calls it at most once per step).
+    pub async fn trim_repair_log(&self) -> Result<()> {
         let page = self
             .meta
             .range(meta::Range {
@@ -267,7 +271,7 @@ impl Catalog {
         };
         let row = &mut blocks_row;
         let mut when = vec![Compare::ModRev(key.clone(), rev)];
-        let mut put_keys = BTreeSet::new();
+        when.extend(no_gc_markers(rebuilt));
         let mut then = Vec::new();
         if let Some((c, op)) = row_update {
             when.push(c);
@@ -281,26 +285,12 @@ impl Catalog {
                     new.index
                 )));
             };
-            deletes.push(keys::block_ref(
-                slot.space_id,
-                &slot.sha256,
-                object,
-                slot.index as usize,
-            ));
-            let new_ref = keys::block_ref(new.space_id, &new.sha256, object, new.index as usize);
-            when.push(Compare::Absent(keys::shard_gc(new.space_id, &new.sha256)));
-            put_keys.insert(new_ref.clone());
-            then.push(Op::Put(new_ref, Vec::new()));
+            deletes.push(Op::Delete(block_ref_key(object, slot)));
+            then.push(Op::Put(block_ref_key(object, new), Vec::new()));
             *slot = new.clone();
         }
         then.push(Op::Put(key, encode(&*row)));
-        // One op per key: a reference both dropped and added stays.
-        then.extend(
-            deletes
-                .into_iter()
-                .filter(|k| !put_keys.contains(k))
-                .map(Op::Delete),
-        );
+        delete_unless_put(&mut then, deletes);
         let res = self
             .meta
             .txn(Txn {
@@ -316,24 +306,9 @@ impl Catalog {
 #[cfg(test)]
 mod tests {
     use common::SpaceId;
-    use redundancy::Policy;
 
     use super::*;
-    use crate::catalog::rows::BlockPlan;
-    use crate::catalog::testing::{FAR, hash as h, setup, shard_refs as refs};
-
-    async fn ec_object(c: &Catalog, p: common::PackageId) -> ObjectId {
-        let mut up = c.begin_upload(p, "x", SpaceId(1), FAR).await.unwrap();
-        up.blocks = Some(BlockPlan {
-            policy: Policy::ec(2, 3, 64).unwrap(),
-            spaces: vec![SpaceId(1), SpaceId(2), SpaceId(3)],
-        });
-        let blocks: Vec<(u64, String)> = (0..3).map(|i| (68, h((b'a' + i) as char))).collect();
-        c.commit_block_upload(&up, 100, &h('f'), &blocks)
-            .await
-            .unwrap()
-            .object_id
-    }
+    use crate::catalog::testing::{ec_object, hash as h, setup, shard_refs as refs};
 
     fn moved(index: u32, space: u64, tag: char) -> BlockRow {
         BlockRow {
@@ -347,7 +322,7 @@ mod tests {
     #[tokio::test]
     async fn swap_replaces_placements_and_refs() {
         let (c, p) = setup().await;
-        let id = ec_object(&c, p).await;
+        let id = ec_object(&c, p, "x").await;
         let before = c.get_blocks(id).await.unwrap().unwrap();
         assert!(
             c.swap_blocks(id, before.rev, &before.row, &[moved(1, 7, 'x')], None)
@@ -366,7 +341,7 @@ mod tests {
     #[tokio::test]
     async fn swap_after_a_concurrent_change_changes_nothing() {
         let (c, p) = setup().await;
-        let id = ec_object(&c, p).await;
+        let id = ec_object(&c, p, "x").await;
         let stale = c.get_blocks(id).await.unwrap().unwrap();
         // A concurrent repair (or rewrite) moved block 0 first.
         assert!(
@@ -399,7 +374,7 @@ mod tests {
     #[tokio::test]
     async fn moving_block_0_moves_the_object_rows_space() {
         let (c, p) = setup().await;
-        let id = ec_object(&c, p).await;
+        let id = ec_object(&c, p, "x").await;
         let o = c.get_object(id).await.unwrap().unwrap();
         assert_eq!(o.row.space_id, SpaceId(1));
         let b = c.get_blocks(id).await.unwrap().unwrap();
@@ -443,7 +418,7 @@ mod tests {
     #[tokio::test]
     async fn swap_is_refused_while_gc_collects_the_new_shard() {
         let (c, p) = setup().await;
-        let id = ec_object(&c, p).await;
+        let id = ec_object(&c, p, "x").await;
         let b = c.get_blocks(id).await.unwrap().unwrap();
         c.meta
             .put(keys::shard_gc(SpaceId(7), &h('x')), Vec::new())
@@ -497,5 +472,21 @@ mod tests {
             recent.iter().map(|r| r.result.as_str()).collect::<Vec<_>>(),
             ["r2", "r1"]
         );
+        // Trimming keeps the newest REPAIR_LOG_KEEP.
+        for t in 3..(REPAIR_LOG_KEEP as i64 + 5) {
+            c.log_repair(&RepairLogRow {
+                v: 1,
+                object_id: 9,
+                result: format!("r{t}"),
+                time_ms: 100 + t,
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        }
+        c.trim_repair_log().await.unwrap();
+        let all = c.recent_repairs(usize::MAX).await.unwrap();
+        assert_eq!(all.len(), REPAIR_LOG_KEEP);
+        assert_eq!(all.last().unwrap().result, "r5", "the five oldest are gone");
     }
 }

@@ -237,12 +237,27 @@ async fn grouped_small_uploads_on_redb() {
     grouped_small_uploads_stay_consistent(Meta::Redb).await;
 }
 
+/// Coordinator `BeginUpload`/`BeginUploads` calls answered so far in this process
+/// (nextest runs each test in its own process).
+fn begin_calls() -> u64 {
+    common::metrics::metrics()
+        .render()
+        .lines()
+        .filter(|l| {
+            l.starts_with("jcs_grpc_requests_total{")
+                && l.contains(r#"role="coordinator""#)
+                && (l.contains(r#"CoordinatorService/BeginUploads""#)
+                    || l.contains(r#"CoordinatorService/BeginUpload""#))
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum::<f64>() as u64
+}
+
 /// Small uploads into a `none` package use the gateway's cached write grant (no
-/// reservation call per upload). A grant never outlives what it was granted for: after a
-/// policy change its reservations are refused at commit (Conflict, nothing published, the
-/// gateway drops the grant) and the next upload gets the new policy; after the package is
-/// deleted they fail as NotFound. Shards stored under refused reservations are orphans
-/// that GC reclaims.
+/// reservation call per upload). A grant taken before a policy change still commits (as
+/// `none`) and the object converges to the new policy like any other `none` commit; the
+/// next grants are refused, so later uploads are begun under the new policy. After the
+/// package is deleted, granted reservations fail as NotFound.
 async fn write_grants_follow_the_package(meta: Meta) {
     let Some(c) = TestCluster::builder().meta(meta).agents(2).build().await else {
         return;
@@ -260,7 +275,9 @@ async fn write_grants_follow_the_package(meta: Meta) {
             .await
         }
     };
-    // Granted uploads, also concurrent ones, each land at their own path.
+    // Granted uploads, also concurrent ones, each land at their own path, and none of
+    // them makes a reservation call.
+    let begins = begin_calls();
     let mut tasks = Vec::new();
     for i in 0..20u64 {
         let api = api.clone();
@@ -279,16 +296,31 @@ async fn write_grants_follow_the_package(meta: Meta) {
     for t in tasks {
         t.await.unwrap();
     }
+    assert_eq!(
+        begin_calls(),
+        begins,
+        "small uploads into a none package must use write grants"
+    );
     assert_eq!(api.package_objects(p).await.len(), 20);
     assert_consistent(&c, p).await;
-
-    // Granted reservations are re-checked at commit: a policy change refuses them
-    // (Conflict, nothing published), a commit must name a valid path.
     let mut coord = client::coordinator(
         &c.coordinator_addr().to_string(),
         &client::ChannelOptions::default(),
     )
     .unwrap();
+    // The counter does count reservation calls (an unused reservation writes nothing).
+    coord
+        .begin_upload(proto::coordinator::BeginUploadRequest {
+            package_id: p,
+            path: "unused".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(begin_calls(), begins + 1);
+
+    // A commit of a granted reservation must name a valid path; one granted before a
+    // policy change commits (as none) and converges.
     let grant = coord
         .grant_uploads(proto::coordinator::GrantUploadsRequest {
             package_id: p,
@@ -316,6 +348,20 @@ async fn write_grants_follow_the_package(meta: Meta) {
             "{bad:?}: {status}"
         );
     }
+    // The bytes of reservation 1 are stored before the change, its commit comes after.
+    let late = data(100, 1000);
+    let put = client::agent(
+        &grant.uploads[1].agent_address,
+        &client::ChannelOptions::default(),
+    )
+    .unwrap()
+    .put_small_shard(proto::agent::PutSmallShardRequest {
+        ticket: grant.uploads[1].ticket.clone(),
+        data: late.clone().into(),
+    })
+    .await
+    .unwrap()
+    .into_inner();
     Api::ok(
         api.post(
             "/v1/package/update",
@@ -323,9 +369,6 @@ async fn write_grants_follow_the_package(meta: Meta) {
         )
         .await,
     );
-    let status = coord.commit_upload(commit(1, "late")).await.unwrap_err();
-    assert_eq!(status.code(), tonic::Code::Aborted, "{status}");
-    assert!(status.message().contains("grant"), "{status}");
     let refused = coord
         .grant_uploads(proto::coordinator::GrantUploadsRequest {
             package_id: p,
@@ -340,27 +383,56 @@ async fn write_grants_follow_the_package(meta: Meta) {
         "{refused:?}"
     );
     assert!(refused.reason.contains("rep"), "{refused:?}");
+    let committed = coord
+        .commit_upload(proto::coordinator::CommitUploadRequest {
+            size: put.size,
+            sha256: put.sha256,
+            ..commit(1, "late")
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .object
+        .unwrap();
+    assert_eq!(committed.path, "late");
+    assert_eq!(
+        (committed.redundancy.as_str(), committed.size),
+        ("none", late.len() as u64)
+    );
 
-    // Through the gateway: an upload that took a reservation granted before the change is
-    // refused the same way (and the gateway drops the grant), the next one follows the new
-    // policy. Whether the gateway still held reservations depends on timing, so the first
-    // attempt may already be the begun one.
-    let mut refusals = 0;
-    let obj = loop {
-        let (status, v) = upload("late", 100 + refusals).await;
-        if status.as_u16() == 409 && refusals == 0 {
-            assert!(v["message"].as_str().unwrap().contains("grant"), "{v}");
-            refusals += 1;
-            continue;
-        }
+    // Through the gateway: small uploads right after the change succeed (whether under a
+    // reservation granted before it or begun under the new policy).
+    for (i, path) in ["after/0", "after/1", "after/2"].into_iter().enumerate() {
+        let (status, v) = upload(path, 200 + i as u64).await;
         assert_eq!(v["code"], "OK", "{status} {v}");
-        break v["data"]["uploadeds"][0].clone();
-    };
-    assert_eq!(obj["redundancy"], json!({"type": "rep", "repCount": 2}));
-    assert_eq!(api.package_objects(p).await.len(), 21);
-    // A refused upload's shard is referenced by nothing: GC reclaims exactly it.
-    let report = c.run_gc(Duration::ZERO).await;
-    assert_eq!(report.deleted as u64, refusals, "{report:?}");
+    }
+    assert_eq!(api.package_objects(p).await.len(), 24);
+    let stored: Vec<_> = api.package_objects(p).await;
+    let late_row = stored.iter().find(|o| o["path"] == "late").unwrap();
+    assert_eq!(late_row["fileHash"], file_hash(&late).as_str());
+    // Every object, those committed as none after the change included, converges to rep.
+    let rep = json!({"type": "rep", "repCount": 2});
+    let converged = common::testing::wait_until(Duration::from_secs(60), || {
+        let api = api.clone();
+        let rep = rep.clone();
+        async move {
+            api.package_objects(p)
+                .await
+                .iter()
+                .all(|o| o["redundancy"] == rep)
+        }
+    })
+    .await;
+    let objects = api.package_objects(p).await;
+    assert!(converged, "not converged to rep: {objects:?}");
+    for o in &objects {
+        let id = o["objectID"].as_u64().unwrap();
+        assert_eq!(
+            file_hash(&api.download_all(id).await),
+            o["fileHash"].as_str().unwrap(),
+            "object {o}"
+        );
+    }
 
     // A deleted package: reservations granted before fail as NotFound.
     let q = api.create_package(bucket, "q").await;
