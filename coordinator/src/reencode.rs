@@ -272,8 +272,13 @@ impl Scrubber {
             Ok(_) => tracing::info!(object_id = %id, "re-encode superseded by a concurrent change"),
             Err(e) => tracing::warn!(object_id = %id, error = %e, "re-encode failed"),
         }
-        entry.time_ms = common::time::now_ms();
-        self.log(&entry).await;
+        // Only failures go to the repair log: the job's counters record the conversions,
+        // and logging each of a large package's objects would push real repairs out of the
+        // log's bounded window.
+        if result.is_err() {
+            entry.time_ms = common::time::now_ms();
+            self.log(&entry).await;
+        }
         result
     }
 

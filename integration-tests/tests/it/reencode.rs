@@ -233,13 +233,15 @@ async fn policy_changes_reencode_every_object(meta: Meta) {
         (Some(3), Some(0)),
         "{j}"
     );
+    // Successful conversions are counted by the job, not logged: the repair log keeps
+    // room for repairs and failures.
     let s = status(&api).await;
     assert!(
-        s["recent"]
+        !s["recent"]
             .as_array()
             .unwrap()
             .iter()
-            .any(|r| r["reason"] == "reencode ec→none" && r["result"] == "reencoded"),
+            .any(|r| r["reason"].as_str().unwrap_or("").starts_with("reencode")),
         "{s}"
     );
     c.shutdown().await;
