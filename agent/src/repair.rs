@@ -30,7 +30,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::error::{
     BadRequestSnafu, Error, HashChunkSnafu, RebuildSnafu, RemoteAgentSnafu, Result,
-    ShuttingDownSnafu,
+    ShuttingDownSnafu, TargetMismatchSnafu,
 };
 use crate::store::{SpaceStore, is_valid_hash};
 
@@ -237,11 +237,11 @@ pub async fn rebuild(
             .map_err(client::Error::from)
             .context(RemoteAgentSnafu {
                 role: "target",
-                address,
+                address: address.clone(),
             })?
             .into_inner();
         client::check_stored_block(&summary.blocks[i], &stored)
-            .map_err(|message| BadRequestSnafu { message }.build())?;
+            .map_err(|message| TargetMismatchSnafu { address, message }.build())?;
         out.push(RebuiltBlock {
             index: i as u32,
             size: stored.size,
