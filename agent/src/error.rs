@@ -326,6 +326,11 @@ pub enum Error {
         source: client::Error,
     },
 
+    /// RebuildBlocks: a target agent stored something other than the block it was sent
+    /// (size or CRC32C differ); the target is at fault, not the request.
+    #[snafu(display("target agent {address} stored a different block: {message}"))]
+    TargetMismatch { address: String, message: String },
+
     /// RebuildBlocks: reading the object from its sources or re-encoding it failed.
     #[snafu(display("failed to rebuild blocks"))]
     Rebuild { source: redundancy::Error },
@@ -452,6 +457,7 @@ impl CodedError for Error {
             Error::StatFile { source, .. } => storage_code(source),
             Error::DeleteFile { source, .. } => storage_code(source),
             Error::RemoteAgent { source, .. } => source.code(),
+            Error::TargetMismatch { .. } => ErrorCode::Internal,
             Error::Rebuild { source } => source.code(),
             Error::CoordinatorClient { source } => source.code(),
             Error::Register { source } => source.code(),

@@ -29,10 +29,10 @@ use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
 use crate::error::{
-    BadRequestSnafu, Error, HashChunkSnafu, RebuildSnafu, RemoteAgentSnafu, Result,
-    ShuttingDownSnafu,
+    BadRequestSnafu, Error, RebuildSnafu, RemoteAgentSnafu, Result, ShuttingDownSnafu,
+    TargetMismatchSnafu,
 };
-use crate::store::{SpaceStore, is_valid_hash};
+use crate::store::{SpaceStore, hash_chunk, is_valid_hash};
 
 /// Most hashes one StatShards / VerifyShards call may carry.
 pub const MAX_CHECK_HASHES: usize = 1000;
@@ -87,12 +87,7 @@ async fn hash_shard(store: &SpaceStore, hash: &str) -> Result<String> {
     let mut chunks = store.read(hash, 0, 0).await?;
     let mut hasher = Sha256::new();
     while let Some(chunk) = chunks.try_next().await? {
-        hasher = tokio::task::spawn_blocking(move || {
-            hasher.update(&chunk);
-            hasher
-        })
-        .await
-        .context(HashChunkSnafu)?;
+        hasher = hash_chunk(hasher, chunk).await?;
     }
     Ok(hex::encode(hasher.finalize()))
 }
@@ -237,11 +232,11 @@ pub async fn rebuild(
             .map_err(client::Error::from)
             .context(RemoteAgentSnafu {
                 role: "target",
-                address,
+                address: address.clone(),
             })?
             .into_inner();
         client::check_stored_block(&summary.blocks[i], &stored)
-            .map_err(|message| BadRequestSnafu { message }.build())?;
+            .map_err(|message| TargetMismatchSnafu { address, message }.build())?;
         out.push(RebuiltBlock {
             index: i as u32,
             size: stored.size,

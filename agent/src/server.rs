@@ -216,8 +216,13 @@ impl Agent {
                 .tls_config(client::tls::server_config(material))
                 .context(ServeSnafu)?;
         }
+        // The clients' fixed windows (client/src/lib.rs), not the adaptive one: with the BDP
+        // estimate hyper lets every stream use the whole connection window, so one PutShard
+        // whose writer stalls (a slow space) would hold back every other upload on the
+        // gateway's connection; fixed, a stream holds at most `STREAM_WINDOW` unread.
         let server = builder
-            .http2_adaptive_window(Some(true))
+            .initial_stream_window_size(client::STREAM_WINDOW)
+            .initial_connection_window_size(client::CONNECTION_WINDOW)
             .layer(common::grpc::RpcLayer::new("agent"))
             .add_service(health_svc)
             .add_service(service)

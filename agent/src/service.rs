@@ -678,17 +678,16 @@ impl AgentService for AgentGrpc {
         &self,
         request: Request<proto::agent::RebuildBlocksRequest>,
     ) -> Result<Response<proto::agent::RebuildBlocksResponse>, Status> {
-        let req = request.into_inner();
-        // Own task with a drop guard: a caller that goes away cancels the rebuild, and the
-        // targets then get no `finish` (nothing stored).
-        let cancel = self.shutdown.child_token();
-        let _cancel_on_drop = cancel.clone().drop_guard();
-        let (secret, agents) = (self.secret.clone(), self.agents.clone());
-        let resp = tokio::spawn(common::request_id::inherit(async move {
-            crate::repair::rebuild(req, &secret, &agents, &cancel).await
-        }))
-        .await
-        .context(WriterTaskSnafu)??;
+        // No task of its own: a rebuild keeps no local state, so a caller that goes away
+        // drops this future and with it the targets' PutShard streams, unfinished (nothing
+        // stored). `rebuild` itself stops on shutdown.
+        let resp = crate::repair::rebuild(
+            request.into_inner(),
+            &self.secret,
+            &self.agents,
+            &self.shutdown,
+        )
+        .await?;
         Ok(Response::new(resp))
     }
 

@@ -95,12 +95,21 @@ async fn serve(cli: Cli) -> anyhow::Result<()> {
 }
 
 /// mimalloc's `mi_option_purge_delay` (its index in `mi_option_t`, mimalloc.h of v3, the
-/// version the `mimalloc` crate builds without its `v2` feature).
+/// version the `mimalloc` crate builds without its `v2` feature). Hard-coded: neither the
+/// `mimalloc` crate (its `extended` feature keeps `libmimalloc_sys` private) nor
+/// `libmimalloc-sys` (which leaves these options out "for stability reasons") names it;
+/// `tests::mimalloc_option_indices_are_v3s` fails if a new mimalloc renumbers the enum.
 const MI_OPTION_PURGE_DELAY: std::ffi::c_int = 15;
 /// How long mimalloc keeps freed pages before it returns them to the OS.
 const PURGE_DELAY_MS: std::ffi::c_long = 10;
 /// mimalloc's `mi_option_allow_thp` (same enum, v3).
 const MI_OPTION_ALLOW_THP: std::ffi::c_int = 43;
+
+#[allow(unsafe_code)]
+unsafe extern "C" {
+    /// `void mi_option_set(mi_option_t option, long value)` (mimalloc.h).
+    fn mi_option_set(option: std::ffi::c_int, value: std::ffi::c_long);
+}
 
 /// Keep the allocator's resident memory close to what is live (docs/performance.md, "peak
 /// RSS"), unless the environment sets the option (mimalloc reads `MIMALLOC_*` when the
@@ -117,10 +126,6 @@ const MI_OPTION_ALLOW_THP: std::ffi::c_int = 43;
 /// Called first thing in `main`, before any other thread exists.
 #[allow(unsafe_code)]
 fn tune_allocator() {
-    unsafe extern "C" {
-        /// `void mi_option_set(mi_option_t option, long value)` (mimalloc.h).
-        fn mi_option_set(option: std::ffi::c_int, value: std::ffi::c_long);
-    }
     // SAFETY (both calls): `mi_option_set` is a plain C function of the mimalloc library
     // that the `mimalloc` crate links as the global allocator; `mi_option_t` is a C enum
     // (an `int`) and the constants are its values; it stores one option value and takes
@@ -162,5 +167,38 @@ async fn run() -> anyhow::Result<ExitCode> {
             cli::admin::run(a, cli.client.json, cli.client.quiet).await,
         )),
         _ => serve(cli).await.map(|()| ExitCode::SUCCESS),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{MI_OPTION_ALLOW_THP, MI_OPTION_PURGE_DELAY};
+
+    #[allow(unsafe_code)]
+    unsafe extern "C" {
+        /// `long mi_option_get(mi_option_t option)` (mimalloc.h).
+        fn mi_option_get(option: std::ffi::c_int) -> std::ffi::c_long;
+    }
+
+    /// The option the environment sets, else mimalloc v3's default (src/options.c).
+    fn expected(env: &str, default: std::ffi::c_long) -> std::ffi::c_long {
+        std::env::var(env).map_or(default, |v| v.parse().unwrap())
+    }
+
+    /// The hard-coded indices name the options they mean: v3's defaults are 1000 ms for
+    /// `purge_delay` and 1 for `allow_thp` (Linux), and `tune_allocator` is not called
+    /// in this test binary. A mimalloc that renumbers `mi_option_t` fails here.
+    #[test]
+    #[allow(unsafe_code)]
+    fn mimalloc_option_indices_are_v3s() {
+        // SAFETY: `mi_option_get` reads one option value; no pointers.
+        let (purge, thp) = unsafe {
+            (
+                mi_option_get(MI_OPTION_PURGE_DELAY),
+                mi_option_get(MI_OPTION_ALLOW_THP),
+            )
+        };
+        assert_eq!(purge, expected("MIMALLOC_PURGE_DELAY", 1000));
+        assert_eq!(thp, expected("MIMALLOC_ALLOW_THP", 1));
     }
 }

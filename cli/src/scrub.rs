@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use clap::Subcommand;
 use proto::coordinator as pb;
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::admin::Error;
 use crate::user::output::Out;
@@ -18,8 +18,8 @@ const WAIT_POLL: Duration = Duration::from_millis(500);
 pub enum ScrubCommand {
     /// Start a scrub run now (the leader coordinator picks it up within a second).
     Start {
-        /// Only the objects of this package.
-        #[arg(long = "package", value_name = "ID")]
+        /// Only the objects of this package (absent = every rep/ec object).
+        #[arg(long = "package", value_name = "ID", value_parser = clap::value_parser!(u64).range(1..))]
         package: Option<u64>,
         /// Re-hash every block on its agent (reads every byte) instead of checking
         /// presence and size.
@@ -31,63 +31,16 @@ pub enum ScrubCommand {
     },
     /// The job's state: the current (or last) run and recent repairs.
     Status {
-        /// Repair-log entries to show (newest first).
-        #[arg(long, default_value_t = 10)]
+        /// Repair-log entries to show (newest first, 1 to 1000).
+        #[arg(long, default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..=1000))]
         recent: u32,
     },
 }
 
-fn time(ms: i64) -> Value {
-    if ms > 0 {
-        json!(common::time::rfc3339_ms(ms))
-    } else {
-        Value::Null
-    }
-}
-
-/// The status as JSON (the same field names as `GET /v1/admin/scrub/status`).
+/// The status as JSON: exactly what `GET /v1/admin/scrub/status` answers in `data`.
 pub fn status_json(s: &pb::ScrubStatus) -> Value {
-    json!({
-        "running": s.running,
-        "deep": s.deep,
-        "packageID": s.package_id,
-        "cursor": s.cursor,
-        "objectsChecked": s.objects_checked,
-        "damaged": s.damaged,
-        "repaired": s.repaired,
-        "failed": s.failed,
-        "unavailable": s.unavailable,
-        "lastError": s.last_error,
-        "startTime": time(s.started_ms),
-        "lastFinishedTime": time(s.last_finished_ms),
-        "runs": s.runs,
-        "queued": s.queued,
-        "recent": s.recent.iter().map(|r| json!({
-            "objectID": r.object_id,
-            "blocks": r.blocks,
-            "fromUserSpaceIDs": r.from_spaces,
-            "toUserSpaceIDs": r.to_spaces,
-            "bytes": r.bytes,
-            "result": r.result,
-            "reason": r.reason,
-            "time": time(r.time_ms),
-        })).collect::<Vec<_>>(),
-        "reencode": s.reencode.iter().map(|j| json!({
-            "packageID": j.package_id,
-            "redundancy": serde_json::from_str::<Value>(&j.policy_json).unwrap_or(Value::Null),
-            "running": j.running,
-            "total": j.total,
-            "checked": j.checked,
-            "reencoded": j.reencoded,
-            "failed": j.failed,
-            "superseded": j.superseded,
-            "lastError": j.last_error,
-            "startTime": time(j.started_ms),
-            "finishedTime": time(j.finished_ms),
-            "cursor": j.cursor,
-        })).collect::<Vec<_>>(),
-        "reencodeQueued": s.reencode_queued,
-    })
+    serde_json::to_value(gateway::routes::admin::StatusJson::from(s.clone()))
+        .expect("StatusJson is a plain struct with string keys")
 }
 
 fn counters(s: &pb::ScrubStatus) -> String {
@@ -226,4 +179,57 @@ pub(crate) async fn run(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Debug, Parser)]
+    struct Args {
+        #[command(subcommand)]
+        command: ScrubCommand,
+    }
+
+    #[test]
+    fn package_and_recent_must_be_positive() {
+        for bad in [
+            &["t", "start", "--package", "0"][..],
+            &["t", "status", "--recent", "0"],
+            &["t", "status", "--recent", "1001"],
+        ] {
+            assert!(Args::try_parse_from(bad).is_err(), "{bad:?}");
+        }
+        let ok = Args::try_parse_from(["t", "start", "--package", "1"]).unwrap();
+        assert!(matches!(
+            ok.command,
+            ScrubCommand::Start {
+                package: Some(1),
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn status_json_is_the_gateway_answer() {
+        let s = pb::ScrubStatus {
+            runs: 2,
+            last_finished_ms: 1_750_753_888_514,
+            recent: vec![pb::RepairLogEntry {
+                object_id: 7,
+                time_ms: 1_750_753_888_514,
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let v = status_json(&s);
+        assert_eq!(v["runs"], 2);
+        // Absent times are empty strings, as docs/api.md says.
+        assert_eq!(v["startTime"], "");
+        assert_eq!(v["lastFinishedTime"], "2025-06-24T08:31:28.514Z");
+        assert_eq!(v["recent"][0]["objectID"], 7);
+        assert_eq!(v["recent"][0]["time"], "2025-06-24T08:31:28.514Z");
+    }
 }

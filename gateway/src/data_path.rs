@@ -339,9 +339,8 @@ pub(crate) async fn upload(
             Ok(object) => objects.push(ObjectJson::from(object)),
             Err(err) => {
                 tracing::warn!(upload_id, granted, error = %err, "commit failed");
-                if granted {
-                    // E.g. the package's policy changed: stop using this grant.
-                    state.forget_grant(package_id, affinity);
+                if granted && implicates_grant(err.code) {
+                    state.forget_grant(package_id, affinity).await;
                 }
                 first_error.get_or_insert(err);
             }
@@ -357,6 +356,25 @@ pub(crate) async fn upload(
     }
     tracing::info!(package_id, files = objects.len(), "upload committed");
     Ok(objects)
+}
+
+/// Whether a failed commit of a granted upload says the grant's reservations are no good:
+/// the token refused (BadArgument: forged, or for another upload; Conflict: the grant no
+/// longer fits the package) or the reservation gone (NotFound: expired, or its package
+/// deleted). Other errors (a path clash, an outage) leave the other reservations usable.
+fn implicates_grant(code: common::ErrorCode) -> bool {
+    match code {
+        common::ErrorCode::BadArgument
+        | common::ErrorCode::Conflict
+        | common::ErrorCode::NotFound => true,
+        common::ErrorCode::Unauthenticated
+        | common::ErrorCode::PermissionDenied
+        | common::ErrorCode::AlreadyExists
+        | common::ErrorCode::NotLeader
+        | common::ErrorCode::Unavailable
+        | common::ErrorCode::Timeout
+        | common::ErrorCode::Internal => false,
+    }
 }
 
 /// Read the leading `info` part (at most [`MAX_INFO_BYTES`]) and parse it as `T`.
@@ -560,7 +578,9 @@ async fn store_small(
             }
             Err(err) => {
                 tracing::debug!(upload_id = granted.upload_id, error = %err, "store under a write grant failed; beginning the upload");
-                state.forget_grant(reserve.package_id, reserve.affinity);
+                state
+                    .forget_grant(reserve.package_id, reserve.affinity)
+                    .await;
             }
         }
     }

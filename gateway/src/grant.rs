@@ -57,9 +57,18 @@ impl Grants {
     /// A reservation of one upload into `package` (placed with `affinity`), or `None` when
     /// this upload must be begun on its own.
     pub async fn take(&self, package: u64, affinity: u64) -> Option<pb::BeginUploadResponse> {
+        self.take_at(package, affinity, Instant::now()).await
+    }
+
+    /// [`Grants::take`] at time `now` (tests step the clock).
+    async fn take_at(
+        &self,
+        package: u64,
+        affinity: u64,
+        now: Instant,
+    ) -> Option<pb::BeginUploadResponse> {
         let pool = self.pool((package, affinity));
         let mut pool = pool.lock().await;
-        let now = Instant::now();
         if pool.denied_until.is_some_and(|until| now < until) {
             return None;
         }
@@ -92,7 +101,7 @@ impl Grants {
                     }
                     pool.reservations = answer.uploads;
                     pool.reservations.reverse();
-                    pool.granted_at = Some(Instant::now());
+                    pool.granted_at = Some(now);
                     pool.denied_until = None;
                 }
                 Err(status) => {
@@ -108,12 +117,21 @@ impl Grants {
     }
 
     /// Drop the unused reservations for (`package`, `affinity`): one of them failed (its
-    /// agent went away, its space changed), so the next upload asks again.
-    pub fn forget(&self, package: u64, affinity: u64) {
-        self.pools
+    /// agent went away, its token was refused), so the next upload asks again. The pool stays
+    /// (cleared in place, so a concurrent `take` sees the same pool) with its grant size and
+    /// any refusal; the next grant asks for the same size (no "ran dry" doubling).
+    pub async fn forget(&self, package: u64, affinity: u64) {
+        let pool = self
+            .pools
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .remove(&(package, affinity));
+            .get(&(package, affinity))
+            .cloned();
+        if let Some(pool) = pool {
+            let mut pool = pool.lock().await;
+            pool.reservations.clear();
+            pool.granted_at = None;
+        }
     }
 
     fn pool(&self, key: Key) -> Arc<tokio::sync::Mutex<Pool>> {
@@ -132,5 +150,121 @@ impl Grants {
                 }))
             })
             .clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use super::{DENIED_FOR, Grants, MAX_AGE, MAX_GRANT, MIN_GRANT};
+    use crate::testing::Fixture;
+
+    /// Grant sizes the fake coordinator was asked for so far.
+    fn asked(fx: &Fixture) -> Vec<u32> {
+        fx.coord().grant_requests.iter().map(|r| r.count).collect()
+    }
+
+    /// Take `n` reservations of package 1 at `now`; all must be granted, with distinct ids.
+    async fn take_n(grants: &Grants, now: Instant, n: usize) -> Vec<u64> {
+        let mut ids = Vec::new();
+        for _ in 0..n {
+            let r = grants.take_at(1, 0, now).await.expect("a reservation");
+            ids.push(r.upload_id);
+        }
+        ids
+    }
+
+    #[tokio::test]
+    async fn grants_grow_while_busy_shrink_when_idle_and_expire() {
+        let fx = Fixture::start().await;
+        fx.coord().grant = Some(true);
+        let grants = Grants::new(fx.state.coordinator());
+        let t0 = Instant::now();
+        // Pools that run dry within their age double the next grant, up to MAX_GRANT.
+        let mut ids = Vec::new();
+        for size in [8, 16, 32, 64, 128, 128] {
+            ids.extend(take_n(&grants, t0, size).await);
+        }
+        assert_eq!(asked(&fx), [8, 16, 32, 64, 128, 128]);
+        assert_eq!(MIN_GRANT, 8);
+        assert_eq!(MAX_GRANT, 128);
+        let mut distinct = ids.clone();
+        distinct.sort_unstable();
+        distinct.dedup();
+        assert_eq!(
+            distinct.len(),
+            ids.len(),
+            "each reservation is handed out once"
+        );
+
+        // One more (a fresh grant of 128), then the rest ages out unused: dropped, and the
+        // next grant falls back to MIN_GRANT.
+        let first = take_n(&grants, t0, 1).await[0];
+        assert_eq!(asked(&fx).len(), 7);
+        let later = take_n(&grants, t0 + MAX_AGE, 1).await[0];
+        assert_eq!(asked(&fx), [8, 16, 32, 64, 128, 128, 128, 8]);
+        assert!(
+            later > first,
+            "a new grant, not the old pool: {later} vs {first}"
+        );
+        // Within the age, the pool serves without asking.
+        take_n(&grants, t0 + MAX_AGE + Duration::from_millis(1), 7).await;
+        assert_eq!(asked(&fx).len(), 8);
+    }
+
+    #[tokio::test]
+    async fn a_refusal_turns_grants_off_for_a_while() {
+        let fx = Fixture::start().await;
+        fx.coord().grant = Some(false);
+        let grants = Grants::new(fx.state.coordinator());
+        let t0 = Instant::now();
+        assert!(grants.take_at(1, 0, t0).await.is_none());
+        assert_eq!(asked(&fx).len(), 1);
+        // Denied: not asked again until DENIED_FOR has passed, even if it would grant now.
+        fx.coord().grant = Some(true);
+        let almost = t0 + DENIED_FOR - Duration::from_millis(1);
+        assert!(grants.take_at(1, 0, almost).await.is_none());
+        assert_eq!(asked(&fx).len(), 1);
+        // Another key is not affected.
+        assert!(grants.take_at(2, 0, almost).await.is_some());
+        assert!(grants.take_at(1, 0, t0 + DENIED_FOR).await.is_some());
+        assert_eq!(asked(&fx), [8, 8, 8]);
+
+        // A failed grant call turns grants off too.
+        fx.coord().grant = None;
+        grants.forget(3, 0).await; // no pool yet: nothing to forget
+        assert!(grants.take_at(3, 0, t0).await.is_none());
+        fx.coord().grant = Some(true);
+        assert!(
+            grants
+                .take_at(3, 0, t0 + Duration::from_millis(1))
+                .await
+                .is_none()
+        );
+        assert_eq!(asked(&fx).len(), 4);
+    }
+
+    #[tokio::test]
+    async fn forget_clears_the_pool_in_place_and_keeps_its_state() {
+        let fx = Fixture::start().await;
+        fx.coord().grant = Some(true);
+        let grants = Grants::new(fx.state.coordinator());
+        let t0 = Instant::now();
+        take_n(&grants, t0, 8 + 1).await; // grew to 16
+        assert_eq!(asked(&fx), [8, 16]);
+        grants.forget(1, 0).await;
+        // Asked again at once, for the same size (no "ran dry" doubling, no reset).
+        take_n(&grants, t0, 1).await;
+        assert_eq!(asked(&fx), [8, 16, 16]);
+
+        // A refusal survives a forget.
+        fx.coord().grant = Some(false);
+        grants.forget(1, 0).await;
+        assert!(grants.take_at(1, 0, t0).await.is_none());
+        fx.coord().grant = Some(true);
+        grants.forget(1, 0).await;
+        assert!(grants.take_at(1, 0, t0).await.is_none());
+        assert_eq!(asked(&fx).len(), 4);
     }
 }

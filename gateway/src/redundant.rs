@@ -199,49 +199,31 @@ pub(crate) async fn read_blocks(
         None => Bytes::new(),
     };
     let metrics = common::metrics::metrics();
-    // Reported once the last byte is out (hyper may stop polling a body whose length it
-    // knows) or when the stream ends, whichever comes first.
-    let reporter = Arc::new(std::sync::Mutex::new(Some(ReadReport {
+    // Reported when the body is dropped: after the last byte, or when the client stops
+    // early (a degraded stripe already read is damage all the same).
+    let report = ReadReport {
         stats,
         coordinator: state.coordinator(),
         object_id,
-    })));
-    let fire = move |r: &std::sync::Mutex<Option<ReadReport>>| {
-        if let Some(report) = r.lock().unwrap_or_else(|p| p.into_inner()).take() {
-            report.send();
-        }
     };
-    let expected = object
-        .size
-        .min(start.saturating_add(len))
-        .saturating_sub(start);
-    let mut sent = 0u64;
-    let at_end = reporter.clone();
-    let last = futures::stream::once(async move {
-        fire(&at_end);
-        None
-    })
-    .filter_map(futures::future::ready);
     Ok(futures::stream::once(futures::future::ready(Ok(first)))
         .chain(stream)
-        .map(move |r| match r {
-            Ok(b) => {
-                metrics
-                    .gateway_bytes
-                    .with_label_values(&["out"])
-                    .inc_by(b.len() as u64);
-                sent += b.len() as u64;
-                if sent >= expected {
-                    fire(&reporter);
+        .map(move |r| {
+            let _report = &report; // owned by the body: dropped (and sent) with it
+            match r {
+                Ok(b) => {
+                    metrics
+                        .gateway_bytes
+                        .with_label_values(&["out"])
+                        .inc_by(b.len() as u64);
+                    Ok(b)
                 }
-                Ok(b)
+                Err(e) => {
+                    tracing::warn!(object_id, error = %e, "download aborted mid-stream");
+                    Err(io::Error::other(e.to_string()))
+                }
             }
-            Err(e) => {
-                tracing::warn!(object_id, error = %e, "download aborted mid-stream");
-                Err(io::Error::other(e.to_string()))
-            }
-        })
-        .chain(last))
+        }))
 }
 
 /// What a finished read saw: counted in `jcs_gateway_read_damage_total`, logged, and, when
@@ -252,8 +234,8 @@ struct ReadReport {
     object_id: u64,
 }
 
-impl ReadReport {
-    fn send(self) {
+impl Drop for ReadReport {
+    fn drop(&mut self) {
         let stats = &self.stats;
         let degraded = ReadStats::get(&stats.degraded_stripes);
         let corrupt = ReadStats::get(&stats.corrupt_pieces);
@@ -274,15 +256,33 @@ impl ReadReport {
                 failed_blocks = failed,
                 "degraded read"
             );
-            report_damage(self.coordinator, self.object_id, corrupt > 0);
+            // hyper drops the body inside the runtime; outside one (a body dropped after
+            // shutdown) there is nothing to send the report with.
+            match tokio::runtime::Handle::try_current() {
+                Ok(runtime) => report_damage(
+                    &runtime,
+                    self.coordinator.clone(),
+                    self.object_id,
+                    corrupt > 0,
+                ),
+                Err(_) => tracing::debug!(
+                    object_id = self.object_id,
+                    "no runtime to report the damage with"
+                ),
+            }
         }
     }
 }
 
 /// Queue `object_id` for repair (`ReportDamage`), fire-and-forget: the download never
 /// waits for it and a failure is only logged.
-fn report_damage(mut coordinator: client::CoordinatorClient, object_id: u64, corrupt: bool) {
-    tokio::spawn(async move {
+fn report_damage(
+    runtime: &tokio::runtime::Handle,
+    mut coordinator: client::CoordinatorClient,
+    object_id: u64,
+    corrupt: bool,
+) {
+    runtime.spawn(async move {
         if let Err(status) = coordinator
             .report_damage(pb::ReportDamageRequest { object_id, corrupt })
             .await

@@ -24,9 +24,7 @@
 //!    [`common::shutdown::drain_within`]) aborts the connection tasks that are left: their
 //!    request bodies end in an error, so an upload still streaming is not committed.
 
-use std::convert::Infallible;
 use std::io;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use axum::Router;
@@ -36,6 +34,7 @@ use hyper_util::service::TowerToHyperService;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+use tower::ServiceExt as _;
 
 /// How long a connection accepted before the shutdown signal, which has not sent its first
 /// request yet, may still send one (a client that connected just before the signal).
@@ -52,7 +51,7 @@ pub async fn serve(listener: TcpListener, app: Router, shutdown: CancellationTok
             Some(_) = conns.join_next(), if !conns.is_empty() => {}
             accepted = listener.accept() => match accepted {
                 Ok((tcp, _)) => spawn(&mut conns, tcp, &app, &shutdown),
-                Err(e) => accept_failed(&e).await,
+                Err(e) => accept_failed(&e, &shutdown).await,
             },
         }
     }
@@ -109,11 +108,9 @@ fn spawn(conns: &mut JoinSet<()>, tcp: TcpStream, app: &Router, shutdown: &Cance
 /// Serve one connection; on `shutdown`, let the request in progress (or, after a grace,
 /// the first one) finish and close.
 async fn connection(tcp: TcpStream, app: Router, shutdown: CancellationToken) {
+    // Notes on `started` that the connection has delivered a request.
     let started = CancellationToken::new();
-    let service = TowerToHyperService::new(MarkStarted {
-        inner: app,
-        started: started.clone(),
-    });
+    let service = TowerToHyperService::new(app.map_request(mark_started(started.clone())));
     let builder = Builder::new(TokioExecutor::new());
     let conn = builder.serve_connection_with_upgrades(TokioIo::new(tcp), service);
     tokio::pin!(conn);
@@ -130,6 +127,16 @@ async fn connection(tcp: TcpStream, app: Router, shutdown: CancellationToken) {
     }
     conn.as_mut().graceful_shutdown();
     finished(conn.await);
+}
+
+/// A request mapper that cancels `started` (whatever the body type hyper hands over).
+fn mark_started<B>(
+    started: CancellationToken,
+) -> impl Fn(axum::http::Request<B>) -> axum::http::Request<B> + Clone {
+    move |req| {
+        started.cancel();
+        req
+    }
 }
 
 fn finished(done: Result<(), Box<dyn std::error::Error + Send + Sync>>) {
@@ -149,36 +156,14 @@ fn is_connection_error(e: &io::Error) -> bool {
 }
 
 /// A failed `accept`: skip a connection error; otherwise (out of file descriptors, …)
-/// log and back off for a moment, as `axum::serve` does.
-async fn accept_failed(e: &io::Error) {
+/// log and back off for a moment, as `axum::serve` does, unless `shutdown` comes first.
+async fn accept_failed(e: &io::Error, shutdown: &CancellationToken) {
     if is_connection_error(e) {
         return;
     }
     tracing::error!(error = %e, "accept failed");
-    tokio::time::sleep(Duration::from_secs(1)).await;
-}
-
-/// The router, noting on `started` that the connection has delivered a request.
-#[derive(Clone)]
-struct MarkStarted {
-    inner: Router,
-    started: CancellationToken,
-}
-
-impl<R> tower::Service<R> for MarkStarted
-where
-    Router: tower::Service<R, Error = Infallible>,
-{
-    type Response = <Router as tower::Service<R>>::Response;
-    type Error = Infallible;
-    type Future = <Router as tower::Service<R>>::Future;
-
-    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
-        tower::Service::<R>::poll_ready(&mut self.inner, cx)
-    }
-
-    fn call(&mut self, req: R) -> Self::Future {
-        self.started.cancel();
-        tower::Service::call(&mut self.inner, req)
+    tokio::select! {
+        () = shutdown.cancelled() => {}
+        () = tokio::time::sleep(Duration::from_secs(1)) => {}
     }
 }

@@ -155,10 +155,7 @@ pub(crate) fn api_routes(deadline: Duration) -> OpenApiRouter<AppState> {
     let parts = OpenApiRouter::new()
         .routes(routes!(multipart::upload_part))
         .route_layer(DefaultBodyLimit::disable())
-        .route_layer(middleware::from_fn_with_state(
-            multipart::PartPermits::new(multipart::PARTS_IN_FLIGHT),
-            multipart::limit_parts,
-        ));
+        .route_layer(multipart::part_turns(multipart::PARTS_IN_FLIGHT));
     let data = OpenApiRouter::new()
         .routes(routes!(object::download))
         .routes(routes!(object::download_by_path))

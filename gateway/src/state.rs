@@ -112,8 +112,8 @@ impl AppState {
     }
 
     /// Drop the cached grant for (`package`, `affinity`) after one of its reservations failed.
-    pub fn forget_grant(&self, package: u64, affinity: u64) {
-        self.inner.grants.forget(package, affinity);
+    pub async fn forget_grant(&self, package: u64, affinity: u64) {
+        self.inner.grants.forget(package, affinity).await;
     }
 
     /// Publish an upload; concurrent commits share `CommitUploads` calls (and, for new

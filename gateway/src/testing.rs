@@ -72,6 +72,11 @@ pub struct CoordState {
     pub page_cap: usize,
     /// Commit of this path fails with Unavailable.
     pub fail_commit_path: Option<String>,
+    /// How `GrantUploads` answers: `None` = Unimplemented (every upload is begun on its
+    /// own), `Some(true)` = grants what is asked, `Some(false)` = refuses (`granted: false`).
+    pub grant: Option<bool>,
+    /// Every `GrantUploads` request, as received.
+    pub grant_requests: Vec<pb::GrantUploadsRequest>,
     /// RPC name → the error code it fails with (for the RPCs that call `call_checked`).
     pub fail_rpc: HashMap<&'static str, common::ErrorCode>,
     /// User spaces by id, secrets in clear (as stored); answers mask them.
@@ -1337,15 +1342,40 @@ impl CoordinatorService for FakeCoordinator {
         Ok(GrpcResponse::new(pb::Empty {}))
     }
 
-    /// No grants: the gateway then begins every upload on its own (`BeginUploads`), which
-    /// is what these tests record. Grants are tested against the real coordinator.
+    /// By default no grants: the gateway then begins every upload on its own
+    /// (`BeginUploads`), which is what most tests record. With `grant` set, path-less
+    /// reservations (upload ids from `next_id`) or a refusal; commits of granted uploads are
+    /// tested against the real coordinator.
     async fn grant_uploads(
         &self,
-        _req: GrpcRequest<pb::GrantUploadsRequest>,
+        req: GrpcRequest<pb::GrantUploadsRequest>,
     ) -> Result<GrpcResponse<pb::GrantUploadsResponse>, Status> {
-        Err(Status::unimplemented(
-            "the fake coordinator grants no uploads",
-        ))
+        let r = req.into_inner();
+        let mut st = self.call("grant_uploads");
+        st.grant_requests.push(r);
+        match st.grant {
+            None => Err(Status::unimplemented(
+                "the fake coordinator grants no uploads",
+            )),
+            Some(false) => Ok(GrpcResponse::new(pb::GrantUploadsResponse {
+                granted: false,
+                reason: "refused by the test".into(),
+                ..Default::default()
+            })),
+            Some(true) => {
+                let mut uploads = Vec::new();
+                for _ in 0..r.count {
+                    st.next_id += 1;
+                    let upload_id = st.next_id;
+                    uploads.push(st.reservation(upload_id, format!("grant:{upload_id}")));
+                }
+                Ok(GrpcResponse::new(pb::GrantUploadsResponse {
+                    granted: true,
+                    uploads,
+                    ..Default::default()
+                }))
+            }
+        }
     }
 }
 

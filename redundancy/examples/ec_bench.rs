@@ -105,8 +105,9 @@ async fn main() {
     let base = mibps(size, t.elapsed().as_secs_f64());
     println!("sha256 baseline       {base:>8.0} MiB/s");
 
-    // Encode, blocks drained by n concurrent readers: with block hashes (the agent's
-    // RebuildBlocks) and without (the gateway, which takes the agents' block hashes).
+    // Encode, blocks drained by n concurrent readers: with block hashes (`hash_blocks`, what
+    // hashing ec blocks would cost) and without (the default, as the gateway's uploads and the
+    // agent's RebuildBlocks run: both take the hashes the agents' PutShard answers with).
     for hash_blocks in [true, false] {
         let opts = EncodeOptions {
             hash_blocks,

@@ -1,8 +1,8 @@
 //! Streaming encoders: the input is a stream of byte chunks of any size, the output one bounded
 //! channel per block. `ec` stripes and Reed–Solomon-encodes (see [`crate::layout`] for the
 //! stored format); `rep` and `none` fan the same chunks out to every replica. Every encoder
-//! hashes the whole object (SHA-256) while streaming, and each block unless
-//! [`EncodeOptions::hash_blocks`] is off.
+//! hashes the whole object (SHA-256) while streaming, and each ec block only when
+//! [`EncodeOptions::hash_blocks`] is on (rep/none blocks are the object: they take its hash).
 //!
 //! Memory: an `ec` encoder holds the stripe it is filling (`k * chunk_size`), the stripe being
 //! encoded and its parity, and what the block channels hold (`channel_capacity` frames per
@@ -37,11 +37,11 @@ pub const DEFAULT_CHANNEL_CAPACITY: usize = 2;
 pub struct EncodeOptions {
     /// Frames (ec) or chunks (rep/none) each block channel buffers before the encoder waits.
     pub channel_capacity: usize,
-    /// Compute each block's SHA-256 (`BlockSummary::sha256`). An ec block costs a SHA-256
-    /// pass over `n / k` of the object on top of the object's own; a caller whose block
-    /// consumer hashes what it stores anyway (an agent's `PutShard` answers with the
-    /// SHA-256 of the stored bytes) can turn it off and use that hash instead. Every stored
-    /// piece still carries its CRC32C, so damage is found on read whatever this says.
+    /// Compute each block's SHA-256 (`BlockSummary::sha256`); off by default. An ec block
+    /// costs a SHA-256 pass over `n / k` of the object on top of the object's own; the
+    /// production callers (gateway uploads, the agent's RebuildBlocks) leave it off and take
+    /// the hash the agent's `PutShard` answers with. Every stored piece still carries its
+    /// CRC32C, so damage is found on read whatever this says.
     pub hash_blocks: bool,
 }
 
@@ -49,7 +49,7 @@ impl Default for EncodeOptions {
     fn default() -> Self {
         EncodeOptions {
             channel_capacity: DEFAULT_CHANNEL_CAPACITY,
-            hash_blocks: true,
+            hash_blocks: false,
         }
     }
 }

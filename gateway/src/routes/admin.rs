@@ -25,15 +25,15 @@ pub(crate) struct StartBody {
     package_id: Option<u64>,
     /// Re-hash every block on its agent instead of checking presence and size.
     #[serde(default)]
-    deep: Option<bool>,
+    deep: bool,
 }
 
 /// Query of `GET /v1/admin/scrub/status`.
 #[derive(Debug, Deserialize, IntoParams)]
 #[into_params(parameter_in = Query)]
 pub(crate) struct StatusQuery {
-    /// Most repair-log entries to return, newest first (default 20, at most 1000).
-    #[param(minimum = 0, maximum = 1000)]
+    /// Most repair-log entries to return, newest first (default 20, 1 to 1000).
+    #[param(minimum = 1, maximum = 1000)]
     recent: Option<u32>,
 }
 
@@ -90,10 +90,11 @@ pub(crate) struct ReencodeJson {
     cursor: String,
 }
 
-/// State of the scrub job: the current (or last) run and recent repairs.
+/// State of the scrub job: the current (or last) run and recent repairs. Also what
+/// `jcs --json admin scrub status` prints (built from the coordinator's `ScrubStatus`).
 #[derive(Debug, Serialize, ToSchema)]
 #[schema(as = ScrubStatusData)]
-pub(crate) struct StatusJson {
+pub struct StatusJson {
     /// A run is in progress or about to start.
     running: bool,
     deep: bool,
@@ -205,7 +206,7 @@ pub(crate) async fn start(
         None => 0,
         Some(id) => crate::routes::require_id("packageID", Some(id))?,
     };
-    let deep = body.deep.unwrap_or(false);
+    let deep = body.deep;
     let status = state
         .coordinator()
         .start_scrub(StartScrubRequest { package_id, deep })
@@ -222,10 +223,12 @@ pub(crate) async fn status(
     State(state): State<AppState>,
     ApiQuery(query): ApiQuery<StatusQuery>,
 ) -> Result<ApiOk<StatusJson>, ApiError> {
+    // Absent = the coordinator's default (20); 0 would mean the same, so it is refused
+    // like the schema says.
     let recent = query.recent.unwrap_or(0);
-    if recent > 1000 {
+    if query.recent.is_some() && !(1..=1000).contains(&recent) {
         return Err(ApiError::bad_argument(
-            "field `recent` must be at most 1000",
+            "field `recent` must be between 1 and 1000",
         ));
     }
     let status = state
@@ -306,7 +309,7 @@ mod tests {
                    "bytes": 68, "result": "repaired", "reason": "corrupt",
                    "time": "2025-06-24T08:31:28.514Z"})
         );
-        for bad in ["recent=1001", "recent=-1", "recent=x"] {
+        for bad in ["recent=0", "recent=1001", "recent=-1", "recent=x"] {
             let (status, body) =
                 json(call(fx.app(), http_get(&format!("/v1/admin/scrub/status?{bad}"))).await)
                     .await;

@@ -3,14 +3,9 @@
 //! and `completeMultipartUpload` has the agent concatenate the chosen parts into the
 //! object's content.
 
-use std::sync::Arc;
-
-use axum::extract::{Request, State};
-use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
+use axum::extract::State;
 use proto::coordinator::NewMultipartUploadRequest;
 use serde::{Deserialize, Serialize};
-use tokio::sync::Semaphore;
 use tracing::Instrument;
 use utoipa::ToSchema;
 
@@ -85,31 +80,15 @@ pub(crate) async fn new_multipart_upload(
 /// Most uploadPart requests one gateway streams at once. Each holds a few MiB of bounded
 /// buffers while it streams (docs/architecture.md, "Memory bounds"); a client that sends
 /// more parts in parallel (`jcs cp` sends up to `--jobs`) gets them served in turn: a
-/// waiting part's body is not read until it gets its turn, so it costs no buffer.
+/// waiting part's body is not read until it gets its turn, so it costs no buffer
+/// ([`part_turns`]).
 pub(crate) const PARTS_IN_FLIGHT: usize = 4;
 
-/// The uploadPart turns of one gateway (see [`limit_parts`]).
-#[derive(Clone, Debug)]
-pub(crate) struct PartPermits(Arc<Semaphore>);
-
-impl PartPermits {
-    pub(crate) fn new(permits: usize) -> PartPermits {
-        PartPermits(Arc::new(Semaphore::new(permits)))
-    }
-}
-
-/// Middleware of the uploadPart route: wait for a turn (one of [`PARTS_IN_FLIGHT`]) before
-/// the handler reads the body, hold it until the response is ready.
-pub(crate) async fn limit_parts(
-    State(PartPermits(permits)): State<PartPermits>,
-    req: Request,
-    next: Next,
-) -> Response {
-    // The semaphore is never closed, so acquiring fails only if it were.
-    let Ok(_turn) = permits.acquire().await else {
-        return ApiError::internal("uploadPart turns closed").into_response();
-    };
-    next.run(req).await
+/// The uploadPart turns of one gateway, a route layer: `poll_ready` waits for one of
+/// [`PARTS_IN_FLIGHT`] permits before the handler runs (so before it reads the body), and the
+/// permit is held until the handler's response is ready.
+pub(crate) fn part_turns(permits: usize) -> tower::limit::GlobalConcurrencyLimitLayer {
+    tower::limit::GlobalConcurrencyLimitLayer::new(permits)
 }
 
 /// `POST /v1/object/uploadPart` (multipart/form-data). Like upload, it runs in its own task
@@ -195,7 +174,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn limit_parts_lets_only_its_permits_through_at_once() {
+    async fn part_turns_let_only_their_permits_through_at_once() {
         use std::sync::Arc;
         use std::sync::atomic::{AtomicUsize, Ordering};
 
@@ -203,7 +182,7 @@ mod tests {
         use tokio::sync::Semaphore;
         use tower::ServiceExt as _;
 
-        use super::{PartPermits, limit_parts};
+        use super::part_turns;
 
         // A handler that stays in flight until released, counting how many run at once.
         let running = Arc::new(AtomicUsize::new(0));
@@ -221,10 +200,7 @@ mod tests {
         };
         let app = axum::Router::new()
             .route("/part", post_route(handler))
-            .route_layer(axum::middleware::from_fn_with_state(
-                PartPermits::new(2),
-                limit_parts,
-            ));
+            .route_layer(part_turns(2));
         let requests: Vec<_> = (0..5)
             .map(|_| {
                 let app = app.clone();

@@ -8,7 +8,15 @@ use common::{CodedError, ErrorCode};
 use redundancy::layout::EcLayout;
 use redundancy::{EncodeOptions, Error, Policy};
 
-use crate::{drain, encode, healthy, pattern, read, sha, sources};
+use crate::{drain, encode, encode_with, healthy, pattern, read, sha, sources};
+
+/// Options that make the encoder hash every block (tests that check block hashes).
+fn hashing() -> EncodeOptions {
+    EncodeOptions {
+        hash_blocks: true,
+        ..EncodeOptions::default()
+    }
+}
 
 fn policies() -> Vec<Policy> {
     vec![
@@ -45,7 +53,7 @@ async fn every_policy_round_trips_every_size() {
         for size in sizes(&policy) {
             for input_chunk in [7, 1000] {
                 let data = pattern(size, size as u64 + 1);
-                let (summary, blocks) = encode(policy, &data, input_chunk).await;
+                let (summary, blocks) = encode_with(policy, hashing(), &data, input_chunk).await;
                 let ctx = format!("{policy:?} size {size} input {input_chunk}");
                 assert_eq!(summary.size, size as u64, "{ctx}");
                 assert_eq!(summary.sha256, sha(&data), "{ctx}");
@@ -228,27 +236,8 @@ async fn input_errors_and_vanished_consumers_fail_the_encode() {
 async fn blocks_without_hashes_are_the_same_blocks() {
     for policy in policies() {
         let data = pattern(3 * 1000 + 17, 5);
-        let (hashed, hashed_blocks) = encode(policy, &data, 100).await;
-        let (encoder, streams) = redundancy::encoder(
-            policy,
-            EncodeOptions {
-                hash_blocks: false,
-                ..EncodeOptions::default()
-            },
-        )
-        .unwrap();
-        let input = futures::stream::iter(
-            data.chunks(100)
-                .map(|c| Ok::<_, io::Error>(Bytes::copy_from_slice(c)))
-                .collect::<Vec<_>>(),
-        );
-        let collect = futures::future::join_all(
-            streams
-                .into_iter()
-                .map(redundancy::memory::MemoryBlock::collect),
-        );
-        let (plain, blocks) = tokio::join!(encoder.run(input), collect);
-        let plain = plain.unwrap();
+        let (hashed, hashed_blocks) = encode_with(policy, hashing(), &data, 100).await;
+        let (plain, blocks) = encode(policy, &data, 100).await;
         assert_eq!(blocks, hashed_blocks, "{policy:?}");
         assert_eq!(plain.sha256, hashed.sha256, "{policy:?}");
         assert_eq!(plain.size, hashed.size, "{policy:?}");

@@ -25,13 +25,24 @@ pub fn sha(data: &[u8]) -> [u8; 32] {
     Sha256::digest(data).into()
 }
 
-/// Encodes `data` fed in chunks of `input_chunk` bytes; returns the summary and the stored blocks.
+/// Encodes `data` fed in chunks of `input_chunk` bytes with the default options; returns the
+/// summary and the stored blocks.
 pub async fn encode(
     policy: Policy,
     data: &[u8],
     input_chunk: usize,
 ) -> (EncodeSummary, Vec<Bytes>) {
-    let (encoder, streams) = redundancy::encoder(policy, EncodeOptions::default()).unwrap();
+    encode_with(policy, EncodeOptions::default(), data, input_chunk).await
+}
+
+/// [`encode`] with `opts`.
+pub async fn encode_with(
+    policy: Policy,
+    opts: EncodeOptions,
+    data: &[u8],
+    input_chunk: usize,
+) -> (EncodeSummary, Vec<Bytes>) {
+    let (encoder, streams) = redundancy::encoder(policy, opts).unwrap();
     let chunks: Vec<io::Result<Bytes>> = data
         .chunks(input_chunk.max(1))
         .map(|c| Ok(Bytes::copy_from_slice(c)))
