@@ -578,12 +578,15 @@ pub async fn download_object(
             message: format!("{} is an unfinished multipart upload", obj.path),
         });
     }
+    let size = obj.size();
+    if size <= CHUNK as u64 {
+        return download_small(api, out, obj, dest, total).await;
+    }
     if let Some(dir) = dest.parent().filter(|d| !d.as_os_str().is_empty()) {
         tokio::fs::create_dir_all(dir)
             .await
             .map_err(|e| Error::io("creating", dir, e))?;
     }
-    let size = obj.size();
     let part = partial_path(dest, obj);
     let mut have = match tokio::fs::metadata(&part).await {
         Ok(m) if m.len() <= size => m.len(),
@@ -678,6 +681,94 @@ pub async fn download_object(
         resumed_bytes: (resumed > 0).then_some(resumed),
         ..Default::default()
     })
+}
+
+/// [`download_object`] of an object of at most [`CHUNK`] bytes: the body is received and
+/// hash-checked in memory (bounded by the chunk size), then the file is written (to its
+/// partial name, then renamed, replacing any partial file of an earlier attempt) in one
+/// blocking task instead of a file-system hop per step. There is nothing to resume: a cut
+/// download writes nothing.
+async fn download_small(
+    api: &Api,
+    out: &Out,
+    obj: &Object,
+    dest: &Path,
+    total: Option<Arc<ProgressBar>>,
+) -> Result<FileReport> {
+    let size = obj.size();
+    let bar = if total.is_some() {
+        ProgressBar::hidden()
+    } else {
+        out.bytes_bar(size, &obj.path)
+    };
+    let mut data = Vec::with_capacity(size as usize);
+    let mut got = 0u64;
+    if size > 0 {
+        let resp = api.download(obj.object_id, 0).await?;
+        let mut stream = resp.bytes_stream();
+        while let Some(Ok(chunk)) = stream.next().await {
+            got += chunk.len() as u64;
+            if got > size {
+                break; // more than the object has: refused below, nothing kept
+            }
+            data.extend_from_slice(&chunk);
+            bar.inc(chunk.len() as u64);
+            if let Some(t) = &total {
+                t.inc(chunk.len() as u64);
+            }
+        }
+    }
+    out.remove(&bar);
+    if got != size {
+        return Err(Error::ShortDownload {
+            path: obj.path.clone(),
+            got,
+            expected: size,
+        });
+    }
+    let hash = format!("Full{}", hex::encode_upper(sha2::Sha256::digest(&data)));
+    if hash != obj.file_hash {
+        return Err(Error::HashMismatch {
+            path: obj.path.clone(),
+            expected: obj.file_hash.clone(),
+            got: hash,
+        });
+    }
+    let part = partial_path(dest, obj);
+    let to = dest.to_path_buf();
+    tokio::task::spawn_blocking(move || write_then_rename(&part, &to, &data))
+        .await
+        .map_err(|e| Error::io("writing", dest, std::io::Error::other(e.to_string())))??;
+    Ok(FileReport {
+        path: dest.display().to_string(),
+        bytes: size,
+        object_id: Some(obj.object_id),
+        ..Default::default()
+    })
+}
+
+/// Write `data` to `part` (created, or truncated), creating its directory when missing,
+/// then rename it to `dest`; `part` is removed when a step fails (blocking).
+fn write_then_rename(part: &Path, dest: &Path, data: &[u8]) -> Result<()> {
+    use std::io::Write as _;
+    let create = || std::fs::File::create(part);
+    let file = match create() {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            if let Some(dir) = part.parent() {
+                std::fs::create_dir_all(dir).map_err(|e| Error::io("creating", dir, e))?;
+            }
+            create()
+        }
+        other => other,
+    };
+    let written = file
+        .and_then(|mut file| file.write_all(data))
+        .map_err(|e| Error::io("writing", part, e))
+        .and_then(|()| std::fs::rename(part, dest).map_err(|e| Error::io("renaming", part, e)));
+    if written.is_err() {
+        let _ = std::fs::remove_file(part);
+    }
+    written
 }
 
 /// Every regular file under `root`, with its `/`-separated path relative to `root` and its

@@ -380,10 +380,11 @@ async fn downloads_resume_from_a_partial_file_and_check_the_hash() {
     let env = Env::new().await;
     env.setup();
     let f = env.path("obj.bin");
-    let data = content(600_000, 7);
+    // Larger than one chunk: objects of at most 1 MiB are fetched whole, never resumed.
+    let data = content(1_600_000, 7);
     std::fs::write(&f, &data).unwrap();
     let up = env.json_lines(&["cp", f.to_str().unwrap(), "jcs://b/p/obj.bin"]);
-    assert_eq!(up[0]["bytes"], 600_000);
+    assert_eq!(up[0]["bytes"], 1_600_000);
     let listed = env.json_lines(&["ls", "jcs://b/p/obj.bin"]);
     let hash = listed[0]["fileHash"].as_str().unwrap();
     let dest = env.path("out.bin");
@@ -402,6 +403,32 @@ async fn downloads_resume_from_a_partial_file_and_check_the_hash() {
     assert!(!partial.exists() && !dest.exists());
     env.ok(&["cp", "jcs://b/p/obj.bin", dest.to_str().unwrap()]);
     assert_eq!(std::fs::read(&dest).unwrap(), data);
+    env.finish();
+}
+
+#[tokio::test]
+async fn small_downloads_are_whole_and_replace_a_partial_file() {
+    let env = Env::new().await;
+    env.setup();
+    let f = env.path("small.bin");
+    let data = content(300_000, 9);
+    std::fs::write(&f, &data).unwrap();
+    env.ok(&["cp", f.to_str().unwrap(), "jcs://b/p/small.bin"]);
+    let listed = env.json_lines(&["ls", "jcs://b/p/small.bin"]);
+    let hash = listed[0]["fileHash"].as_str().unwrap();
+    let dest = env.path("new/dir/small.bin");
+    std::fs::create_dir_all(env.path("new/dir")).unwrap();
+    let partial = env.path(&format!("new/dir/.small.bin.{}.jcs-part", &hash[4..20]));
+    std::fs::write(&partial, vec![0u8; 400_000]).unwrap();
+    let r = env.json_lines(&["cp", "jcs://b/p/small.bin", dest.to_str().unwrap()]);
+    assert_eq!(r[0]["bytes"], 300_000, "{r:?}");
+    assert!(r[0].get("resumedBytes").is_none(), "{r:?}");
+    assert_eq!(std::fs::read(&dest).unwrap(), data);
+    assert!(!partial.exists());
+    // Into a directory that does not exist yet.
+    let deep = env.path("a/b/c/small.bin");
+    env.ok(&["cp", "jcs://b/p/small.bin", deep.to_str().unwrap()]);
+    assert_eq!(std::fs::read(&deep).unwrap(), data);
     env.finish();
 }
 
