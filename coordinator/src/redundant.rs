@@ -101,6 +101,7 @@ impl Service {
         path: &str,
         affinity: Option<SpaceId>,
         policy: Policy,
+        chosen: bool,
     ) -> Result<pb::BeginUploadResponse, Error> {
         let targets = match self.place_blocks(&policy, affinity) {
             Ok(targets) => targets,
@@ -122,6 +123,7 @@ impl Service {
             policy,
             spaces: targets.iter().map(|t| t.space.0).collect(),
         });
+        up.policy_chosen = chosen;
         let expires = now + ms(self.ticket_ttl);
         let blocks: Vec<pb::BlockTarget> = targets
             .iter()

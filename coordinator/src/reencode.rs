@@ -403,15 +403,16 @@ fn job_pb(package: PackageId, j: ReencodeJob) -> pb::ReencodeStatus {
 }
 
 impl crate::service::Service {
-    /// Queue an object just stored as `none` (every plain or granted upload commit, multipart
-    /// completion, import) for conversion to its package's policy when that is rep/ec (a
-    /// policy set after the upload was reserved), and wake the leader if it is this node.
-    /// Cheap when the policy is `none`: the effective policy is cached, nothing is written.
-    /// The object is already committed: a failure is logged, not returned.
+    /// Queue an object just committed (every upload commit that did not choose its own
+    /// redundancy, multipart completion, import) for conversion to its package's policy
+    /// when it is stored otherwise (a policy set after the upload was reserved, or a
+    /// completion or import stored `none` in a rep/ec package), and wake the leader if it
+    /// is this node. Cheap when they agree: the effective policy is cached, nothing is
+    /// written. The object is already committed: a failure is logged, not returned.
     pub(crate) async fn converge_policy(&self, o: &ObjectRow) {
         let queued = async {
             let policy = self.effective_policy(o.package_id).await?;
-            if policy != Policy::None {
+            if policy != o.block_policy().unwrap_or(Policy::None) {
                 self.catalog.queue_reencode(o.object_id).await?;
                 return Ok::<bool, crate::error::Error>(true);
             }

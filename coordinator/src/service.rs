@@ -227,16 +227,18 @@ impl Service {
         common::path::validate_object_path(&r.path).map_err(bad)?;
         let affinity = (r.affinity != 0).then_some(SpaceId(r.affinity));
         let policy = self.upload_policy(package, &r.redundancy_json).await?;
+        let chosen = !r.redundancy_json.is_empty();
         if policy != redundancy::Policy::None {
             return self
-                .begin_block_upload(package, &r.path, affinity, policy)
+                .begin_block_upload(package, &r.path, affinity, policy, chosen)
                 .await;
         }
         let target = self.place_with_affinity(affinity).await?;
-        let up = self
+        let mut up = self
             .catalog
             .begin_upload(package, &r.path, target.space.0, self.upload_expires_at())
             .await?;
+        up.policy_chosen = chosen;
         Ok(self.plain_reservation(&up, target))
     }
 
@@ -266,17 +268,19 @@ impl Service {
         up: &UploadRow,
         r: &pb::CommitUploadRequest,
     ) -> Result<ObjectRow, Error> {
-        if up.blocks.is_some() {
-            self.commit_blocks(up, r).await
+        let o = if up.blocks.is_some() {
+            self.commit_blocks(up, r).await?
         } else if !r.blocks.is_empty() {
-            Err(bad(
+            return Err(bad(
                 "blocks given for an upload that was not begun as rep/ec",
-            ))
+            ));
         } else {
-            let o = self.catalog.commit_upload(up, r.size, &r.sha256).await?;
+            self.catalog.commit_upload(up, r.size, &r.sha256).await?
+        };
+        if !up.policy_chosen {
             self.converge_policy(&o).await;
-            Ok(o)
         }
+        Ok(o)
     }
 
     pub(crate) fn reservation(
@@ -615,11 +619,14 @@ impl CoordinatorService for Service {
             })
             .unzip();
         let committed = self.catalog.commit_uploads(&items).await;
-        // Stored `none`: converge to a rep/ec policy set since the reservation.
+        // Stored `none`: converge to a rep/ec policy set since the reservation, unless the
+        // upload chose `none` itself.
         futures::future::join_all(
             committed
                 .iter()
-                .filter_map(|r| r.as_ref().ok())
+                .zip(&items)
+                .filter(|(_, (up, ..))| !up.policy_chosen)
+                .filter_map(|(r, _)| r.as_ref().ok())
                 .map(|o| self.converge_policy(o)),
         )
         .await;

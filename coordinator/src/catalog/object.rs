@@ -211,6 +211,7 @@ impl Catalog {
             create_time_ms: common::time::now_ms(),
             expires_at_ms,
             blocks: None,
+            policy_chosen: false,
         })
     }
 

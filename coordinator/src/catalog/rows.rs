@@ -151,6 +151,10 @@ pub struct UploadRow {
     /// rep/ec uploads: the policy and the space of every block (`blocks.rs`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub blocks: Option<BlockPlan>,
+    /// The upload named its own redundancy (the upload info's `redundancy`): its object
+    /// keeps it and is not converged to the package policy at commit.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub policy_chosen: bool,
 }
 
 /// Where the blocks of a rep/ec upload go, carried in its commit token.

@@ -442,6 +442,74 @@ async fn multipart_completion_converges_to_the_package_policy() {
 }
 
 #[tokio::test]
+async fn uploads_that_choose_their_redundancy_keep_it() {
+    let c = six_agents_on_redb().await;
+    let api = c.api().clone();
+    let rep2 = json!({"type": "rep", "repCount": 2});
+    let (package, _) = package_with(&api, "chosen", rep2.clone()).await;
+    // The upload info's redundancy overrides the package policy, plain and rep/ec alike.
+    let own_none = data(40, 50_000);
+    let o = upload(
+        &api,
+        package,
+        "own-none.bin",
+        &own_none,
+        Some(json!({"type": "none"})),
+    )
+    .await;
+    assert_eq!(o["redundancy"], json!({"type": "none"}), "{o}");
+    let own_ec = data(41, 3 * STRIPE + 5);
+    let o = upload(&api, package, "own-ec.bin", &own_ec, Some(ec46())).await;
+    assert_eq!(o["redundancy"], ec46(), "{o}");
+    // A multipart completion (stored plain, no choice made) converges: once it has, the
+    // leader has worked through the queue, which is taken in object-id order.
+    let d = Api::ok(
+        api.post(
+            "/v1/object/newMultipartUpload",
+            json!({"packageID": package, "path": "mpu.bin"}),
+        )
+        .await,
+    );
+    let id = d["object"]["objectID"].as_u64().unwrap();
+    let part = data(42, 70_000);
+    Api::ok(
+        api.post_form("/v1/object/uploadPart", part_form(id, 1, part.clone()))
+            .await,
+    );
+    Api::ok(
+        api.post(
+            "/v1/object/completeMultipartUpload",
+            json!({"objectID": id, "indexes": [1]}),
+        )
+        .await,
+    );
+    let converged = wait_for(Duration::from_secs(30), || async {
+        let s = status(&api).await;
+        let listed = api.package_objects(package).await;
+        let mpu = listed.iter().find(|o| o["path"] == "mpu.bin").cloned();
+        (s["reencodeQueued"] == 0 && mpu.is_some_and(|o| o["redundancy"] == rep2)).then_some(())
+    })
+    .await;
+    assert!(
+        converged.is_some(),
+        "{:?} {}",
+        api.package_objects(package).await,
+        status(&api).await
+    );
+    check_stored(&c, package, "mpu.bin", &part, &rep2).await;
+    check_stored(
+        &c,
+        package,
+        "own-none.bin",
+        &own_none,
+        &json!({"type": "none"}),
+    )
+    .await;
+    check_stored(&c, package, "own-ec.bin", &own_ec, &ec46()).await;
+    c.shutdown().await;
+}
+
+#[tokio::test]
 async fn imports_converge_to_the_default_policy() {
     let rep2 = json!({"type": "rep", "repCount": 2});
     let c = TestCluster::builder()
