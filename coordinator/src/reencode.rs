@@ -30,7 +30,7 @@ use common::{ObjectId, PackageId};
 use proto::coordinator as pb;
 use redundancy::Policy;
 
-use crate::catalog::blocks::{BlockRow, BlocksRow, block_len};
+use crate::catalog::blocks::{BlockRow, BlocksRow, POLICY_CACHE_TTL, block_len};
 use crate::catalog::reencode::ReencodeJob;
 use crate::catalog::repair::RepairLogRow;
 use crate::catalog::rows::ObjectRow;
@@ -40,6 +40,15 @@ use crate::scrub::{RebuildInto, Scrubber, TICKET_TTL_MS};
 
 /// Most jobs the status lists.
 const STATUS_JOBS: usize = 100;
+
+/// How long after the leader first sees a new job its walk starts. Every coordinator
+/// caches package policies for up to [`POLICY_CACHE_TTL`]; a commit on another
+/// coordinator whose cache still held the old policy converges nothing (reencode.rs
+/// `converge_policy`), but it happened before the settle ended, so the walk (which starts
+/// after it) sees and converts its object. Commits after that read the new policy and
+/// queue themselves.
+pub(crate) const REENCODE_SETTLE: std::time::Duration =
+    POLICY_CACHE_TTL.saturating_add(POLICY_CACHE_TTL);
 
 /// What happened to one object.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,6 +96,9 @@ impl Scrubber {
                 return Ok(true);
             }
             return Err(e);
+        }
+        if !self.settled(package, &job.row) {
+            return Ok(false);
         }
         let mut state = job.row.clone();
         if !state.counted {
@@ -150,6 +162,29 @@ impl Scrubber {
             tracing::info!(package_id = %package, "re-encode job restarted by a newer policy change");
         }
         Ok(true)
+    }
+
+    /// Whether the walk of `job` (of `package`) may go on: it has begun, or this leader
+    /// first saw the job at least [`REENCODE_SETTLE`] ago (see there).
+    fn settled(&self, package: PackageId, job: &ReencodeJob) -> bool {
+        if job.checked > 0 || !job.cursor.is_empty() {
+            return true;
+        }
+        let now = std::time::Instant::now();
+        let mut seen = self
+            .reencode_seen
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        match *seen {
+            Some((p, started, at)) if p == package && started == job.started_ms => {
+                now.duration_since(at) >= REENCODE_SETTLE
+            }
+            _ => {
+                *seen = Some((package, job.started_ms, now));
+                tracing::debug!(package_id = %package, "re-encode walk starts once every coordinator's policy cache has expired");
+                false
+            }
+        }
     }
 
     /// Convert the queued objects (see the module doc). An object leaves the queue once it
@@ -503,8 +538,25 @@ mod tests {
             }
         }
         let s = scrubber(c.clone());
-        let (found, _) = s.running_job().await.unwrap().unwrap();
+        let (found, job) = s.running_job().await.unwrap().unwrap();
         assert_eq!(found, last);
+        // The walk waits for every coordinator's policy cache to expire first: nothing is
+        // looked at, not even the live spaces.
+        assert!(!s.reencode_step().await.unwrap());
+        let st = status(&c).await.unwrap();
+        assert_eq!(st[0].package_id, last.0);
+        assert_eq!(
+            (st[0].checked, st[0].last_error.as_str()),
+            (0, ""),
+            "walked before the policy caches expired"
+        );
+        // As if REENCODE_SETTLE had passed since the leader first saw the job.
+        {
+            let mut seen = s.reencode_seen.lock().unwrap();
+            let (p, started, at) = seen.expect("the job was seen");
+            assert_eq!((p, started), (last, job.row.started_ms));
+            *seen = Some((p, started, at - REENCODE_SETTLE));
+        }
         // No live space known (no agent heard from): the job waits, nothing is counted.
         assert!(!s.reencode_step().await.unwrap());
         let st = status(&c).await.unwrap();

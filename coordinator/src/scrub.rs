@@ -66,6 +66,10 @@ pub struct Scrubber {
     pub(crate) default_redundancy: redundancy::Policy,
     /// A repair-log entry was written since the log was last trimmed.
     pub(crate) log_written: Arc<AtomicBool>,
+    /// The re-encode job whose walk waits to start: package, job start time, when this
+    /// leader first saw it (reencode.rs, [`crate::reencode::REENCODE_SETTLE`]).
+    pub(crate) reencode_seen:
+        Arc<std::sync::Mutex<Option<(common::PackageId, i64, std::time::Instant)>>>,
 }
 
 #[cfg(test)]
@@ -83,6 +87,7 @@ impl Scrubber {
             turn: Arc::default(),
             default_redundancy: redundancy::Policy::None,
             log_written: Arc::default(),
+            reencode_seen: Arc::default(),
         }
     }
 }

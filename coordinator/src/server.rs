@@ -99,6 +99,7 @@ impl Coordinator {
             turn: Arc::default(),
             default_redundancy: config.default_redundancy,
             log_written: Arc::default(),
+            reencode_seen: Arc::default(),
         };
         let service = Service {
             catalog,
