@@ -194,10 +194,6 @@ pub enum Error {
         source: std::io::Error,
     },
 
-    /// The blocking task touching a shard panicked or was cancelled.
-    #[snafu(display("shard touch task failed"))]
-    TouchTask { source: tokio::task::JoinError },
-
     /// Listing the shards of a space failed.
     #[snafu(display("failed to list shards of space {space}"))]
     ListShards {
@@ -436,7 +432,6 @@ impl CodedError for Error {
             Error::ShardNotFound { .. } => ErrorCode::NotFound,
             Error::ShardTruncated { .. } => ErrorCode::Internal,
             Error::TouchShard { source, .. } => io_code(source),
-            Error::TouchTask { .. } => ErrorCode::Internal,
             Error::ListShards { source, .. } => storage_code(source),
             Error::DeleteShard { source, .. } => storage_code(source),
             Error::Interrupted => ErrorCode::Unavailable,

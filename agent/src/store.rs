@@ -31,8 +31,8 @@ use crate::error::{
     BadRequestSnafu, DeleteShardSnafu, Error, GroupWriterTaskSnafu, HashChunkSnafu,
     InvalidShardHashSnafu, ListShardsSnafu, OpenSpaceSnafu, RangeOutOfBoundsSnafu, ReadShardSnafu,
     Result, ShardNotFoundSnafu, ShardTooLargeSnafu, ShardTruncatedSnafu, SpaceFullSnafu,
-    SpacePathSnafu, StreamAbortedSnafu, TouchShardSnafu, TouchTaskSnafu, WriteLocalShardSnafu,
-    WriteShardSnafu, WriterTaskSnafu,
+    SpacePathSnafu, StreamAbortedSnafu, TouchShardSnafu, WriteLocalShardSnafu, WriteShardSnafu,
+    WriterTaskSnafu,
 };
 use crate::files::FileRoot;
 
@@ -695,51 +695,58 @@ impl SpaceStore {
     /// [`SpaceStore::delete_if_unmodified`] either ran before (a fresh shard arrives) or sees
     /// the fresh mtime and refuses. A new shard counts against `max_size` (checked and
     /// reserved before it is moved into place: `SpaceFull`, nothing stored).
+    ///
+    /// On the filesystem this is the small puts' finalize ([`SpaceStore::finalize_blocking`])
+    /// on a blocking-pool thread, followed by a sync of every directory that got a new
+    /// entry ([`Placed::dirs_to_sync`]): the shard's name is durable before the caller
+    /// commits the object (the temp file's bytes were synced when its writer closed).
     async fn finalize(&self, tmp: &str, hash: &str, size: u64) -> Result<()> {
         let space = self.name.as_str();
         // Counted (a listing, the first time) before taking the lock.
         let usage = self.usage().await?;
+        if let Finalize::Rename { root } = &self.finalize {
+            let (store, root, hash) = (self.clone(), root.clone(), hash.to_owned());
+            let tmp = root.join(tmp);
+            return tokio::task::spawn_blocking(move || {
+                let placed = store.finalize_blocking(&root, &tmp, &hash, size)?;
+                for dir in placed.dirs_to_sync(&root, &hash) {
+                    sync_dir(&dir).context(WriteLocalShardSnafu {
+                        space: store.name.as_str(),
+                    })?;
+                }
+                Ok(())
+            })
+            .await
+            .context(WriterTaskSnafu)?;
+        }
         let path = shard_path(hash);
-        let exists = {
+        {
             let _guard = self.shared.locks.of(hash).lock().await;
             let exists = self
                 .op
                 .exists(&path)
                 .await
                 .context(WriteShardSnafu { space })?;
-            if exists {
-                // A deduplicated shard may be arbitrarily old: refresh it so GC keeps it.
-                match &self.finalize {
-                    Finalize::Rename { root } => self.touch(root, hash).await?,
-                    Finalize::Copy => self.copy_into_place(tmp, &path).await?,
-                    Finalize::Rewrite => self.rewrite(tmp, &path, size).await?,
-                }
-            } else {
+            if !exists {
                 self.reserve(usage, size)?;
-                // The fs backend creates the parent directory before renaming. The renamed
-                // file's mtime is that of its last write, which happened after the upload
-                // began; GC's grace (at least the upload expiry) covers it.
-                let moved = match &self.finalize {
-                    Finalize::Rename { .. } => self
-                        .op
-                        .rename(tmp, &path)
-                        .await
-                        .context(WriteShardSnafu { space }),
-                    Finalize::Copy => self.copy_into_place(tmp, &path).await,
-                    Finalize::Rewrite => self.rewrite(tmp, &path, size).await,
-                };
-                if let Err(err) = moved {
-                    release(usage, size);
-                    return Err(err);
-                }
             }
-            exists
-        };
-        if exists {
-            debug!(space, hash, "shard already stored; touched");
+            // A deduplicated shard may be arbitrarily old: the copy refreshes it so GC
+            // keeps it.
+            let moved = match &self.finalize {
+                Finalize::Copy => self.copy_into_place(tmp, &path).await,
+                _ => self.rewrite(tmp, &path, size).await,
+            };
+            if let Err(err) = moved {
+                if !exists {
+                    release(usage, size);
+                }
+                return Err(err);
+            }
+            if exists {
+                debug!(space, hash, "shard already stored; refreshed");
+            }
         }
-        let tmp_left = exists || !matches!(self.finalize, Finalize::Rename { .. });
-        if tmp_left && let Err(e) = self.op.delete(tmp).await {
+        if let Err(e) = self.op.delete(tmp).await {
             warn!(space, path = %tmp, error = %e, "failed to remove temp file");
         }
         Ok(())
@@ -833,21 +840,6 @@ impl SpaceStore {
         }
         *used = wanted;
         Ok(())
-    }
-
-    /// Set the mtime of stored shard `hash` under fs root `root` to now (opendal has no
-    /// touch: `std::fs` on the blocking pool).
-    async fn touch(&self, root: &Path, hash: &str) -> Result<()> {
-        let path = local_shard_path(root, hash);
-        tokio::task::spawn_blocking(move || {
-            std::fs::File::options()
-                .write(true)
-                .open(&path)?
-                .set_modified(SystemTime::now())
-        })
-        .await
-        .context(TouchTaskSnafu)?
-        .context(TouchShardSnafu { hash })
     }
 
     /// Delete shard `hash` when it exists and its mtime is before `not_modified_since_ms`
@@ -1319,14 +1311,16 @@ enum Placed {
 }
 
 impl Placed {
-    /// The directories to sync for the new name of shard `hash` under `root` to be durable.
+    /// The directories to sync for the new name of shard `hash` under `root` to be durable:
+    /// `shards/<hh>`, and when that was created, `shards` and the root too (which may
+    /// just have got `shards`; at most 256 times per store).
     fn dirs_to_sync(self, root: &Path, hash: &str) -> Vec<PathBuf> {
         match self {
             Placed::Touched => Vec::new(),
             Placed::Renamed { new_dir } => {
                 let shard_dir = root.join("shards").join(&hash[..2]);
                 if new_dir {
-                    vec![shard_dir, root.join("shards")]
+                    vec![shard_dir, root.join("shards"), root.to_path_buf()]
                 } else {
                     vec![shard_dir]
                 }
