@@ -43,6 +43,9 @@ pub struct Metrics {
     pub shard_bytes: IntCounterVec,
     /// Sync runs: `event` = `started` | `finished` (succeeded) | `failed` | `cancelled`.
     pub sync_runs: IntCounterVec,
+    /// Downloads the gateway cut because the client took no data for
+    /// `download_stall_timeout`.
+    pub downloads_stalled: IntCounter,
     /// Completed shard GC passes.
     pub gc_passes: IntCounter,
     /// Shards deleted by GC.
@@ -141,6 +144,14 @@ impl Metrics {
             "Sync runs started, finished (succeeded), failed and cancelled",
             &["event"],
         );
+        let downloads_stalled = register(
+            &r,
+            IntCounter::new(
+                "jcs_gateway_downloads_stalled_total",
+                "Downloads cut because the client took no data for download_stall_timeout",
+            )
+            .expect("valid counter"),
+        );
         let gc_passes = register(
             &r,
             IntCounter::new("jcs_gc_passes_total", "Completed shard GC passes")
@@ -172,6 +183,7 @@ impl Metrics {
             gateway_bytes,
             shard_bytes,
             sync_runs,
+            downloads_stalled,
             gc_passes,
             gc_shards_deleted,
             read_damage,
@@ -263,6 +275,7 @@ mod tests {
         m.sync_runs.with_label_values(&["started"]).inc();
         m.gc_passes.inc();
         m.gc_shards_deleted.inc_by(2);
+        m.downloads_stalled.inc();
         let text = m.render();
         for line in [
             r#"jcs_http_requests_total{method="GET",route="/v1/x",status="200"} 1"#,
@@ -273,6 +286,7 @@ mod tests {
             r#"jcs_sync_runs_total{event="started"} 1"#,
             "jcs_gc_passes_total 1",
             "jcs_gc_shards_deleted_total 2",
+            "jcs_gateway_downloads_stalled_total 1",
             "jcs_http_request_duration_seconds_bucket",
             "jcs_grpc_request_duration_seconds_count",
         ] {

@@ -33,6 +33,12 @@ pub struct GatewayConfig {
     /// of `request_timeout`.
     #[serde(with = "humantime_serde")]
     pub max_wait: Duration,
+    /// A download (`download`, `downloadByPath`) whose client takes no data for this
+    /// long is cut, e.g. `"60s"`: a client that stops reading would otherwise hold its
+    /// agent stream (and up to one HTTP/2 stream window of the gateway's agent connection)
+    /// for as long as it keeps the socket open. A client reading at any pace keeps it.
+    #[serde(with = "humantime_serde")]
+    pub download_stall_timeout: Duration,
     /// mTLS towards coordinators and agents (`[tls]`: ca, cert, key; the HTTP API itself is
     /// not affected); without it, plain TCP only to loopback coordinators or with
     /// `insecure_plaintext` (see `common::tls`).
@@ -81,6 +87,7 @@ impl Default for GatewayConfig {
             request_timeout: Duration::from_secs(60),
             shutdown_timeout: Duration::from_secs(30),
             max_wait: Duration::from_secs(20),
+            download_stall_timeout: Duration::from_secs(60),
             tls: common::tls::TlsConfig::default(),
             auth: AuthConfig::default(),
         }
@@ -101,6 +108,9 @@ impl GatewayConfig {
         }
         if self.request_timeout.is_zero() {
             return Err("gateway.request_timeout must be greater than zero".to_owned());
+        }
+        if self.download_stall_timeout.is_zero() {
+            return Err("gateway.download_stall_timeout must be greater than zero".to_owned());
         }
         if self.auth.max_clock_skew.is_zero() {
             return Err("gateway.auth.max_clock_skew must be greater than zero".to_owned());
@@ -187,6 +197,13 @@ mod tests {
                     ..Default::default()
                 },
                 "request_timeout",
+            ),
+            (
+                GatewayConfig {
+                    download_stall_timeout: Duration::ZERO,
+                    ..Default::default()
+                },
+                "download_stall_timeout",
             ),
         ] {
             assert!(c.validate().unwrap_err().contains(key), "{key}");

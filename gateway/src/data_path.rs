@@ -1064,6 +1064,7 @@ pub(crate) async fn download(
         // rep/ec: ranged and degraded reads over the blocks (redundant.rs).
         let body =
             crate::redundant::read_blocks(state, &object, resolved.blocks, start, len).await?;
+        let body = stall_guarded(body, state.config().download_stall_timeout, object_id);
         return Ok((StatusCode::OK, headers, Body::from_stream(body)).into_response());
     }
 
@@ -1089,12 +1090,50 @@ pub(crate) async fn download(
         object_id,
         failed: false,
     };
-    Ok((
-        StatusCode::OK,
-        headers,
-        Body::from_stream(body.into_stream()),
-    )
-        .into_response())
+    let body = stall_guarded(
+        body.into_stream(),
+        state.config().download_stall_timeout,
+        object_id,
+    );
+    Ok((StatusCode::OK, headers, Body::from_stream(body)).into_response())
+}
+
+/// `body`, forwarded by a task of its own through a one-chunk channel that gives up when
+/// the client has taken nothing for `stall` (`download_stall_timeout`): the task then
+/// drops `body` (the agent streams, releasing their HTTP/2 windows on the gateway's agent
+/// connections; a degraded read's report fires) and the response ends short, so hyper
+/// closes the connection. A client that goes away drops the receiver and ends the task
+/// the same way.
+pub(crate) fn stall_guarded<St>(
+    body: St,
+    stall: std::time::Duration,
+    object_id: u64,
+) -> tokio_stream::wrappers::ReceiverStream<Result<Bytes, io::Error>>
+where
+    St: futures::Stream<Item = Result<Bytes, io::Error>> + Send + 'static,
+{
+    use futures::StreamExt as _;
+    use tokio::sync::mpsc::error::SendTimeoutError;
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    tokio::spawn(async move {
+        let mut body = std::pin::pin!(body);
+        while let Some(item) = body.next().await {
+            match tx.send_timeout(item, stall).await {
+                Ok(()) => {}
+                Err(SendTimeoutError::Timeout(_)) => {
+                    common::metrics::metrics().downloads_stalled.inc();
+                    tracing::warn!(
+                        object_id,
+                        stall_secs = stall.as_secs_f64(),
+                        "download cut: the client took no data"
+                    );
+                    return;
+                }
+                Err(SendTimeoutError::Closed(_)) => return,
+            }
+        }
+    });
+    tokio_stream::wrappers::ReceiverStream::new(rx)
 }
 
 /// Source of chunks (the gRPC stream in production; a fake in tests).

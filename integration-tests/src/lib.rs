@@ -40,9 +40,16 @@ pub struct TestClusterBuilder {
     coordinators: usize,
     scrub: Option<coordinator::ScrubConfig>,
     default_redundancy: Option<serde_json::Value>,
+    download_stall_timeout: Option<Duration>,
 }
 
 impl TestClusterBuilder {
+    /// The gateway's `download_stall_timeout`.
+    pub fn download_stall_timeout(mut self, stall: Duration) -> Self {
+        self.download_stall_timeout = Some(stall);
+        self
+    }
+
     pub fn meta(mut self, meta: Meta) -> Self {
         self.meta = meta;
         self
@@ -170,11 +177,15 @@ impl TestClusterBuilder {
         }
         let gw_listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let gw_addr = gw_listener.local_addr().unwrap();
+        let defaults = gateway::GatewayConfig::default();
         let gateway = gateway::Gateway::build(gateway::GatewayConfig {
             listen: gw_addr,
             coordinator: coordinator_list,
             tls: gateway_tls,
-            ..Default::default()
+            download_stall_timeout: self
+                .download_stall_timeout
+                .unwrap_or(defaults.download_stall_timeout),
+            ..defaults
         })
         .unwrap();
         cluster.gateway = Some(tokio::spawn(
@@ -224,6 +235,7 @@ impl TestCluster {
             coordinators: 1,
             scrub: None,
             default_redundancy: None,
+            download_stall_timeout: None,
         }
     }
 

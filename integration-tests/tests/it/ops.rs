@@ -260,3 +260,73 @@ async fn coordinator_and_agents_report_grpc_health() {
     assert_eq!(unknown.code(), tonic::Code::NotFound);
     cluster.shutdown().await;
 }
+
+/// A client that stops reading a download is cut after `download_stall_timeout`: the
+/// gateway counts it, drops the agent stream and ends the response short; a client that
+/// reads gets the whole object.
+#[tokio::test]
+async fn a_download_whose_client_stops_reading_is_cut() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let cluster = TestCluster::builder()
+        .download_stall_timeout(Duration::from_millis(300))
+        .build()
+        .await
+        .unwrap();
+    let api = cluster.api();
+    let bucket = api.create_bucket("stall").await;
+    let package = api.create_package(bucket, "p").await;
+    // Far more than the socket buffers and the gateway's one-chunk channel hold.
+    let content = data(11, 48 * 1024 * 1024);
+    let id = api.upload(package, &[("big.bin", content.clone())]).await[0]["objectID"]
+        .as_u64()
+        .unwrap();
+    let stalled = |text: &str| value_of(text, "jcs_gateway_downloads_stalled_total");
+    let metrics = || async {
+        api.http()
+            .get(api.url("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    };
+    assert_eq!(stalled(&metrics().await), 0.0);
+
+    let mut sock = tokio::net::TcpStream::connect(cluster.gateway_addr())
+        .await
+        .unwrap();
+    let request = format!(
+        "GET /v1/object/download?objectID={id} HTTP/1.1\r\nHost: jcs\r\nConnection: close\r\n\r\n"
+    );
+    sock.write_all(request.as_bytes()).await.unwrap();
+    let mut head = vec![0u8; 16 * 1024];
+    let n = sock.read(&mut head).await.unwrap();
+    assert!(
+        String::from_utf8_lossy(&head[..n]).starts_with("HTTP/1.1 200"),
+        "{}",
+        String::from_utf8_lossy(&head[..n])
+    );
+    // The client now reads nothing: the gateway gives up on it.
+    let cut = common::testing::wait_for(Duration::from_secs(30), || async {
+        (stalled(&metrics().await) >= 1.0).then_some(())
+    })
+    .await;
+    assert!(cut.is_some(), "the stalled download was not cut");
+    // What is left to read ends before the whole object.
+    let mut got = n;
+    let mut buf = vec![0u8; 1024 * 1024];
+    loop {
+        match sock.read(&mut buf).await {
+            Ok(0) | Err(_) => break,
+            Ok(k) => got += k,
+        }
+    }
+    assert!(
+        got < content.len(),
+        "{got} bytes arrived: the download was not cut"
+    );
+    // A client that reads gets everything.
+    assert_eq!(api.download_all(id).await, content);
+    cluster.shutdown().await;
+}
