@@ -55,6 +55,10 @@ pub enum KeyCommand {
         /// A note for operators (who or what uses the key).
         #[arg(long)]
         name: Option<String>,
+        /// A key that may only read: gateways refuse it for anything but GET requests
+        /// (listing, getting and downloading).
+        #[arg(long)]
+        read_only: bool,
     },
     /// List the access keys (never their secrets).
     List,
@@ -111,6 +115,7 @@ fn key_json(k: &pb::AccessKey) -> serde_json::Value {
         "accessKeyID": k.access_key_id,
         "name": k.name,
         "createTime": common::time::rfc3339_ms(k.create_time_ms),
+        "readOnly": k.read_only,
     })
 }
 
@@ -138,10 +143,11 @@ async fn run_inner(args: AdminArgs, out: &Out) -> Result<(), Error> {
         AdminCommand::Scrub(command) => {
             crate::scrub::run(&mut coordinator, command, out).await?;
         }
-        AdminCommand::Key(KeyCommand::Create { name }) => {
+        AdminCommand::Key(KeyCommand::Create { name, read_only }) => {
             let resp = coordinator
                 .create_access_key(pb::CreateAccessKeyRequest {
                     name: name.unwrap_or_default(),
+                    read_only,
                 })
                 .await
                 .map_err(rpc)?
@@ -169,9 +175,14 @@ async fn run_inner(args: AdminArgs, out: &Out) -> Result<(), Error> {
                 out.either(
                     &key_json(k),
                     &format!(
-                        "{}  {}  {}",
+                        "{}  {}  {}  {}",
                         k.access_key_id,
                         common::time::rfc3339_ms(k.create_time_ms),
+                        if k.read_only {
+                            "read-only "
+                        } else {
+                            "read-write"
+                        },
                         k.name
                     ),
                 );

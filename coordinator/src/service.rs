@@ -1070,9 +1070,12 @@ impl CoordinatorService for Service {
         &self,
         req: Request<pb::CreateAccessKeyRequest>,
     ) -> Res<pb::CreateAccessKeyResponse> {
-        let name = req.into_inner().name;
-        let (row, secret) = self.catalog.create_access_key(&name, &self.cipher).await?;
-        tracing::info!(access_key = %row.access_key_id, "access key created");
+        let req = req.into_inner();
+        let (row, secret) = self
+            .catalog
+            .create_access_key(&req.name, req.read_only, &self.cipher)
+            .await?;
+        tracing::info!(access_key = %row.access_key_id, read_only = row.read_only, "access key created");
         Ok(Response::new(pb::CreateAccessKeyResponse {
             key: Some(access_key_pb(row)),
             secret_key: secret.expose().to_owned(),
@@ -1115,5 +1118,6 @@ fn access_key_pb(row: crate::catalog::access_key::AccessKeyRow) -> pb::AccessKey
         access_key_id: row.access_key_id,
         name: row.name,
         create_time_ms: row.create_time_ms,
+        read_only: row.read_only,
     }
 }

@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use axum::body::Body;
 use axum::extract::{Request, State};
 use axum::http::request::Parts;
-use axum::http::{HeaderMap, header};
+use axum::http::{HeaderMap, Method, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
@@ -49,8 +49,16 @@ pub struct Authenticator {
 struct Inner {
     config: AuthConfig,
     coordinator: CoordinatorClient,
-    /// access key id → (when looked up, its secret or `None` when it does not exist).
-    cache: Mutex<HashMap<String, (Instant, Option<Secret>)>>,
+    /// access key id → (when looked up, the key or `None` when it does not exist).
+    cache: Mutex<HashMap<String, (Instant, Option<Key>)>>,
+}
+
+/// What the gateway needs of an access key.
+#[derive(Clone)]
+struct Key {
+    secret: Secret,
+    /// Only GET and HEAD requests are allowed.
+    read_only: bool,
 }
 
 fn unauthorized(message: impl Into<String>) -> ApiError {
@@ -68,17 +76,17 @@ impl Authenticator {
         }
     }
 
-    fn cache(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Instant, Option<Secret>)>> {
+    fn cache(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Instant, Option<Key>)>> {
         self.inner.cache.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The secret of `id`: `Ok(None)` when the key does not exist.
-    async fn secret(&self, id: &str) -> Result<Option<Secret>, ApiError> {
+    /// The key `id`: `Ok(None)` when it does not exist.
+    async fn key(&self, id: &str) -> Result<Option<Key>, ApiError> {
         let ttl = self.inner.config.key_cache_ttl;
-        if let Some((at, secret)) = self.cache().get(id)
+        if let Some((at, key)) = self.cache().get(id)
             && at.elapsed() < ttl
         {
-            return Ok(secret.clone());
+            return Ok(key.clone());
         }
         let answer = self
             .inner
@@ -88,8 +96,14 @@ impl Authenticator {
                 access_key_id: id.to_owned(),
             })
             .await;
-        let secret = match answer {
-            Ok(resp) => Some(Secret::new(resp.into_inner().secret_key)),
+        let key = match answer {
+            Ok(resp) => {
+                let resp = resp.into_inner();
+                Some(Key {
+                    read_only: resp.key.is_some_and(|k| k.read_only),
+                    secret: Secret::new(resp.secret_key),
+                })
+            }
             Err(status) => {
                 let err = ApiError::from(status);
                 if err.code != ErrorCode::NotFound {
@@ -105,8 +119,8 @@ impl Authenticator {
                 cache.clear();
             }
         }
-        cache.insert(id.to_owned(), (Instant::now(), secret.clone()));
-        Ok(secret)
+        cache.insert(id.to_owned(), (Instant::now(), key.clone()));
+        Ok(key)
     }
 
     /// Check the signature of a request (not its body); on success, the payload hash the
@@ -182,15 +196,27 @@ impl Authenticator {
             headers: signed,
             payload_hash: &payload_hash,
         };
-        let secret = self
-            .secret(&auth.access_key_id)
+        let key = self
+            .key(&auth.access_key_id)
             .await?
             .ok_or_else(|| unauthorized(format!("unknown access key {}", auth.access_key_id)))?;
         let (canonical, _) = signing::canonical_request(&parts);
         let sts = signing::string_to_sign(&date, &canonical);
-        if !signing::verify(&secret, &auth.day, &sts, &auth.signature) {
+        if !signing::verify(&key.secret, &auth.day, &sts, &auth.signature) {
             return Err(unauthorized(
                 "signature does not match (see docs/api.md for the canonical request)",
+            ));
+        }
+        // Every GET route only reads; every other method changes something.
+        if key.read_only && !matches!(req.method, Method::GET | Method::HEAD) {
+            return Err(ApiError::new(
+                ErrorCode::PermissionDenied,
+                format!(
+                    "access key {} is read-only: {} {} needs a read-write key",
+                    auth.access_key_id,
+                    req.method,
+                    req.uri.path()
+                ),
             ));
         }
         tracing::debug!(access_key = %auth.access_key_id, "request authenticated");
@@ -359,6 +385,10 @@ mod tests {
     }
 
     fn add_key(fx: &Fixture, id: &str, secret: &str) {
+        add_key_with(fx, id, secret, false);
+    }
+
+    fn add_key_with(fx: &Fixture, id: &str, secret: &str, read_only: bool) {
         fx.coord().access_keys.insert(
             id.to_owned(),
             (
@@ -366,6 +396,7 @@ mod tests {
                     access_key_id: id.to_owned(),
                     name: String::new(),
                     create_time_ms: 0,
+                    read_only,
                 },
                 secret.to_owned(),
             ),
@@ -516,6 +547,46 @@ mod tests {
             .count();
         assert_eq!(lookups, 2, "one lookup per key id");
         assert_eq!(created_buckets(&fx), 0);
+    }
+
+    #[tokio::test]
+    async fn a_read_only_key_reads_and_is_refused_for_changes() {
+        const RO: &str = "JCSKREADONLY0001";
+        const RO_SECRET: &str = "read-only-secret";
+        let fx = fixture().await;
+        add_key_with(&fx, RO, RO_SECRET, true);
+        let app = fx.app();
+        let as_ro = |method, uri, body: &[u8]| {
+            let mut s = Signed::new(method, uri, body);
+            s.key = RO;
+            s.secret = RO_SECRET;
+            s.build()
+        };
+        // Changes: 403 envelope naming the key, nothing created.
+        let req = as_ro("POST", "/v1/bucket/create", br#"{"name":"b1"}"#);
+        let (status, body) = json(call(app.clone(), req).await).await;
+        assert_eq!(status, 403, "{body}");
+        assert_eq!(body["code"], "OperationFailed", "{body}");
+        let msg = body["message"].as_str().unwrap();
+        assert!(
+            msg.contains(RO) && msg.contains("read-only") && msg.contains("/v1/bucket/create"),
+            "{msg}"
+        );
+        assert_eq!(created_buckets(&fx), 0);
+        // A wrong signature is still a 401, not a hint that the key is read-only.
+        let mut s = Signed::new("POST", "/v1/bucket/create", br#"{"name":"b1"}"#);
+        s.key = RO;
+        s.secret = "not-the-secret";
+        expect_401(&app, s.build(), "wrong secret of a read-only key").await;
+        // Reads pass.
+        let (status, body) =
+            json(call(app.clone(), as_ro("GET", "/v1/bucket/listAll", b"")).await).await;
+        assert_eq!(status, 200, "{body}");
+        // The read-write key still changes things.
+        let req = Signed::new("POST", "/v1/bucket/create", br#"{"name":"b1"}"#).build();
+        let (status, body) = json(call(app, req).await).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(created_buckets(&fx), 1);
     }
 
     #[tokio::test]

@@ -1227,10 +1227,12 @@ impl CoordinatorService for FakeCoordinator {
         let mut st = self.call_checked("create_access_key")?;
         let id = format!("JCSKFAKE{:012}", st.next_id);
         let secret = format!("fake-secret-{}", st.next_id);
+        let req = req.into_inner();
         let key = pb::AccessKey {
             access_key_id: id.clone(),
-            name: req.into_inner().name,
+            name: req.name,
             create_time_ms: 1_750_753_888_514,
+            read_only: req.read_only,
         };
         st.access_keys.insert(id, (key.clone(), secret.clone()));
         Ok(GrpcResponse::new(pb::CreateAccessKeyResponse {

@@ -5,7 +5,7 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
+use serde_json::{Value, json};
 
 use super::{Standalone, free_port, terminate, wait_healthy};
 
@@ -156,6 +156,49 @@ async fn admin_keys_and_signed_client_commands() {
     let buckets = env.json(0, me, &["bucket", "ls"]);
     assert_eq!(buckets.len(), 1, "{buckets:?}");
 
+    // A read-only key lists and downloads; a change is refused (exit 1, PermissionDenied).
+    let ro = env.json(
+        0,
+        None,
+        &["admin", "key", "create", "--name", "reader", "--read-only"],
+    );
+    assert_eq!(ro[0]["readOnly"], true, "{ro:?}");
+    let ro_id = ro[0]["accessKeyID"].as_str().unwrap().to_owned();
+    let ro_secret = ro[0]["secretKey"].as_str().unwrap().to_owned();
+    let reader = Some((ro_id.as_str(), ro_secret.as_str()));
+    let listed = env.json(0, None, &["admin", "key", "list"]);
+    let flag = |key: &str| {
+        listed
+            .iter()
+            .find(|k| k["accessKeyID"] == key)
+            .map(|k| k["readOnly"].clone())
+    };
+    assert_eq!(
+        (flag(&ro_id), flag(&id)),
+        (Some(json!(true)), Some(json!(false)))
+    );
+    assert_eq!(env.json(0, reader, &["ls", "-r", "jcs://b/p/"]).len(), 2);
+    let dst = env.path("ro.bin");
+    env.expect(
+        0,
+        reader,
+        &["cp", "jcs://b/p/parts.bin", dst.to_str().unwrap()],
+    );
+    assert!(std::fs::read(&dst).unwrap() == data);
+    let err = env.json(1, reader, &["bucket", "create", "ro-bucket"]);
+    assert_eq!(err[0]["error"]["kind"], "PermissionDenied", "{err:?}");
+    env.expect(1, reader, &["rm", "jcs://b/p/parts.bin"]);
+    assert_eq!(
+        env.json(0, me, &["bucket", "ls"]).len(),
+        1,
+        "nothing created"
+    );
+    assert_eq!(
+        env.json(0, me, &["ls", "-r", "jcs://b/p/"]).len(),
+        2,
+        "nothing deleted"
+    );
+
     // Delete the key: it stops working within the gateway's key cache TTL (5 s).
     env.expect(0, None, &["admin", "key", "delete", &id]);
     env.expect(3, None, &["admin", "key", "delete", &id]);
@@ -177,7 +220,7 @@ async fn admin_keys_and_signed_client_commands() {
         &["bucket", "ls"],
     );
     let listed = env.json(0, None, &["admin", "key", "list"]);
-    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(listed.len(), 2, "the other key and the reader: {listed:?}");
     terminate(env.s);
 }
 

@@ -36,6 +36,10 @@ pub struct AccessKeyRow {
     /// hex(nonce ‖ ChaCha20-Poly1305(secret)), see [`CredentialCipher`].
     pub secret_enc: String,
     pub create_time_ms: i64,
+    /// The key may only read (GET and HEAD requests); absent in rows written before
+    /// read-only keys existed (read-write).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub read_only: bool,
 }
 
 /// Whether `id` could be an access key id: 1 to 64 of `A-Z 0-9`. Checked before any
@@ -63,6 +67,7 @@ impl Catalog {
     pub async fn create_access_key(
         &self,
         name: &str,
+        read_only: bool,
         cipher: &CredentialCipher,
     ) -> Result<(AccessKeyRow, Secret)> {
         if name.chars().count() > MAX_NAME_LEN || name.chars().any(char::is_control) {
@@ -79,6 +84,7 @@ impl Catalog {
                 name: name.to_owned(),
                 secret_enc: cipher.encrypt(secret.expose().as_bytes()),
                 create_time_ms: common::time::now_ms(),
+                read_only,
             };
             let key = keys::access_key(&id);
             let res = self
@@ -175,8 +181,9 @@ mod tests {
     #[tokio::test]
     async fn create_lookup_list_delete() {
         let (cat, cipher) = catalog();
-        let (a, secret_a) = cat.create_access_key("ci", &cipher).await.unwrap();
-        let (b, _) = cat.create_access_key("", &cipher).await.unwrap();
+        let (a, secret_a) = cat.create_access_key("ci", false, &cipher).await.unwrap();
+        let (b, _) = cat.create_access_key("", true, &cipher).await.unwrap();
+        assert!(!a.read_only && b.read_only);
         assert!(a.access_key_id.starts_with(ID_PREFIX) && valid_id(&a.access_key_id));
         assert_eq!(a.access_key_id.len(), 20);
         assert_eq!(secret_a.expose().len(), 40);
@@ -230,17 +237,17 @@ mod tests {
             ));
         }
         assert!(
-            cat.create_access_key(&"n".repeat(129), &cipher)
+            cat.create_access_key(&"n".repeat(129), false, &cipher)
                 .await
                 .is_err()
         );
-        assert!(cat.create_access_key("a\nb", &cipher).await.is_err());
+        assert!(cat.create_access_key("a\nb", false, &cipher).await.is_err());
     }
 
     #[tokio::test]
     async fn another_cluster_secret_cannot_read_the_secret() {
         let (cat, cipher) = catalog();
-        let (a, _) = cat.create_access_key("k", &cipher).await.unwrap();
+        let (a, _) = cat.create_access_key("k", false, &cipher).await.unwrap();
         let other = CredentialCipher::new(&Secret::new("other"));
         assert!(
             cat.lookup_access_key(&a.access_key_id, &other)
@@ -257,6 +264,10 @@ mod tests {
         assert_eq!(row.access_key_id, "JCSK0123456789ABCDEF");
         assert_eq!(row.name, "ci");
         assert_eq!(row.create_time_ms, 1_769_774_400_000);
+        assert!(
+            !row.read_only,
+            "keys from before read-only keys are read-write"
+        );
         let cipher = CredentialCipher::new(&Secret::new("golden-cluster-secret"));
         assert_eq!(
             cipher.decrypt(&row.secret_enc).unwrap(),

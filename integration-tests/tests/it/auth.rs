@@ -81,7 +81,10 @@ async fn signed_requests_against_the_real_coordinator(meta: Meta) {
     )
     .unwrap();
     let created = coord
-        .create_access_key(pb::CreateAccessKeyRequest { name: "it".into() })
+        .create_access_key(pb::CreateAccessKeyRequest {
+            name: "it".into(),
+            read_only: false,
+        })
         .await
         .unwrap()
         .into_inner();
@@ -202,6 +205,66 @@ async fn signed_requests_against_the_real_coordinator(meta: Meta) {
     // Probes stay open.
     let resp = gw.http.get(gw.url("/healthz")).send().await.unwrap();
     assert_eq!(resp.status(), 200);
+
+    // A read-only key lists and downloads, and is refused (403) for any change.
+    let ro = coord
+        .create_access_key(pb::CreateAccessKeyRequest {
+            name: "reader".into(),
+            read_only: true,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let ro_id = ro.key.as_ref().unwrap().access_key_id.clone();
+    assert!(ro.key.unwrap().read_only);
+    let reader = Some((ro_id.as_str(), ro.secret_key.as_str()));
+    let (status, body) = gw
+        .send(gw.http.get(gw.url("/v1/bucket/listAll")), reader)
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let mut req = gw
+        .http
+        .get(gw.url(&format!("/v1/object/download?objectID={object}")))
+        .build()
+        .unwrap();
+    sign(&mut req, &ro_id, &ro.secret_key);
+    let resp = gw.http.execute(req).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    assert!(resp.bytes().await.unwrap() == content);
+    let (status, body) = gw.send(upload(), reader).await;
+    assert_eq!(status, 403, "{body}");
+    assert!(
+        body["message"].as_str().unwrap().contains("read-only"),
+        "{body}"
+    );
+    let (status, body) = gw
+        .send(
+            gw.http
+                .post(gw.url("/v1/object/delete"))
+                .json(&json!({"objectIDs": [object]})),
+            reader,
+        )
+        .await;
+    assert_eq!(status, 403, "{body}");
+    assert_eq!(
+        open.package_objects(package).await.len(),
+        1,
+        "nothing changed"
+    );
+    let listed = coord
+        .list_access_keys(pb::ListAccessKeysRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .keys;
+    let flags: Vec<(String, bool)> = listed
+        .into_iter()
+        .map(|k| (k.access_key_id, k.read_only))
+        .collect();
+    assert!(
+        flags.contains(&(ro_id.clone(), true)) && flags.contains(&(id.clone(), false)),
+        "{flags:?}"
+    );
 
     // Delete the key: refused once the gateway's cache (300 ms) has expired.
     coord
