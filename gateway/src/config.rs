@@ -19,6 +19,10 @@ pub struct GatewayConfig {
     pub default_user_id: u64,
     /// Most `files` parts accepted in one upload request.
     pub max_upload_files: usize,
+    /// Most uploadPart requests this gateway streams at once; more wait, unread, for a
+    /// turn (each streaming part holds a few MiB of buffers: docs/architecture.md,
+    /// "Memory bounds"). Raise it on a gateway with memory and cores to spare.
+    pub max_parts_in_flight: usize,
     /// Deadline of a metadata request (everything except the byte-moving endpoints: upload,
     /// uploadPart, download, downloadByPath, completeMultipartUpload, and userSpace
     /// createPackage and downloadPackage), e.g. `"30s"`. Also the deadline of each
@@ -84,6 +88,7 @@ impl Default for GatewayConfig {
             coordinator: "127.0.0.1:7900".to_owned(),
             default_user_id: 1,
             max_upload_files: 1000,
+            max_parts_in_flight: 4,
             request_timeout: Duration::from_secs(60),
             shutdown_timeout: Duration::from_secs(30),
             max_wait: Duration::from_secs(20),
@@ -105,6 +110,9 @@ impl GatewayConfig {
         }
         if self.max_upload_files == 0 {
             return Err("gateway.max_upload_files must be at least 1".to_owned());
+        }
+        if self.max_parts_in_flight == 0 {
+            return Err("gateway.max_parts_in_flight must be at least 1".to_owned());
         }
         if self.request_timeout.is_zero() {
             return Err("gateway.request_timeout must be greater than zero".to_owned());
@@ -190,6 +198,13 @@ mod tests {
                     ..Default::default()
                 },
                 "max_upload_files",
+            ),
+            (
+                GatewayConfig {
+                    max_parts_in_flight: 0,
+                    ..Default::default()
+                },
+                "max_parts_in_flight",
             ),
             (
                 GatewayConfig {

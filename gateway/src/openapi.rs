@@ -53,7 +53,8 @@ pub struct ApiDoc;
 /// The document with every `/v1` route (no server state needed).
 pub fn openapi() -> OpenApi {
     let config = crate::GatewayConfig::default();
-    let mut spec = crate::server::api_routes(config.request_timeout).into_openapi();
+    let mut spec = crate::server::api_routes(config.request_timeout, config.max_parts_in_flight)
+        .into_openapi();
     finish(&mut spec, config.auth.enabled);
     spec
 }

@@ -119,9 +119,9 @@ impl Gateway {
 /// routes under a deadline; the data routes (upload, uploadPart, download, downloadByPath,
 /// completeMultipartUpload, whose agent copies bytes, and userSpace createPackage and
 /// downloadPackage, which copy whole packages) without one, and without a body limit on
-/// upload and uploadPart; at most [`multipart::PARTS_IN_FLIGHT`] uploadParts of this
-/// router stream at once (the others wait before their body is read).
-pub(crate) fn api_routes(deadline: Duration) -> OpenApiRouter<AppState> {
+/// upload and uploadPart; at most `parts_in_flight` uploadParts of this router stream at
+/// once (the others wait before their body is read).
+pub(crate) fn api_routes(deadline: Duration, parts_in_flight: usize) -> OpenApiRouter<AppState> {
     let metadata = OpenApiRouter::new()
         .routes(routes!(bucket::create))
         .routes(routes!(bucket::get_by_name))
@@ -155,7 +155,7 @@ pub(crate) fn api_routes(deadline: Duration) -> OpenApiRouter<AppState> {
     let parts = OpenApiRouter::new()
         .routes(routes!(multipart::upload_part))
         .route_layer(DefaultBodyLimit::disable())
-        .route_layer(multipart::part_turns(multipart::PARTS_IN_FLIGHT));
+        .route_layer(multipart::part_turns(parts_in_flight));
     let data = OpenApiRouter::new()
         .routes(routes!(object::download))
         .routes(routes!(object::download_by_path))
@@ -173,7 +173,9 @@ pub(crate) fn api_routes(deadline: Duration) -> OpenApiRouter<AppState> {
 /// at `/openapi.json` with Swagger UI at `/docs`, the probes, and envelope fallbacks for
 /// unknown paths (404) and wrong methods (405).
 pub fn router(state: AppState) -> Router {
-    let (mut api, mut spec) = api_routes(state.config().request_timeout).split_for_parts();
+    let config = state.config();
+    let (mut api, mut spec) =
+        api_routes(config.request_timeout, config.max_parts_in_flight).split_for_parts();
     if state.config().auth.enabled {
         let auth =
             crate::auth::Authenticator::new(state.config().auth.clone(), state.coordinator());

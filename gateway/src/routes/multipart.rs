@@ -77,16 +77,12 @@ pub(crate) async fn new_multipart_upload(
     }))
 }
 
-/// Most uploadPart requests one gateway streams at once. Each holds a few MiB of bounded
-/// buffers while it streams (docs/architecture.md, "Memory bounds"); a client that sends
-/// more parts in parallel (`jcs cp` sends up to `--jobs`) gets them served in turn: a
-/// waiting part's body is not read until it gets its turn, so it costs no buffer
-/// ([`part_turns`]).
-pub(crate) const PARTS_IN_FLIGHT: usize = 4;
-
 /// The uploadPart turns of one gateway, a route layer: `poll_ready` waits for one of
-/// [`PARTS_IN_FLIGHT`] permits before the handler runs (so before it reads the body), and the
-/// permit is held until the handler's response is ready.
+/// `permits` (the config's `max_parts_in_flight`, 4 by default) before the handler runs
+/// (so before it reads the body), and the permit is held until the handler's response is
+/// ready. Each streaming part holds a few MiB of bounded buffers (docs/architecture.md,
+/// "Memory bounds"); a client that sends more parts in parallel (`jcs cp` sends up to
+/// `--jobs`) gets them served in turn, and a waiting part costs no buffer.
 pub(crate) fn part_turns(permits: usize) -> tower::limit::GlobalConcurrencyLimitLayer {
     tower::limit::GlobalConcurrencyLimitLayer::new(permits)
 }
