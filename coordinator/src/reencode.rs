@@ -47,8 +47,7 @@ const STATUS_JOBS: usize = 100;
 /// `converge_policy`), but it happened before the settle ended, so the walk (which starts
 /// after it) sees and converts its object. Commits after that read the new policy and
 /// queue themselves.
-pub(crate) const REENCODE_SETTLE: std::time::Duration =
-    POLICY_CACHE_TTL.saturating_add(POLICY_CACHE_TTL);
+pub(crate) const REENCODE_SETTLE: std::time::Duration = POLICY_CACHE_TTL.saturating_mul(2);
 
 /// What happened to one object.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

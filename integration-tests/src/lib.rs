@@ -273,6 +273,12 @@ impl TestCluster {
         self.running_coordinator().meta.clone()
     }
 
+    /// The JSON row at `key` of [`TestCluster::meta`], or `None` when the key is absent.
+    pub async fn meta_json(&self, key: &str) -> Option<serde_json::Value> {
+        let kv = self.meta().get(key.as_bytes()).await.unwrap()?;
+        Some(serde_json::from_slice(&kv.value).unwrap())
+    }
+
     /// The first coordinator still running, in start order.
     fn running_coordinator(&self) -> &RunningCoordinator {
         self.coord

@@ -103,11 +103,7 @@ pub async fn upload_file(
     let file = tokio::fs::File::open(local)
         .await
         .map_err(|e| Error::io("opening", local, e))?;
-    let bar = if total.is_some() {
-        ProgressBar::hidden()
-    } else {
-        out.bytes_bar(size, path)
-    };
+    let bar = file_bar(out, size, path, total.as_deref());
     let part = reqwest::multipart::Part::stream_with_length(
         file_stream(file, size, bar.clone(), total),
         size,
@@ -418,11 +414,7 @@ async fn upload_multipart(
     let resumed = state.done.len() as u64;
     let object_id = state.object_id;
 
-    let bar = if total.is_some() {
-        ProgressBar::hidden()
-    } else {
-        out.bytes_bar(size, path)
-    };
+    let bar = file_bar(out, size, path, total.as_deref());
     let already: u64 = state
         .done
         .iter()
@@ -619,11 +611,7 @@ pub async fn download_object(
         }
     }
     let resumed = have;
-    let bar = if total.is_some() {
-        ProgressBar::hidden()
-    } else {
-        out.bytes_bar(size, &obj.path)
-    };
+    let bar = file_bar(out, size, &obj.path, total.as_deref());
     bar.inc(have);
     if let Some(t) = &total {
         t.inc(have);
@@ -655,21 +643,12 @@ pub async fn download_object(
         .map_err(|e| Error::io("writing", &part, e))?;
     drop(file);
     out.remove(&bar);
-    if have != size {
-        return Err(Error::ShortDownload {
-            path: obj.path.clone(),
-            got: have,
-            expected: size,
-        });
-    }
-    let got = format!("Full{}", hex::encode_upper(hasher.finalize()));
-    if got != obj.file_hash {
-        let _ = tokio::fs::remove_file(&part).await;
-        return Err(Error::HashMismatch {
-            path: obj.path.clone(),
-            expected: obj.file_hash.clone(),
-            got,
-        });
+    if let Err(e) = check_received(obj, have, hasher.finalize()) {
+        // A short file stays for a resume; one with other bytes is of no use.
+        if matches!(e, Error::HashMismatch { .. }) {
+            let _ = tokio::fs::remove_file(&part).await;
+        }
+        return Err(e);
     }
     tokio::fs::rename(&part, dest)
         .await
@@ -696,11 +675,7 @@ async fn download_small(
     total: Option<Arc<ProgressBar>>,
 ) -> Result<FileReport> {
     let size = obj.size();
-    let bar = if total.is_some() {
-        ProgressBar::hidden()
-    } else {
-        out.bytes_bar(size, &obj.path)
-    };
+    let bar = file_bar(out, size, &obj.path, total.as_deref());
     let mut data = Vec::with_capacity(size as usize);
     let mut got = 0u64;
     if size > 0 {
@@ -719,21 +694,7 @@ async fn download_small(
         }
     }
     out.remove(&bar);
-    if got != size {
-        return Err(Error::ShortDownload {
-            path: obj.path.clone(),
-            got,
-            expected: size,
-        });
-    }
-    let hash = format!("Full{}", hex::encode_upper(sha2::Sha256::digest(&data)));
-    if hash != obj.file_hash {
-        return Err(Error::HashMismatch {
-            path: obj.path.clone(),
-            expected: obj.file_hash.clone(),
-            got: hash,
-        });
-    }
+    check_received(obj, got, sha2::Sha256::digest(&data))?;
     let part = partial_path(dest, obj);
     let to = dest.to_path_buf();
     tokio::task::spawn_blocking(move || write_then_rename(&part, &to, &data))
@@ -745,6 +706,37 @@ async fn download_small(
         object_id: Some(obj.object_id),
         ..Default::default()
     })
+}
+
+/// The progress bar of one file of `size` bytes: hidden when the `total` bar of a tree
+/// counts its bytes.
+fn file_bar(out: &Out, size: u64, path: &str, total: Option<&ProgressBar>) -> ProgressBar {
+    if total.is_some() {
+        ProgressBar::hidden()
+    } else {
+        out.bytes_bar(size, path)
+    }
+}
+
+/// Refuse a download of `obj` that received `got` bytes (`ShortDownload` unless exactly
+/// its size) or whose content's SHA-256 is not its `fileHash` (`HashMismatch`).
+fn check_received(obj: &Object, got: u64, sha256: impl AsRef<[u8]>) -> Result<()> {
+    if got != obj.size() {
+        return Err(Error::ShortDownload {
+            path: obj.path.clone(),
+            got,
+            expected: obj.size(),
+        });
+    }
+    let hash = format!("Full{}", hex::encode_upper(sha256));
+    if hash != obj.file_hash {
+        return Err(Error::HashMismatch {
+            path: obj.path.clone(),
+            expected: obj.file_hash.clone(),
+            got: hash,
+        });
+    }
+    Ok(())
 }
 
 /// Write `data` to `part` (created, or truncated), creating its directory when missing,

@@ -456,16 +456,15 @@ mod tests {
         assert_eq!(c.take_scrub_request().await.unwrap(), Some(req));
         assert_eq!(c.take_scrub_request().await.unwrap(), None);
 
+        let entry = |t: i64| RepairLogRow {
+            v: 1,
+            object_id: 9,
+            result: format!("r{t}"),
+            time_ms: 100 + t,
+            ..Default::default()
+        };
         for t in 0..3 {
-            c.log_repair(&RepairLogRow {
-                v: 1,
-                object_id: 9,
-                result: format!("r{t}"),
-                time_ms: 100 + t,
-                ..Default::default()
-            })
-            .await
-            .unwrap();
+            c.log_repair(&entry(t)).await.unwrap();
         }
         let recent = c.recent_repairs(2).await.unwrap();
         assert_eq!(
@@ -474,15 +473,7 @@ mod tests {
         );
         // Trimming keeps the newest REPAIR_LOG_KEEP.
         for t in 3..(REPAIR_LOG_KEEP as i64 + 5) {
-            c.log_repair(&RepairLogRow {
-                v: 1,
-                object_id: 9,
-                result: format!("r{t}"),
-                time_ms: 100 + t,
-                ..Default::default()
-            })
-            .await
-            .unwrap();
+            c.log_repair(&entry(t)).await.unwrap();
         }
         c.trim_repair_log().await.unwrap();
         let all = c.recent_repairs(usize::MAX).await.unwrap();

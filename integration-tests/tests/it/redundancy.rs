@@ -76,27 +76,18 @@ pub(crate) async fn upload(
 
 /// The blocks row of an object, straight from the coordinator's store.
 pub(crate) async fn blocks(c: &TestCluster, object_id: u64) -> Vec<Value> {
-    let key = format!("v1/object-blocks/{object_id:020}");
-    let kv = c
-        .meta()
-        .get(key.as_bytes())
+    let row = c
+        .meta_json(&format!("v1/object-blocks/{object_id:020}"))
         .await
-        .unwrap()
         .expect("blocks key");
-    let row: Value = serde_json::from_slice(&kv.value).unwrap();
     row["blocks"].as_array().unwrap().clone()
 }
 
 /// The object row of `path` in `package`, straight from the coordinator's store.
 pub(crate) async fn object_row(c: &TestCluster, package: u64, path: &str) -> Value {
-    let key = format!("v1/object/{package:020}/{path}");
-    let kv = c
-        .meta()
-        .get(key.as_bytes())
+    c.meta_json(&format!("v1/object/{package:020}/{path}"))
         .await
-        .unwrap()
-        .expect("object row");
-    serde_json::from_slice(&kv.value).unwrap()
+        .expect("object row")
 }
 
 /// The admin status of the repair and scrub job (with the 50 latest repairs).

@@ -96,12 +96,7 @@ async fn refs_of(c: &TestCluster, id: u64) -> Vec<String> {
 }
 
 async fn blocks_key(c: &TestCluster, id: u64) -> Option<Value> {
-    let key = format!("v1/object-blocks/{id:020}");
-    c.meta()
-        .get(key.as_bytes())
-        .await
-        .unwrap()
-        .map(|kv| serde_json::from_slice(&kv.value).unwrap())
+    c.meta_json(&format!("v1/object-blocks/{id:020}")).await
 }
 
 /// The object is stored under `policy` exactly: API form, row, blocks on distinct spaces

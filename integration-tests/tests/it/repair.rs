@@ -84,13 +84,10 @@ async fn check_healthy(api: &Api, id: u64, want: &[u8]) {
 
 /// The directory of a declared Local space (its row's `path`).
 async fn space_dir(c: &TestCluster, space: u64) -> PathBuf {
-    let kv = c
-        .meta()
-        .get(format!("v1/space/{space:020}").as_bytes())
+    let row = c
+        .meta_json(&format!("v1/space/{space:020}"))
         .await
-        .unwrap()
         .expect("space row");
-    let row: Value = serde_json::from_slice(&kv.value).unwrap();
     PathBuf::from(row["path"].as_str().unwrap())
 }
 
@@ -436,10 +433,9 @@ async fn scrub_repairs_ec_blocks_on_s3_spaces() {
 
 /// The run's state as the leader persisted it.
 async fn job_state(c: &TestCluster) -> Value {
-    match c.meta().get(b"v1/job/scrub").await.unwrap() {
-        Some(kv) => serde_json::from_slice(&kv.value).unwrap(),
-        None => json!({}),
-    }
+    c.meta_json("v1/job/scrub")
+        .await
+        .unwrap_or_else(|| json!({}))
 }
 
 #[tokio::test]

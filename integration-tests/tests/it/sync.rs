@@ -342,9 +342,8 @@ async fn tasks_survive_a_restart_and_interrupted_runs_are_marked_failed() {
         .unwrap();
     wait_runs(&api, id, 1).await;
     // Simulate a crash in the middle of a pass: the stored status says Running.
-    let key = format!("v1/sync-status/{id:020}").into_bytes();
-    let kv = c.meta().get(&key).await.unwrap().unwrap();
-    let mut status: Value = serde_json::from_slice(&kv.value).unwrap();
+    let key = format!("v1/sync-status/{id:020}");
+    let mut status = c.meta_json(&key).await.expect("sync status row");
     status["state"] = json!("Running");
     let mut run = status["runs"][0].clone();
     run["runID"] = json!(2);
@@ -352,7 +351,7 @@ async fn tasks_survive_a_restart_and_interrupted_runs_are_marked_failed() {
     run["result"] = json!("Running");
     status["runs"].as_array_mut().unwrap().push(run);
     c.meta()
-        .put(key, serde_json::to_vec(&status).unwrap())
+        .put(key.into_bytes(), serde_json::to_vec(&status).unwrap())
         .await
         .unwrap();
 
