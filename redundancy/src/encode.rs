@@ -7,7 +7,8 @@
 //! Memory: an `ec` encoder holds the stripe it is filling (`k * chunk_size`), the stripe being
 //! encoded and its parity, and what the block channels hold (`channel_capacity` frames per
 //! block); [`Encoder::memory_bound`] gives the total. A block consumer that stops reading stalls
-//! the encoder, which then stops reading its input.
+//! the encoder, which then stops reading its input. Stripe and parity buffers are reused once
+//! every consumer has dropped its frames (never more of them than the bound counts).
 
 use std::io;
 use std::pin::Pin;
@@ -222,14 +223,25 @@ impl StripeEncoder {
     /// Encodes the next stripe; `data` is exactly `k * chunk_size` bytes (pad the last one with
     /// zeros). Returns the frames of blocks `0..n`.
     pub fn encode(&mut self, data: Bytes) -> Result<Vec<Frame>> {
+        let m = self.layout.n - self.layout.k;
+        let parity = (0..m)
+            .map(|_| BytesMut::with_capacity(self.layout.chunk_size))
+            .collect();
+        self.encode_into(data, parity)
+    }
+
+    /// [`encode`](Self::encode) writing the `n - k` parity pieces into the given buffers
+    /// (cleared first), so that a caller can hand the same memory back stripe after stripe.
+    pub fn encode_into(&mut self, data: Bytes, mut parity: Vec<BytesMut>) -> Result<Vec<Frame>> {
         let cs = self.layout.chunk_size;
         let stripe = self.stripe;
         debug_assert_eq!(data.len(), self.layout.k * cs);
         let (k, m) = (self.layout.k, self.layout.n - self.layout.k);
+        debug_assert_eq!(parity.len(), m);
         let mut pieces: Vec<Bytes> = (0..k).map(|j| data.slice(j * cs..(j + 1) * cs)).collect();
+        parity.iter_mut().for_each(BytesMut::clear);
         // The codec works on 64-byte lanes independently, so coding the pieces slice by slice
         // gives the same parity as coding them whole, with a working set that fits the cache.
-        let mut parity: Vec<BytesMut> = (0..m).map(|_| BytesMut::with_capacity(cs)).collect();
         let mut at = 0;
         while at < cs {
             let len = CODEC_SLICE.min(cs - at);
@@ -292,9 +304,14 @@ where
     S: Stream<Item = io::Result<Bytes>> + Send + Unpin,
 {
     let stripe_len = enc.layout.stripe_len() as usize;
+    // Stripes and parity in flight: the one being sent plus what the block channels hold.
+    let in_flight = txs.first().map_or(1, |tx| tx.max_capacity() / 2) + 1;
+    let mut stripes = Recycler::new(stripe_len, in_flight);
+    let m = enc.layout.n - enc.layout.k;
+    let mut parities = Recycler::new(enc.layout.chunk_size, in_flight * m);
     let mut hasher = Sha256::new();
     let mut size = 0u64;
-    let mut buf = BytesMut::with_capacity(stripe_len);
+    let mut buf = stripes.take();
     while let Some(chunk) = input.next().await {
         let chunk = chunk.context(ReadInputSnafu)?;
         size += chunk.len() as u64;
@@ -304,15 +321,21 @@ where
             buf.extend_from_slice(&rest[..take]);
             rest = &rest[take..];
             if buf.len() == stripe_len {
-                let data = std::mem::replace(&mut buf, BytesMut::with_capacity(stripe_len));
-                (enc, hasher) = flush_stripe(enc, hasher, &txs, data.freeze(), stripe_len).await?;
+                let data = std::mem::replace(&mut buf, stripes.take()).freeze();
+                stripes.give(data.clone());
+                let parity = (0..m).map(|_| parities.take()).collect();
+                let used;
+                (enc, hasher, used) =
+                    flush_stripe(enc, hasher, &txs, data, parity, stripe_len).await?;
+                used.into_iter().for_each(|p| parities.give(p));
             }
         }
     }
     if !buf.is_empty() {
         let real = buf.len();
         buf.resize(stripe_len, 0);
-        (enc, hasher) = flush_stripe(enc, hasher, &txs, buf.freeze(), real).await?;
+        let parity = (0..m).map(|_| parities.take()).collect();
+        (enc, hasher, _) = flush_stripe(enc, hasher, &txs, buf.freeze(), parity, real).await?;
     }
     Ok(EncodeSummary {
         policy,
@@ -322,28 +345,76 @@ where
     })
 }
 
+/// Buffers of one size that come back for reuse once nothing else refers to them. The
+/// encoder's stripes and parity are frozen and sliced into frames that the block consumers
+/// drop after sending; taking a fresh allocation for every stripe instead made the
+/// allocator hand memory back to the OS and fault it in again (page faults were ~10 % of an
+/// ec upload's CPU, docs/performance.md). Holds at most `keep` buffers, so it never keeps
+/// more than the encoder's memory bound already counts.
+struct Recycler {
+    len: usize,
+    keep: usize,
+    held: std::collections::VecDeque<Bytes>,
+}
+
+impl Recycler {
+    fn new(len: usize, keep: usize) -> Recycler {
+        Recycler {
+            len,
+            keep,
+            held: std::collections::VecDeque::with_capacity(keep),
+        }
+    }
+
+    /// An empty buffer of capacity `len`: a returned one nobody else refers to any more, or
+    /// a new one.
+    fn take(&mut self) -> BytesMut {
+        if let Some(at) = self.held.iter().position(Bytes::is_unique)
+            && let Some(held) = self.held.remove(at)
+            && let Ok(mut buf) = held.try_into_mut()
+            && buf.capacity() >= self.len
+        {
+            buf.clear();
+            return buf;
+        }
+        BytesMut::with_capacity(self.len)
+    }
+
+    /// Keeps `buf` (a whole buffer, a clone of what is handed on) for a later `take`.
+    fn give(&mut self, buf: Bytes) {
+        if self.held.len() == self.keep {
+            self.held.pop_front();
+        }
+        self.held.push_back(buf);
+    }
+}
+
 /// Hashes the real bytes of a stripe and encodes it on two blocking threads, then hands every
 /// block its frame (concurrently, so one slow block does not delay the others' delivery).
+/// Returns the parity pieces' buffers for reuse.
 async fn flush_stripe(
     mut enc: StripeEncoder,
     mut hasher: Sha256,
     txs: &[mpsc::Sender<Bytes>],
     data: Bytes,
+    parity: Vec<BytesMut>,
     real: usize,
-) -> Result<(StripeEncoder, Sha256)> {
+) -> Result<(StripeEncoder, Sha256, Vec<Bytes>)> {
     let object_bytes = data.slice(..real);
     let hash_task = tokio::task::spawn_blocking(move || {
         hasher.update(&object_bytes);
         hasher
     });
     let encode_task = tokio::task::spawn_blocking(move || {
-        let frames = enc.encode(data);
+        let frames = enc.encode_into(data, parity);
         (enc, frames)
     });
     let (hashed, encoded) = tokio::join!(hash_task, encode_task);
     let hasher = hashed.context(JoinCoderSnafu)?;
     let (enc, frames) = encoded.context(JoinCoderSnafu)?;
     let frames = frames?;
+    let k = enc.layout.k;
+    let parity = frames[k..].iter().map(|f| f.piece.clone()).collect();
     futures::future::try_join_all(txs.iter().zip(frames).enumerate().map(
         |(index, (tx, frame))| async move {
             tx.send(frame.piece)
@@ -355,7 +426,7 @@ async fn flush_stripe(
         },
     ))
     .await?;
-    Ok((enc, hasher))
+    Ok((enc, hasher, parity))
 }
 
 /// `none` and `rep`: every block gets the object's bytes as they are.
@@ -414,6 +485,77 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A buffer comes back only once nothing else refers to it, empty and with its
+    /// capacity; the recycler holds at most `keep` of them.
+    #[test]
+    fn recycler_reuses_a_buffer_only_when_it_is_free() {
+        let mut pool = Recycler::new(4096, 2);
+        let mut first = pool.take();
+        first.extend_from_slice(&[7; 4096]);
+        let first = first.freeze();
+        let at = first.as_ptr();
+        let piece = first.slice(100..200);
+        pool.give(first);
+        let other = pool.take();
+        assert_ne!(
+            other.as_ptr(),
+            at,
+            "handed out while a piece was still alive"
+        );
+        assert!(other.is_empty() && other.capacity() >= 4096);
+        drop(piece);
+        let again = pool.take();
+        assert_eq!(again.as_ptr(), at, "a free buffer was not reused");
+        assert!(again.is_empty() && again.capacity() >= 4096);
+
+        for _ in 0..3 {
+            let mut b = BytesMut::with_capacity(4096);
+            b.resize(4096, 1);
+            pool.give(b.freeze());
+        }
+        assert_eq!(pool.held.len(), 2);
+    }
+
+    /// Recycled stripe and parity buffers must not change a byte of the output: encoding
+    /// many stripes through `run` (buffers reused) gives the frames of fresh encoders.
+    #[tokio::test]
+    async fn recycled_buffers_encode_like_fresh_ones() {
+        let layout = EcLayout {
+            k: 2,
+            n: 4,
+            chunk_size: 256,
+        };
+        let policy = Policy::ec(2, 4, 256).unwrap();
+        let stripes = 9;
+        let data: Vec<u8> = (0..stripes * 512 + 100)
+            .map(|i| (i * 7 % 253) as u8)
+            .collect();
+        let (encoder, streams) = crate::encoder(policy, EncodeOptions::default()).unwrap();
+        let input = futures::stream::iter(
+            data.chunks(300)
+                .map(|c| Ok::<_, io::Error>(Bytes::copy_from_slice(c)))
+                .collect::<Vec<_>>(),
+        );
+        let collect =
+            futures::future::join_all(streams.into_iter().map(crate::memory::MemoryBlock::collect));
+        let (summary, blocks) = tokio::join!(encoder.run(input), collect);
+        summary.unwrap();
+        let mut fresh = StripeEncoder::new(layout).unwrap();
+        let mut want = vec![Vec::new(); 4];
+        let mut padded = data.clone();
+        padded.resize((stripes + 1) * 512, 0);
+        for stripe in padded.chunks(512) {
+            let frames = fresh.encode(Bytes::copy_from_slice(stripe)).unwrap();
+            for (w, f) in want.iter_mut().zip(frames) {
+                w.extend_from_slice(&f.piece);
+                w.extend_from_slice(&f.checksum.to_le_bytes());
+            }
+        }
+        for (i, (got, want)) in blocks.iter().zip(&want).enumerate() {
+            assert_eq!(&got[..], &want[..], "block {i}");
+        }
+    }
 
     /// Slice-by-slice coding must give exactly the parity of coding whole pieces, including
     /// a piece size that is not a multiple of the slice.
