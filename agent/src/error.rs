@@ -153,7 +153,7 @@ pub enum Error {
     #[snafu(display("shard writer task failed: {message}"))]
     GroupWriterTask { message: String },
 
-    /// Writing a one-chunk shard with `std::fs` (local stores) failed.
+    /// Writing a shard with `std::fs` (local stores) failed.
     #[snafu(display("failed to write a shard to space {space}"))]
     WriteLocalShard {
         space: String,

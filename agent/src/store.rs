@@ -354,7 +354,7 @@ impl SpaceStore {
     /// [`SpaceStore::put`] refusing more than `max_size` bytes (`ShardTooLarge`). On a
     /// local store, a shard of one chunk (the first item is data, the second `Finish`) is
     /// written and finalized by [`SpaceStore::put_small`] in one blocking-pool hop; longer
-    /// streams go through the operator.
+    /// streams are written with `std::fs` ([`SpaceStore::write_shard`]).
     pub async fn put_checked<S>(&self, mut chunks: S, max_size: Option<u64>) -> Result<Stored>
     where
         S: Stream<Item = PutItem> + Unpin + Send,
@@ -638,12 +638,30 @@ impl SpaceStore {
     }
 
     /// Stream `items` into a temp file, then finalize it as a shard; removes the temp file
-    /// on any error.
+    /// on any error. Local stores write the file with `std::fs` (`write_local`), other
+    /// backends through the operator's writer.
     async fn write_shard<S>(&self, items: S, max_size: Option<u64>) -> Result<Stored>
     where
         S: Stream<Item = Result<PutItem>> + Unpin + Send,
     {
         let tmp = format!("tmp/{}", uuid::Uuid::new_v4());
+        if let Finalize::Rename { root } = &self.finalize {
+            let path = root.join(&tmp);
+            let stored = match self.write_local(&path, items, max_size).await {
+                Ok((hasher, size)) => {
+                    let sha256 = hex::encode(hasher.finalize());
+                    self.finalize(&tmp, &sha256, size)
+                        .await
+                        .map(|()| Stored { size, sha256 })
+                }
+                Err(err) => Err(err),
+            };
+            if stored.is_err() {
+                let space = self.name.clone();
+                let _ = tokio::task::spawn_blocking(move || remove_tmp(&space, &path)).await;
+            }
+            return stored;
+        }
         match self.write_via(&tmp, items, max_size).await {
             Ok(stored) => Ok(stored),
             Err(err) => {
@@ -653,6 +671,69 @@ impl SpaceStore {
                 Err(err)
             }
         }
+    }
+
+    /// Write the data of `items` to the new local file `path` while hashing it, up to
+    /// `Finish`, then sync it; returns the hasher and the size (the caller finalizes, or
+    /// removes `path` on an error). Every chunk is written from the request's own buffer
+    /// on a blocking-pool thread while another hashes it: the operator's writer
+    /// (`tokio::fs::File`) copied each chunk into a buffer of its own first.
+    async fn write_local<S>(
+        &self,
+        path: &Path,
+        mut items: S,
+        max_size: Option<u64>,
+    ) -> Result<(Sha256, u64)>
+    where
+        S: Stream<Item = Result<PutItem>> + Unpin + Send,
+    {
+        let space = self.name.as_str();
+        let open = path.to_owned();
+        let file = tokio::task::spawn_blocking(move || {
+            create_parent_and(&open, |p| {
+                std::fs::File::options()
+                    .write(true)
+                    .create_new(true)
+                    .open(p)
+            })
+        })
+        .await
+        .context(WriterTaskSnafu)?
+        .context(WriteLocalShardSnafu { space })?;
+        let file = Arc::new(file);
+        let mut hasher = Sha256::new();
+        let mut size = 0u64;
+        loop {
+            match items.next().await.transpose()? {
+                Some(PutItem::Data(data)) => {
+                    if data.is_empty() {
+                        continue;
+                    }
+                    size += data.len() as u64;
+                    if let Some(max_size) = max_size {
+                        ensure!(size <= max_size, ShardTooLargeSnafu { max_size });
+                    }
+                    let f = file.clone();
+                    let to_write = data.clone();
+                    let write = tokio::task::spawn_blocking(move || {
+                        use std::io::Write as _;
+                        (&*f).write_all(&to_write)
+                    });
+                    let (hashed, written) = tokio::join!(hash_chunk(hasher, data), write);
+                    hasher = hashed?;
+                    written
+                        .context(WriterTaskSnafu)?
+                        .context(WriteLocalShardSnafu { space })?;
+                }
+                Some(PutItem::Finish) => break,
+                None => return StreamAbortedSnafu.fail(),
+            }
+        }
+        tokio::task::spawn_blocking(move || file.sync_all())
+            .await
+            .context(WriterTaskSnafu)?
+            .context(WriteLocalShardSnafu { space })?;
+        Ok((hasher, size))
     }
 
     async fn write_via<S>(&self, tmp: &str, items: S, max_size: Option<u64>) -> Result<Stored>
