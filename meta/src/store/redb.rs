@@ -159,19 +159,19 @@ impl MetaStore for RedbStore {
         "redb"
     }
 
+    /// Runs on the calling task, not the blocking pool: a point read is a walk down the
+    /// B-tree through redb's page cache (microseconds, never waiting for the writer: redb
+    /// reads a committed snapshot), while a blocking-pool hop cost two thread wake-ups.
+    /// Those hops were the largest source of context switches in a small-object download
+    /// (docs/performance.md, seventh session). Ranges and writes stay on the pool.
     async fn get(&self, key: &[u8]) -> Result<Option<KeyValue>> {
-        let db = self.db.clone();
-        let key = key.to_vec();
-        blocking("get", move || {
-            let txn = redb_context("begin read")(db.begin_read())?;
-            let kv = redb_context("open table kv")(txn.open_table(KV))?;
-            let found = redb_context("read key")(kv.get(key.as_slice()))?;
-            let stored = found
-                .map(|g| Stored::decode(&key, g.value(), false))
-                .transpose()?;
-            Ok(stored.map(|s| s.into_key_value(key)))
-        })
-        .await
+        let txn = redb_context("begin read")(self.db.begin_read())?;
+        let kv = redb_context("open table kv")(txn.open_table(KV))?;
+        let found = redb_context("read key")(kv.get(key))?;
+        let stored = found
+            .map(|g| Stored::decode(key, g.value(), false))
+            .transpose()?;
+        Ok(stored.map(|s| s.into_key_value(key.to_vec())))
     }
 
     async fn range(&self, range: Range) -> Result<Page> {
