@@ -148,6 +148,10 @@ pub enum Error {
     #[snafu(display("shard writer task failed"))]
     WriterTask { source: tokio::task::JoinError },
 
+    /// The task reading a local shard panicked or was cancelled.
+    #[snafu(display("shard reader task failed"))]
+    ReaderTask { source: tokio::task::JoinError },
+
     /// The task writing a group of small shards panicked or was cancelled (every shard of
     /// the group fails with this).
     #[snafu(display("shard writer task failed: {message}"))]
@@ -173,6 +177,13 @@ pub enum Error {
     ReadShard {
         hash: String,
         source: opendal::Error,
+    },
+
+    /// Reading a shard of a local space with `std::fs` failed.
+    #[snafu(display("failed to read shard {hash}"))]
+    ReadLocalShard {
+        hash: String,
+        source: std::io::Error,
     },
 
     /// The shard does not exist in the space.
@@ -424,11 +435,13 @@ impl CodedError for Error {
             Error::ReceivePut { source } => common::error::code_of(source),
             Error::WriteShard { source, .. } => storage_code(source),
             Error::WriterTask { .. } => ErrorCode::Internal,
+            Error::ReaderTask { .. } => ErrorCode::Internal,
             Error::GroupWriterTask { .. } => ErrorCode::Internal,
             Error::WriteLocalShard { source, .. } => io_code(source),
             Error::ShuttingDown => ErrorCode::Unavailable,
             Error::HashChunk { .. } => ErrorCode::Internal,
             Error::ReadShard { source, .. } => storage_code(source),
+            Error::ReadLocalShard { source, .. } => io_code(source),
             Error::ShardNotFound { .. } => ErrorCode::NotFound,
             Error::ShardTruncated { .. } => ErrorCode::Internal,
             Error::TouchShard { source, .. } => io_code(source),

@@ -29,10 +29,10 @@ use tracing::{debug, info, warn};
 
 use crate::error::{
     BadRequestSnafu, DeleteShardSnafu, Error, GroupWriterTaskSnafu, HashChunkSnafu,
-    InvalidShardHashSnafu, ListShardsSnafu, OpenSpaceSnafu, RangeOutOfBoundsSnafu, ReadShardSnafu,
-    Result, ShardNotFoundSnafu, ShardTooLargeSnafu, ShardTruncatedSnafu, SpaceFullSnafu,
-    SpacePathSnafu, StreamAbortedSnafu, TouchShardSnafu, WriteLocalShardSnafu, WriteShardSnafu,
-    WriterTaskSnafu,
+    InvalidShardHashSnafu, ListShardsSnafu, OpenSpaceSnafu, RangeOutOfBoundsSnafu,
+    ReadLocalShardSnafu, ReadShardSnafu, ReaderTaskSnafu, Result, ShardNotFoundSnafu,
+    ShardTooLargeSnafu, ShardTruncatedSnafu, SpaceFullSnafu, SpacePathSnafu, StreamAbortedSnafu,
+    TouchShardSnafu, WriteLocalShardSnafu, WriteShardSnafu, WriterTaskSnafu,
 };
 use crate::files::FileRoot;
 
@@ -1005,11 +1005,35 @@ impl SpaceStore {
     /// past the end is clamped). Chunks are at most [`proto::CHUNK_SIZE`] bytes and are read
     /// one at a time, never the whole shard. `offset == size` gives an empty stream;
     /// `offset > size` is [`crate::Error::RangeOutOfBounds`].
+    ///
+    /// On a local store the file is opened and sized, and a range of at most one chunk
+    /// read, in one blocking-pool task (the operator's stat, open and read were a hop
+    /// each); a longer range then streams through the operator.
     pub async fn read(&self, hash: &str, offset: u64, length: u64) -> Result<ShardStream> {
-        let size = self
-            .stat(hash)
-            .await?
-            .ok_or_else(|| ShardNotFoundSnafu { hash }.build())?;
+        let size = match &self.finalize {
+            Finalize::Rename { root } => {
+                check_hash(hash)?;
+                let path = local_shard_path(root, hash);
+                let head = tokio::task::spawn_blocking(move || local_head(&path, offset, length))
+                    .await
+                    .context(ReaderTaskSnafu)?
+                    .context(ReadLocalShardSnafu { hash })?;
+                match head {
+                    LocalHead::Missing => return ShardNotFoundSnafu { hash }.fail(),
+                    LocalHead::Whole(data) if data.is_empty() => {
+                        return Ok(Box::pin(futures::stream::empty()));
+                    }
+                    LocalHead::Whole(data) => {
+                        return Ok(Box::pin(futures::stream::once(async { Ok(data) })));
+                    }
+                    LocalHead::Size(size) => size,
+                }
+            }
+            _ => self
+                .stat(hash)
+                .await?
+                .ok_or_else(|| ShardNotFoundSnafu { hash }.build())?,
+        };
         ensure!(offset <= size, RangeOutOfBoundsSnafu { offset, size });
         let end = if length == 0 {
             size
@@ -1531,6 +1555,39 @@ fn remove_tmp(space: &str, tmp: &Path) {
     {
         warn!(space, path = %tmp.display(), error = %e, "failed to remove temp file");
     }
+}
+
+/// What [`local_head`] found.
+enum LocalHead {
+    Missing,
+    /// The whole requested range (at most one chunk).
+    Whole(Bytes),
+    /// The shard's size: the range is longer than a chunk, or starts past the end.
+    Size(u64),
+}
+
+/// Open local shard file `path`, size it, and read `[offset, offset + length)` (`length`
+/// 0 = to the end, clamped to the size) when that is at most [`proto::CHUNK_SIZE`] bytes
+/// (blocking). A file shorter than its own size when read is `UnexpectedEof`.
+fn local_head(path: &Path, offset: u64, length: u64) -> std::io::Result<LocalHead> {
+    use std::os::unix::fs::FileExt as _;
+    let file = match std::fs::File::open(path) {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(LocalHead::Missing),
+        Err(e) => return Err(e),
+    };
+    let size = file.metadata()?.len();
+    let end = if length == 0 {
+        size
+    } else {
+        offset.saturating_add(length).min(size)
+    };
+    if offset > size || end - offset > proto::CHUNK_SIZE as u64 {
+        return Ok(LocalHead::Size(size));
+    }
+    let mut buf = vec![0; (end - offset) as usize];
+    file.read_exact_at(&mut buf, offset)?;
+    Ok(LocalHead::Whole(Bytes::from(buf)))
 }
 
 /// Local path of shard `hash` (a valid hash) under fs root `root`.
