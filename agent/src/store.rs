@@ -681,7 +681,7 @@ impl SpaceStore {
     async fn write_local<S>(
         &self,
         path: &Path,
-        mut items: S,
+        items: S,
         max_size: Option<u64>,
     ) -> Result<(Sha256, u64)>
     where
@@ -701,34 +701,11 @@ impl SpaceStore {
         .context(WriterTaskSnafu)?
         .context(WriteLocalShardSnafu { space })?;
         let file = Arc::new(file);
-        let mut hasher = Sha256::new();
-        let mut size = 0u64;
-        loop {
-            match items.next().await.transpose()? {
-                Some(PutItem::Data(data)) => {
-                    if data.is_empty() {
-                        continue;
-                    }
-                    size += data.len() as u64;
-                    if let Some(max_size) = max_size {
-                        ensure!(size <= max_size, ShardTooLargeSnafu { max_size });
-                    }
-                    let f = file.clone();
-                    let to_write = data.clone();
-                    let write = tokio::task::spawn_blocking(move || {
-                        use std::io::Write as _;
-                        (&*f).write_all(&to_write)
-                    });
-                    let (hashed, written) = tokio::join!(hash_chunk(hasher, data), write);
-                    hasher = hashed?;
-                    written
-                        .context(WriterTaskSnafu)?
-                        .context(WriteLocalShardSnafu { space })?;
-                }
-                Some(PutItem::Finish) => break,
-                None => return StreamAbortedSnafu.fail(),
-            }
-        }
+        let mut sink = LocalSink {
+            file: file.clone(),
+            space,
+        };
+        let (hasher, size) = stream_into(&mut sink, items, max_size).await?;
         tokio::task::spawn_blocking(move || file.sync_all())
             .await
             .context(WriterTaskSnafu)?
@@ -746,7 +723,11 @@ impl SpaceStore {
             .writer(tmp)
             .await
             .context(WriteShardSnafu { space })?;
-        let written = match stream_into(&mut writer, items, max_size, space).await {
+        let mut sink = OperatorSink {
+            writer: &mut writer,
+            space,
+        };
+        let written = match stream_into(&mut sink, items, max_size).await {
             Ok(written) => writer
                 .close()
                 .await
@@ -1339,13 +1320,54 @@ fn check_hash(hash: &str) -> Result<()> {
     Ok(())
 }
 
-/// Write the data of `items` to `writer` while hashing it, up to `Finish`; returns the
-/// hasher and the size. `max_size` bounds the size; a stream without `Finish` is aborted.
+/// Where [`stream_into`] writes a shard's chunks.
+trait ChunkSink {
+    async fn write(&mut self, data: Bytes) -> Result<()>;
+}
+
+/// A backend's writer, through the operator.
+struct OperatorSink<'a> {
+    writer: &'a mut opendal::Writer,
+    space: &'a str,
+}
+
+impl ChunkSink for OperatorSink<'_> {
+    async fn write(&mut self, data: Bytes) -> Result<()> {
+        let space = self.space;
+        self.writer
+            .write(data)
+            .await
+            .context(WriteShardSnafu { space })
+    }
+}
+
+/// A local file, written with `std::fs` on the blocking pool from the chunk's own buffer.
+struct LocalSink<'a> {
+    file: Arc<std::fs::File>,
+    space: &'a str,
+}
+
+impl ChunkSink for LocalSink<'_> {
+    async fn write(&mut self, data: Bytes) -> Result<()> {
+        let space = self.space;
+        let file = self.file.clone();
+        tokio::task::spawn_blocking(move || {
+            use std::io::Write as _;
+            (&*file).write_all(&data)
+        })
+        .await
+        .context(WriterTaskSnafu)?
+        .context(WriteLocalShardSnafu { space })
+    }
+}
+
+/// Write the data of `items` to `sink` while hashing it (each chunk's hash and write run
+/// at once), up to `Finish`; returns the hasher and the size. `max_size` bounds the size;
+/// a stream without `Finish` is aborted.
 async fn stream_into<S>(
-    writer: &mut opendal::Writer,
+    sink: &mut impl ChunkSink,
     mut items: S,
     max_size: Option<u64>,
-    space: &str,
 ) -> Result<(Sha256, u64)>
 where
     S: Stream<Item = Result<PutItem>> + Unpin + Send,
@@ -1363,9 +1385,9 @@ where
                     ensure!(size <= max_size, ShardTooLargeSnafu { max_size });
                 }
                 let (hashed, written) =
-                    tokio::join!(hash_chunk(hasher, data.clone()), writer.write(data));
+                    tokio::join!(hash_chunk(hasher, data.clone()), sink.write(data));
                 hasher = hashed?;
-                written.context(WriteShardSnafu { space })?;
+                written?;
             }
             Some(PutItem::Finish) => return Ok((hasher, size)),
             None => return StreamAbortedSnafu.fail(),
