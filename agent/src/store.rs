@@ -496,13 +496,7 @@ impl SpaceStore {
         let sha256 = hex::encode(Sha256::digest(data));
         let size = data.len() as u64;
         let tmp = root.join("tmp").join(uuid::Uuid::new_v4().to_string());
-        let written = create_parent_and(&tmp, |path| {
-            std::fs::File::options()
-                .write(true)
-                .create_new(true)
-                .open(path)
-        })
-        .and_then(|mut file| file.write_all(data).map(|()| file));
+        let written = new_temp_file(&tmp).and_then(|mut file| file.write_all(data).map(|()| file));
         match written {
             Ok(file) => Ok(WrittenSmall {
                 file,
@@ -689,17 +683,10 @@ impl SpaceStore {
     {
         let space = self.name.as_str();
         let open = path.to_owned();
-        let file = tokio::task::spawn_blocking(move || {
-            create_parent_and(&open, |p| {
-                std::fs::File::options()
-                    .write(true)
-                    .create_new(true)
-                    .open(p)
-            })
-        })
-        .await
-        .context(WriterTaskSnafu)?
-        .context(WriteLocalShardSnafu { space })?;
+        let file = tokio::task::spawn_blocking(move || new_temp_file(&open))
+            .await
+            .context(WriterTaskSnafu)?
+            .context(WriteLocalShardSnafu { space })?;
         let file = Arc::new(file);
         let mut sink = LocalSink {
             file: file.clone(),
@@ -761,7 +748,7 @@ impl SpaceStore {
     /// On the filesystem this is the small puts' finalize ([`SpaceStore::finalize_blocking`])
     /// on a blocking-pool thread, followed by a sync of every directory that got a new
     /// entry ([`Placed::dirs_to_sync`]): the shard's name is durable before the caller
-    /// commits the object (the temp file's bytes were synced when its writer closed).
+    /// commits the object (the temp file's bytes were synced by its writer).
     async fn finalize(&self, tmp: &str, hash: &str, size: u64) -> Result<()> {
         let space = self.name.as_str();
         // Counted (a listing, the first time) before taking the lock.
@@ -1016,11 +1003,7 @@ impl SpaceStore {
                 .ok_or_else(|| ShardNotFoundSnafu { hash }.build())?,
         };
         ensure!(offset <= size, RangeOutOfBoundsSnafu { offset, size });
-        let end = if length == 0 {
-            size
-        } else {
-            offset.saturating_add(length).min(size)
-        };
+        let end = range_end(size, offset, length);
         if offset == end {
             return Ok(Box::pin(futures::stream::empty()));
         }
@@ -1579,6 +1562,26 @@ fn remove_tmp(space: &str, tmp: &Path) {
     }
 }
 
+/// Create the new temp file `path` for writing (its directory too when missing).
+fn new_temp_file(path: &Path) -> std::io::Result<std::fs::File> {
+    create_parent_and(path, |p| {
+        std::fs::File::options()
+            .write(true)
+            .create_new(true)
+            .open(p)
+    })
+}
+
+/// End of the range `[offset, offset + length)` of a shard of `size` bytes: `length` 0
+/// means to the end, and a range past the end is clamped to it.
+fn range_end(size: u64, offset: u64, length: u64) -> u64 {
+    if length == 0 {
+        size
+    } else {
+        offset.saturating_add(length).min(size)
+    }
+}
+
 /// What [`local_head`] found.
 enum LocalHead {
     Missing,
@@ -1599,11 +1602,7 @@ fn local_head(path: &Path, offset: u64, length: u64) -> std::io::Result<LocalHea
         Err(e) => return Err(e),
     };
     let size = file.metadata()?.len();
-    let end = if length == 0 {
-        size
-    } else {
-        offset.saturating_add(length).min(size)
-    };
+    let end = range_end(size, offset, length);
     if offset > size || end - offset > proto::CHUNK_SIZE as u64 {
         return Ok(LocalHead::Size(size));
     }
@@ -1755,8 +1754,12 @@ mod tests {
             .sha256;
         let size = data.len() as u64;
 
-        let cases: [(u64, u64, std::ops::Range<usize>); 6] = [
+        let cs = proto::CHUNK_SIZE;
+        let cases: [(u64, u64, std::ops::Range<usize>); 8] = [
             (10, 20, 10..30),
+            // Exactly one chunk (read whole on a local store), and one byte more.
+            (1, cs as u64, 1..cs + 1),
+            (1, cs as u64 + 1, 1..cs + 2),
             (
                 proto::CHUNK_SIZE as u64 - 5,
                 10,

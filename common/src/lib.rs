@@ -3,6 +3,7 @@
 pub mod config;
 pub mod error;
 pub mod grpc;
+pub mod hash;
 pub mod id;
 pub mod metrics;
 pub mod path;

@@ -33,7 +33,7 @@ use redundancy::Policy;
 use crate::catalog::blocks::{BlockRow, BlocksRow, POLICY_CACHE_TTL, block_len};
 use crate::catalog::reencode::ReencodeJob;
 use crate::catalog::repair::RepairLogRow;
-use crate::catalog::rows::ObjectRow;
+use crate::catalog::rows::{ObjectRow, UploadRow};
 use crate::catalog::{Catalog, Versioned};
 use crate::error::Result;
 use crate::scrub::{RebuildInto, Scrubber, TICKET_TTL_MS};
@@ -461,6 +461,14 @@ impl crate::service::Service {
             Err(e) => {
                 tracing::warn!(object_id = %o.object_id, error = %common::error::ErrorChain(&e), "cannot queue the object for re-encoding")
             }
+        }
+    }
+
+    /// [`Self::converge_policy`] of the object committed for upload `up`, unless the upload
+    /// chose its own redundancy (`UploadRow::policy_chosen`): that choice is kept.
+    pub(crate) async fn converge_upload(&self, up: &UploadRow, o: &ObjectRow) {
+        if !up.policy_chosen {
+            self.converge_policy(o).await;
         }
     }
 }

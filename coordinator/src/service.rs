@@ -277,9 +277,7 @@ impl Service {
         } else {
             self.catalog.commit_upload(up, r.size, &r.sha256).await?
         };
-        if !up.policy_chosen {
-            self.converge_policy(&o).await;
-        }
+        self.converge_upload(up, &o).await;
         Ok(o)
     }
 
@@ -625,9 +623,8 @@ impl CoordinatorService for Service {
             committed
                 .iter()
                 .zip(&items)
-                .filter(|(_, (up, ..))| !up.policy_chosen)
-                .filter_map(|(r, _)| r.as_ref().ok())
-                .map(|o| self.converge_policy(o)),
+                .filter_map(|(r, (up, ..))| Some((up, r.as_ref().ok()?)))
+                .map(|(up, o)| self.converge_upload(up, o)),
         )
         .await;
         let mut grouped: std::collections::HashMap<usize, Result<ObjectRow, Error>> =

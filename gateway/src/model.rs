@@ -186,17 +186,12 @@ impl From<pb::Object> for ObjectJson {
             package_id: o.package_id,
             path: o.path,
             size: o.size.to_string(),
-            file_hash: file_hash(&o.sha256),
+            file_hash: common::hash::file_hash_of_hex(&o.sha256),
             redundancy,
             create_time: rfc3339_ms(o.create_time_ms),
             update_time: rfc3339_ms(o.update_time_ms),
         }
     }
-}
-
-/// JCS file hash: `Full` + upper-case hex of the SHA-256.
-pub fn file_hash(sha256_hex: &str) -> String {
-    format!("Full{}", sha256_hex.to_ascii_uppercase())
 }
 
 /// RFC 3339 in UTC with milliseconds, e.g. `2025-06-24T08:31:28.514Z`. Out-of-range values

@@ -176,12 +176,11 @@ pub fn router(state: AppState) -> Router {
     let config = state.config();
     let (mut api, mut spec) =
         api_routes(config.request_timeout, config.max_parts_in_flight).split_for_parts();
-    if state.config().auth.enabled {
-        let auth =
-            crate::auth::Authenticator::new(state.config().auth.clone(), state.coordinator());
+    if config.auth.enabled {
+        let auth = crate::auth::Authenticator::new(config.auth.clone(), state.coordinator());
         api = api.layer(middleware::from_fn_with_state(auth, crate::auth::layer));
     }
-    crate::openapi::finish(&mut spec, state.config().auth.enabled);
+    crate::openapi::finish(&mut spec, config.auth.enabled);
     let docs = SwaggerUi::new(DOCS_PATH).url(OPENAPI_PATH, spec);
 
     Router::new()

@@ -21,7 +21,7 @@ pub fn encode_path(path: &str) -> String {
 /// `Full` + upper-case hex SHA-256, as the API reports `fileHash`.
 pub fn file_hash(data: &[u8]) -> String {
     use sha2::Digest;
-    format!("Full{}", hex::encode_upper(sha2::Sha256::digest(data)))
+    common::hash::file_hash(sha2::Sha256::digest(data))
 }
 
 impl Api {

@@ -80,7 +80,7 @@ pub struct EncodeSummary {
 impl EncodeSummary {
     /// The API's `fileHash`: `Full` + upper-case hex SHA-256 of the object.
     pub fn file_hash(&self) -> String {
-        format!("Full{}", hex::encode_upper(self.sha256))
+        common::hash::file_hash(self.sha256)
     }
 }
 
@@ -173,7 +173,8 @@ impl Encoder {
                 } else {
                     StripeEncoder::without_block_hashes(layout)?
                 };
-                run_ec(self.policy, enc, self.txs, input).await
+                let in_flight = self.opts.channel_capacity + 1;
+                run_ec(self.policy, enc, self.txs, in_flight, input).await
             }
             None => run_fanout(self.policy, self.txs, input).await,
         }
@@ -298,14 +299,15 @@ async fn run_ec<S>(
     policy: Policy,
     mut enc: StripeEncoder,
     txs: Vec<mpsc::Sender<Bytes>>,
+    in_flight: usize,
     mut input: S,
 ) -> Result<EncodeSummary>
 where
     S: Stream<Item = io::Result<Bytes>> + Send + Unpin,
 {
     let stripe_len = enc.layout.stripe_len() as usize;
-    // Stripes and parity in flight: the one being sent plus what the block channels hold.
-    let in_flight = txs.first().map_or(1, |tx| tx.max_capacity() / 2) + 1;
+    // `in_flight` stripes (and their parity) can be in use at once: the one being sent
+    // plus the `channel_capacity` frames every block channel holds.
     let mut stripes = Recycler::new(stripe_len, in_flight);
     let m = enc.layout.n - enc.layout.k;
     let mut parities = Recycler::new(enc.layout.chunk_size, in_flight * m);

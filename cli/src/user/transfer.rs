@@ -74,12 +74,8 @@ fn file_stream(
     bar: ProgressBar,
     total: Option<Arc<ProgressBar>>,
 ) -> reqwest::Body {
-    let stream = ReaderStream::with_capacity(file.take(len), CHUNK).inspect_ok(move |b| {
-        bar.inc(b.len() as u64);
-        if let Some(t) = &total {
-            t.inc(b.len() as u64);
-        }
-    });
+    let stream = ReaderStream::with_capacity(file.take(len), CHUNK)
+        .inspect_ok(move |b| advance(&bar, total.as_deref(), b.len() as u64));
     reqwest::Body::wrap_stream(stream)
 }
 
@@ -420,10 +416,7 @@ async fn upload_multipart(
         .iter()
         .map(|&i| part_len(size, part_size, i))
         .sum();
-    bar.inc(already);
-    if let Some(t) = &total {
-        t.inc(already);
-    }
+    advance(&bar, total.as_deref(), already);
 
     let todo: Vec<u32> = (1..=parts as u32)
         .filter(|i| !state.done.contains(i))
@@ -612,10 +605,7 @@ pub async fn download_object(
     }
     let resumed = have;
     let bar = file_bar(out, size, &obj.path, total.as_deref());
-    bar.inc(have);
-    if let Some(t) = &total {
-        t.inc(have);
-    }
+    advance(&bar, total.as_deref(), have);
     if have < size {
         let resp = api.download(obj.object_id, have).await?;
         let mut stream = resp.bytes_stream();
@@ -632,10 +622,7 @@ pub async fn download_object(
                 .map_err(|e| Error::io("writing", &part, e))?;
             hasher.update(&chunk);
             have += chunk.len() as u64;
-            bar.inc(chunk.len() as u64);
-            if let Some(t) = &total {
-                t.inc(chunk.len() as u64);
-            }
+            advance(&bar, total.as_deref(), chunk.len() as u64);
         }
     }
     file.flush()
@@ -687,10 +674,7 @@ async fn download_small(
                 break; // more than the object has: refused below, nothing kept
             }
             data.extend_from_slice(&chunk);
-            bar.inc(chunk.len() as u64);
-            if let Some(t) = &total {
-                t.inc(chunk.len() as u64);
-            }
+            advance(&bar, total.as_deref(), chunk.len() as u64);
         }
     }
     out.remove(&bar);
@@ -718,6 +702,14 @@ fn file_bar(out: &Out, size: u64, path: &str, total: Option<&ProgressBar>) -> Pr
     }
 }
 
+/// Count `n` more bytes on a file's bar and on the `total` bar of its tree, if any.
+fn advance(bar: &ProgressBar, total: Option<&ProgressBar>, n: u64) {
+    bar.inc(n);
+    if let Some(t) = total {
+        t.inc(n);
+    }
+}
+
 /// Refuse a download of `obj` that received `got` bytes (`ShortDownload` unless exactly
 /// its size) or whose content's SHA-256 is not its `fileHash` (`HashMismatch`).
 fn check_received(obj: &Object, got: u64, sha256: impl AsRef<[u8]>) -> Result<()> {
@@ -728,7 +720,7 @@ fn check_received(obj: &Object, got: u64, sha256: impl AsRef<[u8]>) -> Result<()
             expected: obj.size(),
         });
     }
-    let hash = format!("Full{}", hex::encode_upper(sha256));
+    let hash = common::hash::file_hash(sha256);
     if hash != obj.file_hash {
         return Err(Error::HashMismatch {
             path: obj.path.clone(),

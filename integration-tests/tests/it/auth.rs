@@ -69,6 +69,33 @@ impl Signed {
     fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }
+
+    /// Download `object` signed with `(id, secret)`: the status and the body.
+    async fn download(&self, object: u64, (id, secret): (&str, &str)) -> (StatusCode, Vec<u8>) {
+        let url = self.url(&format!("/v1/object/download?objectID={object}"));
+        let mut req = self.http.get(url).build().unwrap();
+        sign(&mut req, id, secret);
+        let resp = self.http.execute(req).await.unwrap();
+        (resp.status(), resp.bytes().await.unwrap().to_vec())
+    }
+}
+
+/// A new access key from the coordinator: its id, secret and read-only flag as listed.
+async fn create_key(
+    coord: &mut client::CoordinatorClient,
+    name: &str,
+    read_only: bool,
+) -> (String, String, bool) {
+    let created = coord
+        .create_access_key(pb::CreateAccessKeyRequest {
+            name: name.into(),
+            read_only,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let key = created.key.unwrap();
+    (key.access_key_id, created.secret_key, key.read_only)
 }
 
 async fn signed_requests_against_the_real_coordinator(meta: Meta) {
@@ -80,16 +107,8 @@ async fn signed_requests_against_the_real_coordinator(meta: Meta) {
         &client::ChannelOptions::default(),
     )
     .unwrap();
-    let created = coord
-        .create_access_key(pb::CreateAccessKeyRequest {
-            name: "it".into(),
-            read_only: false,
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let id = created.key.unwrap().access_key_id;
-    let secret = created.secret_key;
+    let (id, secret, read_only) = create_key(&mut coord, "it", false).await;
+    assert!(!read_only);
     // At rest, the secret is encrypted.
     let row = cluster
         .meta()
@@ -192,45 +211,25 @@ async fn signed_requests_against_the_real_coordinator(meta: Meta) {
     let (status, body) = gw.send(upload(), me).await;
     assert_eq!(status, 200, "{body}");
     let object = body["data"]["uploadeds"][0]["objectID"].as_u64().unwrap();
-    let mut req = gw
-        .http
-        .get(gw.url(&format!("/v1/object/download?objectID={object}")))
-        .build()
-        .unwrap();
-    sign(&mut req, &id, &secret);
-    let resp = gw.http.execute(req).await.unwrap();
-    assert_eq!(resp.status(), 200);
-    assert!(resp.bytes().await.unwrap() == content);
+    let (status, got) = gw.download(object, (&id, &secret)).await;
+    assert_eq!(status, 200);
+    assert!(got == content);
 
     // Probes stay open.
     let resp = gw.http.get(gw.url("/healthz")).send().await.unwrap();
     assert_eq!(resp.status(), 200);
 
     // A read-only key lists and downloads, and is refused (403) for any change.
-    let ro = coord
-        .create_access_key(pb::CreateAccessKeyRequest {
-            name: "reader".into(),
-            read_only: true,
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let ro_id = ro.key.as_ref().unwrap().access_key_id.clone();
-    assert!(ro.key.unwrap().read_only);
-    let reader = Some((ro_id.as_str(), ro.secret_key.as_str()));
+    let (ro_id, ro_secret, read_only) = create_key(&mut coord, "reader", true).await;
+    assert!(read_only);
+    let reader = Some((ro_id.as_str(), ro_secret.as_str()));
     let (status, body) = gw
         .send(gw.http.get(gw.url("/v1/bucket/listAll")), reader)
         .await;
     assert_eq!(status, 200, "{body}");
-    let mut req = gw
-        .http
-        .get(gw.url(&format!("/v1/object/download?objectID={object}")))
-        .build()
-        .unwrap();
-    sign(&mut req, &ro_id, &ro.secret_key);
-    let resp = gw.http.execute(req).await.unwrap();
-    assert_eq!(resp.status(), 200);
-    assert!(resp.bytes().await.unwrap() == content);
+    let (status, got) = gw.download(object, (&ro_id, &ro_secret)).await;
+    assert_eq!(status, 200);
+    assert!(got == content);
     let (status, body) = gw.send(upload(), reader).await;
     assert_eq!(status, 403, "{body}");
     assert!(

@@ -124,6 +124,13 @@ async fn request_ids_reach_coordinator_and_agent_logs() {
     cluster.shutdown().await;
 }
 
+/// The text of the metrics endpoint at `url`.
+async fn scrape(url: String) -> String {
+    let resp = reqwest::get(url).await.unwrap();
+    assert_eq!(resp.status(), 200);
+    resp.text().await.unwrap()
+}
+
 fn value_of(text: &str, series: &str) -> f64 {
     text.lines()
         .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
@@ -141,11 +148,6 @@ async fn metrics_move_with_traffic() {
     let server = tokio::spawn(common::metrics::serve(listener, stop.clone()));
 
     let api = cluster.api();
-    let scrape = |url: String| async move {
-        let resp = reqwest::get(url).await.unwrap();
-        assert_eq!(resp.status(), 200);
-        resp.text().await.unwrap()
-    };
     let before = scrape(metrics_url.clone()).await;
     let put = r#"jcs_grpc_requests_total{code="Ok",method="jcs.agent.v1.AgentService/PutShard",role="agent"}"#;
     assert_eq!(value_of(&before, put), 0.0);
@@ -281,16 +283,7 @@ async fn a_download_whose_client_stops_reading_is_cut() {
         .as_u64()
         .unwrap();
     let stalled = |text: &str| value_of(text, "jcs_gateway_downloads_stalled_total");
-    let metrics = || async {
-        api.http()
-            .get(api.url("/metrics"))
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap()
-    };
+    let metrics = || scrape(api.url("/metrics"));
     assert_eq!(stalled(&metrics().await), 0.0);
 
     let mut sock = tokio::net::TcpStream::connect(cluster.gateway_addr())
