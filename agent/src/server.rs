@@ -210,6 +210,12 @@ impl Agent {
             mtls = self.tls.is_some(),
             "agent serving"
         );
+        client::local::serve_until(
+            &advertise,
+            "agent",
+            tonic::service::Routes::new(health_svc.clone()).add_service(service.clone()),
+            shutdown.clone().cancelled_owned(),
+        );
         let mut builder = Server::builder();
         if let Some(material) = &self.tls {
             builder = builder

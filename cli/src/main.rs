@@ -41,6 +41,11 @@ enum Command {
         /// Longest long poll of the API (`getTask?waitMs=`), in milliseconds.
         #[arg(long, env = "JCS_MAX_WAIT_MS", default_value_t = 20_000)]
         max_wait_ms: u64,
+        /// Send the internal calls between gateway, coordinator and agent over loopback
+        /// gRPC (TCP) instead of in-process, as separate processes would (for comparisons
+        /// and debugging; slower).
+        #[arg(long, env = "JCS_GRPC_OVER_TCP")]
+        grpc_over_tcp: bool,
         #[command(flatten)]
         auth: cli::standalone::AuthArgs,
     },
@@ -75,12 +80,14 @@ async fn serve(cli: Cli) -> anyhow::Result<()> {
             data_dir,
             listen,
             max_wait_ms,
+            grpc_over_tcp,
             auth,
         } => {
             let opts = cli::standalone::StandaloneOptions {
                 data_dir,
                 listen,
                 max_wait: std::time::Duration::from_millis(max_wait_ms),
+                grpc_over_tcp,
                 auth,
             };
             cli::standalone::run(opts, shutdown, None).await

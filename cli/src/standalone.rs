@@ -24,6 +24,8 @@ pub struct StandaloneOptions {
     pub listen: SocketAddr,
     /// The gateway's `max_wait` (longest long poll).
     pub max_wait: std::time::Duration,
+    /// Internal calls over loopback gRPC instead of in-process (`client::local`).
+    pub grpc_over_tcp: bool,
     pub auth: AuthArgs,
 }
 
@@ -33,6 +35,7 @@ impl Default for StandaloneOptions {
             data_dir: PathBuf::from("jcs-data"),
             listen: SocketAddr::from(([127, 0, 0, 1], 7890)),
             max_wait: gateway::GatewayConfig::default().max_wait,
+            grpc_over_tcp: false,
             auth: AuthArgs::default(),
         }
     }
@@ -81,6 +84,11 @@ pub async fn run(
         .with_context(|| format!("creating data dir {}", opts.data_dir.display()))?;
     let data_dir = std::fs::canonicalize(&opts.data_dir)?;
     let secret = load_or_create_secret(&data_dir)?;
+    if !opts.grpc_over_tcp {
+        // The three roles call each other in-process (client::local); their gRPC ports
+        // still serve `jcs admin` and anything else outside the process.
+        client::local::enable();
+    }
 
     let gateway_listener = TcpListener::bind(opts.listen)
         .await

@@ -21,7 +21,6 @@ use common::ErrorCode;
 use futures::future::BoxFuture;
 use http_body_util::{BodyExt, Full};
 use tonic::body::Body;
-use tonic::transport::Channel;
 use tower::{Service, ServiceExt};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -64,7 +63,7 @@ pub struct FailoverChannel {
 }
 
 struct Inner {
-    endpoints: Vec<(String, Channel)>,
+    endpoints: Vec<(String, crate::Transport)>,
     current: AtomicUsize,
     policy: RetryPolicy,
 }
@@ -86,7 +85,7 @@ impl std::fmt::Debug for FailoverChannel {
 
 impl FailoverChannel {
     /// Over `endpoints` (address and lazily connected channel each; at least one).
-    pub fn new(endpoints: Vec<(String, Channel)>, policy: RetryPolicy) -> FailoverChannel {
+    pub fn new(endpoints: Vec<(String, crate::Transport)>, policy: RetryPolicy) -> FailoverChannel {
         FailoverChannel {
             inner: Arc::new(Inner {
                 endpoints,
@@ -158,8 +157,8 @@ impl Service<http::Request<Body>> for FailoverChannel {
                 *request.version_mut() = parts.version;
                 *request.headers_mut() = parts.headers.clone();
                 let outcome = match channel.clone().ready_oneshot().await {
-                    Ok(mut ch) => ch.call(request).await.map_err(BoxError::from),
-                    Err(e) => Err(BoxError::from(e)),
+                    Ok(mut ch) => ch.call(request).await,
+                    Err(e) => Err(e),
                 };
                 let failed = match &outcome {
                     Ok(resp) => retryable_status(resp),

@@ -17,9 +17,11 @@ use tonic::transport::{Channel, Endpoint};
 pub mod batch;
 mod block;
 pub mod failover;
+pub mod local;
 pub mod tls;
 pub use block::{AgentBlock, check_stored_block, put_block_requests};
 pub use failover::{FailoverChannel, RetryPolicy};
+pub use local::Transport;
 pub use request_id::RequestIdInterceptor;
 
 mod request_id;
@@ -164,8 +166,18 @@ pub fn channel(address: &str, opts: &ChannelOptions) -> Result<Channel> {
     Ok(endpoint(address, opts)?.connect_lazy())
 }
 
-/// A channel whose calls carry the current request id.
-pub type TracedChannel = InterceptedService<Channel, RequestIdInterceptor>;
+/// Calls to `address`: in-process when a server of this process is registered at it
+/// ([`local`]), else over a channel connected lazily on first use.
+pub fn transport(address: &str, opts: &ChannelOptions) -> Result<Transport> {
+    Ok(Transport::new(
+        address,
+        channel(address, opts)?,
+        opts.request_timeout,
+    ))
+}
+
+/// A transport whose calls carry the current request id.
+pub type TracedChannel = InterceptedService<Transport, RequestIdInterceptor>;
 /// Coordinator calls carry the request id and fail over across every configured
 /// coordinator ([`failover`]).
 pub type CoordinatorClient =
@@ -187,12 +199,12 @@ pub fn coordinator_addresses(addresses: &str) -> Vec<String> {
 pub fn coordinator(addresses: &str, opts: &ChannelOptions) -> Result<CoordinatorClient> {
     let mut endpoints = Vec::new();
     for address in coordinator_addresses(addresses) {
-        let ch = channel(&address, opts)?;
+        let ch = transport(&address, opts)?;
         endpoints.push((address, ch));
     }
     if endpoints.is_empty() {
         // Let tonic name what is wrong with the (empty) address.
-        endpoints.push((addresses.to_owned(), channel(addresses, opts)?));
+        endpoints.push((addresses.to_owned(), transport(addresses, opts)?));
     }
     let failover = FailoverChannel::new(endpoints, RetryPolicy::default());
     Ok(
@@ -205,7 +217,7 @@ pub fn coordinator(addresses: &str, opts: &ChannelOptions) -> Result<Coordinator
 /// Client of the agent at `address`, with JCS message limits.
 pub fn agent(address: &str, opts: &ChannelOptions) -> Result<AgentClient> {
     Ok(
-        AgentServiceClient::with_interceptor(channel(address, opts)?, RequestIdInterceptor)
+        AgentServiceClient::with_interceptor(transport(address, opts)?, RequestIdInterceptor)
             .max_decoding_message_size(proto::MAX_MESSAGE_SIZE)
             .max_encoding_message_size(proto::MAX_MESSAGE_SIZE),
     )

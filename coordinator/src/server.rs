@@ -191,6 +191,14 @@ impl Coordinator {
             mtls = self.tls.is_some(),
             "coordinator serving"
         );
+        if let Ok(address) = listener.local_addr() {
+            client::local::serve_until(
+                &address.to_string(),
+                "coordinator",
+                tonic::service::Routes::new(health_svc.clone()).add_service(svc.clone()),
+                shutdown.clone().cancelled_owned(),
+            );
+        }
         let server = builder
             .layer(common::grpc::RpcLayer::new("coordinator"))
             .add_service(health_svc)
