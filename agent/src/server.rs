@@ -210,7 +210,7 @@ impl Agent {
             mtls = self.tls.is_some(),
             "agent serving"
         );
-        client::local::serve_until(
+        let _in_process = client::local::serve_until(
             &advertise,
             "agent",
             tonic::service::Routes::new(health_svc.clone()).add_service(service.clone()),

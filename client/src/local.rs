@@ -74,23 +74,44 @@ where
 }
 
 /// [`register`] `routes` (behind the same [`common::grpc::RpcLayer`] as the TCP server) under
-/// `address` until `until` completes (the server's shutdown signal). A no-op unless
-/// in-process calls are [`enable`]d.
+/// `address` until `until` completes (the server's shutdown signal) or the returned guard is
+/// dropped, whichever comes first (a server keeps the guard while it serves, so once it has
+/// stopped it is certainly no longer called in-process). `None` (a no-op) unless in-process
+/// calls are [`enable`]d.
+#[must_use = "the registration ends when the guard is dropped"]
 pub fn serve_until(
     address: &str,
     role: &'static str,
     routes: tonic::service::Routes,
     until: impl Future<Output = ()> + Send + 'static,
-) {
+) -> Option<Served> {
     use tower::Layer;
     let service = common::grpc::RpcLayer::new(role).layer(routes.prepare());
-    if let Some(registration) = register(address, service) {
-        tracing::debug!(address, role, "serving in-process calls");
-        tokio::spawn(async move {
-            until.await;
-            drop(registration);
-        });
+    let registration = register(address, service)?;
+    tracing::debug!(address, role, "serving in-process calls");
+    let shared = Arc::new(std::sync::Mutex::new(Some(registration)));
+    let on_signal = shared.clone();
+    tokio::spawn(async move {
+        until.await;
+        on_signal.lock().unwrap_or_else(|p| p.into_inner()).take();
+    });
+    Some(Served(shared))
+}
+
+/// Ends a [`serve_until`] registration when dropped.
+#[derive(Debug)]
+pub struct Served(Arc<std::sync::Mutex<Option<Registration>>>);
+
+impl Drop for Served {
+    fn drop(&mut self) {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).take();
     }
+}
+
+/// Whether calls to `address` are made in-process now (a server of this process is
+/// registered at it).
+pub fn is_local(address: &str) -> bool {
+    lookup(&key(address)).is_some()
 }
 
 fn lookup(key: &str) -> Option<LocalService> {
@@ -256,12 +277,14 @@ mod tests {
         assert!(check(&address).await.is_err(), "nothing listens: {address}");
         enable();
         let (stop, until) = until_dropped();
-        serve_until(
+        let served = serve_until(
             &format!("http://{address}/"),
             "test",
             health_routes(),
             until,
         );
+        assert!(served.is_some());
+        assert!(is_local(&address));
         check(&address).await.unwrap();
         drop(stop);
         // The registration ends once `until` completes (on the spawned task).
@@ -273,6 +296,18 @@ mod tests {
         }
         let err = check(&address).await.unwrap_err();
         assert_eq!(err.code(), tonic::Code::Unavailable, "{err}");
+    }
+
+    /// Dropping the guard ends the registration at once, without waiting for `until`.
+    #[tokio::test]
+    async fn dropping_the_guard_unregisters() {
+        enable();
+        let address = closed_address().await;
+        let served = serve_until(&address, "test", health_routes(), std::future::pending());
+        check(&address).await.unwrap();
+        drop(served);
+        assert!(lookup(&key(&address)).is_none());
+        assert!(check(&address).await.is_err());
     }
 
     /// `until` as a oneshot: dropping the sender completes it.

@@ -191,14 +191,14 @@ impl Coordinator {
             mtls = self.tls.is_some(),
             "coordinator serving"
         );
-        if let Ok(address) = listener.local_addr() {
+        let _in_process = listener.local_addr().ok().and_then(|address| {
             client::local::serve_until(
                 &address.to_string(),
                 "coordinator",
                 tonic::service::Routes::new(health_svc.clone()).add_service(svc.clone()),
                 shutdown.clone().cancelled_owned(),
-            );
-        }
+            )
+        });
         let server = builder
             .layer(common::grpc::RpcLayer::new("coordinator"))
             .add_service(health_svc)

@@ -41,9 +41,18 @@ pub struct TestClusterBuilder {
     scrub: Option<coordinator::ScrubConfig>,
     default_redundancy: Option<serde_json::Value>,
     download_stall_timeout: Option<Duration>,
+    in_process: bool,
 }
 
 impl TestClusterBuilder {
+    /// Let the coordinator, the agents and the gateway call each other in-process
+    /// (`client::local`), as `jcs standalone` does, instead of over loopback gRPC. This is
+    /// process-wide from here on: nextest runs every test in a process of its own.
+    pub fn in_process(mut self) -> Self {
+        self.in_process = true;
+        self
+    }
+
     /// The gateway's `download_stall_timeout`.
     pub fn download_stall_timeout(mut self, stall: Duration) -> Self {
         self.download_stall_timeout = Some(stall);
@@ -93,6 +102,9 @@ impl TestClusterBuilder {
     /// backend's fixture is unavailable outside CI (see [`etcd::endpoints`]).
     pub async fn build(self) -> Option<TestCluster> {
         common::testing::init_logging();
+        if self.in_process {
+            client::local::enable();
+        }
         assert!(
             self.coordinators == 1 || self.meta == Meta::Etcd,
             "{} coordinators need Meta::Etcd (shared metadata), not {:?}",
@@ -236,6 +248,7 @@ impl TestCluster {
             scrub: None,
             default_redundancy: None,
             download_stall_timeout: None,
+            in_process: false,
         }
     }
 

@@ -178,7 +178,27 @@ pub(crate) fn corrupt(path: &PathBuf, at: u64) {
 
 #[tokio::test]
 async fn ec_round_trip_ranges_and_degraded_reads_on_local_spaces() {
-    let mut c = TestCluster::builder().agents(6).build().await.unwrap();
+    ec_round_trip_ranges_and_degraded_reads(TestCluster::builder(), false).await;
+}
+
+/// The same with every call between the roles in-process (`client::local`, what `jcs
+/// standalone` does): streamed block writes, ranged and degraded reads, and stopped
+/// agents that must become unreachable.
+#[tokio::test]
+async fn ec_round_trip_ranges_and_degraded_reads_in_process() {
+    ec_round_trip_ranges_and_degraded_reads(TestCluster::builder().in_process(), true).await;
+}
+
+async fn ec_round_trip_ranges_and_degraded_reads(
+    builder: integration_tests::TestClusterBuilder,
+    in_process: bool,
+) {
+    let mut c = builder.agents(6).build().await.unwrap();
+    let local = |addr: std::net::SocketAddr| client::local::is_local(&addr.to_string());
+    assert_eq!(local(c.coordinator_addr()), in_process);
+    for i in 0..6 {
+        assert_eq!(local(c.agent_addr(i)), in_process, "agent {i}");
+    }
     let api = c.api().clone();
     let (package, json) = package_with(&api, "ec", ec46()).await;
     assert_eq!(json["redundancy"], ec46());
@@ -248,6 +268,10 @@ async fn ec_round_trip_ranges_and_degraded_reads_on_local_spaces() {
         .map(|b| agent_holding(&c, b["sha256"].as_str().unwrap()))
         .collect();
     c.stop_agent(holders[0]).await;
+    assert!(
+        !local(c.agent_addr(holders[0])),
+        "a stopped agent is not called"
+    );
     check_reads(&api, id3, &body3).await;
     c.stop_agent(holders[3]).await;
     check_reads(&api, id3, &body3).await;
