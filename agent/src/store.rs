@@ -36,11 +36,8 @@ use crate::error::{
 };
 use crate::files::FileRoot;
 
-/// Most small shards one blocking-pool task writes in [`SpaceStore::put_small_batch`].
-pub const SMALL_SHARDS_PER_TASK: usize = 8;
-
-/// Most files (temp files, then directories) [`SpaceStore::put_small_batch`] syncs at the
-/// same time, one blocking-pool thread each.
+/// Most small shards [`SpaceStore::put_small_batch`] writes and syncs at the same time,
+/// one blocking-pool thread each.
 pub const SMALL_SHARD_SYNCS: usize = 32;
 
 /// Chunks at least this large are hashed on the blocking pool; smaller ones inline
@@ -411,14 +408,13 @@ impl SpaceStore {
 
     /// Store many small shards, each with the guarantees of [`SpaceStore::put_small`] and
     /// its own result (in order). Other backends' shards go through the operator one by
-    /// one, concurrently. Local stores' shards go through three steps, each over the whole
-    /// batch, so that the batch pays for a few journal commits instead of one per shard
-    /// (concurrent `fsync`s of one filesystem share a commit; ext4 and xfs do):
-    /// 1. hash and write the temp files, [`SMALL_SHARDS_PER_TASK`] per blocking-pool task;
-    /// 2. per shard, sync its temp file, then finalize it (rename into place, or touch an
-    ///    existing shard), up to [`SMALL_SHARD_SYNCS`] shards at once;
-    /// 3. sync each directory that got a new entry (`shards/<hh>`, and `shards` when a
-    ///    `shards/<hh>` was created) once, up to [`SMALL_SHARD_SYNCS`] at once.
+    /// one, concurrently. A local store's shard is hashed, written to its temp file,
+    /// synced, finalized (renamed into place, or an existing shard touched) and its new
+    /// directory entries synced by one blocking-pool task, up to [`SMALL_SHARD_SYNCS`]
+    /// shards at once, so that the batch pays for a few journal commits instead of one per
+    /// shard (concurrent `fsync`s of one filesystem share a commit; ext4 and xfs do). One
+    /// task per shard, rather than one step after another over the whole batch, costs one
+    /// thread hop per shard instead of about two (docs/performance.md, eighth session).
     ///
     /// A shard's result is `Ok` only once its bytes and its name are durable.
     pub async fn put_small_batch(
@@ -1439,99 +1435,26 @@ impl Placed {
     }
 }
 
-/// Steps 1–3 of [`SpaceStore::put_small_batch`] for the shards of local stores (index in
-/// the batch, store, its root, bytes); one result per shard, in no particular order.
+/// [`SpaceStore::put_small_batch`] for the shards of local stores (index in the batch,
+/// store, its root, bytes): each shard written, synced, finalized and its directories synced
+/// by one blocking-pool task, up to [`SMALL_SHARD_SYNCS`] shards at once (so their `fsync`s
+/// run concurrently); one result per shard, in no particular order.
 async fn put_small_local(
-    mut local: Vec<(usize, SpaceStore, PathBuf, Bytes)>,
+    local: Vec<(usize, SpaceStore, PathBuf, Bytes)>,
 ) -> Vec<(usize, Result<Stored>)> {
-    let mut results = Vec::with_capacity(local.len());
-    // 1. Hash and write the temp files.
-    let mut groups = Vec::new();
-    while !local.is_empty() {
-        let rest = local.split_off(local.len().min(SMALL_SHARDS_PER_TASK));
-        groups.push(std::mem::replace(&mut local, rest));
-    }
-    let written = futures::future::join_all(groups.into_iter().map(|group| {
-        let indexes: Vec<usize> = group.iter().map(|(i, ..)| *i).collect();
-        let task = tokio::task::spawn_blocking(move || {
-            group
-                .into_iter()
-                .map(|(i, store, root, data)| {
-                    let written = store.write_small_blocking(&root, &data);
-                    (i, written.map(|w| (store, root, w)))
-                })
-                .collect::<Vec<_>>()
+    futures::stream::iter(local.into_iter().map(|(i, store, root, data)| async move {
+        let task = tokio::task::spawn_blocking(move || store.put_small_blocking(&root, &data));
+        let stored = task.await.unwrap_or_else(|e| {
+            GroupWriterTaskSnafu {
+                message: e.to_string(),
+            }
+            .fail()
         });
-        async move { task.await.unwrap_or_else(|e| group_failed(indexes, &e)) }
+        (i, stored)
     }))
-    .await;
-    let mut to_finalize = Vec::new();
-    for (i, w) in written.into_iter().flatten() {
-        match w {
-            Ok(w) => to_finalize.push((i, w)),
-            Err(e) => results.push((i, Err(e))),
-        }
-    }
-    // 2. Sync each temp file, then finalize it; the syncs run concurrently.
-    let placed: Vec<_> =
-        futures::stream::iter(to_finalize.into_iter().map(|(i, (store, root, written))| {
-            let space = store.name.clone();
-            let hash = written.stored.sha256.clone();
-            let stored = written.stored.clone();
-            let task = tokio::task::spawn_blocking({
-                let root = root.clone();
-                move || store.sync_and_finalize_blocking(&root, written)
-            });
-            async move {
-                let placed = match task.await {
-                    Ok(placed) => placed,
-                    Err(e) => GroupWriterTaskSnafu {
-                        message: e.to_string(),
-                    }
-                    .fail(),
-                };
-                (i, space, root, hash, stored, placed)
-            }
-        }))
-        .buffer_unordered(SMALL_SHARD_SYNCS)
-        .collect()
-        .await;
-    // 3. Sync every directory that got a new entry, once.
-    let mut dirs: HashMap<PathBuf, Vec<usize>> = HashMap::new();
-    let mut pending = HashMap::new();
-    for (i, space, root, hash, stored, placed) in placed {
-        match placed {
-            Ok(placed) => {
-                for dir in placed.dirs_to_sync(&root, &hash) {
-                    dirs.entry(dir).or_default().push(i);
-                }
-                pending.insert(i, (space, stored));
-            }
-            Err(e) => results.push((i, Err(e))),
-        }
-    }
-    let failed: Vec<(Vec<usize>, std::io::Error)> =
-        futures::stream::iter(dirs.into_iter().map(|(dir, indexes)| async move {
-            let synced = tokio::task::spawn_blocking(move || sync_dir(&dir))
-                .await
-                .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())));
-            synced.err().map(|e| (indexes, e))
-        }))
-        .buffer_unordered(SMALL_SHARD_SYNCS)
-        .filter_map(futures::future::ready)
-        .collect()
-        .await;
-    for (indexes, e) in failed {
-        warn!(error = %e, "failed to sync a shard directory");
-        for i in indexes {
-            if let Some((space, _)) = pending.remove(&i) {
-                let source = std::io::Error::new(e.kind(), e.to_string());
-                results.push((i, Err(source).context(WriteLocalShardSnafu { space })));
-            }
-        }
-    }
-    results.extend(pending.into_iter().map(|(i, (_, stored))| (i, Ok(stored))));
-    results
+    .buffer_unordered(SMALL_SHARD_SYNCS)
+    .collect()
+    .await
 }
 
 /// Every index of a blocking-pool group whose task failed (`e`), with that error.
@@ -2100,14 +2023,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = open(&dir);
         // One shard stored before (an hour old: the batch must touch it), several new ones
-        // (more than one blocking-pool group, some in the same `shards/<hh>`), the same
-        // content twice in the batch, and one over its ticket's size limit.
+        // (written concurrently, some in the same `shards/<hh>`), the same content twice in
+        // the batch, and one over its ticket's size limit.
         let old = pattern(777);
         let old_hash = put_all(&store, &old, 100).await.unwrap().sha256;
         let old_path = local_shard_path(root(&store), &old_hash);
         set_mtime(&old_path, SystemTime::now() - Duration::from_secs(3600));
         let before = common::time::now_ms();
-        let mut datas: Vec<Vec<u8>> = (0..2 * SMALL_SHARDS_PER_TASK + 3)
+        let mut datas: Vec<Vec<u8>> = (0..19)
             .map(|i| format!("small shard {i}").repeat(i + 1).into_bytes())
             .collect();
         datas.push(datas[1].clone());
