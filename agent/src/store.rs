@@ -473,7 +473,21 @@ impl SpaceStore {
     /// The blocking part of [`SpaceStore::put_small`] on a local store rooted at `root`:
     /// write, sync, finalize, then sync the directories that got a new entry.
     fn put_small_blocking(&self, root: &Path, data: &[u8]) -> Result<Stored> {
-        let written = self.write_small_blocking(root, data)?;
+        let sha256 = hex::encode(Sha256::digest(data));
+        // Already stored (the same content uploaded again): refresh it, write nothing.
+        let path = local_shard_path(root, &sha256);
+        let stored = {
+            let _guard = self.shared.locks.of(&sha256).blocking_lock();
+            touch_if_stored(self.name.as_str(), &path, &sha256)?
+        };
+        if stored {
+            debug!(space = %self.name, hash = %sha256, "shard already stored; touched");
+            return Ok(Stored {
+                size: data.len() as u64,
+                sha256,
+            });
+        }
+        let written = self.write_small_blocking(root, data, sha256)?;
         let stored = written.stored.clone();
         let placed = self.sync_and_finalize_blocking(root, written)?;
         for dir in placed.dirs_to_sync(root, &stored.sha256) {
@@ -484,12 +498,16 @@ impl SpaceStore {
         Ok(stored)
     }
 
-    /// Step 1 of a local small put: hash `data` and write it to a new temp file under
-    /// `root`, not synced yet. The temp file is removed on any error.
-    fn write_small_blocking(&self, root: &Path, data: &[u8]) -> Result<WrittenSmall> {
+    /// Step 1 of a local small put: write `data` (whose SHA-256 is `sha256`) to a new temp
+    /// file under `root`, not synced yet. The temp file is removed on any error.
+    fn write_small_blocking(
+        &self,
+        root: &Path,
+        data: &[u8],
+        sha256: String,
+    ) -> Result<WrittenSmall> {
         use std::io::Write as _;
         let space = self.name.as_str();
-        let sha256 = hex::encode(Sha256::digest(data));
         let size = data.len() as u64;
         let tmp = root.join("tmp").join(uuid::Uuid::new_v4().to_string());
         let written = new_temp_file(&tmp).and_then(|mut file| file.write_all(data).map(|()| file));
@@ -530,14 +548,7 @@ impl SpaceStore {
         let path = local_shard_path(root, hash);
         let placed = {
             let _guard = self.shared.locks.of(hash).blocking_lock();
-            let exists = path.try_exists().context(WriteLocalShardSnafu { space })?;
-            if exists {
-                // A deduplicated shard may be arbitrarily old: refresh it so GC keeps it.
-                std::fs::File::options()
-                    .write(true)
-                    .open(&path)
-                    .and_then(|file| file.set_modified(SystemTime::now()))
-                    .context(TouchShardSnafu { hash })?;
+            if touch_if_stored(space, &path, hash)? {
                 Placed::Touched
             } else {
                 let usage = self.shared.usage.get();
@@ -1372,6 +1383,21 @@ where
             None => return StreamAbortedSnafu.fail(),
         }
     }
+}
+
+/// Under shard `hash`'s lock: when the shard is stored at `path`, refresh its mtime (a
+/// deduplicated shard may be arbitrarily old; GC keeps what was touched within its grace)
+/// and say so.
+fn touch_if_stored(space: &str, path: &Path, hash: &str) -> Result<bool> {
+    if !path.try_exists().context(WriteLocalShardSnafu { space })? {
+        return Ok(false);
+    }
+    std::fs::File::options()
+        .write(true)
+        .open(path)
+        .and_then(|file| file.set_modified(SystemTime::now()))
+        .context(TouchShardSnafu { hash })?;
+    Ok(true)
 }
 
 /// Give back `size` bytes to `usage` (a removed shard, or a reservation whose move failed).
