@@ -36,7 +36,10 @@ type BoxError = Box<dyn std::error::Error + Send + Sync>;
 pub type LocalService = BoxCloneSyncService<http::Request<Body>, http::Response<Body>, Infallible>;
 
 static ENABLED: AtomicBool = AtomicBool::new(false);
-static SERVERS: LazyLock<RwLock<HashMap<String, LocalService>>> = LazyLock::new(Default::default);
+/// Registered servers by address key, each with the id of its [`Registration`].
+static SERVERS: LazyLock<RwLock<HashMap<String, (u64, LocalService)>>> =
+    LazyLock::new(Default::default);
+static NEXT_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
 
 /// Let servers of this process [`register`] for in-process calls from now on.
 pub fn enable() {
@@ -68,9 +71,10 @@ where
         return None;
     }
     let key = key(address);
+    let id = NEXT_ID.fetch_add(1, Ordering::Relaxed);
     let mut servers = SERVERS.write().unwrap_or_else(|p| p.into_inner());
-    servers.insert(key.clone(), BoxCloneSyncService::new(service));
-    Some(Registration { key })
+    servers.insert(key.clone(), (id, BoxCloneSyncService::new(service)));
+    Some(Registration { key, id })
 }
 
 /// [`register`] `routes` (behind the same [`common::grpc::RpcLayer`] as the TCP server) under
@@ -119,19 +123,23 @@ fn lookup(key: &str) -> Option<LocalService> {
         return None;
     }
     let servers = SERVERS.read().unwrap_or_else(|p| p.into_inner());
-    servers.get(key).cloned()
+    servers.get(key).map(|(_, service)| service.clone())
 }
 
-/// An in-process server's registration; dropping it ends in-process calls to it.
+/// An in-process server's registration; dropping it ends in-process calls to it (unless
+/// another server has registered at the same address since: that one stays).
 #[derive(Debug)]
 pub struct Registration {
     key: String,
+    id: u64,
 }
 
 impl Drop for Registration {
     fn drop(&mut self) {
         let mut servers = SERVERS.write().unwrap_or_else(|p| p.into_inner());
-        servers.remove(&self.key);
+        if servers.get(&self.key).is_some_and(|(id, _)| *id == self.id) {
+            servers.remove(&self.key);
+        }
     }
 }
 
@@ -296,6 +304,20 @@ mod tests {
         }
         let err = check(&address).await.unwrap_err();
         assert_eq!(err.code(), tonic::Code::Unavailable, "{err}");
+    }
+
+    /// A server that registers at an address another one used keeps it when the older
+    /// registration ends late.
+    #[tokio::test]
+    async fn a_late_unregistration_leaves_a_newer_server_registered() {
+        enable();
+        let address = closed_address().await;
+        let old = register(&address, health_routes()).unwrap();
+        let new = register(&address, health_routes()).unwrap();
+        drop(old);
+        check(&address).await.unwrap();
+        drop(new);
+        assert!(!is_local(&address));
     }
 
     /// Dropping the guard ends the registration at once, without waiting for `until`.
