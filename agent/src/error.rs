@@ -152,11 +152,6 @@ pub enum Error {
     #[snafu(display("shard reader task failed"))]
     ReaderTask { source: tokio::task::JoinError },
 
-    /// The task writing a group of small shards panicked or was cancelled (every shard of
-    /// the group fails with this).
-    #[snafu(display("shard writer task failed: {message}"))]
-    GroupWriterTask { message: String },
-
     /// Writing a shard with `std::fs` (local stores) failed.
     #[snafu(display("failed to write a shard to space {space}"))]
     WriteLocalShard {
@@ -436,7 +431,6 @@ impl CodedError for Error {
             Error::WriteShard { source, .. } => storage_code(source),
             Error::WriterTask { .. } => ErrorCode::Internal,
             Error::ReaderTask { .. } => ErrorCode::Internal,
-            Error::GroupWriterTask { .. } => ErrorCode::Internal,
             Error::WriteLocalShard { source, .. } => io_code(source),
             Error::ShuttingDown => ErrorCode::Unavailable,
             Error::HashChunk { .. } => ErrorCode::Internal,

@@ -28,16 +28,16 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::error::{
-    BadRequestSnafu, DeleteShardSnafu, Error, GroupWriterTaskSnafu, HashChunkSnafu,
-    InvalidShardHashSnafu, ListShardsSnafu, OpenSpaceSnafu, RangeOutOfBoundsSnafu,
-    ReadLocalShardSnafu, ReadShardSnafu, ReaderTaskSnafu, Result, ShardNotFoundSnafu,
-    ShardTooLargeSnafu, ShardTruncatedSnafu, SpaceFullSnafu, SpacePathSnafu, StreamAbortedSnafu,
-    TouchShardSnafu, WriteLocalShardSnafu, WriteShardSnafu, WriterTaskSnafu,
+    BadRequestSnafu, DeleteShardSnafu, Error, HashChunkSnafu, InvalidShardHashSnafu,
+    ListShardsSnafu, OpenSpaceSnafu, RangeOutOfBoundsSnafu, ReadLocalShardSnafu, ReadShardSnafu,
+    ReaderTaskSnafu, Result, ShardNotFoundSnafu, ShardTooLargeSnafu, ShardTruncatedSnafu,
+    SpaceFullSnafu, SpacePathSnafu, StreamAbortedSnafu, TouchShardSnafu, WriteLocalShardSnafu,
+    WriteShardSnafu, WriterTaskSnafu,
 };
 use crate::files::FileRoot;
 
-/// Most small shards [`SpaceStore::put_small_batch`] writes and syncs at the same time,
-/// one blocking-pool thread each.
+/// Most small shards of one `PutSmallShards` call stored at the same time (on a local
+/// store, one blocking-pool thread each).
 pub const SMALL_SHARD_SYNCS: usize = 32;
 
 /// Chunks at least this large are hashed on the blocking pool; smaller ones inline
@@ -406,137 +406,46 @@ impl SpaceStore {
             .context(WriterTaskSnafu)?
     }
 
-    /// Store many small shards, each with the guarantees of [`SpaceStore::put_small`] and
-    /// its own result (in order). Other backends' shards go through the operator one by
-    /// one, concurrently. A local store's shard is hashed, written to its temp file,
-    /// synced, finalized (renamed into place, or an existing shard touched) and its new
-    /// directory entries synced by one blocking-pool task, up to [`SMALL_SHARD_SYNCS`]
-    /// shards at once, so that the batch pays for a few journal commits instead of one per
-    /// shard (concurrent `fsync`s of one filesystem share a commit; ext4 and xfs do). One
-    /// task per shard, rather than one step after another over the whole batch, costs one
-    /// thread hop per shard instead of about two (docs/performance.md, eighth session).
-    ///
-    /// A shard's result is `Ok` only once its bytes and its name are durable.
-    pub async fn put_small_batch(
-        items: Vec<(SpaceStore, Bytes, Option<u64>)>,
-    ) -> Vec<Result<Stored>> {
-        let mut results: Vec<Option<Result<Stored>>> = items.iter().map(|_| None).collect();
-        let mut local = Vec::new();
-        let mut other = Vec::new();
-        for (i, (store, data, max_size)) in items.into_iter().enumerate() {
-            if let Some(max_size) = max_size
-                && data.len() as u64 > max_size
-            {
-                results[i] = Some(ShardTooLargeSnafu { max_size }.fail());
-                continue;
-            }
-            match &store.finalize {
-                Finalize::Rename { root } => {
-                    let root = root.clone();
-                    // Counted (a listing, the first time) before a blocking task locks.
-                    match store.usage().await {
-                        Ok(_) => local.push((i, store, root, data)),
-                        Err(e) => results[i] = Some(Err(e)),
-                    }
-                }
-                _ => other.push((i, store, data, max_size)),
-            }
-        }
-        let other = futures::future::join_all(other.into_iter().map(
-            |(i, store, data, max_size)| async move { (i, store.put_small(data, max_size).await) },
-        ));
-        // In its own task: once started, every temp file is finalized or removed even if
-        // the caller goes away.
-        let indexes: Vec<usize> = local.iter().map(|(i, ..)| *i).collect();
-        let local = async {
-            tokio::spawn(put_small_local(local))
-                .await
-                .unwrap_or_else(|e| group_failed(indexes, &e))
-        };
-        let (local, other) = futures::join!(local, other);
-        for (i, r) in local.into_iter().chain(other) {
-            results[i] = Some(r);
-        }
-        results
-            .into_iter()
-            .map(|r| {
-                r.unwrap_or_else(|| {
-                    GroupWriterTaskSnafu {
-                        message: "no result for the shard",
-                    }
-                    .fail()
-                })
-            })
-            .collect()
-    }
-
     /// The blocking part of [`SpaceStore::put_small`] on a local store rooted at `root`:
-    /// write, sync, finalize, then sync the directories that got a new entry.
+    /// hash; when the shard is already stored, refresh it and write nothing; else write a
+    /// temp file, sync it (its bytes are durable before its name points at them), finalize
+    /// it, then sync the directories that got a new entry. The temp file is removed on any
+    /// error.
     fn put_small_blocking(&self, root: &Path, data: &[u8]) -> Result<Stored> {
-        let sha256 = hex::encode(Sha256::digest(data));
-        // Already stored (the same content uploaded again): refresh it, write nothing.
-        let path = local_shard_path(root, &sha256);
-        let stored = {
-            let _guard = self.shared.locks.of(&sha256).blocking_lock();
-            touch_if_stored(self.name.as_str(), &path, &sha256)?
-        };
-        if stored {
-            debug!(space = %self.name, hash = %sha256, "shard already stored; touched");
-            return Ok(Stored {
-                size: data.len() as u64,
-                sha256,
-            });
-        }
-        let written = self.write_small_blocking(root, data, sha256)?;
-        let stored = written.stored.clone();
-        let placed = self.sync_and_finalize_blocking(root, written)?;
-        for dir in placed.dirs_to_sync(root, &stored.sha256) {
-            sync_dir(&dir).context(WriteLocalShardSnafu {
-                space: self.name.as_str(),
-            })?;
-        }
-        Ok(stored)
-    }
-
-    /// Step 1 of a local small put: write `data` (whose SHA-256 is `sha256`) to a new temp
-    /// file under `root`, not synced yet. The temp file is removed on any error.
-    fn write_small_blocking(
-        &self,
-        root: &Path,
-        data: &[u8],
-        sha256: String,
-    ) -> Result<WrittenSmall> {
         use std::io::Write as _;
         let space = self.name.as_str();
-        let size = data.len() as u64;
+        let stored = Stored {
+            size: data.len() as u64,
+            sha256: hex::encode(Sha256::digest(data)),
+        };
+        let hash = stored.sha256.as_str();
+        let touched = {
+            let _guard = self.shared.locks.of(hash).blocking_lock();
+            touch_if_stored(space, &local_shard_path(root, hash), hash)?
+        };
+        if touched {
+            debug!(space, hash, "shard already stored; touched");
+            return Ok(stored);
+        }
         let tmp = root.join("tmp").join(uuid::Uuid::new_v4().to_string());
-        let written = new_temp_file(&tmp).and_then(|mut file| file.write_all(data).map(|()| file));
-        match written {
-            Ok(file) => Ok(WrittenSmall {
-                file,
-                tmp,
-                stored: Stored { size, sha256 },
-            }),
-            Err(source) => {
+        let placed = new_temp_file(&tmp)
+            .and_then(|mut file| {
+                file.write_all(data)?;
+                file.sync_all()
+            })
+            .context(WriteLocalShardSnafu { space })
+            .and_then(|()| self.finalize_blocking(root, &tmp, hash, stored.size));
+        let placed = match placed {
+            Ok(placed) => placed,
+            Err(e) => {
                 remove_tmp(space, &tmp);
-                Err(source).context(WriteLocalShardSnafu { space })
+                return Err(e);
             }
+        };
+        for dir in placed.dirs_to_sync(root, hash) {
+            sync_dir(&dir).context(WriteLocalShardSnafu { space })?;
         }
-    }
-
-    /// Step 2 of a local small put: sync the temp file (its bytes are durable before its
-    /// name points at them), then finalize it. The temp file is removed on any error.
-    fn sync_and_finalize_blocking(&self, root: &Path, written: WrittenSmall) -> Result<Placed> {
-        let space = self.name.as_str();
-        let WrittenSmall { file, tmp, stored } = written;
-        let synced = file.sync_all().context(WriteLocalShardSnafu { space });
-        drop(file);
-        let done =
-            synced.and_then(|()| self.finalize_blocking(root, &tmp, &stored.sha256, stored.size));
-        if done.is_err() {
-            remove_tmp(space, &tmp);
-        }
-        done
+        Ok(stored)
     }
 
     /// [`SpaceStore::finalize`] of a local store, on a blocking-pool thread: under the
@@ -1425,13 +1334,6 @@ fn create_parent_and<T>(
     }
 }
 
-/// A small shard written to its (not yet synced) temp file on a local store.
-struct WrittenSmall {
-    file: std::fs::File,
-    tmp: PathBuf,
-    stored: Stored,
-}
-
 /// How [`SpaceStore::finalize_blocking`] placed a shard.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Placed {
@@ -1459,42 +1361,6 @@ impl Placed {
             }
         }
     }
-}
-
-/// [`SpaceStore::put_small_batch`] for the shards of local stores (index in the batch,
-/// store, its root, bytes): each shard written, synced, finalized and its directories synced
-/// by one blocking-pool task, up to [`SMALL_SHARD_SYNCS`] shards at once (so their `fsync`s
-/// run concurrently); one result per shard, in no particular order.
-async fn put_small_local(
-    local: Vec<(usize, SpaceStore, PathBuf, Bytes)>,
-) -> Vec<(usize, Result<Stored>)> {
-    futures::stream::iter(local.into_iter().map(|(i, store, root, data)| async move {
-        let task = tokio::task::spawn_blocking(move || store.put_small_blocking(&root, &data));
-        let stored = task.await.unwrap_or_else(|e| {
-            GroupWriterTaskSnafu {
-                message: e.to_string(),
-            }
-            .fail()
-        });
-        (i, stored)
-    }))
-    .buffer_unordered(SMALL_SHARD_SYNCS)
-    .collect()
-    .await
-}
-
-/// Every index of a blocking-pool group whose task failed (`e`), with that error.
-fn group_failed<T>(indexes: Vec<usize>, e: &tokio::task::JoinError) -> Vec<(usize, Result<T>)> {
-    let message = e.to_string();
-    indexes
-        .into_iter()
-        .map(|i| {
-            let err = GroupWriterTaskSnafu {
-                message: message.clone(),
-            };
-            (i, err.fail())
-        })
-        .collect()
 }
 
 /// Sync directory `dir`, making the entries created in it durable.
@@ -2045,12 +1911,12 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn small_batch_stores_each_shard_durably_with_its_own_result() {
+    async fn concurrent_small_puts_store_each_shard_durably_with_its_own_result() {
         let dir = tempfile::tempdir().unwrap();
         let store = open(&dir);
-        // One shard stored before (an hour old: the batch must touch it), several new ones
-        // (written concurrently, some in the same `shards/<hh>`), the same content twice in
-        // the batch, and one over its ticket's size limit.
+        // As PutSmallShards stores a batch: one shard stored before (an hour old: it must be
+        // touched), several new ones (written concurrently, some in the same `shards/<hh>`),
+        // the same content twice at once, and one over its ticket's size limit.
         let old = pattern(777);
         let old_hash = put_all(&store, &old, 100).await.unwrap().sha256;
         let old_path = local_shard_path(root(&store), &old_hash);
@@ -2067,7 +1933,11 @@ mod tests {
             .collect();
         items.push((store.clone(), Bytes::from_static(b"too large"), Some(3)));
 
-        let results = SpaceStore::put_small_batch(items).await;
+        let results: Vec<Result<Stored>> =
+            futures::future::join_all(items.into_iter().map(
+                |(store, data, max_size)| async move { store.put_small(data, max_size).await },
+            ))
+            .await;
         assert_eq!(results.len(), datas.len() + 1);
         for (data, result) in datas.iter().zip(&results) {
             let stored = result.as_ref().unwrap();
