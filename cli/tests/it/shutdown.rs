@@ -90,20 +90,38 @@ async fn download_in_flight(
 }
 
 /// In-process `jcs standalone`: a download is in flight when the token is cancelled; it
-/// completes, new connections are refused meanwhile, and `run` returns Ok.
+/// completes, new connections are refused meanwhile, and `run` returns Ok. The roles call
+/// each other in-process (`client::local`) until they stop.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn in_flight_requests_finish_after_the_shutdown_signal() {
     common::testing::init_logging();
     let dir = tempfile::tempdir().unwrap();
     let shutdown = CancellationToken::new();
     let (ready_tx, ready_rx) = tokio::sync::oneshot::channel();
+    // A known coordinator address, to ask whether it is called in-process.
+    let coordinator = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap()
+    };
     let opts = cli::standalone::StandaloneOptions {
         data_dir: dir.path().join("data"),
         listen: "127.0.0.1:0".parse().unwrap(),
+        auth: cli::standalone::AuthArgs {
+            auth: false,
+            coordinator_listen: Some(coordinator),
+        },
         ..Default::default()
     };
     let run = tokio::spawn(cli::standalone::run(opts, shutdown.clone(), Some(ready_tx)));
     let addr = ready_rx.await.unwrap();
+    // Registered once its server task runs (until then calls go over TCP, as they may).
+    assert!(
+        wait_until(Duration::from_secs(10), || async {
+            client::local::is_local(&coordinator.to_string())
+        })
+        .await,
+        "the coordinator is not called in-process"
+    );
     let base = format!("http://{addr}");
     let http = reqwest::Client::new();
     let package = package(&http, &base).await;
@@ -137,6 +155,7 @@ async fn in_flight_requests_finish_after_the_shutdown_signal() {
         .expect("standalone did not stop after draining")
         .unwrap()
         .unwrap();
+    assert!(!client::local::is_local(&coordinator.to_string()));
 }
 
 /// The real binary: SIGTERM during a download; the download completes and `jcs` exits 0.
