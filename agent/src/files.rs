@@ -19,8 +19,8 @@ use std::pin::Pin;
 use std::time::SystemTime;
 
 use bytes::Bytes;
+use common::shard_hash;
 use futures::{Stream, TryStreamExt};
-use sha2::{Digest, Sha256};
 use snafu::{ResultExt, ensure};
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, warn};
@@ -388,7 +388,8 @@ impl FileRoot {
     }
 
     /// Write the data of `chunks` to `writer` while hashing it; check the total against
-    /// `size` (as soon as it exceeds it) and the hash against `sha256` at the end.
+    /// `size` (as soon as it exceeds it) and the content against the shard name `sha256`
+    /// (hashed with the algorithm the name says) at the end.
     async fn stream_verified<S>(
         &self,
         writer: &mut opendal::Writer,
@@ -409,7 +410,8 @@ impl FileRoot {
             }
             .build()
         };
-        let mut hasher = Sha256::new();
+        let algorithm = shard_hash::Algorithm::of(sha256).unwrap_or_default();
+        let mut hasher = shard_hash::Hasher::new(algorithm);
         let mut written = 0u64;
         loop {
             let next = tokio::select! {
@@ -433,9 +435,12 @@ impl FileRoot {
         if written != size {
             return Err(mismatch(format!("{written} bytes, expected {size}")));
         }
-        let got = hex::encode(hasher.finalize());
+        let got = hasher.finish();
         if got != sha256 {
-            return Err(mismatch(format!("SHA-256 {got}, expected {sha256}")));
+            return Err(mismatch(format!(
+                "{} {got}, expected {sha256}",
+                algorithm.as_str()
+            )));
         }
         Ok(())
     }
@@ -576,7 +581,7 @@ mod tests {
     }
 
     fn sha_hex(data: &[u8]) -> String {
-        hex::encode(Sha256::digest(data))
+        shard_hash::name_of(shard_hash::Algorithm::Sha256, data)
     }
 
     fn chunks(data: &[u8], size: usize) -> impl Stream<Item = Result<Bytes>> + Unpin + Send {

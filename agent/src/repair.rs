@@ -18,12 +18,12 @@
 use std::io;
 use std::sync::Arc;
 
+use common::shard_hash;
 use futures::{StreamExt, TryStreamExt};
 use proto::agent::{RebuildBlocksRequest, RebuildBlocksResponse, RebuiltBlock, ShardCheck};
 use proto::common::Ticket;
 use proto::common::ticket_body::Kind;
 use redundancy::{BlockSourceRef, Policy, ReadStats};
-use sha2::{Digest, Sha256};
 use snafu::{ResultExt, ensure};
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
@@ -82,14 +82,16 @@ pub async fn check_shards(
     Ok(out)
 }
 
-/// Lower-case hex SHA-256 of the stored shard `hash` (streamed, hashed off the runtime).
+/// The name the content of the stored shard `hash` has, with the algorithm `hash` says
+/// (streamed, hashed off the runtime).
 async fn hash_shard(store: &SpaceStore, hash: &str) -> Result<String> {
+    let algorithm = shard_hash::Algorithm::of(hash).unwrap_or_default();
     let mut chunks = store.read(hash, 0, 0).await?;
-    let mut hasher = Sha256::new();
+    let mut hasher = shard_hash::Hasher::new(algorithm);
     while let Some(chunk) = chunks.try_next().await? {
         hasher = hash_chunk(hasher, chunk).await?;
     }
-    Ok(hex::encode(hasher.finalize()))
+    Ok(hasher.finish())
 }
 
 /// `RebuildBlocks`: see the module doc. `agents` dials the other agents (with the agent's

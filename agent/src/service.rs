@@ -4,6 +4,7 @@
 
 use common::SpaceId;
 use common::secret::Secret;
+use common::shard_hash::Algorithm;
 use futures::{StreamExt, TryStreamExt};
 use prost::Message;
 use proto::agent::agent_service_server::AgentService;
@@ -160,11 +161,16 @@ impl AgentGrpc {
         let space_id = SpaceId(body.space_id);
         let store = self.shard_store(&body).await?;
         let max_size = (body.max_size > 0).then_some(body.max_size);
+        let algorithm = ticket::shard_algorithm(&body)?;
 
         // The writer runs as its own task: if this handler is dropped (client gone), the
         // sender drops without `Finish` and the writer aborts and removes its temp file.
         let (tx, rx) = mpsc::channel(PUT_CHANNEL_CAPACITY);
-        let writer = tokio::spawn(async move { store.put(ReceiverStream::new(rx)).await });
+        let writer = tokio::spawn(async move {
+            store
+                .put_checked(ReceiverStream::new(rx), None, algorithm)
+                .await
+        });
         let fed = feed_put(&mut stream, &tx, max_size).await;
         if let Ok(true) = fed {
             // A failed send means the writer already stopped; its result says why.
@@ -190,10 +196,10 @@ impl AgentGrpc {
 
     /// PutSmallShard: the whole shard in one message (≤ one chunk), stored in one go.
     async fn put_small(&self, req: PutSmallShardRequest) -> Result<Stored> {
-        let (store, data, max_size) = self.check_small(req).await?;
+        let (store, data, max_size, algorithm) = self.check_small(req).await?;
         // Also when this handler is dropped, the store either finishes the shard or
         // removes its temp file (see `SpaceStore::put_small`).
-        let stored = store.put_small(data, max_size).await?;
+        let stored = store.put_small(data, max_size, algorithm).await?;
         debug!(size = stored.size, hash = %stored.sha256, "small shard stored");
         Ok(stored)
     }
@@ -214,7 +220,7 @@ impl AgentGrpc {
     async fn check_small(
         &self,
         req: PutSmallShardRequest,
-    ) -> Result<(SpaceStore, bytes::Bytes, Option<u64>)> {
+    ) -> Result<(SpaceStore, bytes::Bytes, Option<u64>, Algorithm)> {
         let body = ticket::verify(
             &self.secret,
             req.ticket.as_ref(),
@@ -230,7 +236,8 @@ impl AgentGrpc {
         );
         let store = self.shard_store(&body).await?;
         let max_size = (body.max_size > 0).then_some(body.max_size);
-        Ok((store, req.data, max_size))
+        let algorithm = ticket::shard_algorithm(&body)?;
+        Ok((store, req.data, max_size, algorithm))
     }
 
     async fn concat(&self, req: ConcatShardsRequest) -> Result<Stored> {

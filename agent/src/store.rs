@@ -20,8 +20,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use common::SpaceId;
+use common::shard_hash::{self, Algorithm, Hasher};
 use futures::{Stream, StreamExt, TryStreamExt};
-use sha2::{Digest, Sha256};
 use snafu::{ResultExt, ensure};
 use tokio::sync::Mutex;
 use tokio_util::sync::CancellationToken;
@@ -67,14 +67,15 @@ pub enum PutItem {
 pub struct Stored {
     /// Number of bytes received.
     pub size: u64,
-    /// Lower-case hex SHA-256 of the bytes, which is also the shard's address.
+    /// The shard's name: its content address (common::shard_hash), SHA-256 or BLAKE3 as
+    /// the put asked.
     pub sha256: String,
 }
 
 /// One shard found by [`SpaceStore::list_shards`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ShardEntry {
-    /// Lower-case hex SHA-256 (the shard's address).
+    /// The shard's name (common::shard_hash).
     pub sha256: String,
     /// Size in bytes.
     pub size: u64,
@@ -345,23 +346,31 @@ impl SpaceStore {
     where
         S: Stream<Item = PutItem> + Unpin + Send,
     {
-        self.put_checked(chunks, None).await
+        self.put_checked(chunks, None, Algorithm::Sha256).await
     }
 
-    /// [`SpaceStore::put`] refusing more than `max_size` bytes (`ShardTooLarge`). On a
+    /// [`SpaceStore::put`] refusing more than `max_size` bytes (`ShardTooLarge`), naming the
+    /// shard by `algorithm`. On a
     /// local store, a shard of one chunk (the first item is data, the second `Finish`) is
     /// written and finalized by [`SpaceStore::put_small`] in one blocking-pool hop; longer
     /// streams are written with `std::fs` ([`SpaceStore::write_shard`]).
-    pub async fn put_checked<S>(&self, mut chunks: S, max_size: Option<u64>) -> Result<Stored>
+    pub async fn put_checked<S>(
+        &self,
+        mut chunks: S,
+        max_size: Option<u64>,
+        algorithm: Algorithm,
+    ) -> Result<Stored>
     where
         S: Stream<Item = PutItem> + Unpin + Send,
     {
         if !matches!(self.finalize, Finalize::Rename { .. }) {
-            return self.write_shard(chunks.map(Ok), max_size).await;
+            return self.write_shard(chunks.map(Ok), max_size, algorithm).await;
         }
         let first = match chunks.next().await {
             Some(PutItem::Data(data)) => data,
-            Some(PutItem::Finish) => return self.put_small(Bytes::new(), max_size).await,
+            Some(PutItem::Finish) => {
+                return self.put_small(Bytes::new(), max_size, algorithm).await;
+            }
             None => return StreamAbortedSnafu.fail(),
         };
         if let Some(max_size) = max_size {
@@ -371,11 +380,12 @@ impl SpaceStore {
             );
         }
         match chunks.next().await {
-            Some(PutItem::Finish) => self.put_small(first, max_size).await,
+            Some(PutItem::Finish) => self.put_small(first, max_size, algorithm).await,
             None => StreamAbortedSnafu.fail(),
             Some(second) => {
                 let head = futures::stream::iter([PutItem::Data(first), second]);
-                self.write_shard(head.chain(chunks).map(Ok), max_size).await
+                self.write_shard(head.chain(chunks).map(Ok), max_size, algorithm)
+                    .await
             }
         }
     }
@@ -386,7 +396,12 @@ impl SpaceStore {
     /// rename, or touch of an existing shard) all run in one blocking-pool task; the temp
     /// file is removed on any error, also when the caller goes away meanwhile. Other
     /// backends go through the operator.
-    pub async fn put_small(&self, data: Bytes, max_size: Option<u64>) -> Result<Stored> {
+    pub async fn put_small(
+        &self,
+        data: Bytes,
+        max_size: Option<u64>,
+        algorithm: Algorithm,
+    ) -> Result<Stored> {
         if let Some(max_size) = max_size {
             ensure!(
                 data.len() as u64 <= max_size,
@@ -395,13 +410,13 @@ impl SpaceStore {
         }
         let Finalize::Rename { root } = &self.finalize else {
             let items = futures::stream::iter([PutItem::Data(data), PutItem::Finish]);
-            return self.write_shard(items.map(Ok), max_size).await;
+            return self.write_shard(items.map(Ok), max_size, algorithm).await;
         };
         // Counted (a listing, the first time) before the blocking task takes the lock.
         self.usage().await?;
         let store = self.clone();
         let root = root.clone();
-        tokio::task::spawn_blocking(move || store.put_small_blocking(&root, &data))
+        tokio::task::spawn_blocking(move || store.put_small_blocking(&root, &data, algorithm))
             .await
             .context(WriterTaskSnafu)?
     }
@@ -411,12 +426,12 @@ impl SpaceStore {
     /// temp file, sync it (its bytes are durable before its name points at them), finalize
     /// it, then sync the directories that got a new entry. The temp file is removed on any
     /// error.
-    fn put_small_blocking(&self, root: &Path, data: &[u8]) -> Result<Stored> {
+    fn put_small_blocking(&self, root: &Path, data: &[u8], algorithm: Algorithm) -> Result<Stored> {
         use std::io::Write as _;
         let space = self.name.as_str();
         let stored = Stored {
             size: data.len() as u64,
-            sha256: hex::encode(Sha256::digest(data)),
+            sha256: shard_hash::name_of(algorithm, data),
         };
         let hash = stored.sha256.as_str();
         let touched = {
@@ -544,22 +559,28 @@ impl SpaceStore {
         let interrupted = futures::stream::once(cancel.clone().cancelled_owned())
             .map(|()| Err(Error::Interrupted));
         let items = futures::stream::select(data, interrupted);
-        self.write_shard(Box::pin(items), max_size).await
+        self.write_shard(Box::pin(items), max_size, Algorithm::Sha256)
+            .await
     }
 
     /// Stream `items` into a temp file, then finalize it as a shard; removes the temp file
     /// on any error. Local stores write the file with `std::fs` (`write_local`), other
     /// backends through the operator's writer.
-    async fn write_shard<S>(&self, items: S, max_size: Option<u64>) -> Result<Stored>
+    async fn write_shard<S>(
+        &self,
+        items: S,
+        max_size: Option<u64>,
+        algorithm: Algorithm,
+    ) -> Result<Stored>
     where
         S: Stream<Item = Result<PutItem>> + Unpin + Send,
     {
         let tmp = format!("tmp/{}", uuid::Uuid::new_v4());
         if let Finalize::Rename { root } = &self.finalize {
             let path = root.join(&tmp);
-            let stored = match self.write_local(&path, items, max_size).await {
+            let stored = match self.write_local(&path, items, max_size, algorithm).await {
                 Ok((hasher, size)) => {
-                    let sha256 = hex::encode(hasher.finalize());
+                    let sha256 = hasher.finish();
                     self.finalize(&tmp, &sha256, size)
                         .await
                         .map(|()| Stored { size, sha256 })
@@ -572,7 +593,7 @@ impl SpaceStore {
             }
             return stored;
         }
-        match self.write_via(&tmp, items, max_size).await {
+        match self.write_via(&tmp, items, max_size, algorithm).await {
             Ok(stored) => Ok(stored),
             Err(err) => {
                 if let Err(e) = self.op.delete(&tmp).await {
@@ -593,7 +614,8 @@ impl SpaceStore {
         path: &Path,
         items: S,
         max_size: Option<u64>,
-    ) -> Result<(Sha256, u64)>
+        algorithm: Algorithm,
+    ) -> Result<(Hasher, u64)>
     where
         S: Stream<Item = Result<PutItem>> + Unpin + Send,
     {
@@ -608,7 +630,7 @@ impl SpaceStore {
             file: file.clone(),
             space,
         };
-        let (hasher, size) = stream_into(&mut sink, items, max_size).await?;
+        let (hasher, size) = stream_into(&mut sink, items, max_size, algorithm).await?;
         tokio::task::spawn_blocking(move || file.sync_all())
             .await
             .context(WriterTaskSnafu)?
@@ -616,7 +638,13 @@ impl SpaceStore {
         Ok((hasher, size))
     }
 
-    async fn write_via<S>(&self, tmp: &str, items: S, max_size: Option<u64>) -> Result<Stored>
+    async fn write_via<S>(
+        &self,
+        tmp: &str,
+        items: S,
+        max_size: Option<u64>,
+        algorithm: Algorithm,
+    ) -> Result<Stored>
     where
         S: Stream<Item = Result<PutItem>> + Unpin + Send,
     {
@@ -630,7 +658,7 @@ impl SpaceStore {
             writer: &mut writer,
             space,
         };
-        let written = match stream_into(&mut sink, items, max_size).await {
+        let written = match stream_into(&mut sink, items, max_size, algorithm).await {
             Ok(written) => writer
                 .close()
                 .await
@@ -648,7 +676,7 @@ impl SpaceStore {
                 return Err(err);
             }
         };
-        let sha256 = hex::encode(hasher.finalize());
+        let sha256 = hasher.finish();
         self.finalize(tmp, &sha256, size).await?;
         Ok(Stored { size, sha256 })
     }
@@ -1048,7 +1076,7 @@ async fn shard_entry(
     entry: opendal::Entry,
 ) -> Result<Option<ShardEntry>> {
     let name = entry.name();
-    if !is_valid_hash(name) || &name[..2] != prefix || entry.path() != shard_path(name) {
+    if !is_valid_hash(name) || shard_dir_of(name) != prefix || entry.path() != shard_path(name) {
         return Ok(None);
     }
     let listed = entry.metadata();
@@ -1192,7 +1220,7 @@ async fn read_next(mut st: ReadState) -> Result<Option<(Bytes, ReadState)>> {
 }
 
 /// Feed `data` to `hasher`, on the blocking pool unless the chunk is small.
-pub(crate) async fn hash_chunk(mut hasher: Sha256, data: Bytes) -> Result<Sha256> {
+pub(crate) async fn hash_chunk(mut hasher: Hasher, data: Bytes) -> Result<Hasher> {
     if data.len() < INLINE_HASH_LIMIT {
         hasher.update(&data);
         return Ok(hasher);
@@ -1205,9 +1233,9 @@ pub(crate) async fn hash_chunk(mut hasher: Sha256, data: Bytes) -> Result<Sha256
     .context(HashChunkSnafu)
 }
 
-/// Whether `hash` is 64 lower-case hex digits.
+/// Whether `hash` is a shard name (common::shard_hash).
 pub fn is_valid_hash(hash: &str) -> bool {
-    hash.len() == 64 && is_lower_hex(hash)
+    shard_hash::is_valid(hash)
 }
 
 fn is_lower_hex(s: &str) -> bool {
@@ -1267,11 +1295,12 @@ async fn stream_into<S>(
     sink: &mut impl ChunkSink,
     mut items: S,
     max_size: Option<u64>,
-) -> Result<(Sha256, u64)>
+    algorithm: Algorithm,
+) -> Result<(Hasher, u64)>
 where
     S: Stream<Item = Result<PutItem>> + Unpin + Send,
 {
-    let mut hasher = Sha256::new();
+    let mut hasher = Hasher::new(algorithm);
     let mut size = 0u64;
     loop {
         match items.next().await.transpose()? {
@@ -1352,7 +1381,7 @@ impl Placed {
         match self {
             Placed::Touched => Vec::new(),
             Placed::Renamed { new_dir } => {
-                let shard_dir = root.join("shards").join(&hash[..2]);
+                let shard_dir = root.join("shards").join(shard_dir_of(hash));
                 if new_dir {
                     vec![shard_dir, root.join("shards"), root.to_path_buf()]
                 } else {
@@ -1428,7 +1457,13 @@ fn local_head(path: &Path, offset: u64, length: u64) -> std::io::Result<LocalHea
 
 /// Local path of shard `hash` (a valid hash) under fs root `root`.
 fn local_shard_path(root: &Path, hash: &str) -> PathBuf {
-    root.join("shards").join(&hash[..2]).join(hash)
+    root.join("shards").join(shard_dir_of(hash)).join(hash)
+}
+
+/// The directory below `shards/` of shard `hash` (a valid name): the first two hex digits
+/// of its digest, whatever its algorithm, so BLAKE3 names spread like SHA-256 ones.
+fn shard_dir_of(hash: &str) -> &str {
+    &shard_hash::digest_hex(hash)[..2]
 }
 
 /// Copy `size` bytes of `reader` (of path `from`) to `writer`, one chunk at a time, and
@@ -1464,7 +1499,7 @@ async fn copy_range(
 
 /// Path of shard `hash` inside the space (`hash` must be valid).
 fn shard_path(hash: &str) -> String {
-    format!("shards/{}/{hash}", &hash[..2])
+    format!("shards/{}/{hash}", shard_dir_of(hash))
 }
 
 #[cfg(test)]
@@ -1482,7 +1517,7 @@ mod tests {
     }
 
     fn sha_hex(data: &[u8]) -> String {
-        hex::encode(Sha256::digest(data))
+        shard_hash::name_of(Algorithm::Sha256, data)
     }
 
     fn items(data: &[u8], chunk: usize) -> Vec<PutItem> {
@@ -1556,6 +1591,48 @@ mod tests {
         assert!(chunks.iter().all(|c| c.len() <= proto::CHUNK_SIZE));
         assert_eq!(chunks.len(), 4);
         assert_eq!(chunks.concat(), data);
+    }
+
+    /// A put that asks for BLAKE3 names the shard `b3-` + its BLAKE3 and files it under
+    /// the digest's first two digits, streamed or in one chunk; the same content as
+    /// SHA-256 is another shard; both read back, and a repeat put finds the stored one.
+    #[tokio::test]
+    async fn blake3_shards_are_named_and_filed_by_their_digest() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir);
+        for (data, chunk) in [
+            (pattern(3 * proto::CHUNK_SIZE + 5), 256 * 1024),
+            (pattern(100), 100),
+            (Vec::new(), 1),
+        ] {
+            let put = |algorithm| {
+                store.put_checked(futures::stream::iter(items(&data, chunk)), None, algorithm)
+            };
+            let stored = put(Algorithm::Blake3).await.unwrap();
+            let want = shard_hash::name_of(Algorithm::Blake3, &data);
+            assert!(want.starts_with("b3-"));
+            assert_eq!(
+                stored,
+                Stored {
+                    size: data.len() as u64,
+                    sha256: want.clone()
+                }
+            );
+            let on_disk = root(&store).join("shards").join(&want[3..5]).join(&want);
+            assert_eq!(std::fs::read(&on_disk).unwrap(), data);
+            assert_eq!(read_chunks(&store, &want, 0, 0).await.concat(), data);
+
+            let sha = put(Algorithm::Sha256).await.unwrap();
+            assert_eq!(sha.sha256, sha_hex(&data));
+            assert_eq!(read_chunks(&store, &sha.sha256, 0, 0).await.concat(), data);
+
+            let again = store
+                .put_small(Bytes::from(data.clone()), None, Algorithm::Blake3)
+                .await
+                .unwrap();
+            assert_eq!(again.sha256, want);
+        }
+        assert!(files_under(&root(&store).join("tmp")).is_empty());
     }
 
     #[tokio::test]
@@ -1856,6 +1933,21 @@ mod tests {
                 modified_ms: mtime_ms(&path),
             });
         }
+        let data = Bytes::from(pattern(300));
+        let b3 = store
+            .put_small(data, None, Algorithm::Blake3)
+            .await
+            .unwrap();
+        let path = local_shard_path(root(&store), &b3.sha256);
+        want.push(ShardEntry {
+            sha256: b3.sha256.clone(),
+            size: 300,
+            modified_ms: mtime_ms(&path),
+        });
+        // A BLAKE3 name filed under its own first two characters ("b3") is junk.
+        let misfiled = root(&store).join("shards").join("b3");
+        std::fs::create_dir_all(&misfiled).unwrap();
+        std::fs::write(misfiled.join(&b3.sha256), b"x").unwrap();
         // Junk that must be skipped: a bad name, a shard in the wrong directory, a
         // directory named like a shard, a non-hex directory, a stray file, a temp file.
         let shards = root(&store).join("shards");
@@ -1933,11 +2025,12 @@ mod tests {
             .collect();
         items.push((store.clone(), Bytes::from_static(b"too large"), Some(3)));
 
-        let results: Vec<Result<Stored>> =
-            futures::future::join_all(items.into_iter().map(
-                |(store, data, max_size)| async move { store.put_small(data, max_size).await },
-            ))
-            .await;
+        let results: Vec<Result<Stored>> = futures::future::join_all(items.into_iter().map(
+            |(store, data, max_size)| async move {
+                store.put_small(data, max_size, Algorithm::Sha256).await
+            },
+        ))
+        .await;
         assert_eq!(results.len(), datas.len() + 1);
         for (data, result) in datas.iter().zip(&results) {
             let stored = result.as_ref().unwrap();

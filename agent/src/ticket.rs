@@ -8,9 +8,10 @@
 //! A ticket is good for exactly its own kind.
 
 use common::secret::Secret;
+use common::shard_hash::Algorithm;
 use prost::Message;
 use proto::common::ticket_body::Kind;
-use proto::common::{Ticket, TicketBody};
+use proto::common::{ShardHash, Ticket, TicketBody};
 use snafu::ensure;
 
 use crate::error::{BadTicketSnafu, Result, TicketExpiredSnafu, WrongTicketKindSnafu};
@@ -62,6 +63,20 @@ pub fn verify(
     Ok(body)
 }
 
+/// How a put ticket says to name the new shard. A value this agent does not know (a newer
+/// coordinator) is a bad ticket, not a silent fallback: the coordinator records the name
+/// the agent answers, and it must be what the ticket asked for.
+pub fn shard_algorithm(body: &TicketBody) -> Result<Algorithm> {
+    match ShardHash::try_from(body.shard_hash_algorithm) {
+        Ok(ShardHash::Sha256) => Ok(Algorithm::Sha256),
+        Ok(ShardHash::Blake3) => Ok(Algorithm::Blake3),
+        Err(_) => BadTicketSnafu {
+            reason: format!("unknown shard_hash_algorithm {}", body.shard_hash_algorithm),
+        }
+        .fail(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use common::{CodedError, ErrorCode};
@@ -89,7 +104,20 @@ mod tests {
             not_modified_since_ms: 0,
             space_revision: 1,
             file_path: String::new(),
+            shard_hash_algorithm: ShardHash::Sha256 as i32,
         }
+    }
+
+    #[test]
+    fn the_put_ticket_names_the_shard_algorithm() {
+        let mut b = body(Kind::Put, 2000);
+        assert_eq!(shard_algorithm(&b).unwrap(), Algorithm::Sha256);
+        b.shard_hash_algorithm = ShardHash::Blake3 as i32;
+        assert_eq!(shard_algorithm(&b).unwrap(), Algorithm::Blake3);
+        b.shard_hash_algorithm = 7;
+        let err = shard_algorithm(&b).unwrap_err();
+        assert!(err.to_string().contains("shard_hash_algorithm 7"), "{err}");
+        assert_eq!(err.code(), ErrorCode::Unauthenticated);
     }
 
     #[test]

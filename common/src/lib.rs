@@ -9,6 +9,7 @@ pub mod metrics;
 pub mod path;
 pub mod request_id;
 pub mod secret;
+pub mod shard_hash;
 pub mod shutdown;
 pub mod signing;
 pub mod space;

@@ -125,13 +125,14 @@ impl Service {
         });
         up.policy_chosen = chosen;
         let expires = now + ms(self.ticket_ttl);
+        let hash = policy.block_hash();
         let blocks: Vec<pb::BlockTarget> = targets
             .iter()
             .map(|t| pb::BlockTarget {
                 agent_id: t.agent.0,
                 agent_address: t.address.clone(),
                 space_id: t.space.0.0,
-                ticket: Some(self.signer.put(t.space, up.upload_id, 0, expires)),
+                ticket: Some(self.signer.put(t.space, up.upload_id, 0, hash, expires)),
             })
             .collect();
         let head = &blocks[0];

@@ -166,6 +166,7 @@ impl Scrubber {
                         (t.at.space, t.at.revision),
                         UploadId(0),
                         t.size,
+                        target_policy.unwrap_or(policy).block_hash(),
                         expires,
                     )),
                 })

@@ -4,6 +4,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use common::shard_hash::Algorithm;
 use common::{AgentId, BucketId, ObjectId, PackageId, SpaceId, UserId};
 use proto::coordinator as pb;
 use proto::coordinator::coordinator_service_server::CoordinatorService;
@@ -255,9 +256,13 @@ impl Service {
         target: SpaceTarget,
     ) -> pb::BeginUploadResponse {
         let ticket_expires = common::time::now_ms() + ms(self.ticket_ttl);
-        let ticket = self
-            .signer
-            .put(target.space, up.upload_id, 0, ticket_expires);
+        let ticket = self.signer.put(
+            target.space,
+            up.upload_id,
+            0,
+            Algorithm::Sha256,
+            ticket_expires,
+        );
         self.reservation(up, target, ticket, ticket_expires)
     }
 
@@ -811,7 +816,9 @@ impl CoordinatorService for Service {
             .await?;
         let target = self.space_agent(up.space_id).await?;
         let expires = now + ms(self.ticket_ttl);
-        let ticket = self.signer.put(target.space, up.upload_id, 0, expires);
+        let ticket = self
+            .signer
+            .put(target.space, up.upload_id, 0, Algorithm::Sha256, expires);
         Ok(Response::new(
             self.reservation(&up, target, ticket, expires),
         ))

@@ -1,9 +1,10 @@
 //! Signing of the tickets agents verify locally.
 
 use common::secret::Secret;
+use common::shard_hash::Algorithm;
 use common::{SpaceId, UploadId};
 use prost::Message;
-use proto::common::{Ticket, TicketBody, ticket_body::Kind};
+use proto::common::{ShardHash, Ticket, TicketBody, ticket_body::Kind};
 
 use crate::catalog::rows::UploadRow;
 
@@ -42,17 +43,22 @@ impl TicketSigner {
         }
     }
 
-    /// Permission to write one shard of upload `upload` into `space`.
+    /// Permission to write one shard of upload `upload` into `space`, named by `hash`.
     pub fn put(
         &self,
         space: SpaceRef,
         upload: UploadId,
         max_size: u64,
+        hash: Algorithm,
         expires_at_ms: i64,
     ) -> Ticket {
         self.sign(Kind::Put, space, expires_at_ms, |b| {
             b.upload_id = upload.0;
             b.max_size = max_size;
+            b.shard_hash_algorithm = match hash {
+                Algorithm::Sha256 => ShardHash::Sha256,
+                Algorithm::Blake3 => ShardHash::Blake3,
+            } as i32;
         })
     }
 

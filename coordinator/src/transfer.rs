@@ -4,6 +4,7 @@
 //! streaming. Files are handled with bounded parallelism and per-file failures are
 //! reported, not fatal.
 
+use common::shard_hash::Algorithm;
 use common::{BucketId, PackageId, SpaceId};
 use futures::{StreamExt, TryStreamExt};
 use proto::agent::{ExportFileRequest, ImportFileRequest, ListFilesRequest};
@@ -139,7 +140,9 @@ impl Service {
             .await?;
         let expires = now + ms(self.ticket_ttl);
         let read_ticket = self.signer.read_file(src.space, &file.full_path, expires);
-        let put_ticket = self.signer.put(dest.space, up.upload_id, 0, expires);
+        let put_ticket = self
+            .signer
+            .put(dest.space, up.upload_id, 0, Algorithm::Sha256, expires);
         let mut client = self
             .agents
             .get(&src.address)

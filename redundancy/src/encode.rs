@@ -42,7 +42,9 @@ pub struct EncodeOptions {
     /// costs a SHA-256 pass over `n / k` of the object on top of the object's own; the
     /// production callers (gateway uploads, the agent's RebuildBlocks) leave it off and take
     /// the hash the agent's `PutShard` answers with. Every stored piece still carries its
-    /// CRC32C, so damage is found on read whatever this says.
+    /// CRC32C, so damage is found on read whatever this says. These are SHA-256s, while
+    /// agents name ec blocks by BLAKE3 (`Policy::block_hash`): for tests and the codec
+    /// bench, not to compare with an ec block's shard name.
     pub hash_blocks: bool,
 }
 

@@ -117,6 +117,16 @@ impl Policy {
         }
     }
 
+    /// How the blocks of this policy are named (common::shard_hash): a `none` or `rep` block
+    /// is a whole copy of the object, named by its SHA-256 like the object's `fileHash`; an
+    /// ec block means nothing outside its object and is named by the faster BLAKE3.
+    pub fn block_hash(&self) -> common::shard_hash::Algorithm {
+        match self {
+            Policy::None | Policy::Rep { .. } => common::shard_hash::Algorithm::Sha256,
+            Policy::Ec { .. } => common::shard_hash::Algorithm::Blake3,
+        }
+    }
+
     /// How many healthy blocks a full read needs at least.
     pub fn min_blocks(&self) -> usize {
         match *self {

@@ -281,10 +281,13 @@ impl Catalog {
             )));
         }
         let expected = block_len(&plan.policy, size);
+        let hash = plan.policy.block_hash();
         for (i, (bsize, bsha)) in blocks.iter().enumerate() {
-            if !is_sha256_hex(bsha) {
+            if common::shard_hash::Algorithm::of(bsha) != Some(hash) {
                 return Err(bad(format!(
-                    "blocks[{i}].sha256 is not 64 lower-case hex digits"
+                    "blocks[{i}].sha256 {bsha:?} is not a {} shard name, which a {} block has",
+                    hash.as_str(),
+                    plan.policy.kind()
                 )));
             }
             if *bsize != expected {
@@ -530,6 +533,23 @@ mod tests {
             c.commit_block_upload(&up2, 100, &h('f'), &bad_size)
                 .await
                 .is_err()
+        );
+        // An ec block named by SHA-256 is not what its ticket asked the agent for.
+        let mut sha_named = ec_blocks('a');
+        sha_named[2].1 = h('c');
+        let err = c
+            .commit_block_upload(&up2, 100, &h('f'), &sha_named)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("blocks[2].sha256") && err.contains("not a BLAKE3 shard name"),
+            "{err}"
+        );
+        assert_eq!(
+            refs(&c).await.len(),
+            3,
+            "a refused commit adds no reference"
         );
     }
 

@@ -34,15 +34,21 @@ pub async fn begin_ec(c: &Catalog, p: PackageId, path: &str) -> UploadRow {
     up
 }
 
-/// 100 bytes in ec(2,3) with 64-byte pieces: 1 stripe, 68 stored bytes per block, hashes
-/// `tag`, `tag`+1, `tag`+2.
+/// 100 bytes in ec(2,3) with 64-byte pieces: 1 stripe, 68 stored bytes per block, named
+/// like ec blocks are ([`b3`]) by `tag`, `tag`+1, `tag`+2.
 pub fn ec_blocks(tag: char) -> Vec<(u64, String)> {
     (0..3)
-        .map(|i| (68, hash(char::from(tag as u8 + i))))
+        .map(|i| (68, b3(char::from(tag as u8 + i))))
         .collect()
 }
 
-/// A committed ec(2,3) object of 100 bytes (hash `f…`) at `path`, blocks `a…`, `b…`, `c…`.
+/// A BLAKE3 shard name (an ec block's) made of `c`.
+pub fn b3(c: char) -> String {
+    format!("{}{}", common::shard_hash::BLAKE3_PREFIX, hash(c))
+}
+
+/// A committed ec(2,3) object of 100 bytes (hash `f…`) at `path`, blocks `b3-a…`, `b3-b…`,
+/// `b3-c…`.
 pub async fn ec_object(c: &Catalog, p: PackageId, path: &str) -> ObjectId {
     let up = begin_ec(c, p, path).await;
     c.commit_block_upload(&up, 100, &hash('f'), &ec_blocks('a'))

@@ -227,6 +227,16 @@ async fn ec_round_trip_ranges_and_degraded_reads(
             f[0].clone()
         })
         .collect();
+    // ec blocks are named by the BLAKE3 of their stored bytes (common::shard_hash).
+    for (b, file) in bl.iter().zip(&files) {
+        let content = std::fs::read(file).unwrap();
+        assert_eq!(
+            b["sha256"],
+            format!("b3-{}", blake3::hash(&content).to_hex()),
+            "{}",
+            file.display()
+        );
+    }
     // Each block holds 8 frames of 4 KiB + 4 bytes.
     assert_eq!(std::fs::metadata(&files[0]).unwrap().len(), 8 * (4096 + 4));
     check_reads(&api, id, &body).await;
@@ -303,6 +313,11 @@ async fn rep_uploads_clone_move_delete_and_gc_release_blocks() {
     assert_eq!(bl.len(), 2);
     assert_ne!(bl[0]["space_id"], bl[1]["space_id"]);
     let sha = bl[0]["sha256"].as_str().unwrap();
+    // Whole copies keep the SHA-256 name, the object's fileHash in lower case.
+    assert_eq!(
+        format!("Full{}", sha.to_uppercase()),
+        obj["fileHash"].as_str().unwrap()
+    );
     let replicas = shard_files(&c, sha, &[]);
     assert_eq!(replicas.len(), 2, "two full copies");
     assert!(api.download_all(id).await[..] == body[..]);
