@@ -305,6 +305,10 @@ pub enum Error {
     #[snafu(display("modification time task failed"))]
     SetModifiedTask { source: tokio::task::JoinError },
 
+    /// The blocking task listing a local directory panicked or was cancelled.
+    #[snafu(display("directory listing task failed"))]
+    ListTask { source: tokio::task::JoinError },
+
     /// Stating a file (sync: a destination file before deciding to copy) failed.
     #[snafu(display("failed to stat file {path:?}"))]
     StatFile {
@@ -456,6 +460,7 @@ impl CodedError for Error {
             Error::SetModified { source, .. } => io_code(source),
             Error::CopyLocal { source, .. } => io_code(source),
             Error::SetModifiedTask { .. } => ErrorCode::Internal,
+            Error::ListTask { .. } => ErrorCode::Internal,
             Error::StatFile { source, .. } => storage_code(source),
             Error::DeleteFile { source, .. } => storage_code(source),
             Error::RemoteAgent { source, .. } => source.code(),

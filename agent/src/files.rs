@@ -142,6 +142,13 @@ impl FileRoot {
         self
     }
 
+    /// Where directory `dir` (a storage path, `""` or ending in `/`) is on this machine,
+    /// when the storage is a local filesystem (`None` for object stores).
+    fn local_dir(&self, dir: &str) -> Option<std::path::PathBuf> {
+        let info = self.op.info();
+        (info.scheme() == "fs").then(|| std::path::Path::new(&info.root()).join(dir))
+    }
+
     /// Whether `path` is (under) the space's `shards/` or `tmp/` directory.
     pub fn is_reserved(&self, path: &str) -> bool {
         self.internal.iter().any(|dir| {
@@ -468,62 +475,158 @@ struct WalkState {
 /// relative to `base`. A depth-first walk over them visits the files in byte order of
 /// their path, as an object store's flat listing would. Holds one directory's entries.
 async fn list_dir(root: &FileRoot, dir: &str, base: &str) -> Result<Vec<Item>> {
-    let mut lister = root
-        .op
-        .lister(dir)
-        .await
-        .context(ListFilesSnafu { path: dir })?;
-    let mut items = Vec::new();
-    while let Some(entry) = lister
-        .try_next()
-        .await
-        .context(ListFilesSnafu { path: dir })?
-    {
-        let full = entry.path();
-        let name = full.trim_end_matches('/');
+    let entries = match root.local_dir(dir) {
+        Some(path) => {
+            let dir = dir.to_owned();
+            tokio::task::spawn_blocking(move || read_local_dir(&path, &dir))
+                .await
+                .context(crate::error::ListTaskSnafu)?
+        }
+        None => read_dir_entries(root, dir).await,
+    }
+    .context(ListFilesSnafu { path: dir })?;
+    let mut items = Vec::with_capacity(entries.len());
+    for entry in entries {
+        let name = entry.full.trim_end_matches('/');
         // The listed directory itself (the root may come back as "/").
         if name == dir.trim_end_matches('/') || root.is_hidden(name) {
             continue;
         }
-        let listed = entry.metadata();
-        if listed.mode().is_dir() {
-            let full = if full.ends_with('/') {
-                full.to_owned()
-            } else {
-                format!("{full}/")
-            };
-            items.push(Item::Dir(full));
-            continue;
+        match entry.kind {
+            RawKind::Dir => {
+                let full = if entry.full.ends_with('/') {
+                    entry.full
+                } else {
+                    format!("{}/", entry.full)
+                };
+                items.push(Item::Dir(full));
+            }
+            // Symlinks, sockets… are not files to copy.
+            RawKind::Other => {}
+            RawKind::File { size, modified } => {
+                let Some(rel) = entry.full.strip_prefix(base) else {
+                    continue;
+                };
+                if rel.is_empty() {
+                    continue;
+                }
+                // The fs and S3 listers report size and mtime; other backends may need a
+                // stat.
+                let (size, modified) = match modified {
+                    Some(modified) => (size, Some(modified)),
+                    None => match root.op.stat(&entry.full).await {
+                        Ok(meta) => (
+                            meta.content_length(),
+                            meta.last_modified().map(SystemTime::from),
+                        ),
+                        // Removed meanwhile.
+                        Err(e) if is_missing(&e) => continue,
+                        Err(source) => {
+                            return Err(source).context(ListFilesSnafu { path: &entry.full });
+                        }
+                    },
+                };
+                items.push(Item::File(FileEntry {
+                    path: rel.to_owned(),
+                    size,
+                    modified_ms: modified.map_or(0, unix_ms),
+                    full_path: entry.full,
+                }));
+            }
         }
-        // Symlinks, sockets… are not files to copy.
-        if !listed.mode().is_file() {
-            continue;
-        }
-        let Some(rel) = full.strip_prefix(base) else {
-            continue;
-        };
-        if rel.is_empty() {
-            continue;
-        }
-        // The fs and S3 listers report size and mtime; other backends may need a stat.
-        let (size, modified) = match listed.last_modified() {
-            Some(modified) => (listed.content_length(), Some(modified)),
-            None => match root.op.stat(full).await {
-                Ok(meta) => (meta.content_length(), meta.last_modified()),
-                // Removed meanwhile.
-                Err(e) if is_missing(&e) => continue,
-                Err(source) => return Err(source).context(ListFilesSnafu { path: full }),
-            },
-        };
-        items.push(Item::File(FileEntry {
-            path: rel.to_owned(),
-            size,
-            modified_ms: modified.map_or(0, |m| unix_ms(SystemTime::from(m))),
-            full_path: full.to_owned(),
-        }));
     }
     items.sort_unstable_by(|a, b| item_key(a).cmp(item_key(b)));
     Ok(items)
+}
+
+/// One entry of a directory as the storage lists it, before filtering.
+#[derive(Debug)]
+struct RawEntry {
+    /// Path from the storage root (a directory's may end in `/`).
+    full: String,
+    kind: RawKind,
+}
+
+#[derive(Debug)]
+enum RawKind {
+    Dir,
+    /// `modified` is `None` when the listing does not say (the caller stats the file).
+    File {
+        size: u64,
+        modified: Option<SystemTime>,
+    },
+    Other,
+}
+
+/// Directory `dir` through the operator's lister.
+async fn read_dir_entries(root: &FileRoot, dir: &str) -> opendal::Result<Vec<RawEntry>> {
+    let mut lister = root.op.lister(dir).await?;
+    let mut out = Vec::new();
+    while let Some(entry) = lister.try_next().await? {
+        let meta = entry.metadata();
+        let kind = if meta.mode().is_dir() {
+            RawKind::Dir
+        } else if meta.mode().is_file() {
+            RawKind::File {
+                size: meta.content_length(),
+                modified: meta.last_modified().map(SystemTime::from),
+            }
+        } else {
+            RawKind::Other
+        };
+        out.push(RawEntry {
+            full: entry.path().to_owned(),
+            kind,
+        });
+    }
+    Ok(out)
+}
+
+/// Directory `dir` (the storage path, at `path` on this machine) of a Local space with
+/// `std::fs`, on the calling (blocking-pool) thread: one task per directory. The fs
+/// operator's lister takes a blocking-pool round trip for every entry's metadata, which
+/// was most of a no-change re-sync's time (docs/performance.md). The same entries as the
+/// lister: names as lossy UTF-8, symlinks not followed (they are `Other`), an entry
+/// removed between the listing and its `lstat` left out.
+fn read_local_dir(path: &std::path::Path, dir: &str) -> opendal::Result<Vec<RawEntry>> {
+    let io = |e: std::io::Error| {
+        let kind = match e.kind() {
+            std::io::ErrorKind::NotFound => opendal::ErrorKind::NotFound,
+            std::io::ErrorKind::PermissionDenied => opendal::ErrorKind::PermissionDenied,
+            _ => opendal::ErrorKind::Unexpected,
+        };
+        opendal::Error::new(kind, "list a local directory").set_source(e)
+    };
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(path).map_err(io)? {
+        let entry = match entry {
+            Ok(entry) => entry,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(io(e)),
+        };
+        let meta = match entry.metadata() {
+            Ok(meta) => meta,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(io(e)),
+        };
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        let kind = if meta.is_dir() {
+            RawKind::Dir
+        } else if meta.is_file() {
+            RawKind::File {
+                size: meta.len(),
+                modified: Some(meta.modified().map_err(io)?),
+            }
+        } else {
+            RawKind::Other
+        };
+        out.push(RawEntry {
+            full: format!("{dir}{name}"),
+            kind,
+        });
+    }
+    Ok(out)
 }
 
 fn item_key(item: &Item) -> &str {
@@ -645,6 +748,74 @@ mod tests {
         let bare = fs_root(dir.path(), "");
         assert!(bare.is_reserved("shards/ab/x") && bare.is_reserved("tmp"));
         assert!(!bare.is_reserved("data/shards/x"));
+    }
+
+    /// The local fast path lists what the fs operator's lister does (files with size and
+    /// mtime, directories, sockets as neither, names under the directory's prefix), except
+    /// that it does not follow symlinks.
+    #[tokio::test]
+    async fn local_listing_matches_the_operator_lister() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = fs_root(dir.path(), "");
+        let d = dir.path().join("top/sub");
+        std::fs::create_dir_all(d.join("inner")).unwrap();
+        std::fs::write(d.join("a.bin"), b"12345").unwrap();
+        std::fs::write(d.join("é ü.txt"), b"x").unwrap();
+        std::fs::write(d.join(".jcs-tmp-1"), b"t").unwrap();
+        std::os::unix::fs::symlink(d.join("a.bin"), d.join("link")).unwrap();
+        let _socket = std::os::unix::net::UnixListener::bind(d.join("sock")).unwrap();
+        let flat = |entries: Vec<RawEntry>| {
+            let mut v: Vec<_> = entries
+                .into_iter()
+                .map(|e| {
+                    let kind = match e.kind {
+                        RawKind::Dir => "dir".to_owned(),
+                        RawKind::File { size, modified } => {
+                            format!("file {size} {:?}", modified.map(unix_ms))
+                        }
+                        RawKind::Other => "other".to_owned(),
+                    };
+                    (e.full.trim_end_matches('/').to_owned(), kind)
+                })
+                .filter(|(full, _)| full != "top/sub")
+                .collect();
+            v.sort();
+            v
+        };
+        let local = read_local_dir(&root.local_dir("top/sub/").unwrap(), "top/sub/").unwrap();
+        let listed = read_dir_entries(&root, "top/sub/").await.unwrap();
+        let local = flat(local);
+        // The one difference: the operator follows a symlink to a file (its listing says
+        // "unknown" and opendal stats the target); the local listing skips symlinks, as
+        // rclone does without --copy-links (docs/api.md, sync tasks).
+        let but_links = |v: &[(String, String)]| -> Vec<(String, String)> {
+            v.iter()
+                .filter(|(f, _)| !f.ends_with("/link"))
+                .cloned()
+                .collect()
+        };
+        assert_eq!(but_links(&local), but_links(&flat(listed)));
+        let kinds: Vec<(&str, &str)> = local
+            .iter()
+            .map(|(full, k)| (&full["top/sub/".len()..], k.split(' ').next().unwrap()))
+            .collect();
+        assert_eq!(
+            kinds,
+            [
+                (".jcs-tmp-1", "file"),
+                ("a.bin", "file"),
+                ("inner", "dir"),
+                ("link", "other"),
+                ("sock", "other"),
+                ("é ü.txt", "file"),
+            ]
+        );
+        assert!(local[1].1.starts_with("file 5 Some("), "{local:?}");
+
+        let missing = read_local_dir(&root.local_dir("nope/").unwrap(), "nope/").unwrap_err();
+        assert!(is_missing(&missing), "{missing}");
+        let through_file = read_local_dir(&d.join("a.bin"), "top/sub/a.bin/").unwrap_err();
+        assert!(is_missing(&through_file), "{through_file}");
     }
 
     #[tokio::test]
