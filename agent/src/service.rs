@@ -188,7 +188,7 @@ impl AgentGrpc {
             space_id = %space_id,
             upload_id = body.upload_id,
             size = stored.size,
-            hash = %stored.sha256,
+            hash = %stored.hash,
             "shard stored"
         );
         Ok(stored)
@@ -200,7 +200,7 @@ impl AgentGrpc {
         // Also when this handler is dropped, the store either finishes the shard or
         // removes its temp file (see `SpaceStore::put_small`).
         let stored = store.put_small(data, max_size, algorithm).await?;
-        debug!(size = stored.size, hash = %stored.sha256, "small shard stored");
+        debug!(size = stored.size, hash = %stored.hash, "small shard stored");
         Ok(stored)
     }
 
@@ -265,7 +265,7 @@ impl AgentGrpc {
             upload_id = body.upload_id,
             parts,
             size = stored.size,
-            hash = %stored.sha256,
+            hash = %stored.hash,
             "shards concatenated"
         );
         Ok(stored)
@@ -567,7 +567,7 @@ fn file_info(entry: FileEntry) -> FileInfo {
 
 fn shard_info(entry: ShardEntry) -> ShardInfo {
     ShardInfo {
-        sha256: entry.sha256,
+        sha256: entry.hash,
         size: entry.size,
         modified_ms: entry.modified_ms,
     }
@@ -683,7 +683,7 @@ impl AgentService for AgentGrpc {
         let stored = self.put(request.into_inner()).await?;
         Ok(Response::new(PutShardResponse {
             size: stored.size,
-            sha256: stored.sha256,
+            sha256: stored.hash,
         }))
     }
 
@@ -694,7 +694,7 @@ impl AgentService for AgentGrpc {
         let stored = self.put_small(request.into_inner()).await?;
         Ok(Response::new(PutShardResponse {
             size: stored.size,
-            sha256: stored.sha256,
+            sha256: stored.hash,
         }))
     }
 
@@ -711,7 +711,7 @@ impl AgentService for AgentGrpc {
                 result: Some(match r {
                     Ok(stored) => put_small_shard_result::Result::Ok(PutShardResponse {
                         size: stored.size,
-                        sha256: stored.sha256,
+                        sha256: stored.hash,
                     }),
                     Err(e) => put_small_shard_result::Result::Error(client::batch::item_error(&e)),
                 }),
@@ -760,7 +760,7 @@ impl AgentService for AgentGrpc {
         let stored = self.concat(request.into_inner()).await?;
         Ok(Response::new(PutShardResponse {
             size: stored.size,
-            sha256: stored.sha256,
+            sha256: stored.hash,
         }))
     }
 

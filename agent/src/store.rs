@@ -69,14 +69,14 @@ pub struct Stored {
     pub size: u64,
     /// The shard's name: its content address (common::shard_hash), SHA-256 or BLAKE3 as
     /// the put asked.
-    pub sha256: String,
+    pub hash: String,
 }
 
 /// One shard found by [`SpaceStore::list_shards`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ShardEntry {
     /// The shard's name (common::shard_hash).
-    pub sha256: String,
+    pub hash: String,
     /// Size in bytes.
     pub size: u64,
     /// Modification time (last write or dedup touch), Unix ms; 0 when the backend reports
@@ -431,9 +431,9 @@ impl SpaceStore {
         let space = self.name.as_str();
         let stored = Stored {
             size: data.len() as u64,
-            sha256: shard_hash::name_of(algorithm, data),
+            hash: shard_hash::name_of(algorithm, data),
         };
-        let hash = stored.sha256.as_str();
+        let hash = stored.hash.as_str();
         let touched = {
             let _guard = self.shared.locks.of(hash).blocking_lock();
             touch_if_stored(space, &local_shard_path(root, hash), hash)?
@@ -580,10 +580,10 @@ impl SpaceStore {
             let path = root.join(&tmp);
             let stored = match self.write_local(&path, items, max_size, algorithm).await {
                 Ok((hasher, size)) => {
-                    let sha256 = hasher.finish();
-                    self.finalize(&tmp, &sha256, size)
+                    let hash = hasher.finish();
+                    self.finalize(&tmp, &hash, size)
                         .await
-                        .map(|()| Stored { size, sha256 })
+                        .map(|()| Stored { size, hash })
                 }
                 Err(err) => Err(err),
             };
@@ -676,9 +676,9 @@ impl SpaceStore {
                 return Err(err);
             }
         };
-        let sha256 = hasher.finish();
-        self.finalize(tmp, &sha256, size).await?;
-        Ok(Stored { size, sha256 })
+        let hash = hasher.finish();
+        self.finalize(tmp, &hash, size).await?;
+        Ok(Stored { size, hash })
     }
 
     /// Make the complete temp file `tmp` (of `size` bytes) shard `hash`, so that its mtime
@@ -1093,7 +1093,7 @@ async fn shard_entry(
         },
     };
     Ok(Some(ShardEntry {
-        sha256: name.to_owned(),
+        hash: name.to_owned(),
         size,
         modified_ms: modified.map_or(0, |m| unix_ms(SystemTime::from(m))),
     }))
@@ -1574,20 +1574,20 @@ mod tests {
         let data = pattern(3 * proto::CHUNK_SIZE + 12345);
         let stored = put_all(&store, &data, 256 * 1024 + 7).await.unwrap();
         assert_eq!(stored.size, data.len() as u64);
-        assert_eq!(stored.sha256, sha_hex(&data));
+        assert_eq!(stored.hash, sha_hex(&data));
 
         let on_disk = root(&store)
             .join("shards")
-            .join(&stored.sha256[..2])
-            .join(&stored.sha256);
+            .join(&stored.hash[..2])
+            .join(&stored.hash);
         assert_eq!(std::fs::read(on_disk).unwrap(), data);
         assert!(files_under(&root(&store).join("tmp")).is_empty());
         assert_eq!(
-            store.stat(&stored.sha256).await.unwrap(),
+            store.stat(&stored.hash).await.unwrap(),
             Some(data.len() as u64)
         );
 
-        let chunks = read_chunks(&store, &stored.sha256, 0, 0).await;
+        let chunks = read_chunks(&store, &stored.hash, 0, 0).await;
         assert!(chunks.iter().all(|c| c.len() <= proto::CHUNK_SIZE));
         assert_eq!(chunks.len(), 4);
         assert_eq!(chunks.concat(), data);
@@ -1615,7 +1615,7 @@ mod tests {
                 stored,
                 Stored {
                     size: data.len() as u64,
-                    sha256: want.clone()
+                    hash: want.clone()
                 }
             );
             let on_disk = root(&store).join("shards").join(&want[3..5]).join(&want);
@@ -1623,14 +1623,14 @@ mod tests {
             assert_eq!(read_chunks(&store, &want, 0, 0).await.concat(), data);
 
             let sha = put(Algorithm::Sha256).await.unwrap();
-            assert_eq!(sha.sha256, sha_hex(&data));
-            assert_eq!(read_chunks(&store, &sha.sha256, 0, 0).await.concat(), data);
+            assert_eq!(sha.hash, sha_hex(&data));
+            assert_eq!(read_chunks(&store, &sha.hash, 0, 0).await.concat(), data);
 
             let again = store
                 .put_small(Bytes::from(data.clone()), None, Algorithm::Blake3)
                 .await
                 .unwrap();
-            assert_eq!(again.sha256, want);
+            assert_eq!(again.hash, want);
         }
         assert!(files_under(&root(&store).join("tmp")).is_empty());
     }
@@ -1643,7 +1643,7 @@ mod tests {
         let hash = put_all(&store, &data, proto::CHUNK_SIZE)
             .await
             .unwrap()
-            .sha256;
+            .hash;
         let size = data.len() as u64;
 
         let cs = proto::CHUNK_SIZE;
@@ -1682,7 +1682,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = open(&dir);
         let data = pattern(1000);
-        let hash = put_all(&store, &data, 100).await.unwrap().sha256;
+        let hash = put_all(&store, &data, 100).await.unwrap().hash;
 
         let err = store.read(&hash, 1001, 0).await.err().unwrap();
         assert!(matches!(
@@ -1726,8 +1726,8 @@ mod tests {
         let store = open(&dir);
         let stored = put_all(&store, &[], 10).await.unwrap();
         assert_eq!(stored.size, 0);
-        assert_eq!(stored.sha256, sha_hex(b""));
-        assert!(read_chunks(&store, &stored.sha256, 0, 0).await.is_empty());
+        assert_eq!(stored.hash, sha_hex(b""));
+        assert!(read_chunks(&store, &stored.hash, 0, 0).await.is_empty());
     }
 
     #[tokio::test]
@@ -1762,7 +1762,7 @@ mod tests {
             PutItem::Data(Bytes::from_static(b"def")),
         ]);
         let stored = store.put(stream).await.unwrap();
-        assert_eq!(stored.sha256, sha_hex(b"abc"));
+        assert_eq!(stored.hash, sha_hex(b"abc"));
     }
 
     #[tokio::test]
@@ -1827,28 +1827,25 @@ mod tests {
         let store = open(&dir);
         let a = pattern(2 * proto::CHUNK_SIZE + 500);
         let b = b"second part".to_vec();
-        let ha = put_all(&store, &a, proto::CHUNK_SIZE).await.unwrap().sha256;
-        let hb = put_all(&store, &b, 4).await.unwrap().sha256;
-        let he = put_all(&store, &[], 1).await.unwrap().sha256;
+        let ha = put_all(&store, &a, proto::CHUNK_SIZE).await.unwrap().hash;
+        let hb = put_all(&store, &b, 4).await.unwrap().hash;
+        let he = put_all(&store, &[], 1).await.unwrap().hash;
 
         let stored = concat(&store, &[&ha, &he, &hb, &ha, &he], None)
             .await
             .unwrap();
         let want = [a.as_slice(), &b, &a].concat();
         assert_eq!(stored.size, want.len() as u64);
-        assert_eq!(stored.sha256, sha_hex(&want));
-        assert_eq!(
-            read_chunks(&store, &stored.sha256, 0, 0).await.concat(),
-            want
-        );
+        assert_eq!(stored.hash, sha_hex(&want));
+        assert_eq!(read_chunks(&store, &stored.hash, 0, 0).await.concat(), want);
         assert_eq!(files_under(&root(&store).join("shards")).len(), 4);
         assert!(files_under(&root(&store).join("tmp")).is_empty());
 
         // Only empty sources: a valid, empty shard. One source: the same shard again.
         let empty = concat(&store, &[&he, &he], None).await.unwrap();
-        assert_eq!((empty.size, empty.sha256.as_str()), (0, he.as_str()));
+        assert_eq!((empty.size, empty.hash.as_str()), (0, he.as_str()));
         let same = concat(&store, &[&hb], Some(b.len() as u64)).await.unwrap();
-        assert_eq!(same.sha256, hb);
+        assert_eq!(same.hash, hb);
         assert_eq!(files_under(&root(&store).join("shards")).len(), 4);
     }
 
@@ -1857,7 +1854,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = open(&dir);
         let data = pattern(1000);
-        let h = put_all(&store, &data, 100).await.unwrap().sha256;
+        let h = put_all(&store, &data, 100).await.unwrap().hash;
         let missing = sha_hex(b"never stored");
 
         let err = concat(&store, &[&h, &missing, &h], None).await.unwrap_err();
@@ -1897,7 +1894,7 @@ mod tests {
         let h = put_all(&store, &pattern(3 * proto::CHUNK_SIZE), proto::CHUNK_SIZE)
             .await
             .unwrap()
-            .sha256;
+            .hash;
         let cancel = CancellationToken::new();
         cancel.cancel();
         let err = store
@@ -1926,9 +1923,9 @@ mod tests {
         let mut want = Vec::new();
         for len in [0, 1, 100, 70_000] {
             let stored = put_all(&store, &pattern(len), 1000).await.unwrap();
-            let path = local_shard_path(root(&store), &stored.sha256);
+            let path = local_shard_path(root(&store), &stored.hash);
             want.push(ShardEntry {
-                sha256: stored.sha256,
+                hash: stored.hash,
                 size: len as u64,
                 modified_ms: mtime_ms(&path),
             });
@@ -1938,20 +1935,20 @@ mod tests {
             .put_small(data, None, Algorithm::Blake3)
             .await
             .unwrap();
-        let path = local_shard_path(root(&store), &b3.sha256);
+        let path = local_shard_path(root(&store), &b3.hash);
         want.push(ShardEntry {
-            sha256: b3.sha256.clone(),
+            hash: b3.hash.clone(),
             size: 300,
             modified_ms: mtime_ms(&path),
         });
         // A BLAKE3 name filed under its own first two characters ("b3") is junk.
         let misfiled = root(&store).join("shards").join("b3");
         std::fs::create_dir_all(&misfiled).unwrap();
-        std::fs::write(misfiled.join(&b3.sha256), b"x").unwrap();
+        std::fs::write(misfiled.join(&b3.hash), b"x").unwrap();
         // Junk that must be skipped: a bad name, a shard in the wrong directory, a
         // directory named like a shard, a non-hex directory, a stray file, a temp file.
         let shards = root(&store).join("shards");
-        let good = &want[1].sha256;
+        let good = &want[1].hash;
         std::fs::write(shards.join(&good[..2]).join("junk"), b"x").unwrap();
         let wrong_dir = shards.join(if &good[..2] == "00" { "01" } else { "00" });
         std::fs::create_dir_all(&wrong_dir).unwrap();
@@ -1964,8 +1961,8 @@ mod tests {
         std::fs::write(root(&store).join("tmp").join(good), b"x").unwrap();
 
         let mut got: Vec<ShardEntry> = store.list_shards().try_collect().await.unwrap();
-        got.sort_by(|a, b| a.sha256.cmp(&b.sha256));
-        want.sort_by(|a, b| a.sha256.cmp(&b.sha256));
+        got.sort_by(|a, b| a.hash.cmp(&b.hash));
+        want.sort_by(|a, b| a.hash.cmp(&b.hash));
         assert_eq!(got, want);
     }
 
@@ -1973,7 +1970,7 @@ mod tests {
     async fn delete_only_shards_older_than_the_cutoff() {
         let dir = tempfile::tempdir().unwrap();
         let store = open(&dir);
-        let h = put_all(&store, &pattern(100), 10).await.unwrap().sha256;
+        let h = put_all(&store, &pattern(100), 10).await.unwrap().hash;
         let path = local_shard_path(root(&store), &h);
         let written = mtime_ms(&path);
 
@@ -1998,7 +1995,7 @@ mod tests {
         assert!(matches!(err, Error::InvalidShardHash { .. }), "{err}");
         // The shard can be stored again after a delete.
         let again = put_all(&store, &pattern(100), 10).await.unwrap();
-        assert_eq!(again.sha256, h);
+        assert_eq!(again.hash, h);
         assert!(path.exists());
     }
 
@@ -2010,7 +2007,7 @@ mod tests {
         // touched), several new ones (written concurrently, some in the same `shards/<hh>`),
         // the same content twice at once, and one over its ticket's size limit.
         let old = pattern(777);
-        let old_hash = put_all(&store, &old, 100).await.unwrap().sha256;
+        let old_hash = put_all(&store, &old, 100).await.unwrap().hash;
         let old_path = local_shard_path(root(&store), &old_hash);
         set_mtime(&old_path, SystemTime::now() - Duration::from_secs(3600));
         let before = common::time::now_ms();
@@ -2034,9 +2031,9 @@ mod tests {
         assert_eq!(results.len(), datas.len() + 1);
         for (data, result) in datas.iter().zip(&results) {
             let stored = result.as_ref().unwrap();
-            assert_eq!(stored.sha256, sha_hex(data));
+            assert_eq!(stored.hash, sha_hex(data));
             assert_eq!(stored.size, data.len() as u64);
-            let path = local_shard_path(root(&store), &stored.sha256);
+            let path = local_shard_path(root(&store), &stored.hash);
             assert_eq!(&std::fs::read(path).unwrap(), data);
         }
         let err = results.last().unwrap().as_ref().unwrap_err();
@@ -2061,7 +2058,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = open(&dir);
         let data = pattern(5000);
-        let h = put_all(&store, &data, 1000).await.unwrap().sha256;
+        let h = put_all(&store, &data, 1000).await.unwrap().hash;
         let path = local_shard_path(root(&store), &h);
         let hour_ago = SystemTime::now() - Duration::from_secs(3600);
         let cutoff = unix_ms(SystemTime::now() - Duration::from_secs(1800));
@@ -2074,7 +2071,7 @@ mod tests {
                 "put" => put_all(&store, &data, 333).await.unwrap(),
                 _ => concat(&store, &[&h], None).await.unwrap(),
             };
-            assert_eq!(stored.sha256, h);
+            assert_eq!(stored.hash, h);
             assert!(mtime_ms(&path) >= before, "{second} did not touch");
             assert!(
                 !store.delete_if_unmodified(&h, cutoff).await.unwrap(),
@@ -2092,7 +2089,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = open(&dir);
         let data = pattern(10);
-        let h = put_all(&store, &data, 10).await.unwrap().sha256;
+        let h = put_all(&store, &data, 10).await.unwrap().hash;
         let old = SystemTime::now() - Duration::from_secs(7200);
         set_mtime(&local_shard_path(root(&store), &h), old);
         let listed: Vec<ShardEntry> = store.list_shards().try_collect().await.unwrap();
@@ -2107,7 +2104,7 @@ mod tests {
     async fn delete_waits_for_the_shard_lock() {
         let dir = tempfile::tempdir().unwrap();
         let store = open(&dir);
-        let h = put_all(&store, &pattern(10), 10).await.unwrap().sha256;
+        let h = put_all(&store, &pattern(10), 10).await.unwrap().hash;
         let guard = store.shared.locks.of(&h).lock().await;
         let delete = tokio::spawn({
             let store = store.clone();
@@ -2164,12 +2161,12 @@ mod tests {
         let store = memory_store(StoreOptions::default());
         assert_eq!(store.finalize, Finalize::Rewrite);
         let a = pattern(2 * proto::CHUNK_SIZE + 7);
-        let ha = put_all(&store, &a, 100_000).await.unwrap().sha256;
+        let ha = put_all(&store, &a, 100_000).await.unwrap().hash;
         assert_eq!(read_chunks(&store, &ha, 0, 0).await.concat(), a);
         // Dedup rewrites the same bytes; concat goes through the same finalize.
-        assert_eq!(put_all(&store, &a, 4096).await.unwrap().sha256, ha);
+        assert_eq!(put_all(&store, &a, 4096).await.unwrap().hash, ha);
         let both = concat(&store, &[&ha, &ha], None).await.unwrap();
-        assert_eq!(both.sha256, sha_hex(&[a.as_slice(), &a].concat()));
+        assert_eq!(both.hash, sha_hex(&[a.as_slice(), &a].concat()));
         let listed: Vec<ShardEntry> = store.list_shards().try_collect().await.unwrap();
         assert_eq!(listed.len(), 2);
         assert_eq!(object_count(&store, "tmp/").await, 0);
@@ -2182,7 +2179,7 @@ mod tests {
         let path = dir.path().join("space");
         // 1000 bytes stored before the space got a limit.
         let before = open(&dir);
-        let old = put_all(&before, &pattern(1000), 100).await.unwrap().sha256;
+        let old = put_all(&before, &pattern(1000), 100).await.unwrap().hash;
         drop(before);
 
         let op =
@@ -2212,7 +2209,7 @@ mod tests {
         assert!(files_under(&path.join("tmp")).is_empty());
 
         // Exactly full is fine; then a dedup (no new bytes) still succeeds, a new byte not.
-        let h = put_all(&store, &pattern(1500), 500).await.unwrap().sha256;
+        let h = put_all(&store, &pattern(1500), 500).await.unwrap().hash;
         put_all(&store, &pattern(1500), 700).await.unwrap();
         concat(&store, &[&old], None).await.unwrap();
         let err = put_all(&store, b"x", 1).await.unwrap_err();
