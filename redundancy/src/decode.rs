@@ -510,36 +510,57 @@ async fn read_frame(
         return Err(FrameError::Dead);
     };
     let frame_len = layout.frame_len() as usize;
-    let frame = if leftover.len() >= frame_len {
-        leftover.split_to(frame_len)
-    } else {
-        let mut buf = BytesMut::with_capacity(frame_len);
-        buf.extend_from_slice(leftover);
-        *leftover = Bytes::new();
-        while buf.len() < frame_len {
-            match stream.try_next().await {
-                Ok(Some(mut chunk)) => {
-                    let need = frame_len - buf.len();
-                    if chunk.len() > need {
-                        *leftover = chunk.split_off(need);
-                    }
-                    buf.extend_from_slice(&chunk);
+    // The frame's bytes as they arrived: usually the piece in one chunk (an agent sends a
+    // frame read from its start in chunks of up to 1 MiB, the default piece size) and the
+    // checksum in the next, so the piece is handed on without a copy.
+    let mut parts: Vec<Bytes> = Vec::with_capacity(2);
+    let mut have = 0;
+    if !leftover.is_empty() {
+        let take = leftover.len().min(frame_len);
+        have += take;
+        parts.push(leftover.split_to(take));
+    }
+    while have < frame_len {
+        match stream.try_next().await {
+            Ok(Some(mut chunk)) => {
+                let need = frame_len - have;
+                if chunk.len() > need {
+                    *leftover = chunk.split_off(need);
                 }
-                Ok(None) | Err(_) => {
-                    tracing::warn!(block = index, stripe, "block failed mid-way");
-                    ReadStats::add(&stats.failed_blocks, 1);
-                    block.slot = Slot::Dead;
-                    return Err(FrameError::Dead);
-                }
+                have += chunk.len();
+                parts.push(chunk);
+            }
+            Ok(None) | Err(_) => {
+                tracing::warn!(block = index, stripe, "block failed mid-way");
+                ReadStats::add(&stats.failed_blocks, 1);
+                block.slot = Slot::Dead;
+                return Err(FrameError::Dead);
             }
         }
-        buf.freeze()
-    };
+    }
     ReadStats::add(&stats.bytes_fetched, frame_len as u64);
     *next = stripe + 1;
-    let piece = frame.slice(..layout.chunk_size);
-    let mut stored = [0u8; CHECKSUM_LEN];
-    stored.copy_from_slice(&frame[layout.chunk_size..]);
+    let cs = layout.chunk_size;
+    let (piece, stored) = match parts.first() {
+        Some(first) if first.len() >= cs => {
+            let mut stored = [0u8; CHECKSUM_LEN];
+            let mut at = 0;
+            let tail = std::iter::once(&first[cs..]).chain(parts[1..].iter().map(|p| &p[..]));
+            for bytes in tail {
+                stored[at..at + bytes.len()].copy_from_slice(bytes);
+                at += bytes.len();
+            }
+            (first.slice(..cs), stored)
+        }
+        _ => {
+            let mut frame = BytesMut::with_capacity(frame_len);
+            parts.iter().for_each(|p| frame.extend_from_slice(p));
+            let mut stored = [0u8; CHECKSUM_LEN];
+            stored.copy_from_slice(&frame[cs..]);
+            frame.truncate(cs);
+            (frame.freeze(), stored)
+        }
+    };
     if u32::from_le_bytes(stored) != piece_checksum(index, stripe, &piece) {
         return Err(FrameError::Corrupt);
     }

@@ -53,14 +53,23 @@ async fn ranged_reads_match_the_plain_bytes_and_fetch_only_what_they_need() {
     let (policy, data, blocks) = ec46().await;
     let layout = EcLayout::of(&policy).unwrap();
     let size = data.len() as u64;
-    for (offset, len) in ranges(size) {
+    // Chunks that split pieces, that are exactly a piece (the piece is handed on without a
+    // copy, the checksum comes in the next chunk), exactly a frame, and several frames.
+    let chunkings = [100, CS, CS + 4, 3 * CS + 5];
+    for ((offset, len), chunk) in ranges(size)
+        .into_iter()
+        .flat_map(|r| chunkings.map(|c| (r, c)))
+    {
         let mems: Vec<Arc<MemoryBlock>> = blocks
             .iter()
-            .map(|b| MemoryBlock::new(b.clone(), 100, Fault::None))
+            .map(|b| MemoryBlock::new(b.clone(), chunk, Fault::None))
             .collect();
         let srcs: Vec<Option<BlockSourceRef>> = mems.iter().map(|m| Some(m.as_source())).collect();
         let (got, stats) = read(policy, size, srcs, offset, Some(len)).await.unwrap();
-        assert!(got == expect(&data, offset, len), "range {offset}+{len}");
+        assert!(
+            got == expect(&data, offset, len),
+            "range {offset}+{len}, chunks of {chunk}"
+        );
         assert_eq!(ReadStats::get(&stats.degraded_stripes), 0);
         // Exactly the per-block ranges of a healthy read, parity untouched, one open each.
         let end = (offset + len).min(size);
