@@ -51,7 +51,6 @@ make_tree() { # dir: N files of SIZE_KIB KiB of fresh random bytes in 10 directo
   done
   sync
 }
-median() { sort -n | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 
 PORT=$(( 30000 + RANDOM % 20000 ))
 "$JCS" --log warn standalone --data-dir "$WORK/data" --listen "127.0.0.1:$PORT" &

@@ -24,3 +24,10 @@ ensure_packages() {
 ensure_protoc() {
   command -v protoc >/dev/null 2>&1 || ensure_packages protobuf-compiler
 }
+
+# The median of numbers read from stdin (separated by spaces or newlines), 3 decimals; the
+# benchmarks report it over their rounds.
+median() {
+  tr ' ' '\n' | grep . | sort -g \
+    | awk '{ v[NR] = $1 } END { printf "%.3f", (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'
+}

@@ -166,11 +166,8 @@ impl AgentGrpc {
         // The writer runs as its own task: if this handler is dropped (client gone), the
         // sender drops without `Finish` and the writer aborts and removes its temp file.
         let (tx, rx) = mpsc::channel(PUT_CHANNEL_CAPACITY);
-        let writer = tokio::spawn(async move {
-            store
-                .put_checked(ReceiverStream::new(rx), None, algorithm)
-                .await
-        });
+        let writer =
+            tokio::spawn(async move { store.put(ReceiverStream::new(rx), None, algorithm).await });
         let fed = feed_put(&mut stream, &tx, max_size).await;
         if let Ok(true) = fed {
             // A failed send means the writer already stopped; its result says why.

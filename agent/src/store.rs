@@ -337,24 +337,16 @@ impl SpaceStore {
         self.op.info().scheme()
     }
 
-    /// Write one shard from `chunks`. The bytes go to a temp file while being hashed; on
-    /// [`PutItem::Finish`] the temp file becomes `shards/<hash[0..2]>/<hash>` (or is dropped
-    /// when that shard already exists) and the shard's mtime is set to now. On any error,
-    /// or when `chunks` ends without `Finish`, the temp file is removed and nothing appears
-    /// under `shards/`.
-    pub async fn put<S>(&self, chunks: S) -> Result<Stored>
-    where
-        S: Stream<Item = PutItem> + Unpin + Send,
-    {
-        self.put_checked(chunks, None, Algorithm::Sha256).await
-    }
-
-    /// [`SpaceStore::put`] refusing more than `max_size` bytes (`ShardTooLarge`), naming the
-    /// shard by `algorithm`. On a
-    /// local store, a shard of one chunk (the first item is data, the second `Finish`) is
-    /// written and finalized by [`SpaceStore::put_small`] in one blocking-pool hop; longer
-    /// streams are written with `std::fs` ([`SpaceStore::write_shard`]).
-    pub async fn put_checked<S>(
+    /// Write one shard from `chunks`, named by `algorithm` (common::shard_hash), refusing
+    /// more than `max_size` bytes (`ShardTooLarge`). The bytes go to a temp file while being
+    /// hashed; on [`PutItem::Finish`] the temp file becomes `shards/<d[0..2]>/<name>` (or is
+    /// dropped when that shard already exists) and the shard's mtime is set to now. On any
+    /// error, or when `chunks` ends without `Finish`, the temp file is removed and nothing
+    /// appears under `shards/`. On a local store, a shard of one chunk (the first item is
+    /// data, the second `Finish`) is written and finalized by [`SpaceStore::put_small`] in
+    /// one blocking-pool hop; longer streams are written with `std::fs`
+    /// ([`SpaceStore::write_shard`]).
+    pub async fn put<S>(
         &self,
         mut chunks: S,
         max_size: Option<u64>,
@@ -1050,7 +1042,7 @@ async fn list_next(mut st: ListState) -> Result<Option<(ShardEntry, ListState)>>
         let Some(prefix) = entry
             .name()
             .strip_suffix('/')
-            .filter(|p| p.len() == 2 && is_lower_hex(p))
+            .filter(|p| p.len() == 2 && shard_hash::is_lower_hex(p))
         else {
             continue;
         };
@@ -1236,10 +1228,6 @@ pub(crate) async fn hash_chunk(mut hasher: Hasher, data: Bytes) -> Result<Hasher
 /// Whether `hash` is a shard name (common::shard_hash).
 pub fn is_valid_hash(hash: &str) -> bool {
     shard_hash::is_valid(hash)
-}
-
-fn is_lower_hex(s: &str) -> bool {
-    s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
 fn check_hash(hash: &str) -> Result<()> {
@@ -1530,7 +1518,13 @@ mod tests {
     }
 
     async fn put_all(store: &SpaceStore, data: &[u8], chunk: usize) -> Result<Stored> {
-        store.put(futures::stream::iter(items(data, chunk))).await
+        store
+            .put(
+                futures::stream::iter(items(data, chunk)),
+                None,
+                Algorithm::Sha256,
+            )
+            .await
     }
 
     async fn read_chunks(store: &SpaceStore, hash: &str, offset: u64, len: u64) -> Vec<Bytes> {
@@ -1605,9 +1599,8 @@ mod tests {
             (pattern(100), 100),
             (Vec::new(), 1),
         ] {
-            let put = |algorithm| {
-                store.put_checked(futures::stream::iter(items(&data, chunk)), None, algorithm)
-            };
+            let put =
+                |algorithm| store.put(futures::stream::iter(items(&data, chunk)), None, algorithm);
             let stored = put(Algorithm::Blake3).await.unwrap();
             let want = shard_hash::name_of(Algorithm::Blake3, &data);
             assert!(want.starts_with("b3-"));
@@ -1737,7 +1730,11 @@ mod tests {
         let (tx, rx) = mpsc::channel(4);
         let writer = tokio::spawn({
             let store = store.clone();
-            async move { store.put(ReceiverStream::new(rx)).await }
+            async move {
+                store
+                    .put(ReceiverStream::new(rx), None, Algorithm::Sha256)
+                    .await
+            }
         });
         for chunk in pattern(3 * 1024 * 1024).chunks(proto::CHUNK_SIZE) {
             tx.send(PutItem::Data(Bytes::copy_from_slice(chunk)))
@@ -1761,7 +1758,7 @@ mod tests {
             PutItem::Finish,
             PutItem::Data(Bytes::from_static(b"def")),
         ]);
-        let stored = store.put(stream).await.unwrap();
+        let stored = store.put(stream, None, Algorithm::Sha256).await.unwrap();
         assert_eq!(stored.hash, sha_hex(b"abc"));
     }
 

@@ -51,18 +51,24 @@ pub fn is_valid(name: &str) -> bool {
     Algorithm::of(name).is_some()
 }
 
+/// Whether `s` is 64 lower-case hex digits: a SHA-256 as metadata stores it (an object's
+/// hash, a whole copy's shard name).
+pub fn is_sha256_hex(s: &str) -> bool {
+    Algorithm::of(s) == Some(Algorithm::Sha256)
+}
+
 /// The hex digits of a shard name (its prefix, if any, removed): the first two pick the
 /// shard's directory.
 pub fn digest_hex(name: &str) -> &str {
     name.strip_prefix(BLAKE3_PREFIX).unwrap_or(name)
 }
 
-fn is_lower_hex(s: &str) -> bool {
+/// Whether every byte of `s` is a lower-case hex digit.
+pub fn is_lower_hex(s: &str) -> bool {
     s.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
 /// Computes a shard's name while its bytes stream by.
-#[derive(Clone)]
 pub enum Hasher {
     Sha256(sha2::Sha256),
     // Boxed: BLAKE3's state (~1.9 KiB) moves between threads with every chunk.
@@ -129,6 +135,7 @@ mod tests {
             let name = name_of(algorithm, b"x");
             assert_eq!(Algorithm::of(&name), Some(algorithm), "{name}");
             assert!(is_valid(&name));
+            assert_eq!(is_sha256_hex(&name), algorithm == Algorithm::Sha256);
             assert_eq!(digest_hex(&name).len(), 64);
         }
         let hex = "ab".repeat(32);

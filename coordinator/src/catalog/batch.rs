@@ -13,7 +13,9 @@ use common::ObjectId;
 use meta::Txn;
 
 use super::Catalog;
-use super::object::{is_sha256_hex, object_commit};
+use common::shard_hash::is_sha256_hex;
+
+use super::object::object_commit;
 use super::rows::{ObjectRow, UploadRow, UploadTarget};
 use crate::error::Result;
 

@@ -18,7 +18,9 @@ use meta::{Compare, Op, Txn};
 use redundancy::Policy;
 use serde::{Deserialize, Serialize};
 
-use super::object::{committed, is_sha256_hex};
+use common::shard_hash::is_sha256_hex;
+
+use super::object::committed;
 use super::rows::{ObjectIdRow, ObjectRow, PackageRow, UploadRow, UploadTarget, VERSION};
 use super::{Catalog, MAX_ATTEMPTS, Versioned, decode, encode, keys};
 use crate::error::{Error, Result, bad, not_found};

@@ -6,6 +6,7 @@
 //! retried commit returns the same object. Uploading to an existing path
 //! keeps its objectID and createTime.
 
+use common::shard_hash::is_sha256_hex;
 use common::{ObjectId, PackageId, SpaceId, UploadId};
 use meta::{Compare, Op, Txn};
 
@@ -17,12 +18,6 @@ use crate::error::{Error, Result, bad, not_found};
 
 /// Largest page `list_objects` returns.
 pub const MAX_LIST_LIMIT: usize = 1000;
-
-pub(crate) fn is_sha256_hex(s: &str) -> bool {
-    s.len() == 64
-        && s.bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
-}
 
 impl Catalog {
     /// One page of the objects of `package` whose path starts with `prefix`, after
@@ -569,13 +564,5 @@ mod tests {
         );
         assert!(!more);
         assert!(c.list_objects(PackageId(999), "", "", 0).await.is_err());
-    }
-
-    #[test]
-    fn sha256_must_be_lower_hex() {
-        assert!(is_sha256_hex(&"a".repeat(64)));
-        assert!(!is_sha256_hex(&"A".repeat(64)));
-        assert!(!is_sha256_hex(&"a".repeat(63)));
-        assert!(!is_sha256_hex(&"g".repeat(64)));
     }
 }
