@@ -25,6 +25,8 @@ now() { date +%s.%N; }
 rate() { awk -v mib="$SIZE_MIB" -v s="$1" 'BEGIN { printf "%.0f", mib / s }'; }
 secs() { awk -v a="$1" -v b="$2" 'BEGIN { printf "%.3f", b - a }'; }
 
+echo "==> touching $((SIZE_MIB * 4)) MiB of $WORK once (warm_space in scripts/lib.sh)"
+warm_space "$WORK" "$((SIZE_MIB * 4))"
 echo "==> writing a ${SIZE_MIB} MiB random file"
 head -c "$((SIZE_MIB * 1024 * 1024))" /dev/urandom > "$WORK/src.bin"
 sync
