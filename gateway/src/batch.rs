@@ -23,6 +23,10 @@ type Call<I, O> = Arc<
     dyn Fn(Vec<I>) -> Pin<Box<dyn Future<Output = Vec<Result<O, ApiError>>> + Send>> + Send + Sync,
 >;
 
+/// Scheduler rounds a batcher lets pass, taking what arrives meanwhile, before it sends a
+/// call that is not full. Each costs a few microseconds when nothing else is ready to run.
+const YIELDS: usize = 4;
+
 /// Queued items a batcher holds before `submit` waits.
 const QUEUE: usize = 1024;
 
@@ -90,11 +94,15 @@ async fn run<I: Send + 'static, O: Send + 'static>(
             return;
         };
         let mut batch = vec![first];
-        while batch.len() < max_batch {
-            match rx.try_recv() {
-                Ok(item) => batch.push(item),
-                Err(_) => break,
+        take_queued(&mut rx, &mut batch, max_batch);
+        // Let the tasks that are ready to run now (requests a moment from submitting) run
+        // first, for a few scheduler rounds, while what they queue still joins this call.
+        for _ in 0..YIELDS {
+            if batch.len() == max_batch {
+                break;
             }
+            tokio::task::yield_now().await;
+            take_queued(&mut rx, &mut batch, max_batch);
         }
         let call = call.clone();
         tokio::spawn(async move {
@@ -123,6 +131,16 @@ async fn run<I: Send + 'static, O: Send + 'static>(
             }
             drop(slot);
         });
+    }
+}
+
+/// Moves queued items into `batch` until it holds `max_batch` or the queue is empty.
+fn take_queued<T>(rx: &mut mpsc::Receiver<T>, batch: &mut Vec<T>, max_batch: usize) {
+    while batch.len() < max_batch {
+        match rx.try_recv() {
+            Ok(item) => batch.push(item),
+            Err(_) => break,
+        }
     }
 }
 
@@ -197,5 +215,39 @@ mod tests {
         }
         // 1 alone, then 19 in batches of at most 8.
         assert_eq!(*sizes.lock().unwrap(), vec![1, 8, 8, 3]);
+    }
+
+    #[tokio::test]
+    async fn items_a_few_scheduler_rounds_behind_the_first_join_its_call() {
+        let sizes = Arc::new(Mutex::new(Vec::new()));
+        let seen = sizes.clone();
+        let b = Arc::new(Batcher::new("test", 64, 1, move |items: Vec<u32>| {
+            seen.lock().unwrap().push(items.len());
+            async move { items.into_iter().map(Ok).collect() }
+        }));
+        // Start the worker, then let it go idle.
+        b.submit(0).await.unwrap();
+        sizes.lock().unwrap().clear();
+        // Request i submits after i scheduler rounds (as requests parsing their bodies do),
+        // so the worker wakes for item 1 while the others are still a round or more away.
+        let tasks: Vec<_> = (1..=3u32)
+            .map(|i| {
+                let b = b.clone();
+                tokio::spawn(async move {
+                    for _ in 0..i {
+                        tokio::task::yield_now().await;
+                    }
+                    b.submit(i).await
+                })
+            })
+            .collect();
+        for (i, task) in (1..=3u32).zip(tasks) {
+            assert_eq!(task.await.unwrap().unwrap(), i);
+        }
+        assert_eq!(
+            *sizes.lock().unwrap(),
+            vec![3],
+            "one call for the three items"
+        );
     }
 }
