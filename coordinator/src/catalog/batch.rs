@@ -9,7 +9,6 @@
 
 use std::collections::{HashMap, HashSet};
 
-use common::ObjectId;
 use meta::Txn;
 
 use super::Catalog;
@@ -19,8 +18,10 @@ use super::object::object_commit;
 use super::rows::{ObjectRow, UploadRow, UploadTarget};
 use crate::error::Result;
 
-/// Most uploads in one group transaction: each adds 4 conditions and 4 writes, and etcd
-/// accepts at most 128 of each per transaction by default (`--max-txn-ops`).
+/// Most uploads in one group transaction: each adds 4 conditions (its marker, its object
+/// id, its shard's GC marker, its path) and 3 writes (object row, id index, shard
+/// reference), and etcd accepts at most 128 of each per transaction by default
+/// (`--max-txn-ops`).
 pub const GROUP: usize = 24;
 
 impl Catalog {
@@ -89,7 +90,7 @@ impl Catalog {
         let mut rows = Vec::with_capacity(group.len());
         for &i in group {
             let (u, size, sha256) = &items[i];
-            let id = ObjectId(self.ids.next("object").await?);
+            let id = self.new_object_id(u).await?;
             let (row, when, then) = object_commit(u, *size, sha256, None, id);
             // The uploads of one package share its revision condition: state it once.
             let fresh: Vec<_> = when.into_iter().filter(|c| !txn.when.contains(c)).collect();

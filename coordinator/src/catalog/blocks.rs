@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 
 use common::shard_hash::is_sha256_hex;
 
-use super::object::committed;
+use super::object::{committed, marker_key};
 use super::rows::{ObjectIdRow, ObjectRow, PackageRow, UploadRow, UploadTarget, VERSION};
 use super::{Catalog, MAX_ATTEMPTS, Versioned, decode, encode, keys};
 use crate::error::{Error, Result, bad, not_found};
@@ -344,10 +344,10 @@ impl Catalog {
         let existing = self.get_row::<ObjectRow>(&obj_key).await?;
         let now = common::time::now_ms();
         let mut when = vec![
-            Compare::Absent(keys::upload(u.upload_id)),
+            Compare::Absent(marker_key(u)),
             Compare::ModRev(pkg_key.clone(), meta::Revision(u.package_rev)),
         ];
-        let mut otherwise = vec![Op::Get(keys::upload(u.upload_id)), Op::Get(pkg_key)];
+        let mut otherwise = vec![Op::Get(marker_key(u)), Op::Get(pkg_key)];
         for (space, sha) in new_blocks.shards() {
             when.push(Compare::Absent(keys::shard_gc(space, sha)));
             otherwise.push(Op::Get(keys::shard_gc(space, sha)));
@@ -373,10 +373,11 @@ impl Catalog {
             redundancy: super::rows::redundancy_string(&new_blocks.policy),
             create_time_ms,
             update_time_ms: now,
+            retry_until_ms: existing.as_ref().map_or(0, |o| o.row.retry_until_ms),
         };
         let mut then = vec![
             Op::Put(obj_key, encode(&row)),
-            Op::Put(keys::upload(u.upload_id), encode(&committed(u, object_id))),
+            Op::Put(marker_key(u), encode(&committed(u, object_id))),
             Op::Put(keys::object_blocks(object_id), encode(new_blocks)),
         ];
         for b in &new_blocks.blocks {

@@ -4,7 +4,8 @@
 //! [`Catalog::begin_upload`] writes nothing. The gateway keeps them and names the path when
 //! it commits; [`Catalog::bind_grant`] validates that path and fills it in, after which the
 //! commit is the ordinary one (`commit_upload` / `commit_uploads`): same transaction, same
-//! commit marker, same package-revision and shard-GC conditions. An unused reservation
+//! retry guard (the upload's id, which a new object takes), same package-revision and
+//! shard-GC conditions. An unused reservation
 //! leaves nothing behind (its id is skipped); a shard stored under one and never committed
 //! is an orphan like that of any failed upload, reclaimed by shard GC after its grace.
 
@@ -69,12 +70,12 @@ mod tests {
         assert_eq!(ids.len(), 3, "every reservation has its own upload id");
         assert!(granted.iter().all(is_granted));
         // Nothing is written by a grant.
-        assert!(
-            c.scan(super::super::keys::upload_prefix())
-                .await
-                .unwrap()
-                .is_empty()
-        );
+        for prefix in [
+            super::super::keys::upload_prefix(),
+            super::super::keys::upload_o_prefix(),
+        ] {
+            assert!(c.scan(prefix).await.unwrap().is_empty());
+        }
 
         let a = bind_grant(granted[0].clone(), "dir/a").unwrap();
         let row = c.commit_upload(&a, 4, &hash('a')).await.unwrap();

@@ -11,7 +11,12 @@
 //! v1/object/{package_id}/{path}          ObjectRow          (ordered listing by path)
 //! v1/object-id/{object_id}               ObjectIdRow → (package_id, path)
 //! v1/upload/{upload_id}                  UploadRow          commit marker of a committed upload
-//!                                        (idempotent retries; swept after expiry)
+//!                                        (idempotent retries; swept after expiry), for the
+//!                                        upload ids of the `upload` sequence (older tokens)
+//! v1/upload-o/{upload_id}                UploadRow          the same for upload ids of the
+//!                                        `object` sequence (`UploadRow::object_seq`); a new
+//!                                        object such an upload creates has its id, and its
+//!                                        `object-id` key is the marker (none written here)
 //! v1/agent/{agent_id}                    AgentRow
 //! v1/agent-name/{name}                   → agent_id
 //! v1/space/{space_id}                    SpaceRow           (user spaces)
@@ -104,6 +109,15 @@ pub fn upload(id: UploadId) -> Vec<u8> {
 
 pub fn upload_prefix() -> Vec<u8> {
     b"v1/upload/".to_vec()
+}
+
+/// Commit marker of an upload whose id comes from the `object` sequence.
+pub fn upload_o(id: UploadId) -> Vec<u8> {
+    format!("v1/upload-o/{}", id.key()).into_bytes()
+}
+
+pub fn upload_o_prefix() -> Vec<u8> {
+    b"v1/upload-o/".to_vec()
 }
 
 pub fn agent(id: AgentId) -> Vec<u8> {

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use common::{ObjectId, PackageId, SpaceId};
 use meta::{Compare, Op, Txn};
 
-use super::object::{Attempt, committed};
+use super::object::{Attempt, committed, marker_key};
 use super::rows::{
     MULTIPART, MpuRow, NONE, ObjectIdRow, ObjectRow, PartRow, UploadRow, UploadTarget, VERSION,
     ZERO_HASH,
@@ -47,6 +47,7 @@ impl Catalog {
             redundancy: MULTIPART.to_owned(),
             create_time_ms: now,
             update_time_ms: now,
+            retry_until_ms: 0,
         };
         let obj_key = keys::object(package, path);
         let res = self
@@ -150,7 +151,7 @@ impl Catalog {
         when.push(Compare::ModRev(obj_key, obj.rev));
         let mut then = vec![
             Op::Put(part_key.clone(), encode(&part)),
-            Op::Put(keys::upload(u.upload_id), encode(&committed(u, object_id))),
+            Op::Put(marker_key(u), encode(&committed(u, object_id))),
         ];
         let new_ref = keys::part_ref(u.space_id, sha256, object_id, index);
         match &existing {
@@ -184,7 +185,7 @@ impl Catalog {
     /// `err` unless the upload was committed already (a retried commit whose first attempt
     /// changed what `err` complains about).
     async fn unless_committed(&self, u: &UploadRow, err: Error) -> Result<Attempt> {
-        if self.meta.get(&keys::upload(u.upload_id)).await?.is_some() {
+        if self.meta.get(&marker_key(u)).await?.is_some() {
             return Ok(Attempt::AlreadyCommitted);
         }
         Err(err)
@@ -259,7 +260,7 @@ impl Catalog {
         let then = vec![
             Op::Put(obj_key, encode(&row)),
             Op::Put(keys::object_ref(u.space_id, sha256, object_id), Vec::new()),
-            Op::Put(keys::upload(u.upload_id), encode(&committed(u, object_id))),
+            Op::Put(marker_key(u), encode(&committed(u, object_id))),
             // Stored `none`: the leader converges it to a rep/ec package policy (reencode.rs).
             Op::Put(keys::reencode_object(object_id), Vec::new()),
         ];

@@ -100,6 +100,8 @@ impl Catalog {
                 path: path.to_owned(),
                 create_time_ms: now,
                 update_time_ms: now,
+                // A new object, made by no upload.
+                retry_until_ms: 0,
                 ..src.row.clone()
             };
             let mut when = vec![

@@ -117,6 +117,12 @@ impl Catalog {
                         let (w, ops) = self.release_blocks(&obj.row).await?;
                         when.extend(w);
                         then.extend(ops);
+                        // Made by an upload with its id that may still be retried: its
+                        // marker, so that the retry answers "deleted since".
+                        if obj.row.retry_until_ms >= common::time::now_ms() {
+                            let up = deleted_upload_marker(&obj.row);
+                            then.push(Op::Put(marker_key(&up), encode(&up)));
+                        }
                     }
                     // A stale index entry (the row is gone or belongs to another id).
                     Some(other) => when.push(Compare::ModRev(obj_key, other.rev)),
@@ -195,7 +201,8 @@ impl Catalog {
     ) -> Result<UploadRow> {
         Ok(UploadRow {
             v: VERSION,
-            upload_id: UploadId(self.ids.next("upload").await?),
+            // From the object sequence: a new object this upload creates takes its id.
+            upload_id: UploadId(self.ids.next("object").await?),
             package_id: package,
             package_rev: 0,
             path: path.to_owned(),
@@ -207,6 +214,7 @@ impl Catalog {
             expires_at_ms,
             blocks: None,
             policy_chosen: false,
+            object_seq: true,
         })
     }
 
@@ -256,17 +264,19 @@ impl Catalog {
         })
     }
 
-    /// The object a committed upload produced (for a retried commit).
+    /// The object a committed upload produced (for a retried commit): the one its marker
+    /// names, else (an upload of the object sequence that created its object) the object
+    /// with the upload's id.
     async fn committed_object(&self, up: &UploadRow) -> Result<ObjectRow> {
         let id = up.upload_id;
-        let marker = self
-            .get_row::<UploadRow>(&keys::upload(id))
-            .await?
-            .ok_or_else(|| not_found(format!("upload {id}")))?;
-        let oid = marker
-            .row
-            .object_id
-            .ok_or_else(|| not_found(format!("object of upload {id}")))?;
+        let oid = match self.get_row::<UploadRow>(&marker_key(up)).await? {
+            Some(marker) => marker
+                .row
+                .object_id
+                .ok_or_else(|| not_found(format!("object of upload {id}")))?,
+            None if up.object_seq => ObjectId(id.0),
+            None => return Err(not_found(format!("upload {id}"))),
+        };
         self.get_object(oid)
             .await?
             .map(|o| o.row)
@@ -274,30 +284,53 @@ impl Catalog {
     }
 
     /// The commit-specific conditions every commit transaction starts with, and the gets
-    /// its `otherwise` branch starts with (read back by [`Catalog::failed_commit`]).
+    /// its `otherwise` branch starts with (read back by [`Catalog::failed_commit`]): the
+    /// upload's marker is absent, the shard is not being collected, and (an object upload
+    /// of the object sequence) no object has the upload's id yet, that is, this upload has
+    /// not created its object already. [`COMMIT_GETS`] gets.
     pub(crate) fn commit_guards(u: &UploadRow, sha256: &str) -> (Vec<Compare>, Vec<Op>) {
-        (
-            vec![
-                Compare::Absent(keys::upload(u.upload_id)),
-                Compare::Absent(keys::shard_gc(u.space_id, sha256)),
-            ],
-            vec![
-                Op::Get(keys::upload(u.upload_id)),
-                Op::Get(keys::shard_gc(u.space_id, sha256)),
-            ],
-        )
+        // Only an object upload can have created an object with its id; for the others the
+        // key is absent (the id was never given to an object), so the guard is kept uniform.
+        let created = keys::object_id(ObjectId(u.upload_id.0));
+        let mut when = vec![
+            Compare::Absent(marker_key(u)),
+            Compare::Absent(keys::shard_gc(u.space_id, sha256)),
+        ];
+        let mut gets = vec![
+            Op::Get(marker_key(u)),
+            Op::Get(keys::shard_gc(u.space_id, sha256)),
+        ];
+        if u.object_seq {
+            when.push(Compare::Absent(created.clone()));
+            gets.push(Op::Get(created));
+        } else {
+            // Keeps the gets' positions the same for every upload.
+            gets.push(Op::Get(marker_key(u)));
+        }
+        (when, gets)
     }
 
     /// Why a commit transaction failed, from the gets of [`Catalog::commit_guards`]: the
-    /// upload was already committed (a retry), or the shard is being collected.
+    /// upload was already committed (a retry: its marker, or the object it created), or
+    /// the shard is being collected.
     pub(crate) fn failed_commit(gets: &[Option<meta::KeyValue>]) -> Result<Option<Attempt>> {
-        if matches!(gets.first(), Some(Some(_))) {
+        if matches!(gets.first(), Some(Some(_))) || matches!(gets.get(2), Some(Some(_))) {
             return Ok(Some(Attempt::AlreadyCommitted));
         }
         if matches!(gets.get(1), Some(Some(_))) {
             return Err(Error::ShardCollecting);
         }
         Ok(None)
+    }
+
+    /// The id of the object a commit of `u` creates when its path is new: the upload's own
+    /// id for an upload of the object sequence, else a fresh one.
+    pub(crate) async fn new_object_id(&self, u: &UploadRow) -> Result<ObjectId> {
+        Ok(if u.object_seq {
+            ObjectId(u.upload_id.0)
+        } else {
+            ObjectId(self.ids.next("object").await?)
+        })
     }
 
     /// One optimistic attempt; a single transaction when the path is new.
@@ -308,7 +341,7 @@ impl Catalog {
         for _ in 0..2 {
             let object_id = match &existing {
                 Some(o) => o.row.object_id,
-                None => ObjectId(self.ids.next("object").await?),
+                None => self.new_object_id(u).await?,
             };
             let (row, mut when, mut then) =
                 object_commit(u, size, sha256, existing.as_ref(), object_id);
@@ -335,14 +368,14 @@ impl Catalog {
             if let Some(a) = Self::failed_commit(&res.gets)? {
                 return Ok(a);
             }
-            match res.gets.get(2) {
+            match res.gets.get(COMMIT_GETS) {
                 Some(Some(kv)) if kv.mod_rev.0 == u.package_rev => {}
                 _ => {
                     self.forget_package(u.package_id);
                     return Err(not_found(format!("package {}", u.package_id)));
                 }
             }
-            existing = match res.gets.get(3) {
+            existing = match res.gets.get(COMMIT_GETS + 1) {
                 Some(Some(kv)) => Some(Versioned {
                     row: decode(kv)?,
                     rev: kv.mod_rev,
@@ -357,7 +390,9 @@ impl Catalog {
     /// how many were removed.
     pub async fn sweep_uploads(&self, now_ms: i64) -> Result<usize> {
         let mut n = 0;
-        for kv in self.scan(keys::upload_prefix()).await? {
+        let mut markers = self.scan(keys::upload_prefix()).await?;
+        markers.extend(self.scan(keys::upload_o_prefix()).await?);
+        for kv in markers {
             let row: UploadRow = decode(&kv)?;
             if row.expires_at_ms < now_ms {
                 let res = self
@@ -414,11 +449,18 @@ pub(crate) fn object_commit(
         redundancy: NONE.to_owned(),
         create_time_ms,
         update_time_ms: now,
+        retry_until_ms: match existing {
+            Some(o) => o.row.retry_until_ms,
+            None if u.object_seq => u.expires_at_ms,
+            None => 0,
+        },
     };
-    let mut then = vec![
-        Op::Put(obj_key, encode(&row)),
-        Op::Put(keys::upload(u.upload_id), encode(&committed(u, object_id))),
-    ];
+    let mut then = vec![Op::Put(obj_key, encode(&row))];
+    // A new object of an upload of the object sequence has the upload's id: its id index
+    // (written below) is the marker.
+    if existing.is_some() || !u.object_seq {
+        then.push(Op::Put(marker_key(u), encode(&committed(u, object_id))));
+    }
     let new_ref = keys::object_ref(u.space_id, sha256, object_id);
     let old_ref = existing
         .filter(|o| !o.row.is_multipart())
@@ -449,6 +491,41 @@ pub(crate) enum Attempt {
     /// A compare failed because of a concurrent change; try again.
     Retry,
 }
+
+/// Where the commit marker of upload `u` lives (`keys.rs`: `upload-o/` for ids of the object
+/// sequence, `upload/` for the older ones).
+pub(crate) fn marker_key(u: &UploadRow) -> Vec<u8> {
+    if u.object_seq {
+        keys::upload_o(u.upload_id)
+    } else {
+        keys::upload(u.upload_id)
+    }
+}
+
+/// The commit marker of the upload that created `o` (an object with
+/// [`ObjectRow::retry_until_ms`]), written when `o` is deleted before a retry of that
+/// upload's commit is ruled out; swept once `retry_until_ms` has passed.
+fn deleted_upload_marker(o: &ObjectRow) -> UploadRow {
+    UploadRow {
+        v: VERSION,
+        upload_id: UploadId(o.object_id.0),
+        package_id: o.package_id,
+        package_rev: 0,
+        path: o.path.clone(),
+        space_id: o.space_id,
+        target: UploadTarget::Object,
+        state: UploadState::Committed,
+        object_id: Some(o.object_id),
+        create_time_ms: o.create_time_ms,
+        expires_at_ms: o.retry_until_ms,
+        blocks: None,
+        policy_chosen: false,
+        object_seq: true,
+    }
+}
+
+/// How many gets [`Catalog::commit_guards`] puts first in a commit's `otherwise` branch.
+pub(crate) const COMMIT_GETS: usize = 3;
 
 /// The upload row after its commit produced `object_id`.
 pub(crate) fn committed(u: &UploadRow, object_id: ObjectId) -> UploadRow {
@@ -495,19 +572,121 @@ mod tests {
         let up = c.begin_upload(p, "x", SpaceId(1), 1).await.unwrap();
         assert!(c.commit_upload(&up, 1, &hash('c')).await.is_err());
         assert!(c.list_objects(p, "", "", 0).await.unwrap().0.is_empty());
-        // Commit markers are swept once their upload's retry window has passed.
-        let later = c
-            .begin_upload(p, "y", SpaceId(1), common::time::now_ms() + 60_000)
-            .await
-            .unwrap();
-        c.commit_upload(&later, 1, &hash('c')).await.unwrap();
+        // Commit markers are swept once their upload's retry window has passed: here the
+        // one a new version writes, and the one deleting an object made by an upload
+        // leaves.
+        let window = common::time::now_ms() + 60_000;
+        let first = c.begin_upload(p, "y", SpaceId(1), window).await.unwrap();
+        let o = c.commit_upload(&first, 1, &hash('c')).await.unwrap();
+        let second = c.begin_upload(p, "y", SpaceId(1), window).await.unwrap();
+        c.commit_upload(&second, 2, &hash('d')).await.unwrap();
+        c.delete_objects(&[o.object_id]).await.unwrap();
+        assert_eq!(c.scan(keys::upload_o_prefix()).await.unwrap().len(), 2);
         assert_eq!(c.sweep_uploads(common::time::now_ms()).await.unwrap(), 0);
         assert_eq!(
             c.sweep_uploads(common::time::now_ms() + 120_000)
                 .await
                 .unwrap(),
-            1
+            2
         );
+        assert!(c.scan(keys::upload_o_prefix()).await.unwrap().is_empty());
+    }
+
+    /// Every key under the two commit-marker prefixes.
+    async fn markers(c: &Catalog) -> usize {
+        c.scan(keys::upload_prefix()).await.unwrap().len()
+            + c.scan(keys::upload_o_prefix()).await.unwrap().len()
+    }
+
+    #[tokio::test]
+    async fn a_new_object_takes_its_uploads_id_and_needs_no_marker() {
+        let (c, p) = setup().await;
+        let up = c.begin_upload(p, "a", SpaceId(1), FAR).await.unwrap();
+        assert!(up.object_seq);
+        let o = c.commit_upload(&up, 3, &hash('a')).await.unwrap();
+        assert_eq!(o.object_id.0, up.upload_id.0);
+        assert_eq!(o.retry_until_ms, FAR);
+        assert_eq!(markers(&c).await, 0, "the object's id index is the marker");
+        // A retry answers the same object and writes nothing.
+        assert_eq!(c.commit_upload(&up, 3, &hash('a')).await.unwrap(), o);
+        assert_eq!(
+            c.list_objects(p, "", "", 0).await.unwrap().0,
+            vec![o.clone()]
+        );
+        // Ids of uploads and objects never meet: the next upload's id is fresh.
+        let next = c.begin_upload(p, "b", SpaceId(1), FAR).await.unwrap();
+        assert!(next.upload_id.0 > o.object_id.0);
+    }
+
+    #[tokio::test]
+    async fn a_retry_after_the_object_was_deleted_does_not_create_it_again() {
+        let (c, p) = setup().await;
+        let up = c.begin_upload(p, "gone", SpaceId(1), FAR).await.unwrap();
+        let o = c.commit_upload(&up, 3, &hash('a')).await.unwrap();
+        c.delete_objects(&[o.object_id]).await.unwrap();
+        let err = c.commit_upload(&up, 3, &hash('a')).await.unwrap_err();
+        assert!(matches!(err, Error::NotFound { .. }), "{err}");
+        assert!(err.to_string().contains("deleted since"), "{err}");
+        assert!(c.list_objects(p, "", "", 0).await.unwrap().0.is_empty());
+        // An object whose retry window has passed is deleted without a marker.
+        let old = c
+            .begin_upload(p, "old", SpaceId(1), common::time::now_ms() + 60_000)
+            .await
+            .unwrap();
+        let mut o = c.commit_upload(&old, 1, &hash('b')).await.unwrap();
+        o.retry_until_ms = 1;
+        c.meta
+            .put(keys::object(p, "old"), encode(&o))
+            .await
+            .unwrap();
+        let before = markers(&c).await;
+        c.delete_objects(&[o.object_id]).await.unwrap();
+        assert_eq!(markers(&c).await, before);
+    }
+
+    #[tokio::test]
+    async fn a_retry_after_another_upload_replaced_the_object_overwrites_nothing() {
+        let (c, p) = setup().await;
+        let a = c.begin_upload(p, "p", SpaceId(1), FAR).await.unwrap();
+        let first = c.commit_upload(&a, 1, &hash('a')).await.unwrap();
+        let b = c.begin_upload(p, "p", SpaceId(1), FAR).await.unwrap();
+        let second = c.commit_upload(&b, 2, &hash('b')).await.unwrap();
+        assert_eq!(
+            second.object_id, first.object_id,
+            "a new version keeps the id"
+        );
+        assert_eq!(second.retry_until_ms, first.retry_until_ms);
+        // The retry of the first commit answers the object as it is now.
+        assert_eq!(c.commit_upload(&a, 1, &hash('a')).await.unwrap(), second);
+        let (listed, _) = c.list_objects(p, "", "", 0).await.unwrap();
+        assert_eq!(listed, vec![second.clone()]);
+        // Moved away, the object still answers the retry, and nothing appears at "p".
+        let moved = c.move_object(first.object_id, p, "q").await.unwrap();
+        assert_eq!(c.commit_upload(&a, 1, &hash('a')).await.unwrap(), moved);
+        let (listed, _) = c.list_objects(p, "", "", 0).await.unwrap();
+        assert_eq!(listed, vec![moved]);
+    }
+
+    #[tokio::test]
+    async fn tokens_of_older_coordinators_commit_with_their_own_marker() {
+        let (c, p) = setup().await;
+        // An upload id of the old `upload` sequence, as an older coordinator signed it.
+        let mut up = c.begin_upload(p, "old", SpaceId(1), FAR).await.unwrap();
+        up.object_seq = false;
+        up.upload_id = UploadId(1);
+        let o = c.commit_upload(&up, 1, &hash('a')).await.unwrap();
+        assert_eq!(o.retry_until_ms, 0);
+        assert!(
+            c.meta
+                .get(&keys::upload(UploadId(1)))
+                .await
+                .unwrap()
+                .is_some()
+        );
+        assert_eq!(c.commit_upload(&up, 1, &hash('a')).await.unwrap(), o);
+        c.delete_objects(&[o.object_id]).await.unwrap();
+        let err = c.commit_upload(&up, 1, &hash('a')).await.unwrap_err();
+        assert!(err.to_string().contains("deleted since"), "{err}");
     }
 
     #[tokio::test]

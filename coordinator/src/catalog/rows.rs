@@ -45,6 +45,17 @@ pub struct ObjectRow {
     pub redundancy: String,
     pub create_time_ms: i64,
     pub update_time_ms: i64,
+    /// Set when the object was created by an upload whose id it took
+    /// ([`UploadRow::object_seq`]): until this time a retried commit of that upload may
+    /// still arrive, so deleting the object before then leaves a commit marker behind
+    /// (the retry then answers "deleted since" instead of creating the object again).
+    /// Kept by new versions and moves; 0 (and not written) otherwise.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub retry_until_ms: i64,
+}
+
+fn is_zero(v: &i64) -> bool {
+    *v == 0
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -155,6 +166,15 @@ pub struct UploadRow {
     /// keeps it and is not converged to the package policy at commit.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub policy_chosen: bool,
+    /// The upload id was taken from the object id sequence (every upload reserved since
+    /// this field exists): a new object the commit creates takes the upload id as its
+    /// object id, and the object's id index doubles as the upload's commit marker, so the
+    /// commit writes no `upload-o/` key for it. Its other commits (a new version, a part, a
+    /// completion, rep/ec blocks) write their marker under `upload-o/{upload_id}`. False in
+    /// the tokens of older coordinators: ids from the `upload` sequence, markers under
+    /// `upload/`.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub object_seq: bool,
 }
 
 /// Where the blocks of a rep/ec upload go, carried in its commit token.
