@@ -488,9 +488,19 @@ async fn stream_files(
                 in_flight -= settle(pending.join_next().await, &mut streamed)?;
             }
             in_flight += len;
+            // The reservation is taken here, in request order, so the files of a request
+            // that create objects get ascending object ids (an object takes its upload's
+            // id) however their stores finish.
+            let granted = if reserve.redundancy_json.is_empty() {
+                state
+                    .granted_upload(reserve.package_id, reserve.affinity)
+                    .await
+            } else {
+                None
+            };
             let state = state.clone();
             pending.spawn(async move {
-                let stored = store_small(&state, reserve, head.into_bytes(), &what).await;
+                let stored = store_small(&state, reserve, granted, head.into_bytes(), &what).await;
                 (index, len, stored)
             });
         } else {
@@ -550,20 +560,18 @@ async fn put_redundant(
     })
 }
 
-/// Reserve and store one small file read whole. Without a redundancy override the
-/// reservation comes from the gateway's write grant when it has one (no reservation call);
-/// if storing under it fails, the grant is dropped and the file takes the begin path.
+/// Store one small file read whole, under `granted` (a reservation of the gateway's write
+/// grant, taken by the caller for a file without a redundancy override) or else a
+/// reservation begun here; if storing under the grant fails, the grant is dropped and the
+/// file takes the begin path.
 async fn store_small(
     state: &AppState,
     reserve: BeginUploadRequest,
+    granted: Option<BeginUploadResponse>,
     data: Bytes,
     what: &str,
 ) -> Result<Streamed, ApiError> {
-    if reserve.redundancy_json.is_empty()
-        && let Some(granted) = state
-            .granted_upload(reserve.package_id, reserve.affinity)
-            .await
-    {
+    if let Some(granted) = granted {
         let ticket = required(granted.ticket, "upload ticket")?;
         match put_whole(state, &granted.agent_address, ticket, data.clone(), what).await {
             Ok(stored) => {
