@@ -7,6 +7,36 @@ use serde_json::json;
 
 use crate::data;
 
+/// An object takes its upload's id; the files of one request get ascending ids in request
+/// order, whichever of their stores finishes first (small ones are stored concurrently),
+/// also across a large file streamed between them.
+#[tokio::test]
+async fn the_files_of_a_request_get_ascending_object_ids_in_request_order() {
+    let c = TestCluster::builder().build().await.unwrap();
+    let api = c.api();
+    let bucket = api.create_bucket("ids").await;
+    let package = api.create_package(bucket, "p").await;
+    let mut files: Vec<(String, Vec<u8>)> = (0..40)
+        .map(|i| (format!("f{i:02}"), data(i, 100 + 37 * i as usize)))
+        .collect();
+    files.insert(20, ("large".to_owned(), data(99, 3 * 1024 * 1024)));
+    let named: Vec<(&str, Vec<u8>)> = files.iter().map(|(n, d)| (n.as_str(), d.clone())).collect();
+    let up = api.upload(package, &named).await;
+    let paths: Vec<&str> = up.iter().map(|o| o["path"].as_str().unwrap()).collect();
+    let want: Vec<&str> = files.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(paths, want);
+    let ids: Vec<u64> = up.iter().map(|o| o["objectID"].as_u64().unwrap()).collect();
+    let small: Vec<u64> = ids
+        .iter()
+        .zip(&want)
+        .filter(|(_, n)| **n != "large")
+        .map(|(id, _)| *id)
+        .collect();
+    assert!(small.windows(2).all(|w| w[0] < w[1]), "{ids:?}");
+    let distinct: std::collections::HashSet<_> = ids.iter().collect();
+    assert_eq!(distinct.len(), ids.len());
+}
+
 #[tokio::test]
 async fn walkthrough_create_upload_list_download_delete() {
     let c = TestCluster::builder().build().await.unwrap();
