@@ -33,16 +33,26 @@ median() {
 }
 
 # Writes MIB MiB of zeros to a scratch file in DIR and deletes it, before a benchmark's first
-# timed step. On a VM whose host backs guest memory only when it is first touched, writing
-# to pages the guest never used runs ~3x slower than writing to pages it used and freed
-# (measured: 16 GiB to a fresh machine's /dev/shm took 40.8 s, the same again 13.9 s). The
-# freed pages are the ones the next files get, so without this the first step to touch new
-# memory (tmpfs files, page cache) pays for it alone: a fresh machine's first download
-# looked 2-3x slower than the same download repeated.
+# timed step, and says when the machine hands freed memory back to its host.
+#
+# On a VM whose host backs guest memory only when it is touched, a write to memory the host
+# does not back runs ~3x slower (measured: 16 GiB to a fresh machine's /dev/shm took 40.8 s,
+# the same again 13.9 s). Memory never used since boot is such memory, and so is memory
+# freed more than a few seconds ago when the guest kernel reports free pages to the host
+# (virtio-balloon free page reporting: /sys/module/page_reporting/parameters/reported_kib
+# grows). Then whichever step first writes to such memory (tmpfs files, page cache, a
+# download's output) pays for it: the same 1 GiB download took 0.7 s or 2.9 s. Touching the
+# space first helps with never-used memory; against reporting it only helps steps that
+# follow within seconds, so warm_space prints how to switch reporting off for a run.
 #   warm_space DIR MIB
 warm_space() {
-  local f
+  local f p=/sys/module/page_reporting/parameters/page_reporting_order
   f=$(mktemp "$1/.warm.XXXXXX")
   dd if=/dev/zero of="$f" bs=1M count="$2" status=none || true
   rm -f "$f"
+  if [ -r "$p" ] && [ "$(cat "$p")" -le 10 ]; then
+    echo "note: this VM reports freed memory to its host (free page reporting, order $(cat "$p"));" \
+      "writes to memory freed seconds earlier are slow and timings vary by up to 3x." \
+      "For steadier figures, as root: echo 11 > $p (restore the old value after)." >&2
+  fi
 }

@@ -84,24 +84,34 @@ impl TicketSigner {
     }
 
     /// The commit token of a pending upload: the row, signed so only this cluster's
-    /// coordinators accept it back. Layout: 32-byte HMAC, then the row as JSON.
+    /// coordinators accept it back. Layout: 32-byte HMAC, then the row as JSON. A row with
+    /// an upload id of the object sequence ([`UploadRow::object_seq`]) is signed in a domain
+    /// of its own, which coordinators from before that sequence do not verify: during an
+    /// upgrade they refuse such a token (a failed upload) instead of committing it with a
+    /// marker key that an older upload's id may share.
     pub fn commit_token(&self, up: &UploadRow) -> Vec<u8> {
         let body = serde_json::to_vec(up).expect("rows are plain data and always serialize");
-        let mut token = common::ticket::sign(&self.secret, &commit_domain(&body));
+        let mut token = common::ticket::sign(&self.secret, &commit_domain(&body, up.object_seq));
         token.extend_from_slice(&body);
         token
     }
 
-    /// The pending upload in a commit token, if the token is genuine.
+    /// The pending upload in a commit token, if the token is genuine; a token signed in
+    /// the older domain always has an id of the `upload` sequence.
     pub fn open_commit_token(&self, token: &[u8]) -> Option<UploadRow> {
         if token.len() < 32 {
             return None;
         }
         let (sig, body) = token.split_at(32);
-        if !common::ticket::verify(&self.secret, &commit_domain(body), sig) {
+        let object_seq = if common::ticket::verify(&self.secret, &commit_domain(body, true), sig) {
+            true
+        } else if common::ticket::verify(&self.secret, &commit_domain(body, false), sig) {
+            false
+        } else {
             return None;
-        }
-        serde_json::from_slice(body).ok()
+        };
+        let row: UploadRow = serde_json::from_slice(body).ok()?;
+        (row.object_seq == object_seq).then_some(row)
     }
 
     /// Permission to probe the configuration `spec` (`/v1/userSpace/test`).
@@ -167,8 +177,12 @@ impl TicketSigner {
 }
 
 /// Commit tokens are signed over a distinct prefix so no agent ticket can pass as one.
-fn commit_domain(body: &[u8]) -> Vec<u8> {
-    let mut v = b"jcs-commit-token-v1\0".to_vec();
+fn commit_domain(body: &[u8], object_seq: bool) -> Vec<u8> {
+    let mut v = if object_seq {
+        b"jcs-commit-token-v2\0".to_vec()
+    } else {
+        b"jcs-commit-token-v1\0".to_vec()
+    };
     v.extend_from_slice(body);
     v
 }
@@ -210,6 +224,38 @@ mod tests {
         assert_eq!(
             TicketSigner::new(Secret::new("other")).open_commit_token(&token),
             None
+        );
+    }
+
+    #[test]
+    fn object_sequence_tokens_are_signed_apart_from_older_ones() {
+        let signer = TicketSigner::new(Secret::new("k"));
+        let old: UploadRow =
+            serde_json::from_str(include_str!("../tests/golden/upload_v1.json")).unwrap();
+        assert!(!old.object_seq);
+        let new = UploadRow {
+            object_seq: true,
+            ..old.clone()
+        };
+        let token = signer.commit_token(&new);
+        assert_eq!(signer.open_commit_token(&token), Some(new.clone()));
+        // A coordinator from before the object sequence checks the v1 domain only: it
+        // refuses the token instead of committing it with an `upload/` marker.
+        let (sig, body) = token.split_at(32);
+        assert!(!common::ticket::verify(
+            &signer.secret,
+            &commit_domain(body, false),
+            sig
+        ));
+        // A v1 signature over a row that claims the object sequence is not accepted.
+        let body = serde_json::to_vec(&new).unwrap();
+        let mut forged = common::ticket::sign(&signer.secret, &commit_domain(&body, false));
+        forged.extend_from_slice(&body);
+        assert_eq!(signer.open_commit_token(&forged), None);
+        // Older tokens keep opening.
+        assert_eq!(
+            signer.open_commit_token(&signer.commit_token(&old)),
+            Some(old)
         );
     }
 
