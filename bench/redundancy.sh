@@ -78,8 +78,13 @@ upload() { # package name → seconds; sets OBJ
 }
 download() { # object → seconds (checks the bytes)
   local t0 t1
+  # The output file is written full of zeros first (not timed) and the download overwrites
+  # it in place (`1<>`: no truncation), so the timed step writes to memory the host backs
+  # already. Else it writes fresh pages, whose cost on a VM with free page reporting
+  # varies by 3x from one download to the next (warm_space in scripts/lib.sh).
+  dd if=/dev/zero of="$WORK/down.bin" bs=1M count="$SIZE_MIB" status=none
   t0=$(now)
-  curl -fsS "$BASE/v1/object/download?objectID=$1" -o "$WORK/down.bin"
+  curl -fsS "$BASE/v1/object/download?objectID=$1" 1<>"$WORK/down.bin"
   t1=$(now)
   [ "$(sha256sum "$WORK/down.bin" | cut -d' ' -f1)" = "$SRC_SHA" ] || { echo "download of $1 differs from the source" >&2; exit 1; }
   rm -f "$WORK/down.bin"
