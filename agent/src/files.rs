@@ -115,6 +115,8 @@ pub struct FileRoot {
     /// `<working_dir>/shards` and `<working_dir>/tmp` (no leading or trailing `/`).
     internal: [String; 2],
     label: String,
+    /// On a local filesystem, list a symlink to a file as that file (a sync's `copyLinks`).
+    follow_file_links: bool,
 }
 
 impl FileRoot {
@@ -133,7 +135,15 @@ impl FileRoot {
             op,
             internal,
             label: String::new(),
+            follow_file_links: false,
         }
+    }
+
+    /// The same files, listing a symlink to a file on a local filesystem as that file
+    /// (its size and mtime) when `follow`; links to directories stay out of listings.
+    pub fn following_file_links(mut self, follow: bool) -> FileRoot {
+        self.follow_file_links = follow;
+        self
     }
 
     /// The same files, named `label` in messages (`user space N`).
@@ -478,7 +488,8 @@ async fn list_dir(root: &FileRoot, dir: &str, base: &str) -> Result<Vec<Item>> {
     let entries = match root.local_dir(dir) {
         Some(path) => {
             let dir = dir.to_owned();
-            tokio::task::spawn_blocking(move || read_local_dir(&path, &dir))
+            let follow = root.follow_file_links;
+            tokio::task::spawn_blocking(move || read_local_dir(&path, &dir, follow))
                 .await
                 .context(crate::error::ListTaskSnafu)?
         }
@@ -587,8 +598,14 @@ async fn read_dir_entries(root: &FileRoot, dir: &str) -> opendal::Result<Vec<Raw
 /// operator's lister takes a blocking-pool round trip for every entry's metadata, which
 /// was most of a no-change re-sync's time (docs/performance.md). The same entries as the
 /// lister: names as lossy UTF-8, symlinks not followed (they are `Other`), an entry
-/// removed between the listing and its `lstat` left out.
-fn read_local_dir(path: &std::path::Path, dir: &str) -> opendal::Result<Vec<RawEntry>> {
+/// removed between the listing and its `lstat` left out. With `follow_file_links`, a
+/// symlink whose target is a regular file is that file (the target's size and mtime);
+/// other links (to directories, broken) stay `Other`.
+fn read_local_dir(
+    path: &std::path::Path,
+    dir: &str,
+    follow_file_links: bool,
+) -> opendal::Result<Vec<RawEntry>> {
     let io = |e: std::io::Error| {
         let kind = match e.kind() {
             std::io::ErrorKind::NotFound => opendal::ErrorKind::NotFound,
@@ -608,6 +625,14 @@ fn read_local_dir(path: &std::path::Path, dir: &str) -> opendal::Result<Vec<RawE
             Ok(meta) => meta,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
             Err(e) => return Err(io(e)),
+        };
+        let meta = if follow_file_links && meta.is_symlink() {
+            match std::fs::metadata(entry.path()) {
+                Ok(target) if target.is_file() => target,
+                _ => meta,
+            }
+        } else {
+            meta
         };
         let name = entry.file_name();
         let name = name.to_string_lossy();
@@ -782,7 +807,8 @@ mod tests {
             v.sort();
             v
         };
-        let local = read_local_dir(&root.local_dir("top/sub/").unwrap(), "top/sub/").unwrap();
+        let local =
+            read_local_dir(&root.local_dir("top/sub/").unwrap(), "top/sub/", false).unwrap();
         let listed = read_dir_entries(&root, "top/sub/").await.unwrap();
         let local = flat(local);
         // The one difference: the operator follows a symlink to a file (its listing says
@@ -812,10 +838,49 @@ mod tests {
         );
         assert!(local[1].1.starts_with("file 5 Some("), "{local:?}");
 
-        let missing = read_local_dir(&root.local_dir("nope/").unwrap(), "nope/").unwrap_err();
+        let missing =
+            read_local_dir(&root.local_dir("nope/").unwrap(), "nope/", false).unwrap_err();
         assert!(is_missing(&missing), "{missing}");
-        let through_file = read_local_dir(&d.join("a.bin"), "top/sub/a.bin/").unwrap_err();
+        let through_file = read_local_dir(&d.join("a.bin"), "top/sub/a.bin/", false).unwrap_err();
         assert!(is_missing(&through_file), "{through_file}");
+    }
+
+    /// `copyLinks`: a link to a file lists as that file (the target's size and mtime, the
+    /// link's name); links to directories and broken links stay out, and so do links in a
+    /// root that does not follow them.
+    #[tokio::test]
+    async fn a_root_following_file_links_lists_their_targets() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().join("src");
+        std::fs::create_dir_all(d.join("inner")).unwrap();
+        std::fs::create_dir_all(dir.path().join("elsewhere")).unwrap();
+        std::fs::write(dir.path().join("elsewhere/target.bin"), b"1234567").unwrap();
+        std::fs::write(d.join("inner/x"), b"x").unwrap();
+        std::os::unix::fs::symlink(dir.path().join("elsewhere/target.bin"), d.join("link"))
+            .unwrap();
+        std::os::unix::fs::symlink(dir.path().join("elsewhere"), d.join("dirlink")).unwrap();
+        std::os::unix::fs::symlink(dir.path().join("gone"), d.join("broken")).unwrap();
+        let listed = |root: FileRoot| async move {
+            let mut v: Vec<(String, u64)> = root
+                .list("src")
+                .await
+                .unwrap()
+                .map_ok(|f| (f.path, f.size))
+                .try_collect()
+                .await
+                .unwrap();
+            v.sort();
+            v
+        };
+        let following = fs_root(dir.path(), "").following_file_links(true);
+        assert_eq!(
+            listed(following).await,
+            [("inner/x".to_owned(), 1), ("link".to_owned(), 7)]
+        );
+        assert_eq!(
+            listed(fs_root(dir.path(), "")).await,
+            [("inner/x".to_owned(), 1)]
+        );
     }
 
     #[tokio::test]

@@ -667,7 +667,8 @@ pub async fn prepare(
     );
     let filters = Filters::compile(&task.filters)?;
     let src_base = task_path("srcPath", &task.src_path)?;
-    let source = open_side("source".into(), source, src_base).await?;
+    let mut source = open_side("source".into(), source, src_base).await?;
+    source.files = source.files.following_file_links(task.options.copy_links);
     ensure!(
         req.remotes.is_empty() || req.remotes.len() == req.destinations.len(),
         BadRequestSnafu {

@@ -104,6 +104,11 @@ pub struct Options {
     /// At most this many destination files deleted per run (with `deleteExtraneous`).
     #[serde(rename = "maxDelete", default = "default_max_delete")]
     pub max_delete: u64,
+    /// Copy the file a symlink in a Local source points to, as a file at the link's path
+    /// (`rclone --copy-links` for files). Links to directories, broken links and links in
+    /// destinations are left alone either way.
+    #[serde(rename = "copyLinks", default)]
+    pub copy_links: bool,
 }
 
 impl Default for Options {
@@ -113,6 +118,7 @@ impl Default for Options {
             delete_source: false,
             delete_extraneous: false,
             max_delete: default_max_delete(),
+            copy_links: false,
         }
     }
 }

@@ -234,7 +234,7 @@ mod tests {
                 "mode": {"type": "Diff", "includeSize": false, "includeModTime": true},
                 "filters": [{"type": "Size", "minSize": 10, "maxSize": 20000}],
                 "options": {"noEmptyDirectories": false, "deleteSource": false,
-                            "deleteExtraneous": false, "maxDelete": 1000},
+                            "deleteExtraneous": false, "maxDelete": 1000, "copyLinks": false},
                 "srcUserSpaceID": 1, "srcPath": "space1/cli",
                 "destUserSpaceIDs": [2], "destPathes": ["space2/svr"]
             })

@@ -218,6 +218,59 @@ async fn once_task_to_local_and_s3_with_a_filter() {
     c.shutdown().await;
 }
 
+/// Symlinks in a Local source: skipped by default; with `copyLinks` a link to a file is
+/// copied as a regular file holding the target's bytes. Links to directories are skipped
+/// either way.
+#[tokio::test]
+async fn copy_links_copies_the_files_links_point_to() {
+    let c = TestCluster::builder().build().await.unwrap();
+    let api = c.api();
+    let src = c.scratch("src");
+    let outside = c.scratch("outside");
+    let dst = c.scratch("dst");
+    write_tree(&src, &[("plain.txt", b"plain"), ("d/inner.txt", b"inner")]);
+    write_tree(
+        &outside,
+        &[("target.txt", b"linked bytes"), ("sub/x.txt", b"x")],
+    );
+    std::os::unix::fs::symlink(outside.join("target.txt"), src.join("d/link.txt")).unwrap();
+    std::os::unix::fs::symlink(outside.join("sub"), src.join("dirlink")).unwrap();
+    let s = local_space(api, "src", &src).await;
+    let d = local_space(api, "dst", &dst).await;
+    for (folder, copy_links) in [("plain", false), ("links", true)] {
+        let task = Api::ok(
+            api.post(
+                "/v1/spaceSyncer/createTask",
+                json!({
+                    "trigger": {"type": "Once"},
+                    "mode": {"type": "Full"},
+                    "options": {"copyLinks": copy_links},
+                    "srcUserSpaceID": s, "srcPath": "",
+                    "destUserSpaceIDs": [d], "destPathes": [folder]
+                }),
+            )
+            .await,
+        )["task"]
+            .clone();
+        assert_eq!(task["options"]["copyLinks"], copy_links, "{task}");
+        let id = task["taskID"].as_u64().unwrap();
+        let t = wait_runs(api, id, 1).await;
+        assert_eq!(t["status"]["runs"][0]["result"], "Succeeded", "{t}");
+        let run = &t["status"]["runs"][0];
+        assert_eq!(run["filesCopied"], if copy_links { 3 } else { 2 }, "{t}");
+    }
+    assert_eq!(
+        std::fs::read(dst.join("plain/d/inner.txt")).unwrap(),
+        b"inner"
+    );
+    assert!(!dst.join("plain/d/link.txt").exists());
+    let copied = dst.join("links/d/link.txt");
+    assert_eq!(std::fs::read(&copied).unwrap(), b"linked bytes");
+    assert!(std::fs::symlink_metadata(&copied).unwrap().is_file());
+    assert!(!dst.join("plain/dirlink").exists() && !dst.join("links/dirlink").exists());
+    c.shutdown().await;
+}
+
 #[tokio::test]
 async fn bad_tasks_are_rejected_naming_the_field() {
     let c = TestCluster::builder().build().await.unwrap();
