@@ -9,7 +9,8 @@
 //! the begin path. The grant size adapts: it doubles while pools run dry within their age
 //! (busy) and falls back to [`MIN_GRANT`] when reservations expire unused (idle), so an
 //! idle gateway reserves few ids and a busy one makes few grant calls. An unused
-//! reservation costs nothing (no metadata was written for it).
+//! reservation costs only its id, an object id never given out (no metadata was written
+//! for it).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
