@@ -115,6 +115,9 @@ pub struct FileRoot {
     /// `<working_dir>/shards` and `<working_dir>/tmp` (no leading or trailing `/`).
     internal: [String; 2],
     label: String,
+    /// Where the storage root is on this machine, for a local filesystem (listed with
+    /// `std::fs`, see [`read_local_dir`]); `None` for object stores.
+    local_root: Option<std::path::PathBuf>,
     /// On a local filesystem, list a symlink to a file as that file (a sync's `copyLinks`).
     follow_file_links: bool,
 }
@@ -131,10 +134,13 @@ impl FileRoot {
                 format!("{dir}/{d}")
             }
         });
+        let info = op.info();
+        let local_root = (info.scheme() == "fs").then(|| std::path::PathBuf::from(info.root()));
         FileRoot {
             op,
             internal,
             label: String::new(),
+            local_root,
             follow_file_links: false,
         }
     }
@@ -155,8 +161,7 @@ impl FileRoot {
     /// Where directory `dir` (a storage path, `""` or ending in `/`) is on this machine,
     /// when the storage is a local filesystem (`None` for object stores).
     fn local_dir(&self, dir: &str) -> Option<std::path::PathBuf> {
-        let info = self.op.info();
-        (info.scheme() == "fs").then(|| std::path::Path::new(&info.root()).join(dir))
+        self.local_root.as_ref().map(|root| root.join(dir))
     }
 
     /// Whether `path` is (under) the space's `shards/` or `tmp/` directory.

@@ -68,8 +68,7 @@ pub fn verify(
 /// the agent answers, and it must be what the ticket asked for.
 pub fn shard_algorithm(body: &TicketBody) -> Result<Algorithm> {
     match ShardHash::try_from(body.shard_hash_algorithm) {
-        Ok(ShardHash::Sha256) => Ok(Algorithm::Sha256),
-        Ok(ShardHash::Blake3) => Ok(Algorithm::Blake3),
+        Ok(hash) => Ok(hash.into()),
         Err(_) => BadTicketSnafu {
             reason: format!("unknown shard_hash_algorithm {}", body.shard_hash_algorithm),
         }

@@ -55,10 +55,7 @@ impl TicketSigner {
         self.sign(Kind::Put, space, expires_at_ms, |b| {
             b.upload_id = upload.0;
             b.max_size = max_size;
-            b.shard_hash_algorithm = match hash {
-                Algorithm::Sha256 => ShardHash::Sha256,
-                Algorithm::Blake3 => ShardHash::Blake3,
-            } as i32;
+            b.shard_hash_algorithm = ShardHash::from(hash) as i32;
         })
     }
 

@@ -29,6 +29,8 @@ pub use jcs::common::v1 as common;
 /// `CoordinatorService`: metadata, placements, agent registry.
 pub use jcs::coordinator::v1 as coordinator;
 
+mod convert;
+
 /// Largest gRPC message either side accepts (chunks are at most 1 MiB; headroom for framing).
 pub const MAX_MESSAGE_SIZE: usize = 4 * 1024 * 1024;
 

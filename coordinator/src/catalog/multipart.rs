@@ -179,7 +179,7 @@ impl Catalog {
         if res.succeeded {
             return Ok(Attempt::Done(obj.row));
         }
-        Ok(Self::failed_commit(&res.gets)?.unwrap_or(Attempt::Retry))
+        Ok(Self::failed_commit(u, &res.gets)?.unwrap_or(Attempt::Retry))
     }
 
     /// `err` unless the upload was committed already (a retried commit whose first attempt
@@ -275,7 +275,7 @@ impl Catalog {
         if res.succeeded {
             return Ok(Attempt::Done(row));
         }
-        Ok(Self::failed_commit(&res.gets)?.unwrap_or(Attempt::Retry))
+        Ok(Self::failed_commit(u, &res.gets)?.unwrap_or(Attempt::Retry))
     }
 
     /// Delete every part of object `id` (rows and shard references, in small batches), then

@@ -283,38 +283,39 @@ impl Catalog {
             .ok_or_else(|| not_found(format!("object {oid} of upload {id} (deleted since)")))
     }
 
-    /// The commit-specific conditions every commit transaction starts with, and the gets
-    /// its `otherwise` branch starts with (read back by [`Catalog::failed_commit`]): the
-    /// upload's marker is absent, the shard is not being collected, and (an object upload
-    /// of the object sequence) no object has the upload's id yet, that is, this upload has
-    /// not created its object already. [`COMMIT_GETS`] gets.
+    /// The commit-specific conditions every commit transaction starts with, and the
+    /// [`COMMIT_GETS`] gets its `otherwise` branch starts with (read back by
+    /// [`Catalog::failed_commit`]): the upload's marker is absent, the shard is not being
+    /// collected, and, for an upload of the object sequence, no object has the upload's id
+    /// yet (this upload has not created its object already). The third get is made for
+    /// every upload; it counts only for those of the object sequence (an older upload's id
+    /// may be another object's).
     pub(crate) fn commit_guards(u: &UploadRow, sha256: &str) -> (Vec<Compare>, Vec<Op>) {
-        // Only an object upload can have created an object with its id; for the others the
-        // key is absent (the id was never given to an object), so the guard is kept uniform.
         let created = keys::object_id(ObjectId(u.upload_id.0));
         let mut when = vec![
             Compare::Absent(marker_key(u)),
             Compare::Absent(keys::shard_gc(u.space_id, sha256)),
         ];
-        let mut gets = vec![
-            Op::Get(marker_key(u)),
-            Op::Get(keys::shard_gc(u.space_id, sha256)),
-        ];
         if u.object_seq {
             when.push(Compare::Absent(created.clone()));
-            gets.push(Op::Get(created));
-        } else {
-            // Keeps the gets' positions the same for every upload.
-            gets.push(Op::Get(marker_key(u)));
         }
+        let gets = vec![
+            Op::Get(marker_key(u)),
+            Op::Get(keys::shard_gc(u.space_id, sha256)),
+            Op::Get(created),
+        ];
         (when, gets)
     }
 
-    /// Why a commit transaction failed, from the gets of [`Catalog::commit_guards`]: the
-    /// upload was already committed (a retry: its marker, or the object it created), or
-    /// the shard is being collected.
-    pub(crate) fn failed_commit(gets: &[Option<meta::KeyValue>]) -> Result<Option<Attempt>> {
-        if matches!(gets.first(), Some(Some(_))) || matches!(gets.get(2), Some(Some(_))) {
+    /// Why a commit transaction of `u` failed, from the gets of [`Catalog::commit_guards`]:
+    /// the upload was already committed (a retry: its marker, or the object it created),
+    /// or the shard is being collected.
+    pub(crate) fn failed_commit(
+        u: &UploadRow,
+        gets: &[Option<meta::KeyValue>],
+    ) -> Result<Option<Attempt>> {
+        let created = u.object_seq && matches!(gets.get(2), Some(Some(_)));
+        if matches!(gets.first(), Some(Some(_))) || created {
             return Ok(Some(Attempt::AlreadyCommitted));
         }
         if matches!(gets.get(1), Some(Some(_))) {
@@ -365,7 +366,7 @@ impl Catalog {
             if res.succeeded {
                 return Ok(Attempt::Done(row));
             }
-            if let Some(a) = Self::failed_commit(&res.gets)? {
+            if let Some(a) = Self::failed_commit(u, &res.gets)? {
                 return Ok(a);
             }
             match res.gets.get(COMMIT_GETS) {

@@ -9,7 +9,11 @@ use crate::data;
 
 /// An object takes its upload's id; the files of one request get ascending ids in request
 /// order, whichever of their stores finishes first (small ones are stored concurrently),
-/// also across a large file streamed between them.
+/// also across a large file streamed between them and across grant refills (40 files, 8
+/// per first grant). It fails when the grant pool hands its reservations out of order.
+/// That the gateway takes each reservation while reading the request, not in the file's
+/// store task, is by construction (`stream_files`): the race it prevents does not show
+/// reliably on this test's runtime.
 #[tokio::test]
 async fn the_files_of_a_request_get_ascending_object_ids_in_request_order() {
     let c = TestCluster::builder().build().await.unwrap();
